@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole suite. pytest's exit code 5 ("no tests collected") is a failure here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check src tests bench || exit 1
+.venv/bin/python -m pytest -q -ra "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$rc"

@@ -1,0 +1,55 @@
+"""Pure OCI data: references, digests, media types, manifests, platforms. No I/O."""
+
+from __future__ import annotations
+
+from warmstart.oci.digest import Digest, is_digest
+from warmstart.oci.errors import (
+    InvalidDigest,
+    InvalidManifest,
+    InvalidReference,
+    ManifestTooLarge,
+    NoMatchingPlatform,
+    OCIError,
+    UnsupportedMediaType,
+)
+from warmstart.oci.manifest import (
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    Manifest,
+    parse_manifest,
+)
+from warmstart.oci.platform import Platform, choose_platform
+from warmstart.oci.reference import (
+    Reference,
+    normalize_registry,
+    parse_reference,
+    validate_repository,
+    validate_tag,
+)
+
+__all__ = [
+    "MAX_MANIFEST_BYTES",
+    "Descriptor",
+    "Digest",
+    "ImageIndex",
+    "ImageManifest",
+    "InvalidDigest",
+    "InvalidManifest",
+    "InvalidReference",
+    "Manifest",
+    "ManifestTooLarge",
+    "NoMatchingPlatform",
+    "OCIError",
+    "Platform",
+    "Reference",
+    "UnsupportedMediaType",
+    "choose_platform",
+    "is_digest",
+    "normalize_registry",
+    "parse_manifest",
+    "parse_reference",
+    "validate_repository",
+    "validate_tag",
+]

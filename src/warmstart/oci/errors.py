@@ -1,0 +1,31 @@
+"""Errors raised by the pure OCI data layer. Each message is one line a user can act on."""
+
+from __future__ import annotations
+
+
+class OCIError(ValueError):
+    """Base of every validation error in :mod:`warmstart.oci`."""
+
+
+class InvalidDigest(OCIError):
+    pass
+
+
+class InvalidReference(OCIError):
+    pass
+
+
+class InvalidManifest(OCIError):
+    pass
+
+
+class UnsupportedMediaType(InvalidManifest):
+    pass
+
+
+class ManifestTooLarge(InvalidManifest):
+    pass
+
+
+class NoMatchingPlatform(OCIError):
+    pass
