@@ -1,0 +1,1 @@
+"""Real parts for tests and benchmarks: upstream registries, containerd instances, images."""
