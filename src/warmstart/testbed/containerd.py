@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from warmstart.testbed.procs import stop_process, wait_until
+from warmstart.testbed.procs import stop_process, wait_ready
 
 CONFIG_TEMPLATE = """version = 2
 root = "{root}"
@@ -65,7 +65,7 @@ class ContainerdProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        wait_until(
+        wait_ready(
             lambda: self.socket.exists() and self.ctr("version", check=False).returncode == 0,
             timeout,
             "containerd",
@@ -76,7 +76,7 @@ class ContainerdProcess:
 
     def ctr(
         self, *args: str, check: bool = True, timeout: float = 600.0, netns: bool = True
-    ) -> subprocess.CompletedProcess[str]:  # noqa: E501
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``ctr`` against this instance (inside its network namespace, if it has one)."""
         cmd = [
             *(self._prefix() if netns else []),
@@ -86,7 +86,7 @@ class ContainerdProcess:
             "--namespace",
             self.namespace,
             *args,
-        ]  # noqa: E501
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise RuntimeError(f"ctr {' '.join(args)} failed: {result.stderr.strip()[-500:]}")

@@ -5,26 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(
+def wait_ready(
     check: Callable[[], bool],
     timeout: float,
     what: str,
     proc: subprocess.Popen | None = None,
     log: Path | None = None,
-) -> None:  # noqa: E501
+) -> None:
     """Poll ``check`` until it is true; raise with the daemon's log tail if it never is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,9 +48,3 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
