@@ -1,1 +1,47 @@
-"""registry"""
+"""Async client of the OCI Distribution API (read side): auth, manifests, resumable blobs.
+
+Pure rules live in small modules without aiohttp (``challenge``, ``tokens``, ``backoff``,
+``ranges``, ``credentials``, ``endpoints``, ``errors``); all I/O is in ``client``.
+"""
+
+from __future__ import annotations
+
+from warmstart.registry.client import (
+    MANIFEST_ACCEPT,
+    ClientOptions,
+    FetchedManifest,
+    RegistryClient,
+)
+from warmstart.registry.credentials import Credentials, CredentialsError, CredentialStore
+from warmstart.registry.errors import (
+    AuthError,
+    DigestMismatch,
+    InsecureCredentials,
+    InvalidManifest,
+    ManifestTooLarge,
+    NotFound,
+    ProtocolError,
+    RegistryError,
+    SizeMismatch,
+    UpstreamUnavailable,
+)
+
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "AuthError",
+    "ClientOptions",
+    "CredentialStore",
+    "Credentials",
+    "CredentialsError",
+    "DigestMismatch",
+    "FetchedManifest",
+    "InsecureCredentials",
+    "InvalidManifest",
+    "ManifestTooLarge",
+    "NotFound",
+    "ProtocolError",
+    "RegistryClient",
+    "RegistryError",
+    "SizeMismatch",
+    "UpstreamUnavailable",
+]

@@ -1,0 +1,303 @@
+"""An in-memory Distribution API server (and token server) for the client's tests.
+
+It runs in the test's own event loop on 127.0.0.1. ``hooks`` let a test answer (or break) any
+request before the normal handling: the first hook returning a response wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from warmstart.oci import Digest
+from warmstart.oci import mediatypes as mt
+
+Hook = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+SERVICE = "fake-registry"
+_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    form: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("Authorization")
+
+
+def record(request: web.Request, form: dict[str, str] | None = None) -> Seen:
+    query: dict[str, list[str]] = {}
+    for k, v in request.query.items():
+        query.setdefault(k, []).append(v)
+    return Seen(request.method, request.path, query, dict(request.headers), form or {})
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
+
+
+def error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=error_body(code, message),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def image_manifest(config: bytes = b"{}", layers: tuple[bytes, ...] = ()) -> bytes:
+    def desc(media_type: str, data: bytes) -> dict[str, object]:
+        return {"mediaType": media_type, "digest": str(Digest.of(data)), "size": len(data)}
+
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": desc(mt.OCI_CONFIG, config),
+            "layers": [desc(mt.OCI_LAYER_GZIP, layer) for layer in layers],
+        }
+    ).encode()
+
+
+class FakeRegistry:
+    """Blobs and manifests in dicts; auth ``None``, ``"bearer"`` or ``"basic"``."""
+
+    def __init__(
+        self,
+        *,
+        auth: str | None = None,
+        users: dict[str, str] | None = None,
+        identity_tokens: set[str] | None = None,
+        anonymous_pull: bool = True,
+        token_ttl: int | None = 300,
+        realm: str | None = None,
+        chunk: int = 64 * 1024,
+    ) -> None:
+        self.auth = auth
+        self.users = users or {}
+        self.identity_tokens = identity_tokens or set()
+        self.anonymous_pull = anonymous_pull
+        self.token_ttl = token_ttl
+        self.realm = realm  # set by the fixture to this server's /token unless given
+        self.chunk = chunk
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}
+        self.requests: list[Seen] = []
+        self.token_requests: list[Seen] = []
+        self.issued: dict[str, str] = {}  # token -> scope it grants
+        self.hooks: list[Hook] = []
+        self.send_digest_header = True
+        self._unauthorized = 0
+
+    # -- content ---------------------------------------------------------------------------
+
+    def add_blob(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        self.blobs[str(digest)] = data
+        return digest
+
+    def add_manifest(
+        self, repo: str, tag: str | None, body: bytes, media_type: str = mt.OCI_MANIFEST
+    ) -> Digest:
+        digest = Digest.of(body)
+        self.manifests[(repo, str(digest))] = (body, media_type)
+        if tag is not None:
+            self.manifests[(repo, tag)] = (body, media_type)
+        return digest
+
+    def revoke_tokens(self) -> None:
+        self.issued.clear()
+
+    def count(self, method: str | None = None, status_path: str = "") -> int:
+        return sum(
+            1
+            for s in self.requests
+            if (method is None or s.method == method) and s.path.startswith(status_path)
+        )
+
+    @property
+    def unauthorized(self) -> int:
+        """How many registry requests were answered 401."""
+        return self._unauthorized
+
+    # -- app --------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/token", self._token_get)
+        app.router.add_post("/token", self._token_post)
+        app.router.add_route("*", "/v2/{tail:.*}", self._registry)
+        return app
+
+    async def _registry(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(record(request))
+        for hook in self.hooks:
+            answer = await hook(request)
+            if answer is not None:
+                return answer
+        tail = request.match_info["tail"]
+        repo: str | None = None
+        kind = ref = ""
+        m = re.match(r"^(.+)/(manifests|blobs)/([^/]+)$", tail)
+        if m:
+            repo, kind, ref = m.group(1), m.group(2), m.group(3)
+        elif tail != "":
+            return error(404, "NAME_UNKNOWN", "no such route")
+        denied = self._check_auth(request, repo)
+        if denied is not None:
+            self._unauthorized += 1
+            return denied
+        if repo is None:
+            return web.json_response({})
+        if kind == "manifests":
+            return self._manifest(repo, ref)
+        return await self._blob(request, ref)
+
+    def _check_auth(self, request: web.Request, repo: str | None) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        scope = f"repository:{repo}:pull" if repo else ""
+        if self.auth == "bearer":
+            token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
+            if token is not None and token in self.issued:
+                granted = self.issued[token].split()
+                if not repo or scope in granted:
+                    return None
+            realm = self.realm or f"http://{request.host}/token"
+            challenge = f'Bearer realm="{realm}",service="{SERVICE}"'
+            if scope:
+                challenge += f',scope="{scope}"'
+            if token is not None:
+                challenge += ',error="invalid_token"'
+            return error(
+                401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": challenge}
+            )
+        if self.auth == "basic":
+            if self._basic_user(header) is not None:
+                return None
+            return error(
+                401,
+                "UNAUTHORIZED",
+                "authentication required",
+                {"WWW-Authenticate": 'Basic realm="fake"'},
+            )
+        return None
+
+    def _basic_user(self, header: str) -> str | None:
+        if not header.startswith("Basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        return user if self.users.get(user) == password else None
+
+    def _issue(self, scopes: list[str], allowed: bool) -> web.Response:
+        token = secrets.token_hex(8)
+        self.issued[token] = " ".join(scopes) if allowed else ""
+        doc: dict[str, object] = {"token": token}
+        if self.token_ttl is not None:
+            doc["expires_in"] = self.token_ttl
+        return web.json_response(doc)
+
+    async def _token_get(self, request: web.Request) -> web.StreamResponse:
+        self.token_requests.append(record(request))
+        for hook in self.hooks:
+            answer = await hook(request)
+            if answer is not None:
+                return answer
+        if request.query.get("service") != SERVICE:
+            return web.json_response({"details": "wrong service"}, status=400)
+        header = request.headers.get("Authorization", "")
+        if header:
+            user = self._basic_user(header)
+            if user is None:
+                return web.json_response({"details": "bad credentials"}, status=401)
+            return self._issue(request.query.getall("scope", []), True)
+        return self._issue(request.query.getall("scope", []), self.anonymous_pull)
+
+    async def _token_post(self, request: web.Request) -> web.StreamResponse:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.token_requests.append(record(request, form))
+        for hook in self.hooks:
+            answer = await hook(request)
+            if answer is not None:
+                return answer
+        if form.get("grant_type") != "refresh_token" or form.get("service") != SERVICE:
+            return web.json_response({"error": "invalid_request"}, status=400)
+        if form.get("refresh_token") not in self.identity_tokens:
+            return web.json_response({"error": "invalid_grant"}, status=401)
+        response = self._issue(form.get("scope", "").split(), True)
+        return response
+
+    def _manifest(self, repo: str, ref: str) -> web.Response:
+        entry = self.manifests.get((repo, ref))
+        if entry is None:
+            return error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {ref}")
+        body, media_type = entry
+        headers = {"Content-Type": media_type}
+        if self.send_digest_header:
+            headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(body).hexdigest()
+        return web.Response(body=body, headers=headers)
+
+    async def _blob(self, request: web.Request, ref: str) -> web.StreamResponse:
+        data = self.blobs.get(ref)
+        if data is None:
+            return error(404, "BLOB_UNKNOWN", f"blob unknown: {ref}")
+        return await serve_bytes(request, data, self.chunk)
+
+
+async def serve_bytes(
+    request: web.Request,
+    data: bytes,
+    chunk: int = 64 * 1024,
+    *,
+    honour_range: bool = True,
+    cut_after: int | None = None,
+) -> web.StreamResponse:
+    """Answer with ``data`` (206 for a Range), optionally dropping the connection midway."""
+    start, end = 0, len(data) - 1
+    status = 200
+    header = request.headers.get("Range")
+    m = _RANGE_RE.match(header or "")
+    if honour_range and m:
+        start = int(m.group(1))
+        if m.group(2):
+            end = min(int(m.group(2)), len(data) - 1)
+        if start >= len(data):
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+        status = 206
+    resp = web.StreamResponse(status=status)
+    resp.content_length = end - start + 1
+    resp.content_type = "application/octet-stream"
+    if status == 206:
+        resp.headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+    await resp.prepare(request)
+    if request.method == "HEAD":
+        return resp
+    pos = start
+    while pos <= end:
+        stop = min(pos + chunk, end + 1)
+        if cut_after is not None and stop - start > cut_after:
+            stop = start + cut_after
+            await resp.write(data[pos:stop])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data[pos:stop])
+        pos = stop
+    await resp.write_eof()
+    return resp
