@@ -1,0 +1,122 @@
+"""Where everything lives under a store root. Paths only: the one I/O here is ``create``.
+
+::
+
+    root/
+      blobs/<algorithm>/<hex>      complete, verified blobs (never modified in place)
+      ingest/<hex>.partial         the one write in progress of a digest (owner holds its lock)
+      ingest/put-<pid>-<rand>-<hex>.tmp   small atomic writes (put_bytes)
+      locks/<hex>.lock             per-digest flock: held by whoever writes or deletes the blob
+      sessions/<id>.lock           flock held for the lifetime of one open ContentStore
+      index.db                     SQLite index (WAL)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from warmstart.oci import Digest, InvalidDigest
+
+PARTIAL_SUFFIX = ".partial"
+PUT_PREFIX = "put-"
+TMP_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
+_HEX_LENGTH_TO_ALGORITHM = {64: "sha256", 128: "sha512"}
+_PUT_RE = re.compile(r"^put-(\d+)-[0-9a-f]+-([0-9a-f]+)\.tmp$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def blobs_root(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / "ingest"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.root / "sessions"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.db"
+
+    def blobs_dir(self, algorithm: str) -> Path:
+        return self.blobs_root / algorithm
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.blobs_root / digest.algorithm / digest.hex
+
+    def partial_path(self, digest: Digest) -> Path:
+        return self.ingest_dir / f"{digest.hex}{PARTIAL_SUFFIX}"
+
+    def put_temp_path(self, digest: Digest) -> Path:
+        return (
+            self.ingest_dir
+            / f"{PUT_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{digest.hex}{TMP_SUFFIX}"
+        )
+
+    def lock_path(self, digest: Digest) -> Path:
+        return self.locks_dir / f"{digest.hex}{LOCK_SUFFIX}"
+
+    def session_path(self, session: str) -> Path:
+        return self.sessions_dir / f"{session}{LOCK_SUFFIX}"
+
+    def create(self) -> None:
+        for d in (self.blobs_dir("sha256"), self.ingest_dir, self.locks_dir, self.sessions_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def iter_blob_files(self) -> Iterator[tuple[Digest, Path]]:
+        """Every file under ``blobs/`` whose name is a valid digest (others are ignored)."""
+        if not self.blobs_root.is_dir():
+            return
+        for algo_dir in sorted(self.blobs_root.iterdir()):
+            if not algo_dir.is_dir():
+                continue
+            for path in sorted(algo_dir.iterdir()):
+                try:
+                    digest = Digest.parse(f"{algo_dir.name}:{path.name}")
+                except InvalidDigest:
+                    continue
+                yield digest, path
+
+
+def digest_of_hex(hex_: str) -> Digest | None:
+    """The digest a ``<hex>`` file name stands for (algorithm from its length), or None."""
+    algorithm = _HEX_LENGTH_TO_ALGORITHM.get(len(hex_))
+    if algorithm is None:
+        return None
+    try:
+        return Digest.parse(f"{algorithm}:{hex_}")
+    except InvalidDigest:
+        return None
+
+
+def parse_partial_name(name: str) -> Digest | None:
+    if not name.endswith(PARTIAL_SUFFIX):
+        return None
+    return digest_of_hex(name[: -len(PARTIAL_SUFFIX)])
+
+
+def parse_put_name(name: str) -> int | None:
+    """The writer PID of a ``put-<pid>-<rand>-<hex>.tmp`` name, or None."""
+    m = _PUT_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def parse_lock_name(name: str) -> Digest | None:
+    if not name.endswith(LOCK_SUFFIX):
+        return None
+    return digest_of_hex(name[: -len(LOCK_SUFFIX)])

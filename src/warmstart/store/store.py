@@ -1,0 +1,667 @@
+"""``ContentStore``: the node-local content-addressed store, as one façade.
+
+The modules beside this one each do one job (paths, blob files, index, locks, eviction choice,
+single-flight, following reads, recovery); this class wires them together and holds the only
+state: an open index, a session lock and the in-process transfers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from warmstart.oci import Digest
+from warmstart.store.blobs import INLINE_LIMIT, BlobWriter, fsync_dir, hash_file, write_file_atomic
+from warmstart.store.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    BudgetExceeded,
+    DigestMismatch,
+    SizeMismatch,
+    StoreError,
+    format_bytes,
+)
+from warmstart.store.eviction import (
+    ImageUsage,
+    Snapshot,
+    orphans,
+    plan_eviction,
+    plan_removal,
+    unfreeable_bytes,
+)
+from warmstart.store.index import ImageBlob, Index, InflightRow, PinRow
+from warmstart.store.layout import Layout
+from warmstart.store.locks import FileLock, Session, session_alive
+from warmstart.store.models import (
+    BlobSource,
+    GCReport,
+    ImageRecord,
+    ProgressFn,
+    RecoveryReport,
+    VerifyReport,
+)
+from warmstart.store.pins import Pin
+from warmstart.store.reader import follow
+from warmstart.store.recovery import clean_ingest, clean_locks, clean_sessions, reconcile
+from warmstart.store.singleflight import Flight, SingleFlight
+
+_Doomed = list[tuple[Digest, FileLock]]  # blobs whose rows are gone; files to unlink, locks held
+
+
+class ContentStore:
+    """Blobs under ``root/blobs/<algorithm>/<hex>``, an SQLite index, a disk budget.
+
+    Safe to share between tasks of one event loop and between processes using the same root.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        budget: int | None = None,
+        resume_attempts: int = 1,
+        poll_interval: float = 0.02,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if budget is not None and budget < 0:
+            raise ValueError(f"store budget must be >= 0 bytes, not {budget}")
+        self.root = Path(root).absolute()
+        self.budget = budget
+        self._resume_attempts = max(0, resume_attempts)
+        self._poll = poll_interval
+        self._clock = clock
+        self._layout = Layout(self.root)
+        self._layout.create()
+        self._session = Session.start(self._layout.sessions_dir)
+        try:
+            self._index = Index(self._layout.index_path)
+        except BaseException:
+            self._session.close()
+            raise
+        self._flights: SingleFlight[Digest, Path] = SingleFlight()
+        self._closed = False
+        try:
+            self.recovery: RecoveryReport = self._recover()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout
+
+    def close(self) -> None:
+        """Close the index and end this store's session (its pins lapse). Transfers still
+        running are cancelled; prefer ``aclose`` from async code to wait for them."""
+        if self._closed:
+            return
+        self._closed = True
+        for flight in self._flights.flights():
+            if flight.task is not None and not flight.task.done():
+                flight.task.cancel()
+        self._index.close()
+        self._session.close()
+
+    async def aclose(self) -> None:
+        tasks = [
+            f.task for f in self._flights.flights() if f.task is not None and not f.task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.close()
+
+    def __enter__(self) -> ContentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ContentStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the content store at {self.root} is closed")
+
+    def _recover(self) -> RecoveryReport:
+        now = self._clock()
+        pins_dropped = self._prune_sessions()
+        temp = clean_ingest(self._layout, now)
+        rec = reconcile(self._layout, self._index, now)
+        clean_locks(self._layout)
+        clean_sessions(self._layout, self._session.id, now)
+        return RecoveryReport(
+            temp, rec.rows_dropped, rec.rows_added, rec.bad_files_removed, pins_dropped
+        )
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self._layout.blob_path(digest)
+
+    def has(self, digest: Digest) -> bool:
+        """Is the complete, verified blob in the store? (Files appear only after verification.)"""
+        return self.blob_path(digest).is_file()
+
+    def blob_size(self, digest: Digest) -> int | None:
+        self._check_open()
+        row = self._index.blob(digest)
+        if row is not None:
+            return row.size
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_bytes(self, digest: Digest, limit: int) -> bytes:
+        """The whole blob (for small ones such as manifests), checked against its digest."""
+        path = self.blob_path(digest)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > limit:
+                    raise BlobTooLarge(
+                        f"blob {digest} is {size} bytes, over the {limit} byte limit for reading it"
+                        " whole; stream it instead"
+                    )
+                data = f.read()
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest} is not in the store at {self.root}") from None
+        if Digest.of(data, digest.algorithm) != digest:
+            self._remove_corrupt(digest)
+            raise BlobNotFound(
+                f"blob {digest} in the store at {self.root} was corrupt and has been removed; "
+                "fetch it again"
+            )
+        return data
+
+    def put_bytes(self, digest: Digest, data: bytes, media_type: str | None = None) -> None:
+        """Store a small blob held in memory: verified first, then written atomically."""
+        self._check_open()
+        actual = Digest.of(data, digest.algorithm)
+        if actual != digest:
+            raise DigestMismatch(
+                f"data given for {digest} hashes to {actual}: refusing to store it"
+            )
+        if not self.has(digest):
+            write_file_atomic(self._layout.put_temp_path(digest), self.blob_path(digest), data)
+        self._index.add_blob(digest, len(data), media_type, self._clock())
+
+    async def fetch(
+        self,
+        digest: Digest,
+        size: int | None,
+        source: BlobSource,
+        *,
+        media_type: str | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> Path:
+        """Make sure the blob is in the store and return its path.
+
+        Concurrent fetches of one digest (tasks here, and other processes on the same root) call
+        ``source`` once: one writer, the others follow it and take over if its process dies.
+        ``on_progress`` gets deltas of the bytes written so far (not called if the blob was
+        already present).
+        """
+        self._check_open()
+        if size is not None and size < 0:
+            raise ValueError(f"blob size must be >= 0, not {size}")
+        if not self.has(digest):
+            await self._flights.do(
+                digest,
+                lambda flight: self._transfer(flight, size, source, media_type),
+                on_progress,
+            )
+        return self._checked(digest, size)
+
+    def open_reader(self, digest: Digest, start: int = 0) -> AsyncIterator[bytes]:
+        """Stream the blob from ``start``, following a write in progress until it completes."""
+        self._check_open()
+        return follow(self._layout, digest, start, self._flights.get, poll=self._poll)
+
+    def _checked(self, digest: Digest, size: int | None) -> Path:
+        path = self.blob_path(digest)
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(
+                f"blob {digest} was removed from the store at {self.root} right after it was "
+                "fetched; pin blobs while they are in use"
+            ) from None
+        if size is not None and actual != size:
+            raise SizeMismatch(
+                f"blob {digest} in the store is {actual} bytes but {size} were expected: the "
+                "descriptor's size is wrong"
+            )
+        return path
+
+    async def _transfer(
+        self,
+        flight: Flight[Digest, Path],
+        size: int | None,
+        source: BlobSource,
+        media_type: str | None,
+    ) -> Path:
+        digest = flight.key
+        final = self.blob_path(digest)
+        lock = FileLock(self._layout.lock_path(digest))
+        partial = self._layout.partial_path(digest)
+        try:
+            delay = 0.001
+            while True:  # someone else (another process) may be writing it: follow, or take over
+                if final.is_file():
+                    return final
+                if lock.try_acquire():
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    grown = partial.stat().st_size
+                    if grown != flight.progress:
+                        flight.advance(grown)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._poll)
+            if final.is_file():  # finished between our check and the lock
+                return final
+            return await self._write(flight, size, source, media_type)
+        finally:
+            lock.release(unlink=True)
+
+    async def _write(
+        self,
+        flight: Flight[Digest, Path],
+        size: int | None,
+        source: BlobSource,
+        media_type: str | None,
+    ) -> Path:
+        """Write the blob (we hold its lock): reserve room, stream, verify, rename."""
+        digest = flight.key
+        partial = self._layout.partial_path(digest)
+        final = self.blob_path(digest)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)  # left by a writer that died
+        self._reserve(digest, size or 0)
+        reserved = True
+        try:
+            writer = BlobWriter(
+                partial,
+                digest.hasher(),
+                on_written=flight.advance,
+                threaded=size is None or size > INLINE_LIMIT,
+            )
+            try:
+                await self._pump(digest, size, source, writer)
+                try:
+                    actual = await writer.finish()
+                except OSError as e:
+                    raise self._disk_error(digest, e) from e
+                if actual != digest.hex:
+                    raise DigestMismatch(
+                        f"blob {digest} from the source hashes to {digest.algorithm}:{actual}: "
+                        "the source sent other data; nothing was stored"
+                    )
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(partial, final)
+            except BaseException:
+                writer.abort()
+                raise
+            with self._index.transaction():
+                self._index.add_blob(digest, writer.written, media_type, self._clock())
+                self._index.remove_inflight(digest, self._session.id)
+            reserved = False
+            await asyncio.to_thread(fsync_dir, final.parent)  # make the rename durable
+            return final
+        finally:
+            if reserved and not self._closed:
+                with contextlib.suppress(StoreError, sqlite3.Error):
+                    self._index.remove_inflight(digest, self._session.id)
+
+    async def _pump(
+        self, digest: Digest, size: int | None, source: BlobSource, writer: BlobWriter
+    ) -> None:
+        """Copy the source into the writer, resuming from the offset reached if it fails."""
+        attempts = 0
+        while True:
+            try:
+                stream = source(writer.accepted)
+                try:
+                    async for chunk in stream:
+                        if size is not None and writer.accepted + len(chunk) > size:
+                            raise SizeMismatch(
+                                f"the source sent more than the {size} bytes declared for "
+                                f"{digest}; aborted, nothing was stored"
+                            )
+                        if type(chunk) is not bytes and not (
+                            isinstance(chunk, memoryview) and chunk.readonly
+                        ):
+                            chunk = bytes(chunk)  # a mutable buffer: keep our own copy
+                        try:
+                            await writer.write(chunk)
+                        except OSError as e:
+                            raise self._disk_error(digest, e) from e
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            except StoreError:
+                raise
+            except Exception:
+                if attempts >= self._resume_attempts:
+                    raise
+                attempts += 1  # resume from writer.accepted; the hash state is kept
+                continue
+            if size is None or writer.accepted == size:
+                return
+            if attempts < self._resume_attempts:
+                attempts += 1  # the stream ended early: ask for the rest
+                continue
+            raise SizeMismatch(
+                f"the source ended after {writer.accepted} of the {size} bytes declared for "
+                f"{digest}; nothing was stored"
+            )
+
+    def _disk_error(self, digest: Digest, error: OSError) -> StoreError:
+        return StoreError(
+            f"cannot write {digest} under {self.root}: {error.strerror or error}; "
+            "free disk space or check permissions"
+        )
+
+    # -- budget and eviction ---------------------------------------------------------------
+
+    def _reserve(self, digest: Digest, size: int) -> None:
+        """Record a write in flight, evicting first if the budget needs room for ``size``."""
+        doomed: _Doomed = []
+        try:
+            with self._index.transaction():
+                if self.budget is not None:
+                    doomed = self._make_room(digest, size)
+                self._index.add_inflight(digest, size, self._session.id, os.getpid(), self._clock())
+        except BaseException:
+            for _, lock in doomed:
+                lock.release()
+            raise
+        self._delete_files(doomed)
+
+    def _make_room(self, digest: Digest, size: int) -> _Doomed:
+        """Inside a transaction: drop the rows of what must go; returns the files to delete."""
+        assert self.budget is not None
+        budget = self.budget
+        self._prune_sessions()
+        usage = self._index.usage()
+        reserved = sum(r.size for r in self._index.inflight() if r.digest != digest)
+        need = usage + reserved + size - budget
+        if need <= 0:
+            return []
+        if size > budget:
+            raise BudgetExceeded(
+                f"blob {digest} is {format_bytes(size)}, more than the whole store budget of "
+                f"{format_bytes(budget)}: raise the budget"
+            )
+        snap = self._snapshot()
+        while True:
+            plan = plan_eviction(snap, need)
+            if not plan.ok:
+                blocked = unfreeable_bytes(snap)
+                pinned_images = sum(1 for i in snap.images if i.pinned)
+                raise BudgetExceeded(
+                    f"no room for {format_bytes(size)} ({digest.short}) in the store budget of "
+                    f"{format_bytes(budget)}: {format_bytes(usage)} is stored, "
+                    f"{format_bytes(blocked)} of it pinned or in use ({pinned_images} pinned "
+                    f"images), {format_bytes(reserved)} reserved by writes in progress; raise "
+                    "the budget or unpin images"
+                )
+            locked, busy = self._lock_all(plan.blobs)
+            if not busy:
+                break
+            for _, lock in locked:
+                lock.release()
+            snap = replace(snap, protected=snap.protected | busy)
+        self._index.remove_images(plan.images)
+        self._index.remove_blobs(d for d, _ in locked)
+        return locked
+
+    def _lock_all(self, digests: Iterable[Digest]) -> tuple[_Doomed, frozenset[Digest]]:
+        """Take the per-digest locks that are free; report the busy ones."""
+        locked: _Doomed = []
+        busy: set[Digest] = set()
+        for digest in digests:
+            lock = FileLock(self._layout.lock_path(digest))
+            if lock.try_acquire():
+                locked.append((digest, lock))
+            else:
+                busy.add(digest)
+        return locked, frozenset(busy)
+
+    def _delete_files(self, doomed: _Doomed) -> None:
+        for digest, lock in doomed:
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.blob_path(digest))
+            finally:
+                lock.release(unlink=True)
+
+    def _remove_corrupt(self, digest: Digest) -> bool:
+        locked, _ = self._lock_all([digest])
+        if not locked:
+            return False
+        try:
+            self._index.remove_blobs([digest])
+        except BaseException:
+            locked[0][1].release()
+            raise
+        self._delete_files(locked)
+        return True
+
+    def _alive(self, session: str) -> bool:
+        return session == self._session.id or session_alive(self._layout.sessions_dir, session)
+
+    def _prune_sessions(self) -> int:
+        """Drop pins and in-flight rows of stores that died; returns the pins dropped."""
+        dead = {s for s in self._index.sessions() if not self._alive(s)}
+        return self._index.drop_sessions(dead) if dead else 0
+
+    def _alive_map(self, sessions: Iterable[str]) -> dict[str, bool]:
+        return {s: self._alive(s) for s in set(sessions)}
+
+    def _live_pins(self) -> list[PinRow]:
+        pins = self._index.pins()
+        alive = self._alive_map(p.session for p in pins)
+        return [p for p in pins if alive[p.session]]
+
+    def _live_inflight(self) -> list[InflightRow]:
+        rows = self._index.inflight()
+        alive = self._alive_map(r.session for r in rows)
+        return [r for r in rows if alive[r.session]]
+
+    def _snapshot(self) -> Snapshot:
+        pins = self._live_pins()
+        pinned_refs = {p.reference for p in pins if p.reference is not None}
+        pinned: set[Digest] = set()
+        for p in pins:
+            pinned.update(p.digests)
+        protected = pinned | {r.digest for r in self._live_inflight()} | self._flights.keys()
+        image_blobs = self._index.image_blobs()
+        images = tuple(
+            ImageUsage(
+                row.reference,
+                row.last_used,
+                frozenset(b.digest for b in image_blobs.get(row.reference, ()))
+                | {row.manifest_digest},
+                pinned=row.reference in pinned_refs or row.manifest_digest in pinned,
+            )
+            for row in self._index.images()
+        )
+        return Snapshot(images, self._index.blob_sizes(), frozenset(protected))
+
+    # -- images ----------------------------------------------------------------------------
+
+    def record_image(
+        self,
+        reference: str,
+        manifest_digest: Digest,
+        blobs: Sequence[tuple[Digest, int, str]],
+        platform: str | None = None,
+    ) -> None:
+        """Record (or replace) an image: its manifest and every blob it needs, with sizes."""
+        self._check_open()
+        if not reference:
+            raise ValueError("image reference must not be empty")
+        entries: dict[Digest, ImageBlob] = {}
+        for digest, size, media_type in blobs:
+            entries[digest] = ImageBlob(digest, int(size), media_type)
+        if manifest_digest not in entries:
+            row = self._index.blob(manifest_digest)
+            if row is not None:
+                entries[manifest_digest] = ImageBlob(manifest_digest, row.size, row.media_type)
+        self._index.put_image(
+            reference, manifest_digest, platform, list(entries.values()), self._clock()
+        )
+
+    def images(self) -> list[ImageRecord]:
+        self._check_open()
+        present = self._index.blob_sizes()
+        pins = self._live_pins()
+        pinned_refs = {p.reference for p in pins if p.reference is not None}
+        pinned: set[Digest] = set()
+        for p in pins:
+            pinned.update(p.digests)
+        image_blobs = self._index.image_blobs()
+        records = []
+        for row in self._index.images():
+            blobs = image_blobs.get(row.reference, [])
+            records.append(
+                ImageRecord(
+                    reference=row.reference,
+                    manifest_digest=row.manifest_digest,
+                    size=sum(b.size for b in blobs),
+                    last_used=row.last_used,
+                    pinned=row.reference in pinned_refs or row.manifest_digest in pinned,
+                    complete=row.manifest_digest in present
+                    and all(b.digest in present for b in blobs),
+                    platform=row.platform,
+                )
+            )
+        return records
+
+    def touch(self, reference: str) -> None:
+        """Mark the image as used now (it becomes the last to be evicted)."""
+        self._check_open()
+        self._index.touch(reference, self._clock())
+
+    def remove_image(self, reference: str) -> bool:
+        """Drop the image's record and delete the blobs nothing else needs (pinned, in-flight
+        and shared blobs stay, and so do all blobs of an image pinned by reference: gc or
+        eviction collects them once unpinned). False if there was no such image."""
+        self._check_open()
+        doomed: _Doomed = []
+        try:
+            with self._index.transaction():
+                snap = self._snapshot()
+                image = next((i for i in snap.images if i.reference == reference), None)
+                if image is None:
+                    return False
+                if image.pinned:  # in use: drop the record, keep the bytes until unpinned
+                    snap = replace(snap, protected=snap.protected | image.blobs)
+                doomed, _busy = self._lock_all(plan_removal(snap, reference))
+                self._index.remove_images([reference])
+                self._index.remove_blobs(d for d, _ in doomed)
+        except BaseException:
+            for _, lock in doomed:
+                lock.release()
+            raise
+        self._delete_files(doomed)
+        return True
+
+    def pin(self, holder: str, digests: Iterable[Digest], reference: str | None = None) -> Pin:
+        """Protect blobs (and the image ``reference``) from eviction and gc until released."""
+        self._check_open()
+        wanted = frozenset(digests)
+        pin_id = self._index.add_pin(
+            holder, reference, wanted, self._session.id, os.getpid(), self._clock()
+        )
+        return Pin(pin_id, holder, wanted, reference, self._release_pin)
+
+    def _release_pin(self, pin_id: int) -> None:
+        if not self._closed:
+            self._index.remove_pin(pin_id)
+
+    # -- accounting and maintenance --------------------------------------------------------
+
+    def usage(self) -> int:
+        """Bytes of complete blobs in the store."""
+        self._check_open()
+        return self._index.usage()
+
+    def gc(self) -> GCReport:
+        """Remove blobs no image references (unless pinned or in flight), stale temp files,
+        stale pins, and reconcile the index with the files."""
+        self._check_open()
+        now = self._clock()
+        pins_dropped = self._prune_sessions()
+        temp = clean_ingest(self._layout, now)
+        reconcile(self._layout, self._index, now)
+        doomed: _Doomed = []
+        try:
+            with self._index.transaction():
+                snap = self._snapshot()
+                doomed, _busy = self._lock_all(orphans(snap))
+                self._index.remove_blobs(d for d, _ in doomed)
+        except BaseException:
+            for _, lock in doomed:
+                lock.release()
+            raise
+        freed = sum(snap.blob_sizes[d] for d, _ in doomed)
+        removed = tuple(d for d, _ in doomed)
+        self._delete_files(doomed)
+        clean_locks(self._layout)
+        clean_sessions(self._layout, self._session.id, now)
+        return GCReport(len(removed), freed, temp, pins_dropped, removed)
+
+    def verify(self) -> VerifyReport:
+        """Re-hash every blob; remove corrupt ones; report blobs that images miss."""
+        self._check_open()
+        files = list(self._layout.iter_blob_files())
+
+        def check(item: tuple[Digest, Path]) -> tuple[str, int] | None:
+            digest, path = item
+            try:
+                return hash_file(path, digest.algorithm)
+            except FileNotFoundError:
+                return None
+
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="warmstart-verify") as pool:
+            results = list(pool.map(check, files))
+        corrupt: list[Digest] = []
+        checked = checked_bytes = 0
+        rows = self._index.blob_sizes()
+        for (digest, _path), result in zip(files, results, strict=True):
+            if result is None:
+                continue
+            hex_, size = result
+            checked += 1
+            checked_bytes += size
+            if hex_ != digest.hex:
+                self._remove_corrupt(digest)
+                corrupt.append(digest)
+            elif rows.get(digest) != size:
+                self._index.add_blob(digest, size, None, self._clock())
+        reconcile(self._layout, self._index, self._clock())
+        missing: list[tuple[str, Digest]] = []
+        image_blobs = self._index.image_blobs()
+        for row in self._index.images():
+            needed = {b.digest for b in image_blobs.get(row.reference, ())} | {row.manifest_digest}
+            missing.extend((row.reference, d) for d in sorted(needed) if not self.has(d))
+        return VerifyReport(checked, checked_bytes, tuple(corrupt), tuple(missing))
