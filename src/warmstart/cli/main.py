@@ -1,0 +1,34 @@
+"""The ``warmstart`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from warmstart import __version__
+from warmstart.cli import bench_cmd, store_cmd
+from warmstart.cli.pull_cmd import pull
+
+app = typer.Typer(
+    name="warmstart",
+    help="Node-local image and model caches that make inference endpoints scale out fast.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("pull")(pull)
+app.add_typer(store_cmd.app, name="store")
+app.add_typer(bench_cmd.app, name="bench")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
