@@ -1,0 +1,1 @@
+"""Where bytes come from: local store, peers, upstream; single-flight across the cluster."""

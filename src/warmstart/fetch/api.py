@@ -1,0 +1,103 @@
+"""The seam between the agent's HTTP layer and where bytes come from.
+
+The agent's server (``warmstart.agent.server``) only talks to a :class:`Fetcher`; the tiered
+implementation (``warmstart.fetch.tiered``) decides between the local store, the digest's home
+peer, other peers and the upstream registry. Tests can plug an in-memory Fetcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from warmstart.oci import Digest
+
+# Header a warmstart agent sets when it asks a peer; the peer then never asks other peers.
+PEER_HEADER = "X-Warmstart-Peer"
+# Header carrying the cluster's shared secret on peer requests (if one is configured).
+PEER_TOKEN_HEADER = "X-Warmstart-Peer-Token"
+
+
+class FetchError(Exception):
+    """Base of the errors a Fetcher raises; the server maps each to an OCI error response."""
+
+    status = 502
+    code = "UNKNOWN"
+
+
+class NotFoundError(FetchError):
+    status = 404
+    code = "BLOB_UNKNOWN"  # the server uses MANIFEST_UNKNOWN for manifests
+
+
+class UnauthorizedError(FetchError):
+    """The client's credentials are missing or the upstream refused them for this repository."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class DeniedError(FetchError):
+    """The registry (``ns``) is not configured: the agent is never an open proxy."""
+
+    status = 403
+    code = "DENIED"
+
+
+class UnavailableError(FetchError):
+    """Every source failed (upstream down, peers down)."""
+
+    status = 503
+    code = "UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """What the downstream client presented; used to check access to private repositories."""
+
+    authorization: str | None = None  # the raw Authorization header, if any
+    peer: str | None = None  # node id from PEER_HEADER when the caller is a peer agent
+    peer_token: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    digest: Digest
+    media_type: str
+    body: bytes
+    source: str  # "local", "peer", "upstream", "cache"
+
+
+@dataclass(frozen=True)
+class BlobResult:
+    digest: Digest
+    size: int
+    source: str  # "local", "peer", "upstream"
+    # Complete in the local store: serve this file (sendfile, Range handled by the server).
+    path: Path | None = None
+    # Otherwise: a transfer is in progress; open_stream(start) yields bytes from ``start`` as they
+    # arrive, and raises if the transfer fails (nothing bad is ever stored).
+    open_stream: Callable[[int], AsyncIterator[bytes]] | None = None
+
+
+class Fetcher(Protocol):
+    async def get_manifest(
+        self,
+        registry: str,
+        repository: str,
+        reference: str,  # a tag or a digest string, already validated
+        accept: Sequence[str],
+        client: ClientIdentity,
+    ) -> ManifestResult: ...
+
+    async def get_blob(
+        self, registry: str, repository: str, digest: Digest, client: ClientIdentity
+    ) -> BlobResult: ...
+
+    async def stat_blob(
+        self, registry: str, repository: str, digest: Digest, client: ClientIdentity
+    ) -> int:
+        """Size of the blob (for HEAD) without starting a transfer if it can be avoided."""
+        ...
