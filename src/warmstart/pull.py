@@ -88,25 +88,24 @@ class Puller:
 
     async def resolve(
         self, ref: Reference, platform: Platform
-    ) -> tuple[FetchedManifest, FetchedManifest | None]:
-        """The top-level manifest and, when it is an index, the chosen platform's manifest."""
+    ) -> tuple[FetchedManifest, FetchedManifest | None, Platform | None]:
+        """The top-level manifest and, when it is an index, the chosen entry and its platform."""
         top = await self._client.get_manifest(ref)
         if isinstance(top.manifest, ImageManifest):
-            return top, None
+            return top, None, None
         assert isinstance(top.manifest, ImageIndex)
         chosen = top.manifest.choose(platform)
         child = await self._client.get_manifest(ref.with_digest(chosen.digest))
         if not isinstance(child.manifest, ImageManifest):
             raise InvalidManifest(f"{ref}: index entry {chosen.digest} is not an image manifest")
-        return top, child
+        return top, child, chosen.platform
 
     async def pull(self, ref: Reference, platform: Platform | None = None) -> PullResult:
         started = time.monotonic()
         wanted = platform or Platform.host()
-        top, child = await self.resolve(ref, wanted)
+        top, child, chosen_platform = await self.resolve(ref, wanted)
         image = child or top
         assert isinstance(image.manifest, ImageManifest)
-        chosen_platform = wanted if child is not None else None
         self._progress.resolved(ref, top.digest, chosen_platform)
 
         manifests = [top] if child is None else [top, child]

@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import aiohttp
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from warmstart.errors import USER_ERRORS
 from warmstart.units import parse_size
@@ -31,7 +32,7 @@ STORE_OPTION = typer.Option(
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line to stderr and exit non-zero."""
     first = " ".join(str(message).split())
-    err_console.print(f"[bold red]error:[/] {first}", markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(first)}", markup=True)
     raise typer.Exit(code)
 
 
@@ -41,7 +42,7 @@ def size_option(value: str | None) -> int | None:
     try:
         return parse_size(value)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+        fail(str(e), code=2)
 
 
 def run(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

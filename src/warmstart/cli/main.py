@@ -6,6 +6,7 @@ import typer
 
 from warmstart import __version__
 from warmstart.cli import bench_cmd, store_cmd
+from warmstart.cli.containerd_cmd import containerd_config
 from warmstart.cli.pull_cmd import pull
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("pull")(pull)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(bench_cmd.app, name="bench")
+app.command("containerd-config")(containerd_config)
 
 
 @app.command("version")

@@ -34,6 +34,7 @@ class RichPullProgress:
             transient=False,
         )
         self._tasks: dict[Digest, TaskID] = {}
+        self._enabled = enabled
 
     def __enter__(self) -> RichPullProgress:
         self._progress.start()
@@ -48,6 +49,8 @@ class RichPullProgress:
         self._progress.stop()
 
     def resolved(self, ref: Reference, digest: Digest, platform: Platform | None) -> None:
+        if not self._enabled:
+            return
         where = f" for {platform}" if platform else ""
         self._progress.console.print(f"[bold]{ref}[/] -> {digest}{where}")
 

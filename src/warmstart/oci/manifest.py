@@ -19,6 +19,8 @@ from warmstart.oci.platform import Platform, choose_platform
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what distribution and containerd accept
 MAX_BLOB_SIZE = 1 << 50
+# Content types that say nothing about the document; then its shape decides.
+_GENERIC_CONTENT_TYPES = frozenset({"application/json", "text/plain", "application/octet-stream"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def detect_media_type(doc: dict[str, Any], content_type: str | None) -> str:
             "Docker schema 1 manifests are not supported: push the image again with a current client"
         )
     if declared:
+        if declared not in mt.MANIFESTS:
+            raise UnsupportedMediaType(f"unsupported manifest media type {declared[:100]!r}")
         if header in mt.MANIFESTS and header != declared:
             raise InvalidManifest(
                 f"manifest declares mediaType {declared} but was served as {header}"
@@ -103,6 +107,8 @@ def detect_media_type(doc: dict[str, Any], content_type: str | None) -> str:
         media_type = declared
     elif header in mt.MANIFESTS:
         media_type = header
+    elif header and header not in _GENERIC_CONTENT_TYPES:
+        raise UnsupportedMediaType(f"unsupported manifest media type {header[:100]!r}")
     elif "manifests" in doc:
         media_type = mt.OCI_INDEX
     elif "config" in doc and "layers" in doc:

@@ -109,3 +109,10 @@ def test_index_choice():
     assert idx.choose(Platform.parse("linux/arm64")).digest.hex == "1" * 64
     with pytest.raises(NoMatchingPlatform, match="linux/amd64"):
         idx.choose(Platform.parse("linux/s390x"))
+
+
+def test_unknown_content_type_without_declared_media_type_is_refused():
+    with pytest.raises(UnsupportedMediaType):
+        parse_manifest(dump(image(None)), "application/vnd.example.unknown+json")
+    with pytest.raises(UnsupportedMediaType):
+        parse_manifest(dump(image("application/vnd.example.unknown+json")), mt.OCI_MANIFEST)
