@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.fault_proxy import BlobHost, FaultProxy
 from tests.support.images import ImageBuilder
+from tests.support.tools import require_tool
 from warmstart.testbed.registry import BasicAuthRegistry, RegistryProcess, TokenAuthRegistry
 
 # Per-test default for integration tests (the ini ``timeout`` applies to everything else).
@@ -75,6 +76,7 @@ def tmp_store() -> Iterator[Path]:
 @pytest.fixture
 def registry(request: pytest.FixtureRequest) -> Iterator[RegistryProcess]:
     """A plain-HTTP docker-registry (distribution 2.8) on 127.0.0.1, empty storage."""
+    require_tool("docker-registry")
     reg = RegistryProcess()
     try:
         yield reg
@@ -90,6 +92,7 @@ def registry_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., R
     :class:`TokenAuthRegistry`, ``auth="basic"`` a :class:`BasicAuthRegistry` (remaining kwargs
     go to those).
     """
+    require_tool("docker-registry")
     started: list[RegistryProcess] = []
 
     def make(*, auth: bool | str = False, **kwargs: Any) -> RegistryProcess:
@@ -117,6 +120,7 @@ def auth_registry(request: pytest.FixtureRequest) -> Iterator[TokenAuthRegistry]
     Attributes: ``host``, ``url``, ``ca_file``, ``cert_dir``, ``username``, ``password``,
     ``token_server`` (``token_requests``, ``expires_in``, ``jwt_lifetime``, ``fail_status``).
     """
+    require_tool("docker-registry")
     reg = TokenAuthRegistry(users={"alice": "secret"})
     try:
         yield reg
@@ -130,6 +134,7 @@ def basic_auth_registry(request: pytest.FixtureRequest) -> Iterator[BasicAuthReg
 
     Attributes as for ``auth_registry`` minus the token server.
     """
+    require_tool("docker-registry")
     reg = BasicAuthRegistry(users={"alice": "secret"})
     try:
         yield reg
@@ -189,6 +194,8 @@ def blob_host() -> Iterator[BlobHost]:
 def image_builder() -> Iterator[ImageBuilder]:
     """``image_builder.build(registry, repo, tag, layer_sizes=[...], arch=..., seed=...)``,
     ``.build_index(registry, repo, tag, arches=[...])``, ``.push_blob``, ``.push_raw_manifest``."""
+    require_tool("umoci")
+    require_tool("skopeo")
     builder = ImageBuilder(_scratch_dir("warmstart-build-"))
     try:
         yield builder
