@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from warmstart.testbed.layout import LayerSpec, write_image
+from warmstart.testbed.layout import LayerSpec, push_layout, write_image
 from warmstart.testbed.registry import RegistryProcess
 from warmstart.units import format_size
 
@@ -66,18 +66,7 @@ def main() -> None:
             entrypoint=("serve",),
         )
         ref = f"{registry.host}/demo/embedder:v1"
-        subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                f"oci:{image.layout}:v1",
-                f"docker://{ref}",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        push_layout(image.layout, "v1", ref)
         console.print(
             f"built and pushed {ref}: {len(image.layer_digests)} layers, "
             f"{format_size(image.total_size)} ({time.perf_counter() - started:.1f}s)\n"

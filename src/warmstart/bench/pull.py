@@ -5,7 +5,7 @@ rotated order, into an empty destination; the table shows medians. What each one
 
 - ``warmstart``: ``warmstart pull`` into an empty store (sha256 verified while streaming, fsync,
   atomic rename);
-- ``skopeo``: ``skopeo copy docker://... oci:DIR`` (verifies digests too);
+- ``skopeo``: ``skopeo copy docker://... oci:DIR`` (verifies digests too; layers kept as-is);
 - ``ctr``: ``ctr content fetch`` into a fresh private containerd (the same path ``ctr pull`` fetches).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from warmstart.bench.plots import bar_chart
 from warmstart.bench.stats import median, rate_mb_s, rotated
 from warmstart.testbed.containerd import ContainerdProcess
-from warmstart.testbed.layout import LayerSpec, write_image
+from warmstart.testbed.layout import LayerSpec, push_layout, write_image
 from warmstart.testbed.registry import RegistryProcess
 
 CONTENDERS = ("warmstart", "skopeo", "ctr")
@@ -77,18 +77,7 @@ def run_pull_bench(
         log(f"building a {size / 2**30:.2f} GiB single-layer image ...")
         image = write_image(base / "layout", "big", [LayerSpec((("weights.bin", size),), seed=7)])
         ref = f"{registry.host}/bench/big:v1"
-        subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                f"oci:{image.layout}:big",
-                f"docker://{ref}",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        push_layout(image.layout, "big", ref)
         shutil.rmtree(image.layout)
         layer = image.layer_digests[0]
         result = PullBenchResult(image.total_size, rounds, {c: [] for c in contenders})
@@ -116,6 +105,8 @@ def run_pull_bench(
                     "copy",
                     "--quiet",
                     "--src-tls-verify=false",
+                    "--preserve-digests",
+                    "--dest-oci-accept-uncompressed-layers",
                     f"docker://{ref}",
                     f"oci:{dest}:v1",
                 ]
