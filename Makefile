@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := docker-registry skopeo umoci containerd runc openssl iproute2 ca-certificates
-STAMP_APT := $(VENV)/.apt-stamp
+APT_PACKAGES := docker-registry skopeo umoci containerd runc openssl iproute2 util-linux ca-certificates
+APT_LEAN_PACKAGES := podman
 STAMP_PY := $(VENV)/.py-stamp
 
-.PHONY: demo test lint bench-pull deps clean
+.PHONY: demo test lint bench-pull deps deps-apt clean
 
 demo: deps
 	$(VENV)/bin/python -m warmstart.demo
@@ -15,26 +15,26 @@ test: deps
 	bash scripts/run-tests.sh
 
 lint: deps
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 bench-pull: deps
 	$(VENV)/bin/warmstart bench pull
 
-deps: $(STAMP_APT) $(STAMP_PY)
+deps: deps-apt $(STAMP_PY)
 
-# Debian packages: installed only when a tool is missing, so a second run does nothing.
-$(STAMP_APT):
-	@missing=""; for t in docker-registry skopeo umoci containerd runc ctr openssl ip; do \
+# Debian packages: checked every time (cheap), installed only when a tool is missing.
+deps-apt:
+	@missing=""; for t in docker-registry skopeo umoci containerd runc ctr podman openssl ip nsenter tc; do \
 	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_LEAN_PACKAGES); \
 	fi
-	@mkdir -p $(VENV) && touch $@
 
-$(STAMP_PY): pyproject.toml
+$(STAMP_PY): pyproject.toml | deps-apt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
