@@ -1,1 +1,28 @@
-"""Where bytes come from: local store, peers, upstream; single-flight across the cluster."""
+"""Where bytes come from: local store, peers, upstream; single-flight across the cluster.
+
+``api`` is the contract with the agent's HTTP layer; ``tiered.TieredFetcher`` implements it
+over ``Source``s (``local``, ``peer``, ``upstream``; in-memory ones in ``memory``);
+``build.build_fetcher`` wires one to the network from a :class:`FetcherConfig`. Only
+``peer``, ``upstream`` and ``build`` use aiohttp; the rest is logic tested with tables.
+"""
+
+from __future__ import annotations
+
+from warmstart.fetch.config import FetcherConfig, UpstreamSettings
+from warmstart.fetch.metrics import FetchMetrics, NullMetrics
+from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
+from warmstart.fetch.tiered import FetcherStatus, TieredFetcher, TransferStatus
+
+__all__ = [
+    "FetchMetrics",
+    "FetcherConfig",
+    "FetcherStatus",
+    "NullMetrics",
+    "PeerHealth",
+    "PeerList",
+    "PeerView",
+    "Router",
+    "TieredFetcher",
+    "TransferStatus",
+    "UpstreamSettings",
+]

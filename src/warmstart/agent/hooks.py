@@ -1,0 +1,42 @@
+"""What the agent's HTTP layer calls but does not implement (structural protocols).
+
+``warmstart.agent.prewarm`` provides the real :class:`Prewarmer` (pull into the store, and with
+``hot`` import into containerd); :class:`HotImages` tells ``/status`` which images are already
+unpacked in containerd. Tests plug in small fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any, Protocol, runtime_checkable
+
+from warmstart.fetch.api import ClientIdentity
+from warmstart.oci import Platform, Reference
+
+
+@runtime_checkable
+class Prewarmer(Protocol):
+    async def prewarm(
+        self,
+        ref: Reference,
+        platform: Platform | None,
+        hot: bool,
+        *,
+        client: ClientIdentity | None = None,
+    ) -> dict[str, Any]:
+        """Bring ``ref`` into this node (and into containerd when ``hot``); a JSON-able result.
+
+        ``client`` is who asked (their ``Authorization`` is checked for private repositories
+        exactly as on a pull).
+
+        Raise a ``warmstart.fetch.api.FetchError`` (its status is answered), an ``OCIError``
+        (400) or ``ValueError`` (400) for bad input.
+        """
+        ...
+
+
+@runtime_checkable
+class HotImages(Protocol):
+    async def hot_references(self) -> Collection[str]:
+        """References and/or manifest digests of the images unpacked in containerd now."""
+        ...

@@ -1,0 +1,158 @@
+"""Prometheus metrics of one agent, in a registry of its own (never the global default).
+
+The HTTP layer counts requests, bytes served and cache hits; the Fetcher is handed the same
+:class:`AgentMetrics` and counts what only it sees (upstream and peer errors, transfers in flight,
+bytes fetched). Cache hits are counted once, by the server, from each answer's ``source``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+SOURCES = ("local", "peer", "upstream")
+HIT_SOURCES = frozenset({"local", "cache"})
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "warmstart_agent_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.served_bytes = Counter(
+            "warmstart_agent_served_bytes",
+            "Blob and manifest bytes sent to clients, by where they came from",
+            ["source"],
+            registry=r,
+        )
+        self.fetched_bytes = Counter(
+            "warmstart_agent_fetched_bytes",
+            "Bytes this node fetched from other places (peer, upstream)",
+            ["source"],
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "warmstart_agent_cache_hits",
+            "Requests answered from this node's store, by kind (manifest, blob)",
+            ["kind"],
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "warmstart_agent_cache_misses",
+            "Requests that needed a peer or the upstream, by kind (manifest, blob)",
+            ["kind"],
+            registry=r,
+        )
+        self.cache_hit_ratio = Gauge(
+            "warmstart_agent_cache_hit_ratio",
+            "Hits / (hits + misses) since start (0 before any request)",
+            registry=r,
+        )
+        self.cache_hit_ratio.set_function(self._ratio)
+        self.transfers_in_flight = Gauge(
+            "warmstart_agent_transfers_in_flight",
+            "Transfers (fetches from peers or upstream) running now, by source",
+            ["source"],
+            registry=r,
+        )
+        self.responses_in_flight = Gauge(
+            "warmstart_agent_responses_in_flight",
+            "Blob bodies being sent to clients now",
+            registry=r,
+        )
+        self.store_usage = Gauge(
+            "warmstart_agent_store_usage_bytes", "Bytes of complete blobs in the store", registry=r
+        )
+        self.store_budget = Gauge(
+            "warmstart_agent_store_budget_bytes",
+            "Disk budget of the store (0: unlimited)",
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "warmstart_agent_upstream_errors",
+            "Failed requests to upstream registries, by registry and kind",
+            ["registry", "kind"],
+            registry=r,
+        )
+        self.peer_errors = Counter(
+            "warmstart_agent_peer_errors",
+            "Failed requests to peer agents, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.aborted_responses = Counter(
+            "warmstart_agent_aborted_responses",
+            "Responses cut short because a transfer failed after the headers were sent",
+            registry=r,
+        )
+        self._hits = 0
+        self._misses = 0
+        for source in SOURCES:  # export zeros, so rates work from the first scrape
+            self.served_bytes.labels(source)
+            self.transfers_in_flight.labels(source)
+        for kind in ("manifest", "blob"):
+            self.cache_hits.labels(kind)
+            self.cache_misses.labels(kind)
+
+    # -- what the server records -----------------------------------------------------------
+
+    def _ratio(self) -> float:
+        total = self._hits + self._misses
+        return self._hits / total if total else 0.0
+
+    def request(self, route: str, method: str, status: int | str) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+
+    def served(self, source: str, nbytes: int) -> None:
+        if nbytes > 0:
+            self.served_bytes.labels(source).inc(nbytes)
+
+    def lookup(self, kind: str, source: str) -> None:
+        """One manifest or blob answered from ``source``: a hit if that is this node."""
+        if source in HIT_SOURCES:
+            self._hits += 1
+            self.cache_hits.labels(kind).inc()
+        else:
+            self._misses += 1
+            self.cache_misses.labels(kind).inc()
+
+    def set_store(self, usage: int, budget: int | None) -> None:
+        self.store_usage.set(usage)
+        self.store_budget.set(budget or 0)
+
+    # -- what the Fetcher records ----------------------------------------------------------
+
+    def fetched(self, source: str, nbytes: int) -> None:
+        if nbytes > 0:
+            self.fetched_bytes.labels(source).inc(nbytes)
+
+    def upstream_error(self, registry: str, kind: str) -> None:
+        """``kind``: a short fixed word such as ``auth``, ``not_found``, ``5xx``, ``network``."""
+        self.upstream_errors.labels(registry, kind).inc()
+
+    def peer_error(self, kind: str) -> None:
+        self.peer_errors.labels(kind).inc()
+
+    @contextmanager
+    def transfer(self, source: str) -> Iterator[None]:
+        """``with metrics.transfer("upstream"): ...`` counts a transfer in flight."""
+        gauge = self.transfers_in_flight.labels(source)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    # -- exposition ------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,549 @@
+"""The agent's HTTP routes: the read side of the OCI Distribution API as a pull-through mirror,
+plus peers, status, health, metrics and pre-warm.
+
+Handlers only parse and answer; where bytes come from is the :class:`Fetcher`'s business
+(``warmstart.fetch.api``). Pure rules live beside this module: ``paths`` (routes, names,
+``?ns=``, Accept), ``ranges`` (Range), ``errors`` (OCI error bodies), ``status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import aiohttp
+from aiohttp import web
+
+from warmstart.agent.config import AgentConfig
+from warmstart.agent.errors import ErrorResponse, denied, oci_error, unsupported
+from warmstart.agent.errors import from_fetch_error as _from_fetch_error
+from warmstart.agent.hooks import HotImages, Prewarmer
+from warmstart.agent.metrics import AgentMetrics
+from warmstart.agent.paths import (
+    BadRequest,
+    Kind,
+    V2Target,
+    choose_registry,
+    merge_accept,
+    parse_v2_path,
+)
+from warmstart.agent.peers import PeerSet
+from warmstart.agent.ranges import RangeKind, evaluate_range
+from warmstart.agent.sending import (
+    StreamFailed,
+    TransferAborted,
+    abort_connection,
+    send_file,
+    send_stream,
+)
+from warmstart.agent.status import status_body
+from warmstart.fetch.api import (
+    PEER_HEADER,
+    PEER_TOKEN_HEADER,
+    BlobResult,
+    ClientIdentity,
+    Fetcher,
+    FetchError,
+)
+from warmstart.oci import Digest, OCIError, Platform, parse_reference
+from warmstart.registry.errors import AuthError, NotFound, RegistryError, UpstreamUnavailable
+from warmstart.store import ContentStore, StoreError
+
+log = logging.getLogger(__name__)
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+OCTET_STREAM = "application/octet-stream"
+JSON_TYPE = "application/json"
+CONTROL_AUTH = 'Bearer realm="warmstart"'
+MAX_CONTROL_BODY = 1 << 20
+
+
+@dataclass
+class AgentState:
+    """Everything the handlers share; one per application (no module-level state)."""
+
+    config: AgentConfig
+    peers: PeerSet
+    metrics: AgentMetrics
+    fetcher: Fetcher | None = None
+    store: ContentStore | None = None
+    prewarmer: Prewarmer | None = None
+    hot: HotImages | None = None
+
+
+STATE = web.AppKey("warmstart_agent_state", AgentState)
+# Which route answered, for the requests counter (a RequestKey where aiohttp has them).
+_REQUEST_KEY = getattr(web, "RequestKey", None)
+ROUTE: Any = _REQUEST_KEY("warmstart_route", str) if _REQUEST_KEY else "warmstart_route"
+
+
+def state_of(request: web.Request) -> AgentState:
+    return request.app[STATE]
+
+
+# -- answers -------------------------------------------------------------------------------
+
+
+def error_response(err: ErrorResponse) -> web.Response:
+    headers = {**API_VERSION_HEADER, **err.headers, "Content-Type": JSON_TYPE}
+    return web.Response(status=err.status, body=err.body(), headers=headers)
+
+
+def fetch_error_response(error: BaseException, *, manifest: bool) -> web.Response | None:
+    """The answer for an exception raised by the Fetcher; None if it is not an expected one."""
+    if isinstance(error, FetchError):
+        return error_response(_from_fetch_error(error, manifest=manifest))
+    if isinstance(error, RegistryError):  # leaked from the registry client
+        if isinstance(error, NotFound):
+            code, status = ("MANIFEST_UNKNOWN" if manifest else "BLOB_UNKNOWN"), 404
+        elif isinstance(error, AuthError):
+            code, status = "UNAUTHORIZED", 401
+        elif isinstance(error, UpstreamUnavailable):
+            code, status = "UNAVAILABLE", 503
+        else:
+            code, status = "UNKNOWN", 502
+        return error_response(oci_error(code, str(error), status=status))
+    if isinstance(error, StoreError):
+        return error_response(oci_error("UNAVAILABLE", f"content store: {error}"))
+    if isinstance(error, aiohttp.ClientError | TimeoutError | ConnectionError):
+        return error_response(
+            oci_error("UNAVAILABLE", f"no source could be reached: {error or type(error).__name__}")
+        )
+    return None
+
+
+def _client_identity(request: web.Request) -> ClientIdentity:
+    h = request.headers
+    return ClientIdentity(
+        authorization=h.get("Authorization"),
+        peer=h.get(PEER_HEADER),
+        peer_token=h.get(PEER_TOKEN_HEADER),
+    )
+
+
+def _etag(digest: Digest) -> str:
+    return f'"{digest}"'
+
+
+# -- middleware: metrics and last-resort errors ---------------------------------------------
+
+
+def _response_started(request: web.Request) -> bool:
+    """Whether any byte of a response went out on this request's connection."""
+    writer = getattr(request, "writer", None)
+    return bool(getattr(writer, "output_size", 0))
+
+
+@web.middleware
+async def observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    state = state_of(request)
+    status: int | str = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    except TransferAborted as e:
+        status = "aborted"
+        state.metrics.aborted_responses.inc()
+        log.warning("%s %s: connection aborted: %s", request.method, request.path, e)
+        return e.response
+    except (ConnectionError, asyncio.CancelledError):
+        status = "disconnected"
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path_qs)
+        status = 500
+        if _response_started(request):
+            # Part of an answer is out: another one on this connection would be read as its
+            # body. Cut the connection instead.
+            status = "aborted"
+            abort_connection(request)
+            raise
+        return error_response(oci_error("UNKNOWN", "internal error in the agent", status=500))
+    finally:
+        route = request.get(ROUTE)
+        if route is None:
+            info = request.match_info.route
+            route = info.name or "other"
+        state.metrics.request(route, request.method, status)
+
+
+# -- /v2/ ------------------------------------------------------------------------------------
+
+
+async def v2_root(request: web.Request) -> web.StreamResponse:
+    request[ROUTE] = "v2"
+    if request.method not in ("GET", "HEAD"):
+        return error_response(unsupported(request.method))
+    return web.Response(
+        status=200, body=b"{}", headers={**API_VERSION_HEADER, "Content-Type": JSON_TYPE}
+    )
+
+
+async def v2_dispatch(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    request[ROUTE] = "v2_other"
+    if request.method not in ("GET", "HEAD"):
+        request[ROUTE] = "write"
+        return error_response(unsupported(request.method))
+    if request.match_info["tail"] == "":
+        return await v2_root(request)
+    try:
+        target = parse_v2_path(request.match_info["tail"])
+        request[ROUTE] = "manifest" if target.kind is Kind.MANIFEST else "blob"
+        registry = choose_registry(
+            request.query.getall("ns", []), state.config.upstreams, state.config.default_upstream
+        )
+    except BadRequest as e:
+        return error_response(e.response)
+    if state.fetcher is None:
+        return error_response(oci_error("UNAVAILABLE", "the agent is starting"))
+    if target.kind is Kind.MANIFEST:
+        return await _manifest(request, state, registry, target)
+    if request.method == "HEAD":
+        return await _blob_head(request, state, registry, target)
+    return await _blob_get(request, state, registry, target)
+
+
+async def _manifest(
+    request: web.Request, state: AgentState, registry: str, target: V2Target
+) -> web.StreamResponse:
+    assert state.fetcher is not None
+    accept = merge_accept(request.headers.getall("Accept", []))
+    try:
+        result = await state.fetcher.get_manifest(
+            registry, target.name, target.reference, accept, _client_identity(request)
+        )
+    except Exception as e:
+        resp = fetch_error_response(e, manifest=True)
+        if resp is None:
+            raise
+        return resp
+    actual = Digest.of(result.body, result.digest.algorithm)
+    wanted = target.digest or result.digest
+    if actual != result.digest or actual != wanted:
+        log.error("manifest %s@%s: served bytes hash to %s", target.name, wanted, actual)
+        return error_response(
+            oci_error("UNKNOWN", f"manifest bytes do not match digest {wanted}", status=502)
+        )
+    state.metrics.lookup("manifest", result.source)
+    headers = {
+        **API_VERSION_HEADER,
+        "Content-Type": result.media_type,
+        "Docker-Content-Digest": str(result.digest),
+        "ETag": _etag(result.digest),
+    }
+    if request.method == "HEAD":
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_length = len(result.body)
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+    state.metrics.served(result.source, len(result.body))
+    return web.Response(status=200, body=result.body, headers=headers)
+
+
+def _blob_headers(digest: Digest) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Content-Type": OCTET_STREAM,
+        "Docker-Content-Digest": str(digest),
+        "ETag": _etag(digest),
+        "Accept-Ranges": "bytes",
+    }
+
+
+async def _blob_head(
+    request: web.Request, state: AgentState, registry: str, target: V2Target
+) -> web.StreamResponse:
+    assert state.fetcher is not None and target.digest is not None
+    try:
+        size = await state.fetcher.stat_blob(
+            registry, target.name, target.digest, _client_identity(request)
+        )
+    except Exception as e:
+        resp = fetch_error_response(e, manifest=False)
+        if resp is None:
+            raise
+        return resp
+    resp = web.StreamResponse(status=200, headers=_blob_headers(target.digest))
+    resp.content_length = size
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
+
+
+def _open(path: Any) -> IO[bytes]:
+    return open(path, "rb")  # closed by the caller
+
+
+async def _open_stored(result: BlobResult) -> IO[bytes] | None:
+    """The stored file, checked against the announced size; None if it is gone (evicted)."""
+    assert result.path is not None
+    try:
+        fobj = await asyncio.to_thread(_open, result.path)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fobj.fileno()).st_size
+    except OSError:
+        fobj.close()
+        raise
+    if size != result.size:
+        fobj.close()
+        raise StoreError(f"stored blob {result.digest} has {size} bytes, expected {result.size}")
+    return fobj
+
+
+async def _blob_get(
+    request: web.Request, state: AgentState, registry: str, target: V2Target
+) -> web.StreamResponse:
+    assert state.fetcher is not None and target.digest is not None
+    digest = target.digest
+    client = _client_identity(request)
+    fobj: IO[bytes] | None = None
+    try:
+        for _attempt in range(2):  # a stored file can be evicted between lookup and open
+            result = await state.fetcher.get_blob(registry, target.name, digest, client)
+            if result.digest != digest:
+                return error_response(
+                    oci_error(
+                        "UNKNOWN", f"fetcher answered {result.digest} for {digest}", status=502
+                    )
+                )
+            if result.path is None:
+                break
+            fobj = await _open_stored(result)
+            if fobj is not None:
+                break
+        else:
+            return error_response(oci_error("UNAVAILABLE", f"blob {digest} was evicted; retry"))
+    except Exception as e:
+        resp = fetch_error_response(e, manifest=False)
+        if resp is None:
+            raise
+        return resp
+    try:
+        ranges = request.headers.getall("Range", [])
+        brange = evaluate_range(
+            ranges[0] if len(ranges) == 1 else None,
+            result.size,
+            if_range=request.headers.get("If-Range"),
+            etag=_etag(digest),
+        )
+        state.metrics.lookup("blob", result.source)
+        headers = _blob_headers(digest)
+        if brange.kind is RangeKind.UNSATISFIABLE:
+            err = oci_error(
+                "RANGE_INVALID",
+                f"range {ranges[0][:100]!r} cannot be served from {result.size} bytes",
+                headers={"Content-Range": brange.content_range or f"bytes */{result.size}"},
+            )
+            resp = error_response(err)
+            resp.headers.update({k: v for k, v in headers.items() if k != "Content-Type"})
+            return resp
+
+        def count(n: int) -> None:
+            state.metrics.served(result.source, n)
+
+        state.metrics.responses_in_flight.inc()
+        try:
+            if fobj is not None:
+                return await send_file(request, fobj, brange, headers, count)
+            if result.open_stream is not None:
+                try:
+                    return await send_stream(request, result.open_stream, brange, headers, count)
+                except StreamFailed as e:
+                    resp = fetch_error_response(e.error, manifest=False)
+                    if resp is None:
+                        raise e.error from None
+                    return resp
+            return error_response(oci_error("UNKNOWN", f"no way to read blob {digest}", status=502))
+        finally:
+            state.metrics.responses_in_flight.dec()
+    finally:
+        if fobj is not None:
+            fobj.close()
+
+
+# -- control routes ------------------------------------------------------------------------
+
+
+def _authorized(request: web.Request, token: str | None) -> bool:
+    """Control writes need the cluster's shared secret when one is configured."""
+    if not token:
+        return True
+    given = request.headers.get(PEER_TOKEN_HEADER)
+    auth = request.headers.get("Authorization", "")
+    if given is None and auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _unauthorized() -> web.Response:
+    return error_response(
+        oci_error(
+            "UNAUTHORIZED",
+            f"this route needs the peer token ({PEER_TOKEN_HEADER} or Authorization: Bearer)",
+            headers={"WWW-Authenticate": CONTROL_AUTH},
+        )
+    )
+
+
+def _bad_request(message: str) -> web.Response:
+    return error_response(oci_error("INVALID_REQUEST", message, status=400))
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_CONTROL_BODY:
+        raise ValueError("request body too large")
+    raw = await request.content.read(MAX_CONTROL_BODY + 1)
+    if len(raw) > MAX_CONTROL_BODY:
+        raise ValueError("request body too large")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"body is not JSON: {e}") from None
+
+
+async def peers_get(request: web.Request) -> web.StreamResponse:
+    peers = state_of(request).peers
+    return web.json_response(
+        {"peers": list(peers.urls), "self": peers.self_url, "version": peers.version}
+    )
+
+
+async def peers_put(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    if not _authorized(request, state.config.peer_token):
+        return _unauthorized()
+    try:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("peers"), list):
+            raise ValueError('expected {"peers": ["http://host:port", ...]}')
+        urls = state.peers.replace(body["peers"])
+    except ValueError as e:
+        return _bad_request(str(e))
+    log.info("peers replaced: %s", ", ".join(urls) or "none")
+    return web.json_response(
+        {"peers": list(urls), "self": state.peers.self_url, "version": state.peers.version}
+    )
+
+
+async def status(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    store = state.store
+    hot: set[str] = set()
+    if state.hot is not None:
+        try:
+            hot = set(await state.hot.hot_references())
+        except Exception as e:  # containerd unreachable: report warm/partial only
+            log.warning("cannot list hot images: %s", e)
+    try:
+        images = store.images() if store is not None else []
+        usage = store.usage() if store is not None else 0
+    except StoreError as e:
+        return error_response(oci_error("UNAVAILABLE", f"content store: {e}"))
+    body = status_body(
+        node_id=state.config.node_id,
+        advertise_url=state.config.advertise_url,
+        store_root=str(store.root) if store is not None else "",
+        usage=usage,
+        budget=store.budget if store is not None else state.config.budget,
+        images=images,
+        hot=hot,
+        peers=state.peers.urls,
+        upstreams=state.config.upstreams,
+        default_upstream=state.config.default_upstream,
+    )
+    return web.json_response(body)
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    if state.fetcher is None:
+        return web.Response(status=503, text="starting\n")
+    if state.store is not None:
+        try:
+            state.store.usage()
+        except StoreError as e:
+            return web.Response(status=503, text=f"store unavailable: {e}\n")
+    return web.Response(text="ok\n")
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    if state.store is not None:
+        with contextlib.suppress(StoreError):
+            state.metrics.set_store(state.store.usage(), state.store.budget)
+    body, content_type = state.metrics.render()
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+async def prewarm(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    if not _authorized(request, state.config.peer_token):
+        return _unauthorized()
+    try:
+        body = await _json_body(request)
+    except ValueError as e:
+        return _bad_request(str(e))
+    if not isinstance(body, dict) or not isinstance(body.get("reference"), str):
+        return _bad_request('expected {"reference": "...", "platform": "os/arch", "hot": false}')
+    try:
+        ref = parse_reference(body["reference"])
+    except OCIError as e:
+        return error_response(oci_error("NAME_INVALID", str(e)))
+    platform: Platform | None = None
+    if body.get("platform") is not None:
+        if not isinstance(body["platform"], str):
+            return _bad_request("platform must be a string such as linux/amd64")
+        try:
+            platform = Platform.parse(body["platform"])
+        except (OCIError, ValueError) as e:
+            return _bad_request(str(e))
+    hot = body.get("hot", False)
+    if not isinstance(hot, bool):
+        return _bad_request("hot must be true or false")
+    if state.config.upstream(ref.registry) is None:
+        return error_response(denied(f"registry {ref.registry!r} is not configured on this agent"))
+    if state.prewarmer is None:
+        return error_response(
+            oci_error("UNSUPPORTED", "pre-warm is not available on this agent", status=501)
+        )
+    try:
+        result = await state.prewarmer.prewarm(ref, platform, hot, client=_client_identity(request))
+    except (OCIError, ValueError) as e:
+        return _bad_request(str(e))
+    except Exception as e:
+        resp = fetch_error_response(e, manifest=True)
+        if resp is None:
+            raise
+        return resp
+    return web.json_response(result)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_route("*", "/v2", v2_root, name="v2")
+    r.add_route("*", "/v2/{tail:.*}", v2_dispatch, name="v2_tail")
+    r.add_get("/peers", peers_get, name="peers")
+    r.add_put("/peers", peers_put, name="peers_put")
+    r.add_get("/status", status, name="status")
+    r.add_get("/healthz", healthz, name="healthz")
+    r.add_get("/metrics", metrics, name="metrics")
+    r.add_post("/prewarm", prewarm, name="prewarm")

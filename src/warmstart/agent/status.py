@@ -1,0 +1,50 @@
+"""The body of ``GET /status`` from the store's records (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from warmstart.store import ImageRecord
+
+
+def image_tier(record: ImageRecord, hot: Collection[str]) -> str:
+    """``hot`` (unpacked in containerd), ``warm`` (every blob stored) or ``partial``."""
+    if record.reference in hot or str(record.manifest_digest) in hot:
+        return "hot"
+    return "warm" if record.complete else "partial"
+
+
+def status_body(
+    *,
+    node_id: str,
+    advertise_url: str,
+    store_root: str,
+    usage: int,
+    budget: int | None,
+    images: Iterable[ImageRecord],
+    hot: Collection[str] = (),
+    peers: Iterable[str] = (),
+    upstreams: Iterable[str] = (),
+    default_upstream: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "url": advertise_url,
+        "store": {"root": store_root, "usage": usage, "budget": budget},
+        "images": [
+            {
+                "reference": r.reference,
+                "digest": str(r.manifest_digest),
+                "size": r.size,
+                "tier": image_tier(r, hot),
+                "pinned": r.pinned,
+                "platform": r.platform,
+                "last_used": r.last_used,
+            }
+            for r in sorted(images, key=lambda r: r.reference)
+        ],
+        "peers": list(peers),
+        "upstreams": sorted(upstreams),
+        "default_upstream": default_upstream,
+    }

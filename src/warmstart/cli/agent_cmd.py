@@ -1,0 +1,89 @@
+"""``warmstart agent``: run the node agent (pull-through mirror, peers, pre-warm, status)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+from warmstart.agent.app import AgentSetupError, serve
+from warmstart.agent.config import ConfigError, load_config
+from warmstart.cli.common import err_console, fail
+from warmstart.errors import USER_ERRORS
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def agent(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="TOML file; every setting has a default, flags override it."
+    ),
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT (default 127.0.0.1:5050)."),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="Store directory (default $WARMSTART_STORE or /var/lib/warmstart/store).",
+    ),
+    budget: str | None = typer.Option(
+        None, "--budget", help="Disk budget of the store, e.g. 20GiB."
+    ),
+    upstream: list[str] = typer.Option(
+        [],
+        "--upstream",
+        metavar="REGISTRY=URL",
+        help="Mirror REGISTRY, reached at URL (http:// for plain HTTP); repeatable.",
+    ),
+    peer: list[str] = typer.Option(
+        [],
+        "--peer",
+        metavar="URL",
+        help="A peer agent's URL (repeatable; replaces the file's list).",
+    ),
+    node_id: str | None = typer.Option(None, "--node-id", help="Default: <hostname>:<port>."),
+    default_upstream: str | None = typer.Option(
+        None, "--default-upstream", help="Registry for clients that send no ?ns= (podman, skopeo)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve the OCI Distribution API (read side) as a pull-through mirror for this node."""
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)
+    try:
+        cfg = load_config(
+            config,
+            listen=listen,
+            store=store,
+            budget=budget,
+            upstreams=upstream,
+            peers=peer,
+            node_id=node_id,
+            default_upstream=default_upstream,
+        )
+    except ConfigError as e:
+        fail(str(e), code=2)
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def ready(addresses: str) -> None:
+        upstreams = ", ".join(sorted(cfg.upstreams)) or "none"
+        err_console.print(
+            f"warmstart agent {cfg.node_id} serving on {addresses} "
+            f"(store {cfg.store}, upstreams: {upstreams}, default: {cfg.default_upstream or '-'}, "
+            f"peers: {len(cfg.peers)})",
+            markup=False,
+        )
+
+    try:
+        asyncio.run(serve(cfg, ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except (AgentSetupError, *USER_ERRORS) as e:
+        fail(str(e))
+    except ImportError as e:
+        fail(f"this build cannot serve yet: {e}")
+    except OSError as e:
+        fail(f"cannot listen on {cfg.listen}: {e.strerror or e}")

@@ -1,0 +1,270 @@
+"""Other agents as Sources, over HTTP: ``{peer}/v2/<repo>/blobs/<digest>?ns=<registry>``.
+
+Every request names this node in ``X-Warmstart-Peer`` (the peer then never forwards it) and
+carries the cluster token if one is configured. A dead peer costs at most ``connect_timeout``
+(refused connections cost nothing); a peer that accepts but does not answer costs
+``response_timeout``; a stalled body is given up after ``read_timeout`` of silence and the
+transfer moves on to the next source from the same offset (``Range``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+from yarl import URL
+
+from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER
+from warmstart.fetch.rendezvous import node_key
+from warmstart.fetch.source import (
+    OpenedBlob,
+    SourceCorrupt,
+    SourceDenied,
+    SourceError,
+    SourceManifest,
+    SourceNotFound,
+    SourceUnavailable,
+    SourceUnreachable,
+)
+from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidDigest
+from warmstart.oci import mediatypes as mt
+from warmstart.registry.errors import one_line, parse_error_body
+from warmstart.registry.ranges import RangeError, check_partial, range_header
+
+MAX_ERROR_BODY = 4096
+
+
+class PeerClient:
+    """One HTTP session for all peers; :meth:`source` gives the Source of one peer."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        token: str | None = None,
+        connect_timeout: float = 1.0,
+        response_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        chunk_size: int = 256 * 1024,
+        ca_file: str | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.token = token
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.read_timeout = read_timeout
+        self.chunk_size = chunk_size
+        self._ssl: ssl.SSLContext | bool = True
+        if ca_file:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._session: aiohttp.ClientSession | None = None
+        self._sources: dict[str, PeerSource] = {}
+
+    def source(self, url: str) -> PeerSource:
+        key = node_key(url)
+        peer = self._sources.get(key)
+        if peer is None:
+            if len(self._sources) > 4096:
+                self._sources.clear()  # peers come and go: do not grow without bound
+            peer = self._sources[key] = PeerSource(self, key)
+        return peer
+
+    def headers(self) -> dict[str, str]:
+        out = {PEER_HEADER: self.node_id, "User-Agent": "warmstart-agent/0.1 (peer)"}
+        if self.token is not None:
+            out[PEER_TOKEN_HEADER] = self.token
+        return out
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, ssl=self._ssl),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                read_bufsize=1 << 20,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def request(
+        self, method: str, url: URL, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """Send and wait for the answer's headers; connection failures are unreachable."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+        )
+        where = f"peer {url.scheme}://{url.authority}"
+        try:
+            async with asyncio.timeout(self.response_timeout):
+                return await self.session().request(
+                    method,
+                    url,
+                    headers={**self.headers(), **headers},
+                    allow_redirects=False,
+                    timeout=timeout,
+                    ssl=self._ssl,
+                )
+        except TimeoutError:
+            raise SourceUnreachable(f"{where} did not answer in time") from None
+        except aiohttp.ClientConnectionError as e:
+            raise SourceUnreachable(f"{where}: {one_line(e) or type(e).__name__}") from None
+        except aiohttp.ClientError as e:
+            raise SourceUnavailable(f"{where}: {one_line(e) or type(e).__name__}") from None
+
+
+async def _fail(resp: aiohttp.ClientResponse, what: str) -> SourceError:
+    code = message = None
+    if resp.method != "HEAD":
+        try:
+            body = await resp.content.read(MAX_ERROR_BODY)
+            code, message = parse_error_body(body)
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+    detail = ": ".join(p for p in (code, message) if p)
+    text = f"{what}: peer answered {resp.status}" + (f" ({detail})" if detail else "")
+    resp.close()
+    if resp.status == 404:
+        return SourceNotFound(text)
+    if resp.status in (401, 403):
+        return SourceDenied(text)
+    if resp.status == 416:
+        return SourceCorrupt(text)
+    return SourceUnavailable(text)
+
+
+class PeerSource:
+    kind = "peer"
+
+    def __init__(self, client: PeerClient, url: str) -> None:
+        self._client = client
+        self.name = node_key(url)  # the peer's URL: what the health and hashing use
+
+    def _url(self, registry: str, repository: str, kind: str, reference: str) -> URL:
+        return (
+            URL(self.name)
+            .with_path(f"/v2/{repository}/{kind}/{reference}")
+            .with_query({"ns": registry})
+        )
+
+    async def stat_blob(self, registry: str, repository: str, digest: Digest) -> int:
+        what = f"blob {digest}"
+        resp = await self._client.request(
+            "HEAD", self._url(registry, repository, "blobs", str(digest)), {}
+        )
+        try:
+            if resp.status != 200:
+                raise await _fail(resp, what)
+            if resp.content_length is None:
+                raise SourceCorrupt(f"{what}: peer answered HEAD without Content-Length")
+            return resp.content_length
+        finally:
+            resp.release()
+
+    async def open_blob(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        *,
+        offset: int = 0,
+        size: int | None = None,
+    ) -> OpenedBlob:
+        what = f"blob {digest} from peer {self.name}"
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = range_header(offset)
+        url = self._url(registry, repository, "blobs", str(digest))
+        resp = await self._client.request("GET", url, headers)
+        try:
+            skip = 0
+            if resp.status == 200:
+                total, skip = resp.content_length, offset
+            elif resp.status == 206 and offset:
+                try:
+                    cr = check_partial(
+                        resp.headers.get("Content-Range"),
+                        offset,
+                        size=size,
+                        content_length=resp.content_length,
+                    )
+                except RangeError as e:
+                    raise SourceCorrupt(f"{what}: {e}") from None
+                total = cr.total if cr.total is not None else size
+            else:
+                raise await _fail(resp, what)
+            if total is None:
+                total = size
+            if total is None:
+                raise SourceCorrupt(f"{what}: the answer has no length")
+            if size is not None and total != size:
+                raise SourceCorrupt(f"{what}: peer says {total} bytes, expected {size}")
+        except BaseException:
+            resp.close()
+            raise
+        return OpenedBlob(total, self._body(resp, skip, total - offset, what))
+
+    async def _body(
+        self, resp: aiohttp.ClientResponse, skip: int, expected: int, what: str
+    ) -> AsyncIterator[bytes]:
+        got = 0
+        complete = False
+        try:
+            async for chunk in resp.content.iter_chunked(self._client.chunk_size):
+                if skip:
+                    if len(chunk) <= skip:
+                        skip -= len(chunk)
+                        continue
+                    chunk, skip = chunk[skip:], 0
+                got += len(chunk)
+                if got > expected:
+                    raise SourceCorrupt(f"{what}: peer sent more than {expected} bytes")
+                yield chunk
+            if got < expected:
+                raise SourceUnavailable(f"{what}: peer stopped after {got} of {expected} bytes")
+            complete = True
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+            raise SourceUnavailable(f"{what}: {one_line(e) or type(e).__name__}") from None
+        finally:
+            if complete:
+                resp.release()
+            else:
+                resp.close()
+
+    async def get_manifest(
+        self, registry: str, repository: str, reference: str, accept: Sequence[str]
+    ) -> SourceManifest:
+        what = f"manifest {reference} from peer {self.name}"
+        headers = {"Accept": ", ".join(accept or mt.MANIFEST_ACCEPT)}
+        url = self._url(registry, repository, "manifests", reference)
+        resp = await self._client.request("GET", url, headers)
+        try:
+            if resp.status != 200:
+                raise await _fail(resp, what)
+            if (resp.content_length or 0) > MAX_MANIFEST_BYTES:
+                raise SourceCorrupt(f"{what}: over {MAX_MANIFEST_BYTES} bytes")
+            body = await resp.content.read(MAX_MANIFEST_BYTES + 1)
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise SourceCorrupt(f"{what}: over {MAX_MANIFEST_BYTES} bytes")
+            media_type = mt.base_media_type(resp.headers.get("Content-Type"))
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise SourceUnavailable(f"{what}: {one_line(e) or type(e).__name__}") from None
+        finally:
+            resp.release()
+        try:
+            wanted = Digest.parse(reference)
+        except InvalidDigest:
+            wanted = None
+        digest = Digest.of(body, wanted.algorithm if wanted else "sha256")
+        if wanted is not None and digest != wanted:
+            raise SourceCorrupt(f"{what}: content hashes to {digest}")
+        return SourceManifest(digest, media_type, body)
+
+
+__all__ = ["PeerClient", "PeerSource"]

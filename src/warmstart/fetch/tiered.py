@@ -1,0 +1,834 @@
+"""The tiered fetcher: local store, then the digest's home peer, then peers that hold the
+blob, then the upstream registry — once per cluster.
+
+Blobs
+    A local hit is served from its file. On a miss one *transfer* per digest runs in the
+    background and writes through :meth:`ContentStore.fetch` (verified against the digest while
+    written; nothing bad is kept). Clients stream from the store while it is written
+    (``open_stream`` follows the temp file), so a second client joins a transfer in progress.
+
+    Where a transfer reads from, best first:
+
+    * this node is not the digest's home: the home peer (which fetches upstream once for the
+      whole cluster and streams while it does), then up to ``max_peer_probes`` other peers
+      asked in parallel with HEAD (the first 200 wins), then the upstream;
+    * this node is the home: the probed peers (a node that just joined is home to digests the
+      previous home still holds), then the upstream;
+    * the request came from a peer: the upstream only, and only if this node is the home (a
+      peer request is never forwarded to another peer: no loops).
+
+    A source that fails mid-stream is replaced by the next one from the same offset. One that
+    sent corrupt bytes is dropped and the transfer starts again without it; clients that were
+    streaming the corrupt attempt get an error (they retry and get the good copy).
+
+Manifests
+    By digest: local store, home peer, upstream (verified). By tag: a tag cache with a TTL,
+    then the upstream; a stale entry is served when the upstream fails.
+
+Access
+    See :mod:`warmstart.fetch.access`. Peer requests skip the per-client check only with the
+    right peer token; without a configured token they are checked like anonymous clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warmstart.fetch.access import AccessControl, peer_token_ok
+from warmstart.fetch.api import (
+    BlobResult,
+    ClientIdentity,
+    DeniedError,
+    FetchError,
+    ManifestResult,
+    NotFoundError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from warmstart.fetch.cache import LRUMap, TTLCache
+from warmstart.fetch.config import FetcherConfig
+from warmstart.fetch.images import ImageTracker, PendingImage
+from warmstart.fetch.local import LocalSource
+from warmstart.fetch.metrics import FetchMetrics, NullMetrics
+from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
+from warmstart.fetch.source import (
+    AccessChecker,
+    OpenedBlob,
+    Probe,
+    Source,
+    SourceCorrupt,
+    SourceError,
+    SourceManifest,
+    SourceNotFound,
+    SourceUnreachable,
+    aclose_quietly,
+)
+from warmstart.oci import (
+    MAX_MANIFEST_BYTES,
+    Digest,
+    ImageIndex,
+    ImageManifest,
+    OCIError,
+    is_digest,
+    parse_manifest,
+)
+from warmstart.oci import mediatypes as mt
+from warmstart.registry.endpoints import canonical_registry
+from warmstart.store import ContentStore, StoreError
+from warmstart.store import DigestMismatch as StoreDigestMismatch
+from warmstart.store import SizeMismatch as StoreSizeMismatch
+from warmstart.store.singleflight import Flight, SingleFlight
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 4  # transfer restarts after corrupt sources (each drops at least one source)
+TagKey = tuple[str, str, str, tuple[str, ...]]  # registry, repository, tag, accept
+
+
+class _Exhausted(Exception):
+    """No source is left to try; what failed is in the transfer's :class:`_Failures`."""
+
+
+@dataclass
+class _Failures:
+    entries: list[tuple[Source, SourceError]] = field(default_factory=list)
+
+    def add(self, source: Source, error: SourceError) -> None:
+        self.entries.append((source, error))
+
+    def error(self, what: str) -> FetchError:
+        """Not found if the upstream said so (or everybody did), else unavailable."""
+        summary = "; ".join(f"{s.name}: {e}" for s, e in self.entries[-4:])
+        upstream_missing = any(
+            s.kind == "upstream" and isinstance(e, SourceNotFound) for s, e in self.entries
+        )
+        if upstream_missing or all(isinstance(e, SourceNotFound) for _, e in self.entries):
+            return NotFoundError(f"{what} not found" + (f" ({summary})" if summary else ""))
+        return UnavailableError(f"{what}: every source failed ({summary})")
+
+
+@dataclass(eq=False)
+class _Transfer:
+    registry: str
+    repository: str
+    digest: Digest
+    known_size: int | None
+    from_peer: bool
+    ready: asyncio.Future[tuple[int, str]]  # (size, source kind) once a source answered
+    attempt_open: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    abandoned: asyncio.Event = field(default_factory=asyncio.Event)  # set: this attempt is bad
+    generation: int = 0  # bumped when an attempt turned out corrupt
+    error: FetchError | None = None
+    size: int | None = None
+    source_kind: str | None = None
+    source_name: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    digest: str
+    registry: str
+    repository: str
+    source: str | None  # the peer URL or "upstream"; None while choosing
+    size: int | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FetcherStatus:
+    node_id: str
+    self_url: str
+    peers: tuple[str, ...]
+    peers_down: tuple[str, ...]
+    transfers: tuple[TransferStatus, ...]
+
+
+def _retrieve(fut: asyncio.Future[tuple[int, str]]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # nobody may be waiting: mark the error as seen
+
+
+class _Attempt:
+    """One pass over the sources for a transfer; the store calls :meth:`blob_source`."""
+
+    def __init__(
+        self, fetcher: TieredFetcher, t: _Transfer, excluded: set[str], failures: _Failures
+    ) -> None:
+        self._fetcher = fetcher
+        self._t = t
+        self._failures = failures
+        self._plan = fetcher._plan(t, excluded)
+        self._first: OpenedBlob | None = None
+        self.source: Source | None = None
+        self.contributors: set[str] = set()
+        self._resumed: set[str] = set()
+
+    async def open_first(self) -> tuple[Source, OpenedBlob]:
+        self._first = await self._open_next(0)
+        assert self.source is not None
+        return self.source, self._first
+
+    async def _open_next(self, offset: int) -> OpenedBlob:
+        t = self._t
+        size = t.size if t.size is not None else t.known_size
+        async for source in self._plan:
+            try:
+                blob = await source.open_blob(
+                    t.registry, t.repository, t.digest, offset=offset, size=size
+                )
+            except SourceError as e:
+                self._fetcher._source_failed(source, e, t.registry)
+                self._failures.add(source, e)
+                continue
+            self.source = source
+            return blob
+        raise _Exhausted()
+
+    def blob_source(self, offset: int) -> AsyncIterator[bytes]:
+        return self._pump(offset)
+
+    async def _pump(self, offset: int) -> AsyncIterator[bytes]:
+        """The blob from ``offset``; when a source fails mid-stream, it is asked once more
+        from where it stopped (if it had made progress), then the next source is."""
+        pos = offset
+        metrics = self._fetcher._metrics
+        resume: Source | None = None
+        while True:
+            if self._first is not None and pos == 0:
+                blob, self._first = self._first, None
+            else:
+                if self._first is not None:
+                    await self._first.aclose()
+                    self._first = None
+                blob = await self._reopen(resume, pos) if resume is not None else None
+                if blob is None:
+                    blob = await self._open_next(pos)
+            source = self.source
+            assert source is not None
+            began = pos
+            try:
+                async for chunk in blob.chunks:
+                    if chunk:
+                        self.contributors.add(source.name)
+                        pos += len(chunk)
+                        metrics.fetched(source.kind, len(chunk))
+                    yield chunk
+                return
+            except SourceError as e:
+                self._fetcher._source_failed(source, e, self._t.registry)
+                self._failures.add(source, e)
+                log.info("blob %s: %s failed at byte %d: %s", self._t.digest, source.name, pos, e)
+                progressed = pos > began and source.name not in self._resumed
+                resume = source if progressed and not isinstance(e, SourceCorrupt) else None
+            finally:
+                await blob.aclose()
+
+    async def _reopen(self, source: Source, offset: int) -> OpenedBlob | None:
+        """Ask ``source`` again from ``offset`` (once per source); None if that fails too."""
+        self._resumed.add(source.name)
+        t = self._t
+        try:
+            blob = await source.open_blob(
+                t.registry, t.repository, t.digest, offset=offset, size=t.size
+            )
+        except SourceError as e:
+            self._fetcher._source_failed(source, e, t.registry)
+            self._failures.add(source, e)
+            return None
+        self.source = source
+        return blob
+
+    async def aclose(self) -> None:
+        if self._first is not None:
+            await self._first.aclose()
+            self._first = None
+        await self._plan.aclose()
+
+
+class TieredFetcher:
+    """Implements :class:`warmstart.fetch.api.Fetcher` over a store, an upstream and peers.
+
+    ``upstream`` is a :class:`Source` that is also an :class:`AccessChecker` (or pass
+    ``access``); ``peer_source(url)`` gives the Source of one peer (None: no peers);
+    ``peers`` is the live peer list (the agent's ``PeerSet``); ``on_close`` callbacks run in
+    :meth:`aclose` (to close clients the fetcher was built with).
+    """
+
+    def __init__(
+        self,
+        store: ContentStore,
+        config: FetcherConfig,
+        upstream: Source,
+        *,
+        peers: PeerView | None = None,
+        peer_source: Callable[[str], Source] | None = None,
+        access: AccessChecker | None = None,
+        metrics: FetchMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        checker = access if access is not None else upstream
+        if not isinstance(checker, AccessChecker):
+            raise TypeError("upstream is no AccessChecker: pass access=")
+        self.config = config
+        self._store = store
+        self._upstream = upstream
+        self._peer_source = peer_source
+        self.peers: PeerView = peers if peers is not None else PeerList(config.self_url)
+        self.health = PeerHealth(config.peer_retry_after, clock)
+        self.router = Router(self.peers, config.self_url, self.health)
+        self.access = AccessControl(
+            checker,
+            shared=config.shared,
+            privacy_ttl=config.privacy_ttl,
+            grant_ttl=config.grant_ttl,
+            denial_ttl=config.denial_ttl,
+            clock=clock,
+        )
+        self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
+        self._local = LocalSource(store)
+        self._tags: TTLCache[TagKey, tuple[Digest, str]] = TTLCache(
+            config.tag_ttl, keep_stale=config.tag_keep_stale, clock=clock
+        )
+        self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
+        self._images = ImageTracker()
+        self._transfers: dict[Digest, _Transfer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._manifest_flights: SingleFlight[tuple[object, ...], ManifestResult] = SingleFlight()
+        self._on_close = list(on_close)
+        self._closed = False
+        # For the agent's own work (pre-warm authorised by the peer token): skips the
+        # per-client check. Recognised by identity, so no request can pass for it.
+        self.agent_identity = ClientIdentity()
+
+    # -- Fetcher protocol ------------------------------------------------------------------
+
+    async def get_manifest(
+        self,
+        registry: str,
+        repository: str,
+        reference: str,
+        accept: Sequence[str],
+        client: ClientIdentity,
+    ) -> ManifestResult:
+        registry = self._registry(registry)
+        await self._admit(registry, repository, client, Probe("manifest", reference))
+        wanted = tuple(accept) or mt.MANIFEST_ACCEPT
+        if is_digest(reference):
+            digest = Digest.parse(reference)
+            return await self._manifest_by_digest(
+                registry, repository, digest, wanted, from_peer=client.peer is not None
+            )
+        return await self._manifest_by_tag(registry, repository, reference, wanted)
+
+    async def get_blob(
+        self, registry: str, repository: str, digest: Digest, client: ClientIdentity
+    ) -> BlobResult:
+        registry = self._registry(registry)
+        await self._admit(registry, repository, client, Probe("blob", str(digest)))
+        result, _ = await self._blob(
+            registry, repository, digest, from_peer=client.peer is not None
+        )
+        return result
+
+    async def stat_blob(
+        self, registry: str, repository: str, digest: Digest, client: ClientIdentity
+    ) -> int:
+        registry = self._registry(registry)
+        await self._admit(registry, repository, client, Probe("blob", str(digest)))
+        from_peer = client.peer is not None
+        local = self._local_blob(digest)
+        if local is not None:
+            return local.size
+        home = self.router.is_home(digest)
+        t = self._transfers.get(digest)
+        # A peer asking a non-home node is probing for holders: a transfer that may itself read
+        # from a peer does not count (it could read from the asker).
+        if t is not None and (not from_peer or home or t.source_kind == "upstream"):
+            size, _ = await asyncio.shield(t.ready)
+            return size
+        if from_peer:
+            if not home:
+                raise NotFoundError(f"blob {digest} is not on this node")
+            sources: list[Source] = [self._upstream]
+        else:
+            known = self._sizes.get(digest)
+            if known is not None:
+                return known
+            sources = [*self._home_peer_sources(digest), self._upstream]
+        failures = _Failures()
+        for source in sources:
+            try:
+                size = await source.stat_blob(registry, repository, digest)
+            except SourceError as e:
+                self._source_failed(source, e, registry)
+                failures.add(source, e)
+                continue
+            self._sizes.put(digest, size)
+            return size
+        raise failures.error(f"blob {digest}")
+
+    # -- more for the agent ----------------------------------------------------------------
+
+    async def ensure_blob(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        client: ClientIdentity | None = None,
+    ) -> Path:
+        """Fetch the blob into the store through the tiers (pre-warming) and return its path."""
+        client = client or ClientIdentity()
+        registry = self._registry(registry)
+        await self._admit(registry, repository, client, Probe("blob", str(digest)))
+        result, t = await self._blob(
+            registry, repository, digest, from_peer=client.peer is not None
+        )
+        if result.path is not None:
+            return result.path
+        assert t is not None
+        await t.finished.wait()
+        local = self._local_blob(digest)
+        if local is None or local.path is None:
+            raise t.error or UnavailableError(f"blob {digest} vanished from the store")
+        return local.path
+
+    def remember_size(self, digest: Digest, size: int) -> None:
+        """Tell the fetcher a blob's size (from a manifest read elsewhere, e.g. pre-warm)."""
+        self._sizes.put(digest, size)
+
+    def status(self) -> FetcherStatus:
+        now = time.monotonic()
+        transfers = tuple(
+            TransferStatus(
+                str(t.digest), t.registry, t.repository, t.source_name, t.size, now - t.started
+            )
+            for t in self._transfers.values()
+        )
+        return FetcherStatus(
+            self.config.node_id,
+            self.router.self_url,
+            tuple(self.peers.others()),
+            tuple(self.health.down()),
+            transfers,
+        )
+
+    async def wait_idle(self) -> None:
+        """Wait until the transfers running now (and any they make way for) have ended."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in self._on_close:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing a fetcher client failed")
+
+    # -- admission -------------------------------------------------------------------------
+
+    def _registry(self, registry: str) -> str:
+        name = canonical_registry(registry)
+        if name not in self.config.registries:
+            raise DeniedError(f"registry {name} is not mirrored by this agent")
+        return name
+
+    async def _admit(
+        self, registry: str, repository: str, client: ClientIdentity, probe: Probe
+    ) -> None:
+        if client is self.agent_identity:
+            return
+        if client.peer is not None and self.config.peer_token is not None:
+            if not peer_token_ok(self.config.peer_token, client.peer_token):
+                raise UnauthorizedError("peer request without the right peer token")
+            return  # a trusted peer checked its own client
+        await self.access.admit(registry, repository, client.authorization, probe)
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def _local_blob(self, digest: Digest) -> BlobResult | None:
+        if not self._store.has(digest):
+            return None
+        size = self._store.blob_size(digest)
+        if size is None:
+            return None
+        return BlobResult(digest, size, "local", path=self._store.blob_path(digest))
+
+    async def _blob(
+        self, registry: str, repository: str, digest: Digest, *, from_peer: bool
+    ) -> tuple[BlobResult, _Transfer | None]:
+        local = self._local_blob(digest)
+        if local is not None:
+            return local, None
+        t = self._transfers.get(digest)
+        if t is None:
+            if from_peer and not self.router.is_home(digest):
+                raise NotFoundError(f"blob {digest} is not on this node")
+            t = self._start(registry, repository, digest, from_peer)
+        size, kind = await asyncio.shield(t.ready)
+        if t.finished.is_set() and self._store.has(digest):
+            # Done already: serve the file, but say where this request's bytes came from.
+            return BlobResult(digest, size, kind, path=self._store.blob_path(digest)), t
+        joined = t
+        return BlobResult(
+            digest, size, kind, open_stream=lambda start: self._stream(joined, start)
+        ), t
+
+    def _start(self, registry: str, repository: str, digest: Digest, from_peer: bool) -> _Transfer:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[tuple[int, str]] = loop.create_future()
+        ready.add_done_callback(_retrieve)
+        t = _Transfer(registry, repository, digest, self._sizes.get(digest), from_peer, ready)
+        self._transfers[digest] = t
+        task = loop.create_task(self._run(t), name=f"warmstart-transfer-{digest.short}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return t
+
+    async def _run(self, t: _Transfer) -> None:
+        what = f"blob {t.digest} of {t.registry}/{t.repository}"
+        excluded: set[str] = set()
+        failures = _Failures()
+        try:
+            for _round in range(MAX_ROUNDS):
+                attempt = _Attempt(self, t, excluded, failures)
+                try:
+                    try:
+                        source, first = await attempt.open_first()
+                    except _Exhausted:
+                        raise failures.error(what) from None
+                    size = t.known_size if t.known_size is not None else first.size
+                    t.size, t.source_kind, t.source_name = size, source.kind, source.name
+                    if not t.ready.done():
+                        t.ready.set_result((size, source.kind))
+                    t.attempt_open.set()
+                    try:
+                        with self._metrics.transfer(source.kind):
+                            # Registers the store's flight before it first waits, so readers
+                            # woken by ``attempt_open`` find the write in progress.
+                            await self._store.fetch(t.digest, size, attempt.blob_source)
+                    except _Exhausted:
+                        raise failures.error(what) from None
+                    except (StoreDigestMismatch, StoreSizeMismatch) as e:
+                        bad = attempt.contributors or {source.name}
+                        log.warning("%s: %s sent corrupt data (%s); dropping it", what, bad, e)
+                        for name in sorted(bad):
+                            self._corrupt(name, t, e, failures)
+                        excluded |= bad
+                        t.generation += 1
+                        t.attempt_open.clear()
+                        t.abandoned.set()
+                        t.abandoned = asyncio.Event()
+                        continue
+                finally:
+                    await attempt.aclose()
+                self._stored(t)
+                return
+            raise failures.error(what)
+        except FetchError as e:
+            t.error = e
+        except StoreError as e:
+            t.error = UnavailableError(f"{what}: {e}")
+        except asyncio.CancelledError:
+            t.error = UnavailableError(f"{what}: the transfer was cancelled")
+            raise
+        except Exception as e:
+            log.exception("%s: transfer failed", what)
+            t.error = UnavailableError(f"{what}: {e}")
+        finally:
+            if not t.ready.done():
+                t.ready.set_exception(t.error or UnavailableError(f"{what}: transfer failed"))
+            t.attempt_open.set()
+            t.finished.set()
+            if self._transfers.get(t.digest) is t:
+                del self._transfers[t.digest]
+
+    def _corrupt(self, name: str, t: _Transfer, error: Exception, failures: _Failures) -> None:
+        source: Source = self._upstream
+        if name != self._upstream.name:
+            source = self._peer(name) or self._upstream
+        e = SourceCorrupt(str(error))
+        self._source_failed(source, e, t.registry)
+        failures.add(source, e)
+
+    def _stored(self, t: _Transfer) -> None:
+        if t.size is not None:
+            self._sizes.put(t.digest, t.size)
+        if t.source_kind == "upstream":
+            self.access.note_members(t.registry, t.repository, [t.digest])
+        self._record(self._images.complete(self._store.has, blob=t.digest))
+
+    async def _stream(self, t: _Transfer, start: int) -> AsyncIterator[bytes]:
+        """The blob from ``start`` while the transfer writes it; raises as soon as the attempt
+        it follows turns out corrupt (its bytes so far were wrong: the client must retry)."""
+        while True:
+            generation, abandoned = t.generation, t.abandoned
+            await t.attempt_open.wait()
+            if t.finished.is_set() and t.error is not None and not self._store.has(t.digest):
+                raise t.error
+            if generation == t.generation:
+                break
+        corrupt = UnavailableError(
+            f"blob {t.digest}: a source sent corrupt data; ask again for a good copy"
+        )
+        size = t.size
+        pos = start
+        held = b""  # the blob's last byte, sent only once the whole blob is verified
+        reader = self._store.open_reader(t.digest, start).__aiter__()
+        stop = asyncio.ensure_future(abandoned.wait())
+        try:
+            while True:
+                # Race each read against the attempt being abandoned: a reader waiting for bytes
+                # of the next attempt must not wait (it could never use them).
+                step = asyncio.ensure_future(reader.__anext__())
+                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    raise corrupt
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    # The reader stops only at the verified, renamed file: safe to finish.
+                    if held:
+                        yield held
+                    return
+                if t.generation != generation:
+                    raise corrupt
+                pos += len(chunk)
+                if size is not None and pos >= size and chunk:
+                    # Until the digest is checked, a client must not get a complete body:
+                    # if the check fails, the connection is cut one byte short.
+                    chunk, held = chunk[:-1], held + chunk[-1:]
+                if chunk:
+                    yield chunk
+        except StoreError as e:
+            if t.error is not None:
+                raise t.error from e
+            raise UnavailableError(f"blob {t.digest}: the transfer failed: {e}") from e
+        finally:
+            stop.cancel()
+            await aclose_quietly(reader)
+
+    async def _plan(self, t: _Transfer, excluded: set[str]) -> AsyncGenerator[Source, None]:
+        """The sources to try for a transfer, best first, decided as they are needed."""
+        if not t.from_peer:
+            asked: set[str] = set()
+            for peer in self._home_peer_sources(t.digest):
+                asked.add(peer.name)
+                if peer.name not in excluded:
+                    yield peer
+            urls = self.router.candidates(t.digest, asked, self.config.max_peer_probes)
+            probes = [p for p in map(self._peer, urls) if p is not None and p.name not in excluded]
+            if probes:
+                holder = await self._probe(t, probes)
+                if holder is not None:
+                    yield holder
+        if self._upstream.name not in excluded:
+            yield self._upstream
+
+    async def _probe(self, t: _Transfer, peers: list[Source]) -> Source | None:
+        """Ask peers in parallel whether they hold the blob; the first to say yes wins."""
+        tasks = {
+            asyncio.create_task(p.stat_blob(t.registry, t.repository, t.digest)): p for p in peers
+        }
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    peer = tasks[task]
+                    error = task.exception()
+                    if error is None:
+                        if t.known_size is None or task.result() == t.known_size:
+                            return peer
+                    elif isinstance(error, SourceError):
+                        self._source_failed(peer, error, t.registry)
+                    else:
+                        log.warning("probing %s failed: %r", peer.name, error)
+            return None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- manifests -------------------------------------------------------------------------
+
+    async def _manifest_by_digest(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        accept: tuple[str, ...],
+        *,
+        from_peer: bool,
+    ) -> ManifestResult:
+        if self._store.has(digest):
+            try:
+                local = await self._local.get_manifest(registry, repository, str(digest), accept)
+            except SourceError:
+                pass  # corrupt (and removed by the store) or just evicted: fetch it again
+            else:
+                return self._served(registry, repository, local, "local")
+
+        async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
+            if from_peer:
+                if not self.router.is_home(digest):
+                    raise NotFoundError(f"manifest {digest} is not on this node")
+                sources: list[Source] = [self._upstream]
+            else:
+                sources = [*self._home_peer_sources(digest), self._upstream]
+            failures = _Failures()
+            for source in sources:
+                try:
+                    got = await source.get_manifest(registry, repository, str(digest), accept)
+                    if Digest.of(got.body, digest.algorithm) != digest:
+                        raise SourceCorrupt(f"manifest content does not hash to {digest}")
+                except SourceError as e:
+                    self._source_failed(source, e, registry)
+                    failures.add(source, e)
+                    continue
+                got = SourceManifest(digest, got.media_type, got.body)
+                self._keep_manifest(got)
+                return self._served(registry, repository, got, source.kind)
+            raise failures.error(f"manifest {digest}")
+
+        key = ("digest", registry, repository, digest, accept, from_peer)
+        return await self._manifest_flights.do(key, fetch)
+
+    async def _manifest_by_tag(
+        self, registry: str, repository: str, tag: str, accept: tuple[str, ...]
+    ) -> ManifestResult:
+        key: TagKey = (registry, repository, tag, accept)
+        hit = self._tags.get(key)
+        if hit is not None and hit.fresh:
+            cached = self._cached_tag(key, hit.value)
+            if cached is not None:
+                return cached
+
+        async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
+            upstream = self._upstream
+            try:
+                got = await upstream.get_manifest(registry, repository, tag, accept)
+            except SourceNotFound as e:
+                self._source_failed(upstream, e, registry)
+                self._tags.pop(key)
+                raise NotFoundError(f"manifest {repository}:{tag} not found: {e}") from None
+            except SourceError as e:
+                self._source_failed(upstream, e, registry)
+                stale = self._tags.get(key)
+                if stale is not None:
+                    cached = self._cached_tag(key, stale.value)
+                    if cached is not None:
+                        log.warning(
+                            "%s/%s:%s: upstream failed (%s); serving the tag as of %.0f s ago",
+                            registry, repository, tag, e, stale.age,
+                        )  # fmt: skip
+                        return cached
+                raise UnavailableError(f"manifest {repository}:{tag}: {e}") from None
+            self._keep_manifest(got)
+            self._tags.put(key, (got.digest, got.media_type))
+            return self._served(registry, repository, got, "upstream", tag=tag)
+
+        return await self._manifest_flights.do(("tag", *key), fetch)
+
+    def _cached_tag(self, key: TagKey, value: tuple[Digest, str]) -> ManifestResult | None:
+        registry, repository, tag, _ = key
+        digest, media_type = value
+        try:
+            body = self._store.read_bytes(digest, MAX_MANIFEST_BYTES)
+        except StoreError:
+            return None
+        got = SourceManifest(digest, media_type, body)
+        return self._served(registry, repository, got, "cache", tag=tag)
+
+    def _keep_manifest(self, got: SourceManifest) -> None:
+        try:
+            self._store.put_bytes(got.digest, got.body, got.media_type)
+        except (StoreError, OSError, sqlite3.Error) as e:
+            log.warning("could not keep manifest %s in the store: %s", got.digest, e)
+
+    def _served(
+        self,
+        registry: str,
+        repository: str,
+        got: SourceManifest,
+        source: str,
+        *,
+        tag: str | None = None,
+    ) -> ManifestResult:
+        """Learn from a manifest on its way out: blob sizes, membership, pending images."""
+        try:
+            parsed = parse_manifest(got.body, got.media_type)
+        except OCIError:
+            parsed = None
+        media_type = got.media_type or (parsed.media_type if parsed else mt.OCI_MANIFEST)
+        members: list[Digest] = [got.digest]
+        entry = (got.digest, len(got.body), media_type)
+        tag_reference = f"{registry}/{repository}:{tag}" if tag is not None else None
+        if isinstance(parsed, ImageIndex):
+            for d in parsed.manifests:
+                self._sizes.put(d.digest, d.size)
+                members.append(d.digest)
+            if tag_reference is not None:
+                self._images.saw_index(registry, repository, tag_reference, parsed, entry)
+        elif isinstance(parsed, ImageManifest):
+            for d in parsed.blobs:
+                self._sizes.put(d.digest, d.size)
+                members.append(d.digest)
+            self._images.saw_image(registry, repository, parsed, entry, tag_reference)
+            self._record(self._images.complete(self._store.has, blob=got.digest))
+        self.access.note_members(registry, repository, members)
+        return ManifestResult(got.digest, media_type, got.body, source)
+
+    def _record(self, images: list[PendingImage]) -> None:
+        for image in images:
+            try:
+                self._store.record_image(
+                    image.reference, image.top, list(image.entries), image.platform
+                )
+            except (StoreError, sqlite3.Error, ValueError) as e:
+                log.warning("could not record image %s: %s", image.reference, e)
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def _peer(self, url: str) -> Source | None:
+        return self._peer_source(url) if self._peer_source is not None else None
+
+    def _home_peer_sources(self, digest: Digest) -> list[Source]:
+        """The digest's home as a source, unless that is this node (or there are no peers)."""
+        home = self.router.home(digest)
+        if home == self.router.self_url:
+            return []
+        peer = self._peer(home)
+        return [peer] if peer is not None else []
+
+    def _source_failed(self, source: Source, error: SourceError, registry: str) -> None:
+        if source.kind == "peer":
+            if isinstance(error, SourceUnreachable):
+                self.health.mark_down(source.name)
+            if not isinstance(error, SourceNotFound):
+                self._metrics.peer_error(error.kind)
+                log.info("peer %s: %s", source.name, error)
+        elif source.kind == "upstream":
+            self._metrics.upstream_error(registry, error.kind)
+            if not isinstance(error, SourceNotFound):
+                log.info("upstream %s: %s", registry, error)
+
+
+__all__ = ["FetcherStatus", "TieredFetcher", "TransferStatus"]

@@ -1,0 +1,258 @@
+"""The upstream registries as one :class:`~warmstart.fetch.source.Source` (and the
+:class:`~warmstart.fetch.source.AccessChecker` that asks them who may pull).
+
+One :class:`RegistryClient` per configured registry, with that registry's URL, CA and
+credentials, all sharing one aiohttp session. Registry errors become Source errors here, so the
+tiered fetcher never sees a registry exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import aiohttp
+
+from warmstart.fetch.config import UpstreamSettings
+from warmstart.fetch.source import (
+    Access,
+    OpenedBlob,
+    Probe,
+    SourceCorrupt,
+    SourceDenied,
+    SourceError,
+    SourceManifest,
+    SourceNotFound,
+    SourceUnavailable,
+    opened,
+)
+from warmstart.oci import Digest, OCIError, Reference
+from warmstart.oci import mediatypes as mt
+from warmstart.registry import (
+    AuthError,
+    ClientOptions,
+    Credentials,
+    CredentialStore,
+    DigestMismatch,
+    NotFound,
+    RegistryClient,
+    RegistryError,
+)
+from warmstart.registry.endpoints import canonical_registry
+
+PROBE_ATTEMPTS = 2  # access checks fail fast: a client is waiting
+
+
+def source_error(error: BaseException, what: str) -> SourceError:
+    """The Source error for an exception of the registry client."""
+    if isinstance(error, SourceError):
+        return error
+    text = str(error) or type(error).__name__
+    if isinstance(error, NotFound):
+        return SourceNotFound(text)
+    if isinstance(error, AuthError):
+        return SourceDenied(text)
+    if isinstance(error, DigestMismatch | OCIError | ValueError):
+        return SourceCorrupt(text)
+    if isinstance(error, RegistryError | aiohttp.ClientError | OSError | TimeoutError):
+        return SourceUnavailable(f"{what}: {text}")
+    return SourceUnavailable(f"{what}: unexpected {type(error).__name__}: {text}")
+
+
+@dataclass
+class _Registry:
+    host: str  # what the registry client is given (host[:port] of the URL)
+    options: ClientOptions  # with the agent's credentials
+    client: RegistryClient
+    anonymous: RegistryClient  # for "does this repository need credentials?"
+
+
+class UpstreamSource:
+    kind = "upstream"
+    name = "upstream"
+
+    def __init__(
+        self,
+        upstreams: Mapping[str, UpstreamSettings],
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 6,
+        user_agent: str = "warmstart-agent/0.1",
+    ) -> None:
+        self._settings = {canonical_registry(k): v for k, v in upstreams.items()}
+        self._base = ClientOptions(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_attempts=max_attempts,
+            user_agent=user_agent,
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._registries: dict[str, _Registry] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=128),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                read_bufsize=1 << 20,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        registries, self._registries = list(self._registries.values()), {}
+        for reg in registries:
+            await reg.client.close()
+            await reg.anonymous.close()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _registry(self, registry: str) -> _Registry:
+        name = canonical_registry(registry)
+        reg = self._registries.get(name)
+        if reg is not None:
+            return reg
+        settings = self._settings.get(name)
+        if settings is None:
+            raise SourceDenied(f"registry {name} is not configured")
+        host = settings.host(name)
+        credentials = CredentialStore()
+        if settings.credentials is not None:
+            credentials.add(host, settings.credentials)
+        options = replace(
+            self._base,
+            insecure=frozenset({host}) if settings.is_plain_http() else frozenset(),
+            ca_file=settings.ca_file,
+            credentials=credentials,
+        )
+        session = self._get_session()
+        anonymous = replace(options, credentials=CredentialStore(), max_attempts=PROBE_ATTEMPTS)
+        reg = _Registry(
+            host,
+            options,
+            RegistryClient(options, session=session),
+            RegistryClient(anonymous, session=session),
+        )
+        self._registries[name] = reg
+        return reg
+
+    # -- Source ----------------------------------------------------------------------------
+
+    async def stat_blob(self, registry: str, repository: str, digest: Digest) -> int:
+        reg = self._registry(registry)
+        what = f"blob {digest} in {registry}/{repository}"
+        try:
+            size = await reg.client.head_blob(reg.host, repository, digest)
+        except Exception as e:
+            raise source_error(e, what) from e
+        if size is None:
+            raise SourceNotFound(f"{what}: not found")
+        return size
+
+    async def open_blob(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        *,
+        offset: int = 0,
+        size: int | None = None,
+    ) -> OpenedBlob:
+        reg = self._registry(registry)
+        what = f"blob {digest} in {registry}/{repository}"
+        if size is None:
+            size = await self.stat_blob(registry, repository, digest)
+        if offset > size:
+            raise SourceCorrupt(f"{what}: offset {offset} is past its size {size}")
+        if offset == size:
+            return OpenedBlob(size, _nothing())
+        # The store hashes what it writes: no second hash pass here.
+        stream = reg.client.blob_stream(
+            reg.host, repository, digest, size=size, offset=offset, verify=False
+        )
+        return OpenedBlob(size, await opened(_mapped(stream, what)))
+
+    async def get_manifest(
+        self, registry: str, repository: str, reference: str, accept: Sequence[str]
+    ) -> SourceManifest:
+        reg = self._registry(registry)
+        what = f"manifest {registry}/{repository}:{reference}"
+        try:
+            ref = _reference(reg.host, repository, reference)
+            got = await reg.client.get_manifest(ref, tuple(accept) or mt.MANIFEST_ACCEPT)
+        except Exception as e:
+            raise source_error(e, what) from e
+        return SourceManifest(got.digest, got.media_type, got.body)
+
+    # -- AccessChecker -----------------------------------------------------------------------
+
+    async def check_access(
+        self,
+        registry: str,
+        repository: str,
+        probe: Probe,
+        credentials: Credentials | None = None,
+        *,
+        as_agent: bool = False,
+    ) -> Access:
+        reg = self._registry(registry)
+        if as_agent:
+            return await self._ask(reg, repository, probe, reg.client)
+        if credentials is None:
+            return await self._ask(reg, repository, probe, reg.anonymous)
+        store = CredentialStore()
+        store.add(reg.host, credentials)
+        options = replace(reg.options, credentials=store, max_attempts=PROBE_ATTEMPTS)
+        client = RegistryClient(options, session=self._get_session())
+        try:
+            return await self._ask(reg, repository, probe, client)
+        finally:
+            await client.close()
+
+    async def _ask(
+        self, reg: _Registry, repository: str, probe: Probe, client: RegistryClient
+    ) -> Access:
+        what = f"access to {reg.host}/{repository}"
+        try:
+            if probe.kind == "blob":
+                size = await client.head_blob(reg.host, repository, Digest.parse(probe.reference))
+                return Access.PRESENT if size is not None else Access.ABSENT
+            await client.head_manifest(_reference(reg.host, repository, probe.reference))
+            return Access.PRESENT
+        except NotFound:
+            return Access.ABSENT
+        except AuthError:
+            return Access.DENIED
+        except Exception as e:
+            raise source_error(e, what) from e
+
+
+def _reference(host: str, repository: str, reference: str) -> Reference:
+    if ":" in reference:
+        return Reference(host, repository, digest=Digest.parse(reference))
+    return Reference(host, repository, tag=reference)
+
+
+async def _mapped(chunks: AsyncIterator[bytes], what: str) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except Exception as e:
+        raise source_error(e, what) from e
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+__all__ = ["UpstreamSource", "source_error"]

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from warmstart.agent.errors import STATUS_OF_CODE, from_fetch_error, oci_error, unsupported
+from warmstart.fetch.api import (
+    DeniedError,
+    FetchError,
+    NotFoundError,
+    UnauthorizedError,
+    UnavailableError,
+)
+
+
+def test_body_shape() -> None:
+    err = oci_error("NAME_INVALID", "bad name", detail={"name": "x"})
+    assert err.status == 400
+    assert json.loads(err.body()) == {
+        "errors": [{"code": "NAME_INVALID", "message": "bad name", "detail": {"name": "x"}}]
+    }
+    assert json.loads(oci_error("UNKNOWN", "x").body())["errors"][0]["detail"] == {}
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("NAME_INVALID", 400),
+        ("DIGEST_INVALID", 400),
+        ("MANIFEST_UNKNOWN", 404),
+        ("BLOB_UNKNOWN", 404),
+        ("UNAUTHORIZED", 401),
+        ("DENIED", 403),
+        ("UNSUPPORTED", 405),
+        ("TOOMANYREQUESTS", 429),
+        ("UNAVAILABLE", 503),
+    ],
+)
+def test_standard_statuses(code: str, status: int) -> None:
+    assert STATUS_OF_CODE[code] == status
+    assert oci_error(code, "m").status == status
+
+
+def test_unauthorized_carries_basic_challenge() -> None:
+    assert oci_error("UNAUTHORIZED", "m").headers["WWW-Authenticate"] == 'Basic realm="warmstart"'
+
+
+def test_unsupported_lists_allowed_methods() -> None:
+    err = unsupported("PUT")
+    assert (err.status, err.code, err.headers["Allow"]) == (405, "UNSUPPORTED", "GET, HEAD")
+
+
+class TooMany(FetchError):
+    status = 429
+    code = "TOOMANYREQUESTS"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Teapot(FetchError):
+    status = 418
+    code = "TEAPOT"
+
+
+@pytest.mark.parametrize(
+    ("error", "manifest", "status", "code"),
+    [
+        (NotFoundError("x"), True, 404, "MANIFEST_UNKNOWN"),
+        (NotFoundError("x"), False, 404, "BLOB_UNKNOWN"),
+        (UnauthorizedError("x"), False, 401, "UNAUTHORIZED"),
+        (DeniedError("x"), False, 403, "DENIED"),
+        (UnavailableError("x"), False, 503, "UNAVAILABLE"),
+        (FetchError("x"), False, 502, "UNKNOWN"),
+        (TooMany("slow down", 2.5), False, 429, "TOOMANYREQUESTS"),
+        (Teapot("x"), False, 502, "UNKNOWN"),
+    ],
+)
+def test_from_fetch_error(error: Exception, manifest: bool, status: int, code: str) -> None:
+    err = from_fetch_error(error, manifest=manifest)
+    assert (err.status, err.code) == (status, code)
+    assert err.message
+
+
+def test_retry_after_passed_on() -> None:
+    assert from_fetch_error(TooMany("x", 2.5), manifest=False).headers["Retry-After"] == "3"
+    assert "WWW-Authenticate" in from_fetch_error(UnauthorizedError("x"), manifest=False).headers
