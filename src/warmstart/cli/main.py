@@ -6,7 +6,9 @@ import typer
 
 from warmstart import __version__
 from warmstart.cli import bench_cmd, store_cmd
+from warmstart.cli.agent_cmd import agent
 from warmstart.cli.containerd_cmd import containerd_config
+from warmstart.cli.prewarm_cmd import prewarm
 from warmstart.cli.pull_cmd import pull
 
 app = typer.Typer(
@@ -17,9 +19,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("pull")(pull)
+app.command("agent")(agent)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(bench_cmd.app, name="bench")
 app.command("containerd-config")(containerd_config)
+app.command("prewarm")(prewarm)
 
 
 @app.command("version")

@@ -1,0 +1,265 @@
+"""containerd ``hosts.toml`` files that send pulls through the warmstart agent.
+
+containerd (1.5+, ``config_path`` in the CRI config or ``ctr --hosts-dir``) looks up
+``DIR/<registry>/hosts.toml`` for every pull from ``<registry>``. Each ``[host."URL"]`` entry is
+tried first, in file order, with ``?ns=<registry>`` added to every request; ``server`` is the
+fallback that containerd uses when every host fails with a connection error or a non-404 error
+status (and, mid-transfer, when the connection to a host breaks: it resumes with a Range
+request). Verified with containerd 1.6.20's ``remotes/docker/config/hosts.go``.
+
+``dial_timeout``: only containerd >= 2.1 reads it (containerd PR #11106). 1.6 and 1.7 parse
+hosts.toml leniently (unknown keys are ignored, checked with a real pull on 1.6.20) and use a
+fixed 30 s dial timeout; a node-local agent that is down refuses the connection at once, so the
+fallback is immediate there too. A remote mirror that does not answer costs 30 s a request on 1.6.
+
+Everything here is pure (rendering, validation) except :func:`write_hosts_dir`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from warmstart.oci.errors import InvalidReference
+from warmstart.oci.reference import DEFAULT_REGISTRY, normalize_registry, validate_registry
+
+DOCKER_HUB_SERVER = "https://registry-1.docker.io"
+DEFAULT_CAPABILITIES = ("pull", "resolve")
+KNOWN_CAPABILITIES = frozenset({"pull", "resolve", "push"})
+DEFAULT_DIAL_TIMEOUT = "200ms"
+# containerd's fallback directory for registries without a directory of their own.
+DEFAULT_HOST_DIR = "_default"
+_GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+
+
+class HostsConfigError(ValueError):
+    """Bad input for a hosts.toml (a URL, registry name, capability or duration)."""
+
+
+@dataclass(frozen=True)
+class MirrorHost:
+    """One ``[host."URL"]`` entry."""
+
+    url: str
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    skip_verify: bool | None = None
+    ca: tuple[str, ...] = ()  # CA files (absolute paths, or relative to the registry's directory)
+    dial_timeout: str | None = DEFAULT_DIAL_TIMEOUT  # a Go duration; containerd >= 2.1 only
+    override_path: bool = False
+
+
+@dataclass(frozen=True)
+class HostsFile:
+    """``<registry>/hosts.toml``: mirrors first, ``server`` as the fallback."""
+
+    registry: str  # the host namespace ("docker.io", "127.0.0.1:5000", "_default")
+    server: str | None  # the upstream URL; None leaves it to containerd's default
+    hosts: tuple[MirrorHost, ...] = ()
+
+    @property
+    def directory(self) -> str:
+        return host_directory(self.registry)
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def canonical_registry(name: str) -> str:
+    """``index.docker.io`` -> ``docker.io``; raise on anything that is not a registry host."""
+    name = name.strip()
+    if name == DEFAULT_HOST_DIR:
+        return name
+    try:
+        return normalize_registry(validate_registry(name))
+    except InvalidReference as e:
+        raise HostsConfigError(str(e)) from None
+
+
+def host_directory(registry: str) -> str:
+    """The directory containerd looks in for ``registry`` (``DIR/<registry>/hosts.toml``)."""
+    name = canonical_registry(registry)
+    if "/" in name or name in (".", ".."):  # validate_registry already rules these out
+        raise HostsConfigError(f"invalid registry host {registry!r}")
+    return name
+
+
+def check_url(url: str, what: str = "URL") -> str:
+    """An ``http(s)://host[:port][/path]`` URL without query, fragment or credentials."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HostsConfigError(f"invalid {what} {url!r}: expected http(s)://HOST[:PORT][/PATH]")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise HostsConfigError(f"invalid {what} {url!r}: no query, fragment or credentials allowed")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise HostsConfigError(f"invalid {what} {url!r}: bad port") from None
+    return url.strip().rstrip("/")
+
+
+def check_duration(value: str) -> str:
+    if not _GO_DURATION.match(value):
+        raise HostsConfigError(
+            f"invalid duration {value!r}: use a Go duration such as 200ms, 1s or 1m30s"
+        )
+    return value
+
+
+def upstream_server(registry: str, insecure: bool = False) -> str:
+    """The registry's own URL: ``https://registry-1.docker.io`` for Docker Hub, else
+    ``https://<registry>`` (``http://`` for a registry marked insecure)."""
+    name = canonical_registry(registry)
+    if name == DEFAULT_HOST_DIR:
+        raise HostsConfigError("the _default directory has no single upstream server")
+    if name == DEFAULT_REGISTRY:
+        return DOCKER_HUB_SERVER
+    return f"{'http' if insecure else 'https'}://{name}"
+
+
+def mirror_host(
+    url: str,
+    *,
+    capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+    skip_verify: bool | None = None,
+    ca: Sequence[str] = (),
+    dial_timeout: str | None = DEFAULT_DIAL_TIMEOUT,
+) -> MirrorHost:
+    caps = tuple(dict.fromkeys(c.strip().lower() for c in capabilities))
+    unknown = [c for c in caps if c not in KNOWN_CAPABILITIES]
+    if unknown or not caps:
+        raise HostsConfigError(
+            f"invalid capabilities {list(capabilities)!r}: choose from pull, resolve, push"
+        )
+    return MirrorHost(
+        url=check_url(url, "mirror URL"),
+        capabilities=caps,
+        skip_verify=skip_verify,
+        ca=tuple(ca),
+        dial_timeout=check_duration(dial_timeout) if dial_timeout else None,
+    )
+
+
+def mirror_configs(
+    registries: Iterable[str],
+    mirror: MirrorHost,
+    *,
+    insecure: Iterable[str] = (),
+    servers: Mapping[str, str] | None = None,
+) -> list[HostsFile]:
+    """One :class:`HostsFile` per registry, each sending pulls to ``mirror`` first.
+
+    ``insecure`` registries get an ``http://`` server; ``servers`` overrides the upstream URL
+    of a registry (``{"registry.example": "https://mirror.example/v2"}``).
+    """
+    insecure_set = {canonical_registry(r) for r in insecure}
+    overrides = {
+        canonical_registry(k): check_url(v, "server URL") for k, v in (servers or {}).items()
+    }
+    out: dict[str, HostsFile] = {}
+    for raw in registries:
+        name = canonical_registry(raw)
+        if name in overrides:
+            server: str | None = overrides[name]
+        elif name == DEFAULT_HOST_DIR:
+            server = None
+        else:
+            server = upstream_server(name, insecure=name in insecure_set)
+        out[name] = HostsFile(name, server, (mirror,))
+    if not out:
+        raise HostsConfigError("name at least one registry (e.g. docker.io)")
+    return list(out.values())
+
+
+def agent_only(registry: str, agent_url: str) -> HostsFile:
+    """A hosts.toml whose only endpoint is the agent (no fallback to the upstream): what a
+    pre-warm uses to import an image into containerd strictly from the agent's store.
+
+    The agent is both the ``[host]`` and the ``server``: containerd 1.6 rejects a hosts.toml
+    without a ``[host]`` table ("invalid `host` tree"), logs it, and then silently pulls
+    straight from the registry as if there were no file."""
+    url = check_url(agent_url, "agent URL")
+    return HostsFile(canonical_registry(registry), url, (mirror_host(url, dial_timeout=None),))
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string (escapes quotes, backslashes and control characters)."""
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _string_array(values: Iterable[str]) -> str:
+    return "[" + ", ".join(toml_string(v) for v in values) + "]"
+
+
+def render_hosts_toml(config: HostsFile) -> str:
+    if not config.hosts:
+        # containerd 1.6 cannot parse a file without [host] tables and then ignores the file.
+        raise HostsConfigError(f"{config.registry}: a hosts.toml needs at least one [host]")
+    lines = [
+        f"# {config.registry}: written by `warmstart containerd-config`.",
+        "# containerd tries each [host] in order (adding ?ns=<registry>), then the server.",
+    ]
+    if config.server is not None:
+        lines.append(f"server = {toml_string(config.server)}")
+    for host in config.hosts:
+        lines += ["", f"[host.{toml_string(host.url)}]"]
+        lines.append(f"  capabilities = {_string_array(host.capabilities)}")
+        if host.dial_timeout:
+            lines.append(
+                "  # read by containerd >= 2.1; 1.6/1.7 ignore it (fixed 30 s dial timeout)"
+            )
+            lines.append(f"  dial_timeout = {toml_string(host.dial_timeout)}")
+        if host.skip_verify is not None:
+            lines.append(f"  skip_verify = {'true' if host.skip_verify else 'false'}")
+        if host.ca:
+            lines.append(f"  ca = {_string_array(host.ca)}")
+        if host.override_path:
+            lines.append("  override_path = true")
+    return "\n".join(lines) + "\n"
+
+
+# -- writing (the only I/O) ---------------------------------------------------------------------
+
+
+def write_hosts_dir(out: Path, configs: Iterable[HostsFile]) -> list[Path]:
+    """Write ``out/<registry>/hosts.toml`` for each config (atomically: temp file + rename,
+    since containerd re-reads the file on every pull)."""
+    written = []
+    for config in configs:
+        directory = Path(out) / config.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / "hosts.toml"
+        fd, tmp = tempfile.mkstemp(prefix=".hosts.toml.", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(render_hosts_toml(config))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written

@@ -1,0 +1,402 @@
+"""Pre-warm: bring an image into this node before a replica needs it.
+
+``warm``: every blob of the image (for one platform) into the agent's store, fetched through
+the agent's own :class:`~warmstart.fetch.api.Fetcher`, so the tiers apply exactly as for a
+containerd pull (local store, the digest's home peer, other peers, upstream once per cluster).
+The image is pinned while it is pre-warmed and recorded in the store's index afterwards.
+
+``hot``: then also import it into the node's containerd, content *and* unpacked snapshot, so the
+next container start pulls and unpacks nothing. containerd 1.6 has no pull RPC (the fetch runs
+in the client), so this runs ``ctr images pull`` against the agent itself: a temporary hosts
+directory names the agent as the registry's only endpoint (no fallback to the upstream), so
+every byte comes from the local store at loopback speed. Afterwards ``ctr images check`` must
+show the image complete and unpacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
+from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
+from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
+from warmstart.oci import (
+    Descriptor,
+    Digest,
+    ImageIndex,
+    ImageManifest,
+    InvalidManifest,
+    Platform,
+    Reference,
+)
+from warmstart.oci import mediatypes as mt
+from warmstart.oci.manifest import parse_manifest
+from warmstart.store import ContentStore
+
+DEFAULT_CONCURRENCY = 4
+DEFAULT_IMPORT_TIMEOUT = 3600.0
+STORE_SETTLE_SECONDS = 10.0
+IMAGE_CONFIGS = frozenset({mt.DOCKER_CONFIG, mt.OCI_CONFIG})
+
+
+class HotImportUnavailable(FetchError):
+    """``hot`` was asked of an agent that has no containerd configured."""
+
+    status = 409
+    code = "UNSUPPORTED"
+
+
+class HotImportFailed(FetchError):
+    """``ctr images pull`` through the agent failed, or left the image not unpacked."""
+
+    status = 502
+    code = "UNKNOWN"
+
+
+class PrewarmIncomplete(FetchError):
+    """A blob was streamed but did not end up in the store."""
+
+    status = 502
+    code = "UNKNOWN"
+
+
+# -- the request (pure) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrewarmRequest:
+    reference: Reference
+    platform: Platform | None = None
+    hot: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": str(self.reference),
+            "platform": str(self.platform) if self.platform else None,
+            "hot": self.hot,
+        }
+
+
+def parse_prewarm_request(payload: object) -> PrewarmRequest:
+    """``{"reference": "...", "platform": "linux/amd64" | null, "hot": bool}``.
+
+    Raise ``ValueError`` or ``OCIError`` (both answered with 400) with a one-line message.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValueError("the prewarm request must be a JSON object")
+    unknown = sorted(set(payload) - {"reference", "platform", "hot"})
+    if unknown:
+        raise ValueError(f"unknown prewarm field(s): {', '.join(map(str, unknown))}")
+    reference = payload.get("reference")
+    if not isinstance(reference, str) or not reference:
+        raise ValueError('"reference" must be an image reference string')
+    platform = payload.get("platform")
+    if platform is not None and not isinstance(platform, str):
+        raise ValueError('"platform" must be a string such as "linux/amd64" or null')
+    hot = payload.get("hot", False)
+    if not isinstance(hot, bool):
+        raise ValueError('"hot" must be true or false')
+    return PrewarmRequest(
+        Reference.parse(reference),
+        Platform.parse(platform).normalized() if platform else None,
+        hot,
+    )
+
+
+def image_blobs(manifest: ImageManifest) -> list[Descriptor]:
+    """The manifest's blobs, each digest once, config first."""
+    seen: dict[Digest, Descriptor] = {}
+    for desc in manifest.blobs:
+        seen.setdefault(desc.digest, desc)
+    return list(seen.values())
+
+
+def is_container_image(manifest: ImageManifest) -> bool:
+    return manifest.config.media_type in IMAGE_CONFIGS
+
+
+def ctr_pull_args(
+    ref: Reference, hosts_dir: Path, platform: Platform | None, snapshotter: str | None
+) -> list[str]:
+    args = ["images", "pull", "--hosts-dir", str(hosts_dir)]
+    if platform is not None:
+        args += ["--platform", str(platform)]
+    if snapshotter:
+        args += ["--snapshotter", snapshotter]
+    return [*args, str(ref)]
+
+
+# -- the pre-warmer (I/O through the Fetcher, the store and ctr) --------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerdTarget:
+    """The node's containerd, as the agent config names it."""
+
+    socket: Path
+    namespace: str = "default"  # Kubernetes (CRI) uses "k8s.io"
+    snapshotter: str | None = None  # None: containerd's default (overlayfs)
+    ctr_binary: str = "ctr"
+    prefix: tuple[str, ...] = ()  # e.g. ("nsenter", "--net=/run/netns/node1")
+
+    def ctr(self) -> Ctr:
+        return Ctr(self.socket, self.namespace, self.ctr_binary, self.prefix)
+
+
+@dataclass
+class _Tally:
+    blobs: int = 0
+    bytes_total: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+    def add(self, source: str, size: int) -> None:
+        self.blobs += 1
+        self.bytes_total += size
+        self.by_source[source] = self.by_source.get(source, 0) + size
+
+
+class Prewarmer:
+    """Implements the agent's ``Prewarmer`` protocol (``warmstart.agent.hooks``)."""
+
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        store: ContentStore | None,
+        *,
+        agent_url: str,
+        containerd: ContainerdTarget | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        import_timeout: float = DEFAULT_IMPORT_TIMEOUT,
+        settle_seconds: float = STORE_SETTLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._fetcher = fetcher
+        self._store = store
+        self._agent_url = agent_url.rstrip("/")
+        self._containerd = containerd
+        self._concurrency = concurrency
+        self._import_timeout = import_timeout
+        self._settle_seconds = settle_seconds
+        self._clock = clock
+
+    @property
+    def containerd(self) -> ContainerdTarget | None:
+        return self._containerd
+
+    async def prewarm(
+        self,
+        ref: Reference,
+        platform: Platform | None,
+        hot: bool,
+        *,
+        client: ClientIdentity | None = None,
+    ) -> dict[str, Any]:
+        if hot and self._containerd is None:
+            raise HotImportUnavailable(
+                "this agent has no containerd configured (containerd_socket): "
+                "pre-warm without hot, or configure it"
+            )
+        started = self._clock()
+        identity = client or ClientIdentity()
+        top, image = await self._resolve(ref, platform, identity)
+        assert isinstance(image.manifest, ImageManifest)
+        if hot and not is_container_image(image.manifest):
+            raise ValueError(
+                f"{ref} is not a container image (config {image.manifest.config.media_type}): "
+                "it can be pre-warmed, but not imported into containerd"
+            )
+        manifests = [top] if top is image else [top, image]
+        blobs = image_blobs(image.manifest)
+        chosen = platform.normalized() if (platform and top is not image) else None
+        if top is not image and chosen is None:
+            chosen = Platform.host()
+        tally = _Tally()
+        holder = f"prewarm:{os.getpid()}:{id(self)}:{ref}"
+        pin = (
+            self._store.pin(
+                holder, [m.digest for m in manifests] + [b.digest for b in blobs], str(ref)
+            )
+            if self._store is not None
+            else None
+        )
+        try:
+            self._keep_manifests(manifests)
+            await self._fetch_all(ref, blobs, identity, tally)
+            if self._store is not None:
+                self._store.record_image(
+                    str(ref),
+                    top.digest,
+                    [(m.digest, len(m.body), m.media_type) for m in manifests]
+                    + [(b.digest, b.size, b.media_type) for b in blobs],
+                    str(chosen) if chosen else None,
+                )
+            warm_seconds = self._clock() - started
+            containerd = None
+            if hot:
+                containerd = await self._import(ref, chosen, top.digest)
+        finally:
+            if pin is not None:
+                pin.release()
+        return {
+            "reference": str(ref),
+            "digest": str(top.digest),
+            "manifest_digest": str(image.digest),
+            "platform": str(chosen) if chosen else None,
+            "blobs": tally.blobs,
+            "bytes": tally.bytes_total,
+            "sources": dict(sorted(tally.by_source.items())),
+            "warm_seconds": round(warm_seconds, 3),
+            "seconds": round(self._clock() - started, 3),
+            "hot": hot,
+            "containerd": containerd,
+        }
+
+    # -- warm ------------------------------------------------------------------------------
+
+    async def _manifest(
+        self, ref: Reference, reference: str, identity: ClientIdentity
+    ) -> _Manifest:
+        result = await self._fetcher.get_manifest(
+            ref.registry, ref.repository, reference, mt.MANIFEST_ACCEPT, identity
+        )
+        return _Manifest(result, parse_manifest(result.body, result.media_type))
+
+    async def _resolve(
+        self, ref: Reference, platform: Platform | None, identity: ClientIdentity
+    ) -> tuple[_Manifest, _Manifest]:
+        top = await self._manifest(ref, ref.reference, identity)
+        if isinstance(top.manifest, ImageManifest):
+            return top, top
+        assert isinstance(top.manifest, ImageIndex)
+        chosen = top.manifest.choose((platform or Platform.host()).normalized())
+        child = await self._manifest(ref, str(chosen.digest), identity)
+        if not isinstance(child.manifest, ImageManifest):
+            raise InvalidManifest(f"{ref}: index entry {chosen.digest} is not an image manifest")
+        return top, child
+
+    def _keep_manifests(self, manifests: list[_Manifest]) -> None:
+        if self._store is None:
+            return
+        for m in manifests:
+            if not self._store.has(m.digest):
+                self._store.put_bytes(m.digest, m.body, m.media_type)
+
+    async def _fetch_all(
+        self, ref: Reference, blobs: list[Descriptor], identity: ClientIdentity, tally: _Tally
+    ) -> None:
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def one(desc: Descriptor) -> None:
+            async with limit:
+                source = await self._fetch_blob(ref, desc, identity)
+                tally.add(source, desc.size)
+
+        tasks = [asyncio.create_task(one(d)) for d in blobs]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _fetch_blob(self, ref: Reference, desc: Descriptor, identity: ClientIdentity) -> str:
+        if self._store is not None and self._store.has(desc.digest):
+            return "local"
+        result = await self._fetcher.get_blob(ref.registry, ref.repository, desc.digest, identity)
+        if result.size != desc.size:
+            raise PrewarmIncomplete(
+                f"blob {desc.digest} has {result.size} bytes, the manifest says {desc.size}"
+            )
+        if result.path is None:
+            if result.open_stream is None:
+                raise PrewarmIncomplete(
+                    f"the fetcher returned neither a file nor a stream for {desc.digest}"
+                )
+            received = 0
+            async for chunk in result.open_stream(0):  # wait for the transfer to finish
+                received += len(chunk)
+            if received != desc.size:
+                raise PrewarmIncomplete(
+                    f"blob {desc.digest}: stream ended after {received} of {desc.size} bytes"
+                )
+            await self._settled(desc.digest)
+        return result.source
+
+    async def _settled(self, digest: Digest) -> None:
+        """After a stream ends the fetcher renames the verified file into place: wait for it."""
+        if self._store is None:
+            return
+        deadline = self._clock() + self._settle_seconds
+        while not self._store.has(digest):
+            if self._clock() >= deadline:
+                raise PrewarmIncomplete(f"blob {digest} was streamed but is not in the store")
+            await asyncio.sleep(0.02)
+
+    # -- hot -------------------------------------------------------------------------------
+
+    async def _import(
+        self, ref: Reference, platform: Platform | None, digest: Digest
+    ) -> dict[str, Any]:
+        target = self._containerd
+        assert target is not None
+        ctr = target.ctr()
+        started = self._clock()
+        with tempfile.TemporaryDirectory(prefix="warmstart-hosts-") as tmp:
+            hosts_dir = Path(tmp)
+            write_hosts_dir(hosts_dir, [agent_only(ref.registry, self._agent_url)])
+            try:
+                result = await ctr.run(
+                    *ctr_pull_args(ref, hosts_dir, platform, target.snapshotter),
+                    time_limit=self._import_timeout,
+                )
+            except CtrError as e:
+                raise HotImportFailed(str(e)) from None
+            except TimeoutError:
+                raise HotImportFailed(
+                    f"ctr images pull {ref} did not finish in {self._import_timeout:.0f}s"
+                ) from None
+        if result.returncode != 0:
+            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            raise HotImportFailed(f"importing {ref} into containerd failed: {reason}")
+        try:
+            state = await ContainerdImages(ctr, target.snapshotter).image(str(ref))
+        except CtrError as e:
+            raise HotImportFailed(str(e)) from None
+        if state is None or state.tier != "hot":
+            shown = "missing" if state is None else f"{state.status}, unpacked={state.unpacked}"
+            raise HotImportFailed(f"{ref} is not unpacked in containerd after the import ({shown})")
+        return {
+            "namespace": target.namespace,
+            "reference": state.reference,
+            "digest": state.digest,
+            "unpacked": state.unpacked,
+            "tag_moved": state.digest != str(digest),
+            "seconds": round(self._clock() - started, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    result: ManifestResult
+    manifest: ImageManifest | ImageIndex
+
+    @property
+    def digest(self) -> Digest:
+        return self.result.digest
+
+    @property
+    def body(self) -> bytes:
+        return self.result.body
+
+    @property
+    def media_type(self) -> str:
+        return self.result.media_type

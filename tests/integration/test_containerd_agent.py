@@ -1,0 +1,271 @@
+"""containerd 1.6 + the warmstart agent, all real: pulls through the agent via hosts.toml,
+fallback when the agent dies mid-transfer, and hot pre-warm (content + unpacked snapshot).
+
+Upstream blob requests are counted in the upstream registry's access log; requests that reach
+the agent are recorded by a pass-through proxy in front of it where that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.containerd import (
+    ContainerdFactory,
+    ctr_pull,
+    ctr_pull_command,
+    image_state,
+    snapshot_count,
+    write_hosts,
+)
+from tests.support.fault_proxy import FaultProxy
+from tests.support.images import ImageBuilder
+from warmstart.testbed.agent import AgentProcess
+from warmstart.testbed.registry import RegistryProcess
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def containerd(request: pytest.FixtureRequest) -> Iterator[ContainerdFactory]:
+    factory = ContainerdFactory()
+    failures = request.session.testsfailed
+    try:
+        yield factory
+    finally:
+        factory.cleanup(failed=request.session.testsfailed > failures)
+
+
+@pytest.fixture
+def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    started: list[AgentProcess] = []
+    failures = request.session.testsfailed
+
+    def make(**kwargs: Any) -> AgentProcess:
+        agent = AgentProcess(tmp_path / f"agent{len(started)}", start=False, **kwargs)
+        started.append(agent)
+        return agent.start()
+
+    try:
+        yield make
+    finally:
+        for agent in reversed(started):
+            if request.session.testsfailed > failures:
+                sys.stderr.write(f"\n=== agent {agent.url} log ===\n{agent.log_tail()}\n")
+            agent.stop()
+
+
+def upstream_agents(registry: RegistryProcess, since: int) -> set[str]:
+    return {r.user_agent.split("/")[0] for r in registry.blob_get_requests(since=since)}
+
+
+def test_second_node_pulls_with_zero_upstream_blob_requests(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+    tmp_path: Path,
+) -> None:
+    image = image_builder.build(registry, "team/app", "v1", [2 * MiB, MiB], seed="through")
+    agent = agents(upstreams={registry.host: registry.url})
+    hosts = write_hosts(tmp_path / "hosts", registry.host, agent.url, registry.url)
+
+    mark = registry.mark()
+    first = containerd()
+    result, _ = ctr_pull(first, image.reference, hosts)
+    assert result.returncode == 0, result.stderr
+    fetched = registry.blob_get_requests(since=mark, successful_only=True)
+    assert sorted(r.blob_digest for r in fetched) == sorted(image.blobs)  # each blob once
+    assert "containerd" not in upstream_agents(registry, mark)  # the agent fetched, not ctr
+
+    mark = registry.mark()
+    second = containerd()
+    result, _ = ctr_pull(second, image.reference, hosts)
+    assert result.returncode == 0, result.stderr
+    assert registry.blob_gets(since=mark) == 0
+    for ctd in (first, second):
+        state = image_state(ctd, image.reference)
+        assert state is not None and state.tier == "hot" and state.digest == image.manifest_digest
+
+
+@pytest.mark.timeout(180)
+def test_agent_killed_mid_transfer_containerd_falls_back_and_store_stays_clean(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    fault_proxy: Callable[..., FaultProxy],
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+    tmp_path: Path,
+) -> None:
+    image = image_builder.build(registry, "team/big", "v1", [40 * MiB], seed="crash")
+    layer = image.layer_digests[0]
+    slow = fault_proxy(registry)
+    slow.throttle(5_000_000, path_contains="/blobs/")  # the agent's upstream: ~8 s for the layer
+    agent = agents(upstreams={registry.host: slow.url})
+    # containerd falls back to the registry itself (not throttled).
+    hosts = write_hosts(tmp_path / "hosts", registry.host, agent.url, registry.url)
+    ctd = containerd()
+    mark = registry.mark()
+    pull = subprocess.Popen(
+        ctr_pull_command(ctd, image.reference, hosts),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(layer in r.path and r.body_bytes > 4 * MiB for r in list(slow.requests)):
+            assert pull.poll() is None, f"ctr ended before the kill: {pull.stderr.read()}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the agent never started the layer transfer"
+            time.sleep(0.05)
+        agent.kill()  # SIGKILL by PID, mid-transfer
+        _, stderr = pull.communicate(timeout=120)
+    finally:
+        if pull.poll() is None:
+            pull.kill()
+            pull.wait()
+    assert pull.returncode == 0, stderr
+    state = image_state(ctd, image.reference)
+    assert state is not None and state.tier == "hot"
+    direct = [
+        r
+        for r in registry.blob_get_requests(layer, since=mark)
+        if r.user_agent.startswith("containerd")
+    ]
+    assert direct, "containerd did not fall back to the registry"
+
+    agent.start()  # same port, same store: recovery runs on open
+    verify = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "warmstart.cli.main",
+            "store",
+            "verify",
+            "--store",
+            str(agent.store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    leftovers = sorted(p.name for p in (agent.store / "ingest").iterdir())
+    assert leftovers == [], leftovers
+    # The restarted agent serves the image again (fetching what the crash interrupted).
+    slow.clear()
+    again = containerd()
+    result, _ = ctr_pull(again, image.reference, hosts)
+    assert result.returncode == 0, result.stderr
+
+
+def test_hot_prewarm_leaves_nothing_for_the_next_pull(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    fault_proxy: Callable[..., FaultProxy],
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+    tmp_path: Path,
+) -> None:
+    image = image_builder.build(registry, "team/app", "v7", [3 * MiB, MiB, 500_000], seed="hot")
+    ctd = containerd()
+    agent = agents(
+        upstreams={registry.host: registry.url},
+        settings={"containerd_socket": str(ctd.socket), "containerd_namespace": ctd.namespace},
+    )
+    mark = registry.mark()
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "warmstart.cli.main",
+            "prewarm",
+            image.reference,
+            "--agent",
+            agent.url,
+            "--hot",
+            "--quiet",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    [outcome] = json.loads(cli.stdout)
+    assert outcome["ok"] and outcome["result"]["containerd"]["unpacked"] is True
+    fetched = registry.blob_get_requests(since=mark, successful_only=True)
+    assert sorted(r.blob_digest for r in fetched) == sorted(image.blobs)  # via the agent, once
+    assert upstream_agents(registry, mark) == {"warmstart-agent"}  # ctr never went upstream
+    state = image_state(ctd, image.reference)
+    assert state is not None and state.tier == "hot"
+    assert snapshot_count(ctd) >= len(image.layer_digests)
+    tiers = {i["reference"]: i["tier"] for i in agent.status()["images"]}
+    assert tiers.get(image.reference) == "hot"
+
+    # The next pull (as kubelet would do it, through the agent) fetches and unpacks nothing.
+    recorder = fault_proxy(agent.url)
+    hosts = write_hosts(tmp_path / "hosts", registry.host, recorder.url, registry.url)
+    mark = registry.mark()
+    snapshots = snapshot_count(ctd)
+    result, _ = ctr_pull(ctd, image.reference, hosts)
+    assert result.returncode == 0, result.stderr
+    assert registry.blob_gets(since=mark) == 0
+    assert [r.path for r in recorder.requests if "/blobs/" in r.path and r.method == "GET"] == []
+    assert snapshot_count(ctd) == snapshots
+
+
+def test_hot_prewarm_without_containerd_is_refused(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    agents: Callable[..., AgentProcess],
+) -> None:
+    image = image_builder.build(registry, "team/app", "v8", [100_000], seed="nohot")
+    agent = agents(upstreams={registry.host: registry.url})
+    status, body = agent.prewarm(image.reference, hot=True)
+    assert status == 409, body
+    status, body = agent.prewarm(image.reference)
+    assert status == 200, body
+    assert body["blobs"] == len(image.blobs) and body["containerd"] is None
+
+
+def test_registries_conf_mirror_for_cri_o_and_podman(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    agents: Callable[..., AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """The README's registries.conf snippet, with skopeo (containers/image, like CRI-O and
+    podman). These clients send no ?ns=, so the agent serves its default upstream."""
+    image = image_builder.build(registry, "team/app", "v9", [200_000], seed="conf")
+    agent = agents(upstreams={registry.host: registry.url})  # one upstream: the default
+    conf = tmp_path / "registries.conf"
+    conf.write_text(
+        f'[[registry]]\nprefix = "{registry.host}"\nlocation = "{registry.host}"\n'
+        f"insecure = true\n\n"
+        f'[[registry.mirror]]\nlocation = "{agent.host}"\ninsecure = true\n'
+    )
+    mark = registry.mark()
+    copy = subprocess.run(
+        [
+            "skopeo",
+            "--registries-conf",
+            str(conf),
+            "copy",
+            f"docker://{image.reference}",
+            f"oci:{tmp_path / 'out'}:v1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert copy.returncode == 0, copy.stderr
+    assert upstream_agents(registry, mark) == {"warmstart-agent"}
+    assert (tmp_path / "out/blobs/sha256" / image.layer_digests[0].split(":")[1]).exists()

@@ -1,0 +1,292 @@
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit.agent.prewarm_fakes import (
+    FakeFetcher,
+    ctr_calls,
+    make_image,
+    make_index,
+    write_fake_ctr,
+)
+from warmstart.agent.hooks import Prewarmer as PrewarmerProtocol
+from warmstart.agent.prewarm import (
+    ContainerdTarget,
+    HotImportFailed,
+    HotImportUnavailable,
+    Prewarmer,
+    PrewarmIncomplete,
+    ctr_pull_args,
+    image_blobs,
+    parse_prewarm_request,
+)
+from warmstart.fetch.api import NotFoundError
+from warmstart.oci import OCIError, Platform, Reference
+from warmstart.oci import mediatypes as mt
+from warmstart.store import ContentStore
+
+AGENT = "http://127.0.0.1:5050"
+REF = Reference.parse("127.0.0.1:5000/team/app:v1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ContentStore]:
+    with ContentStore(tmp_path / "store") as s:
+        yield s
+
+
+@pytest.fixture
+def fetcher(store: ContentStore) -> FakeFetcher:
+    f = FakeFetcher(store)
+    f.add_image("v1", make_image([b"layer-one" * 100, b"layer-two" * 50]))
+    return f
+
+
+@pytest.fixture
+def fake_ctr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    log = tmp_path / "ctr-calls.json"
+    monkeypatch.setenv("FAKE_CTR_LOG", str(log))
+    monkeypatch.setenv("FAKE_CTR_MODE", "ok")
+    return write_fake_ctr(tmp_path), log
+
+
+def target(ctr: Path) -> ContainerdTarget:
+    return ContainerdTarget(Path("/run/fake.sock"), namespace="k8s.io", ctr_binary=str(ctr))
+
+
+def test_prewarmer_satisfies_the_agents_protocol(fetcher: FakeFetcher, store: ContentStore) -> None:
+    assert isinstance(Prewarmer(fetcher, store, agent_url=AGENT), PrewarmerProtocol)
+
+
+async def test_warm_fetches_every_blob_into_the_store(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
+    image = make_image([b"layer-one" * 100, b"layer-two" * 50])
+    assert result["reference"] == str(REF)
+    assert result["digest"] == result["manifest_digest"] == str(image.digest)
+    assert result["blobs"] == 3
+    assert result["bytes"] == sum(len(b) for b in image.blobs.values())
+    assert result["sources"] == {"upstream": result["bytes"]}
+    assert result["hot"] is False and result["containerd"] is None
+    assert all(store.has(d) for d in image.blobs) and store.has(image.digest)
+    [record] = store.images()
+    assert record.reference == str(REF) and record.complete and not record.pinned
+    assert fetcher.manifest_calls == [("127.0.0.1:5000", "team/app", "v1")]
+
+
+async def test_second_prewarm_is_local_and_asks_the_fetcher_for_nothing(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT)
+    await prewarmer.prewarm(REF, None, False)
+    fetcher.blob_calls.clear()
+    result = await prewarmer.prewarm(REF, None, False)
+    assert fetcher.blob_calls == []
+    assert result["sources"] == {"local": result["bytes"]}
+
+
+async def test_blobs_served_as_files_count_under_their_source(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    fetcher.mode = "path"
+    result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
+    assert result["sources"] == {"peer": result["bytes"]}
+
+
+async def test_index_chooses_the_platform(store: ContentStore) -> None:
+    amd, arm = make_image([b"amd" * 10]), make_image([b"arm" * 10], arch="arm64")
+    fetcher = FakeFetcher(store)
+    fetcher.add_image(str(amd.digest), amd)
+    fetcher.add_image(str(arm.digest), arm)
+    fetcher.manifests["v1"] = (make_index({"linux/amd64": amd, "linux/arm64": arm}), mt.OCI_INDEX)
+    result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(
+        REF, Platform.parse("linux/arm64"), False
+    )
+    assert result["manifest_digest"] == str(arm.digest)
+    assert result["platform"] == "linux/arm64/v8"
+    assert all(store.has(d) for d in arm.blobs)
+    assert not any(store.has(d) for d in amd.blobs if d not in arm.blobs)
+    [record] = store.images()
+    assert str(record.manifest_digest) == result["digest"] != result["manifest_digest"]
+
+
+async def test_short_stream_fails_and_records_nothing(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    fetcher.mode = "short"
+    with pytest.raises(PrewarmIncomplete, match="stream ended after"):
+        await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
+    assert store.images() == []
+
+
+async def test_blob_streamed_but_not_kept_is_an_error(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    fetcher.mode = "forget"
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, settle_seconds=0.05)
+    with pytest.raises(PrewarmIncomplete, match="not in the store"):
+        await prewarmer.prewarm(REF, None, False)
+
+
+async def test_unknown_image_propagates_the_fetch_error(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    with pytest.raises(NotFoundError):
+        await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(
+            Reference.parse("127.0.0.1:5000/team/app:nope"), None, False
+        )
+
+
+async def test_hot_without_containerd_is_refused_before_any_transfer(
+    fetcher: FakeFetcher, store: ContentStore
+) -> None:
+    with pytest.raises(HotImportUnavailable) as info:
+        await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, True)
+    assert info.value.status == 409
+    assert fetcher.manifest_calls == [] and fetcher.blob_calls == []
+
+
+async def test_hot_imports_through_the_agent_only(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctr, log = fake_ctr
+    digest = make_image([b"layer-one" * 100, b"layer-two" * 50]).digest
+    monkeypatch.setenv("FAKE_CTR_DIGEST", str(digest))
+    result = await Prewarmer(fetcher, store, agent_url=AGENT + "/", containerd=target(ctr)).prewarm(
+        REF, None, True
+    )
+    assert result["hot"] is True
+    assert result["containerd"]["unpacked"] is True
+    assert result["containerd"]["namespace"] == "k8s.io"
+    assert result["containerd"]["tag_moved"] is False
+    pull, check = ctr_calls(log)
+    assert pull["args"][:4] == ["--address", "/run/fake.sock", "--namespace", "k8s.io"]
+    assert pull["args"][4:6] == ["images", "pull"]
+    assert pull["args"][-1] == str(REF)
+    assert "--platform" not in pull["args"]  # a single-platform image: nothing to choose
+    [(path, text)] = pull["hosts"].items()
+    assert path == "127.0.0.1:5000/hosts.toml"
+    assert tomllib.loads(text) == {
+        "server": AGENT,
+        "host": {AGENT: {"capabilities": ["pull", "resolve"]}},
+    }
+    assert check["args"][4:] == ["images", "check"]
+
+
+async def test_hot_import_failure_is_one_line(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctr, _ = fake_ctr
+    monkeypatch.setenv("FAKE_CTR_MODE", "pull-fails")
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
+    with pytest.raises(HotImportFailed) as info:
+        await prewarmer.prewarm(REF, None, True)
+    assert str(info.value) == (
+        f"importing {REF} into containerd failed: "
+        "ctr: failed to resolve reference: 503 Service Unavailable"
+    )
+    assert info.value.status == 502
+    [record] = store.images()  # the warm part stays done
+    assert record.complete and not record.pinned
+
+
+async def test_hot_import_that_leaves_no_snapshot_fails(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctr, _ = fake_ctr
+    monkeypatch.setenv("FAKE_CTR_MODE", "not-unpacked")
+    monkeypatch.setenv("FAKE_CTR_DIGEST", "sha256:" + "a" * 64)
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
+    with pytest.raises(HotImportFailed, match="not unpacked"):
+        await prewarmer.prewarm(REF, None, True)
+
+
+async def test_missing_ctr_binary_is_a_clear_error(
+    fetcher: FakeFetcher, store: ContentStore, tmp_path: Path
+) -> None:
+    prewarmer = Prewarmer(
+        fetcher, store, agent_url=AGENT, containerd=target(tmp_path / "no-such-ctr")
+    )
+    with pytest.raises(HotImportFailed, match="cannot run"):
+        await prewarmer.prewarm(REF, None, True)
+
+
+async def test_artifacts_can_be_warm_but_not_hot(
+    store: ContentStore, fake_ctr: tuple[Path, Path]
+) -> None:
+    fetcher = FakeFetcher(store)
+    fetcher.add_image("v1", make_image([b"weights" * 99], config_type="application/x-model"))
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(fake_ctr[0]))
+    with pytest.raises(ValueError, match="not a container image"):
+        await prewarmer.prewarm(REF, None, True)
+    assert (await prewarmer.prewarm(REF, None, False))["blobs"] == 2
+
+
+async def test_without_a_store_the_bytes_still_flow(fetcher: FakeFetcher) -> None:
+    fetcher.store = None
+    result = await Prewarmer(fetcher, None, agent_url=AGENT).prewarm(REF, None, False)
+    assert result["blobs"] == 3 and len(fetcher.blob_calls) == 3
+
+
+def test_parse_request() -> None:
+    req = parse_prewarm_request({"reference": "busybox", "platform": "linux/arm64", "hot": True})
+    assert str(req.reference) == "docker.io/library/busybox:latest"
+    assert str(req.platform) == "linux/arm64/v8"
+    assert req.hot is True
+    assert parse_prewarm_request({"reference": "a.io/b:c"}).to_json() == {
+        "reference": "a.io/b:c",
+        "platform": None,
+        "hot": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ([], ValueError),
+        ({}, ValueError),
+        ({"reference": 3}, ValueError),
+        ({"reference": "a.io/b:c", "hot": "yes"}, ValueError),
+        ({"reference": "a.io/b:c", "platform": 1}, ValueError),
+        ({"reference": "a.io/b:c", "extra": 1}, ValueError),
+        ({"reference": "a.io/Bad:x"}, OCIError),
+        ({"reference": "a.io/b:c", "platform": "linux"}, OCIError),
+    ],
+)
+def test_parse_request_rejects(payload: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        parse_prewarm_request(payload)
+
+
+def test_ctr_pull_args_and_unique_blobs(tmp_path: Path) -> None:
+    args = ctr_pull_args(REF, tmp_path, Platform.parse("linux/arm64"), "native")
+    assert args == [
+        "images",
+        "pull",
+        "--hosts-dir",
+        str(tmp_path),
+        "--platform",
+        "linux/arm64",
+        "--snapshotter",
+        "native",
+        str(REF),
+    ]
+    from warmstart.oci.manifest import parse_manifest
+
+    image = make_image([b"same", b"same"])
+    manifest = parse_manifest(image.manifest)
+    assert len(image_blobs(manifest)) == 2  # config + one layer, the repeat dropped
