@@ -7,23 +7,32 @@ pushed to it with skopeo. Then, with the registry's own access log as the witnes
 1. a cold ``warmstart pull`` into an empty store (progress bar per layer);
 2. the same pull again: served from the store, no blob requests upstream;
 3. four ``warmstart pull`` processes at once into a second empty store: one upstream GET per blob;
-4. ``warmstart store ls`` and ``warmstart store verify``.
+4. ``warmstart store ls`` and ``warmstart store verify``;
+5. a two-node cluster: on each node a containerd and a ``warmstart agent`` (peers of each other);
+   node A's containerd pulls through its agent (each blob once from upstream), node B's pulls the
+   same image from its agent, which gets it from node A (zero upstream blob requests); then a
+   second image is pre-warmed ``--hot`` on node B, and its ``ctr pull`` there has nothing to do.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from warmstart.testbed.agent import AgentProcess
+from warmstart.testbed.containerd import ContainerdProcess
 from warmstart.testbed.layout import LayerSpec, push_layout, write_image
+from warmstart.testbed.net import free_port
 from warmstart.testbed.registry import RegistryProcess
 from warmstart.units import format_size
 
@@ -149,6 +158,8 @@ def main() -> None:
             _check(_warmstart("store", "verify", "--store", str(store), quiet=True), "verify")
         )
 
+        rows += cluster(console, base, registry, ref)
+
         table = Table(
             "step", "wall time", "upstream blob GETs", "served from", title="what happened"
         )
@@ -156,12 +167,130 @@ def main() -> None:
             table.add_row(*row)
         console.print(table)
         console.print(
-            "next: the node agent (containerd mirror, peers, pre-warm) and autoscaled endpoints — see README."
+            "next: autoscaled endpoints that start replicas where the bytes are — see README."
         )
     finally:
         registry.stop()
         if not os.environ.get("WARMSTART_DEMO_KEEP"):
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _ctr_pull(ctd: ContainerdProcess, hosts: Path, ref: str) -> float:
+    t = time.perf_counter()
+    ctd.ctr("images", "pull", "--hosts-dir", str(hosts), ref)
+    return time.perf_counter() - t
+
+
+def cluster(
+    console: Console, base: Path, registry: RegistryProcess, ref: str
+) -> list[tuple[str, str, str, str]]:
+    """Two nodes, each a containerd and an agent; the agents are peers."""
+    console.print("\n[bold]5. a two-node cluster: containerd pulls through the node agents")
+    rows: list[tuple[str, str, str, str]] = []
+    ports = {"node-a": free_port(), "node-b": free_port()}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    agents: dict[str, AgentProcess] = {}
+    nodes: dict[str, ContainerdProcess] = {}
+    try:
+        for name in ports:
+            ctd = ContainerdProcess(base / f"{name}-ctd", namespace="demo").start()
+            nodes[name] = ctd
+            agents[name] = AgentProcess(
+                base / f"{name}-agent",
+                upstreams={registry.host: registry.url},
+                peers=[u for n, u in urls.items() if n != name],
+                port=ports[name],
+                settings={
+                    "node_id": name,
+                    "containerd_socket": str(ctd.socket),
+                    "containerd_namespace": "demo",
+                },
+            )
+            hosts = base / f"{name}-hosts"
+            _check(
+                _warmstart(
+                    "containerd-config",
+                    "--mirror",
+                    urls[name],
+                    "--out",
+                    str(hosts),
+                    "--insecure",
+                    registry.host,
+                    registry.host,
+                    quiet=True,
+                ),
+                "containerd-config",
+            )
+        console.print(
+            f"agents: {urls['node-a']} (node-a), {urls['node-b']} (node-b); hosts.toml written"
+        )
+        console.print((base / "node-a-hosts" / registry.host / "hosts.toml").read_text().strip())
+
+        mark = registry.mark()
+        seconds = _ctr_pull(nodes["node-a"], base / "node-a-hosts", ref)
+        rows.append(
+            (
+                "node-a: ctr pull via agent",
+                f"{seconds:.2f}s",
+                str(registry.blob_gets(since=mark)),
+                "upstream, once",
+            )
+        )
+        mark = registry.mark()
+        seconds = _ctr_pull(nodes["node-b"], base / "node-b-hosts", ref)
+        rows.append(
+            (
+                "node-b: ctr pull via agent",
+                f"{seconds:.2f}s",
+                str(registry.blob_gets(since=mark)),
+                "peer node-a",
+            )
+        )
+
+        ref2 = ref.rsplit(":", 1)[0] + ":v2"
+        image2 = write_image(
+            base / "layout",
+            "v2",
+            [
+                LayerSpec(tuple((f"usr/lib/base/file{i}.so", 64 << 10) for i in range(64)), seed=1),
+                LayerSpec((("opt/ml/model/weights.safetensors", WEIGHTS_BYTES // 2),), seed=4),
+            ],
+        )
+        push_layout(image2.layout, "v2", ref2)
+        mark = registry.mark()
+        t = time.perf_counter()
+        out = _check(
+            _warmstart("prewarm", ref2, "--agent", urls["node-b"], "--hot", quiet=True),
+            "prewarm --hot",
+        )
+        console.print(out.strip())
+        rows.append(
+            (
+                "node-b: prewarm --hot v2",
+                f"{time.perf_counter() - t:.2f}s",
+                str(registry.blob_gets(since=mark)),
+                "upstream + unpack",
+            )
+        )
+        mark = registry.mark()
+        seconds = _ctr_pull(nodes["node-b"], base / "node-b-hosts", ref2)
+        rows.append(
+            (
+                "node-b: ctr pull v2 (hot)",
+                f"{seconds:.2f}s",
+                str(registry.blob_gets(since=mark)),
+                "already unpacked",
+            )
+        )
+        status = json.loads(urllib.request.urlopen(urls["node-b"] + "/status", timeout=10).read())
+        tiers = {i.get("reference"): i.get("tier") for i in status.get("images", [])}
+        console.print(f"node-b /status tiers: {tiers}")
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        for ctd in nodes.values():
+            ctd.wipe()
+    return rows
 
 
 if __name__ == "__main__":
