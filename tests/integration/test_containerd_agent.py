@@ -269,3 +269,72 @@ def test_registries_conf_mirror_for_cri_o_and_podman(
     assert copy.returncode == 0, copy.stderr
     assert upstream_agents(registry, mark) == {"warmstart-agent"}
     assert (tmp_path / "out/blobs/sha256" / image.layer_digests[0].split(":")[1]).exists()
+
+
+def _prewarm_cli(
+    ref: str, agent: AgentProcess, *creds: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "warmstart.cli.main",
+            "prewarm",
+            ref,
+            "--agent",
+            agent.url,
+            "--hot",
+            "--quiet",
+            "--json",
+            *creds,
+        ],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=120,
+    )
+
+
+def test_hot_prewarm_of_a_private_image_acts_for_the_client_who_asked(
+    auth_registry: Any,
+    image_builder: ImageBuilder,
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+) -> None:
+    """ctr sends no credentials to the agent: the import runs on a one-time grant carrying the
+    identity of the client who asked, so a private image can be made hot, and only by a client
+    the upstream accepts."""
+    image = image_builder.build(auth_registry, "private/model", "v1", [2 * MiB, 300_000], seed="p")
+    ctd = containerd()
+    agent = agents(
+        settings={
+            "containerd_socket": str(ctd.socket),
+            "containerd_namespace": ctd.namespace,
+            "upstreams": {
+                auth_registry.host: {
+                    "url": auth_registry.url,
+                    "username": "alice",
+                    "password": "secret",
+                    "ca_file": str(auth_registry.ca_file),
+                }
+            },
+        },
+    )
+    anonymous = _prewarm_cli(image.reference, agent)
+    assert anonymous.returncode != 0
+    [outcome] = json.loads(anonymous.stdout)
+    assert not outcome["ok"]
+    assert outcome["error"].startswith("HTTP 401") and "needs credentials" in outcome["error"]
+    assert image_state(ctd, image.reference) is None
+
+    wrong = _prewarm_cli(image.reference, agent, "-u", "alice", "--password-stdin", stdin="nope\n")
+    assert wrong.returncode != 0
+    assert "refused these credentials" in json.loads(wrong.stdout)[0]["error"]
+    assert image_state(ctd, image.reference) is None
+
+    ok = _prewarm_cli(image.reference, agent, "-u", "alice", "--password-stdin", stdin="secret\n")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    [outcome] = json.loads(ok.stdout)
+    assert outcome["ok"] and outcome["result"]["containerd"]["unpacked"] is True
+    state = image_state(ctd, image.reference)
+    assert state is not None and state.tier == "hot"

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from warmstart.agent.config import AgentConfig, UpstreamConfig
 from warmstart.agent.hooks import HotImages, Prewarmer
+from warmstart.agent.import_grants import ImportGrants
 from warmstart.agent.metrics import AgentMetrics
 from warmstart.agent.peers import PeerSet
 from warmstart.agent.server import STATE, AgentState, add_routes, observe
@@ -96,7 +97,10 @@ def build_default_fetcher(
 
 
 def build_default_prewarmer(
-    config: AgentConfig, fetcher: Fetcher, store: ContentStore | None
+    config: AgentConfig,
+    fetcher: Fetcher,
+    store: ContentStore | None,
+    grants: ImportGrants | None = None,
 ) -> Prewarmer | None:
     from warmstart.agent.prewarm import ContainerdTarget
     from warmstart.agent.prewarm import Prewarmer as ContainerdPrewarmer
@@ -109,7 +113,9 @@ def build_default_prewarmer(
             snapshotter=config.containerd_snapshotter,
             ctr_binary=config.ctr_binary,
         )
-    return ContainerdPrewarmer(fetcher, store, agent_url=config.local_url, containerd=target)
+    return ContainerdPrewarmer(
+        fetcher, store, agent_url=config.local_url, containerd=target, grants=grants
+    )
 
 
 def build_default_hot(config: AgentConfig) -> HotImages | None:
@@ -190,9 +196,12 @@ def create_app(
                 state.fetcher = factory(config, state.store, state.peers, state.metrics)
                 owned.append(state.fetcher)
             if state.prewarmer is None and (prewarmer_factory is not None or not injected):
-                state.prewarmer = (prewarmer_factory or build_default_prewarmer)(
-                    config, state.fetcher, state.store
-                )
+                if prewarmer_factory is not None:
+                    state.prewarmer = prewarmer_factory(config, state.fetcher, state.store)
+                else:
+                    state.prewarmer = build_default_prewarmer(
+                        config, state.fetcher, state.store, state.grants
+                    )
                 if state.prewarmer is not None:
                     owned.append(state.prewarmer)
             if state.hot is None and (hot_factory is not None or not injected):

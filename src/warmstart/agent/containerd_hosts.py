@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,6 +51,7 @@ class MirrorHost:
     ca: tuple[str, ...] = ()  # CA files (absolute paths, or relative to the registry's directory)
     dial_timeout: str | None = DEFAULT_DIAL_TIMEOUT  # a Go duration; containerd >= 2.1 only
     override_path: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # [host."URL".header]: sent on every request
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,9 @@ def mirror_configs(
     return list(out.values())
 
 
-def agent_only(registry: str, agent_url: str) -> HostsFile:
+def agent_only(
+    registry: str, agent_url: str, headers: tuple[tuple[str, str], ...] = ()
+) -> HostsFile:
     """A hosts.toml whose only endpoint is the agent (no fallback to the upstream): what a
     pre-warm uses to import an image into containerd strictly from the agent's store.
 
@@ -183,7 +186,8 @@ def agent_only(registry: str, agent_url: str) -> HostsFile:
     without a ``[host]`` table ("invalid `host` tree"), logs it, and then silently pulls
     straight from the registry as if there were no file."""
     url = check_url(agent_url, "agent URL")
-    return HostsFile(canonical_registry(registry), url, (mirror_host(url, dial_timeout=None),))
+    host = replace(mirror_host(url, dial_timeout=None), headers=headers)
+    return HostsFile(canonical_registry(registry), url, (host,))
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -238,6 +242,10 @@ def render_hosts_toml(config: HostsFile) -> str:
             lines.append(f"  ca = {_string_array(host.ca)}")
         if host.override_path:
             lines.append("  override_path = true")
+        if host.headers:
+            lines.append(f"  [host.{toml_string(host.url)}.header]")
+            for name, value in host.headers:
+                lines.append(f"    {toml_string(name)} = {_string_array([value])}")
     return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
 from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
+from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.oci import (
     Descriptor,
@@ -172,6 +173,7 @@ class Prewarmer:
         *,
         agent_url: str,
         containerd: ContainerdTarget | None = None,
+        grants: ImportGrants | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         import_timeout: float = DEFAULT_IMPORT_TIMEOUT,
         settle_seconds: float = STORE_SETTLE_SECONDS,
@@ -183,6 +185,7 @@ class Prewarmer:
         self._store = store
         self._agent_url = agent_url.rstrip("/")
         self._containerd = containerd
+        self._grants = grants if grants is not None else ImportGrants()
         self._concurrency = concurrency
         self._import_timeout = import_timeout
         self._settle_seconds = settle_seconds
@@ -242,7 +245,7 @@ class Prewarmer:
             warm_seconds = self._clock() - started
             containerd = None
             if hot:
-                containerd = await self._import(ref, chosen, top.digest)
+                containerd = await self._import(ref, chosen, top.digest, identity)
         finally:
             if pin is not None:
                 pin.release()
@@ -344,15 +347,20 @@ class Prewarmer:
     # -- hot -------------------------------------------------------------------------------
 
     async def _import(
-        self, ref: Reference, platform: Platform | None, digest: Digest
+        self, ref: Reference, platform: Platform | None, digest: Digest, identity: ClientIdentity
     ) -> dict[str, Any]:
         target = self._containerd
         assert target is not None
         ctr = target.ctr()
         started = self._clock()
-        with tempfile.TemporaryDirectory(prefix="warmstart-hosts-") as tmp:
+        # ctr sends no credentials: a one-time grant carries the asking client's identity.
+        with (
+            self._grants.grant(identity) as token,
+            tempfile.TemporaryDirectory(prefix="warmstart-hosts-") as tmp,
+        ):
             hosts_dir = Path(tmp)
-            write_hosts_dir(hosts_dir, [agent_only(ref.registry, self._agent_url)])
+            headers = ((IMPORT_HEADER, token),)
+            write_hosts_dir(hosts_dir, [agent_only(ref.registry, self._agent_url, headers)])
             try:
                 result = await ctr.run(
                     *ctr_pull_args(ref, hosts_dir, platform, target.snapshotter),

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import aiohttp
@@ -25,6 +25,7 @@ from warmstart.agent.config import AgentConfig
 from warmstart.agent.errors import ErrorResponse, denied, oci_error, unsupported
 from warmstart.agent.errors import from_fetch_error as _from_fetch_error
 from warmstart.agent.hooks import HotImages, Prewarmer
+from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.metrics import AgentMetrics
 from warmstart.agent.paths import (
     BadRequest,
@@ -76,6 +77,7 @@ class AgentState:
     store: ContentStore | None = None
     prewarmer: Prewarmer | None = None
     hot: HotImages | None = None
+    grants: ImportGrants = field(default_factory=ImportGrants)
 
 
 STATE = web.AppKey("warmstart_agent_state", AgentState)
@@ -121,6 +123,9 @@ def fetch_error_response(error: BaseException, *, manifest: bool) -> web.Respons
 
 def _client_identity(request: web.Request) -> ClientIdentity:
     h = request.headers
+    granted = state_of(request).grants.identity(h.get(IMPORT_HEADER))
+    if granted is not None:
+        return granted
     return ClientIdentity(
         authorization=h.get("Authorization"),
         peer=h.get(PEER_HEADER),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -125,10 +126,13 @@ async def prewarm_all(
     payload: dict[str, Any],
     *,
     token: str | None = None,
+    authorization: str | None = None,
     seconds: float = DEFAULT_TIMEOUT,
     show_progress: bool = True,
 ) -> list[Outcome]:
     headers = {PEER_TOKEN_HEADER: token} if token else {}
+    if authorization:
+        headers["Authorization"] = authorization
     client_timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=10)
     progress = Progress(
         SpinnerColumn(),
@@ -164,6 +168,10 @@ def prewarm(
     token: str | None = typer.Option(
         None, "--token", envvar="WARMSTART_PEER_TOKEN", help="The cluster's peer token, if set."
     ),
+    username: str | None = typer.Option(
+        None, "--username", "-u", help="Registry user, for a private image (with --password-stdin)."
+    ),
+    password_stdin: bool = typer.Option(False, "--password-stdin"),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=1, help="Seconds per agent."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -174,9 +182,23 @@ def prewarm(
         urls = list(dict.fromkeys(check_url(a, "agent URL") for a in agents))
     except (OCIError, HostsConfigError) as e:
         fail(str(e), code=2)
+    authorization = None
+    if username is not None:
+        if not password_stdin:
+            fail("--username needs --password-stdin (the password is read from standard input)", 2)
+        password = typer.get_text_stream("stdin").readline().rstrip("\r\n")
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+        authorization = f"Basic {basic}"
     try:
         outcomes = asyncio.run(
-            prewarm_all(urls, payload, token=token, seconds=timeout, show_progress=not quiet)
+            prewarm_all(
+                urls,
+                payload,
+                token=token,
+                authorization=authorization,
+                seconds=timeout,
+                show_progress=not quiet,
+            )
         )
     except KeyboardInterrupt:
         fail("interrupted", code=130)

@@ -14,6 +14,7 @@ from tests.unit.agent.prewarm_fakes import (
     write_fake_ctr,
 )
 from warmstart.agent.hooks import Prewarmer as PrewarmerProtocol
+from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.prewarm import (
     ContainerdTarget,
     HotImportFailed,
@@ -24,7 +25,7 @@ from warmstart.agent.prewarm import (
     image_blobs,
     parse_prewarm_request,
 )
-from warmstart.fetch.api import NotFoundError
+from warmstart.fetch.api import ClientIdentity, NotFoundError
 from warmstart.oci import OCIError, Platform, Reference
 from warmstart.oci import mediatypes as mt
 from warmstart.store import ContentStore
@@ -160,9 +161,12 @@ async def test_hot_imports_through_the_agent_only(
     ctr, log = fake_ctr
     digest = make_image([b"layer-one" * 100, b"layer-two" * 50]).digest
     monkeypatch.setenv("FAKE_CTR_DIGEST", str(digest))
-    result = await Prewarmer(fetcher, store, agent_url=AGENT + "/", containerd=target(ctr)).prewarm(
-        REF, None, True
+    grants = ImportGrants()
+    asker = ClientIdentity(authorization="Basic YWxpY2U6c2VjcmV0")
+    prewarmer = Prewarmer(
+        fetcher, store, agent_url=AGENT + "/", containerd=target(ctr), grants=grants
     )
+    result = await prewarmer.prewarm(REF, None, True, client=asker)
     assert result["hot"] is True
     assert result["containerd"]["unpacked"] is True
     assert result["containerd"]["namespace"] == "k8s.io"
@@ -174,11 +178,27 @@ async def test_hot_imports_through_the_agent_only(
     assert "--platform" not in pull["args"]  # a single-platform image: nothing to choose
     [(path, text)] = pull["hosts"].items()
     assert path == "127.0.0.1:5000/hosts.toml"
-    assert tomllib.loads(text) == {
+    hosts = tomllib.loads(text)
+    [token] = hosts["host"][AGENT].pop("header")[IMPORT_HEADER]
+    assert hosts == {
         "server": AGENT,
         "host": {AGENT: {"capabilities": ["pull", "resolve"]}},
     }
     assert check["args"][4:] == ["images", "check"]
+    # The grant let ctr act as the client who asked, and only while the import ran.
+    assert len(token) >= 32
+    assert grants.identity(token) is None
+    assert len(grants) == 0
+
+
+def test_import_grants_carry_the_asking_identity() -> None:
+    grants = ImportGrants()
+    asker = ClientIdentity(authorization="Basic abc")
+    with grants.grant(asker) as token:
+        assert grants.identity(token) is asker
+        assert grants.identity(token + "x") is None
+        assert grants.identity(None) is None
+    assert grants.identity(token) is None
 
 
 async def test_hot_import_failure_is_one_line(
