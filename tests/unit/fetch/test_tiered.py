@@ -273,7 +273,8 @@ async def test_cold_image_on_two_nodes_at_once_one_upstream_read_per_blob(
 async def test_blob_held_by_a_peer_needs_no_upstream(
     cluster_factory, upstream: MemorySource
 ) -> None:
-    layers = [os.urandom(100_000) for _ in range(6)]
+    # One layer is certainly homed at B (random digests alone miss B one time in 64).
+    layers = [homed_blob([A, B], at=B, size=100_000)] + [os.urandom(100_000) for _ in range(5)]
     upstream.add_image(REPO, "v1", layers)
     c = cluster_factory(upstream, [A, B])
     digests = [Digest.of(x) for x in layers]
