@@ -28,7 +28,7 @@ def bar_chart(
     )
     for bar, name in zip(bars, names, strict=True):
         ax.annotate(
-            f"{values[name]:.0f}",
+            f"{values[name]:.0f}" if values[name] >= 10 else f"{values[name]:.2f}",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             ha="center",
             va="bottom",

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import typer
 
-from warmstart.agent.app import AgentSetupError, serve
-from warmstart.agent.config import ConfigError, load_config
 from warmstart.cli.common import err_console, fail
 from warmstart.errors import USER_ERRORS
 
@@ -48,6 +46,11 @@ def agent(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve the OCI Distribution API (read side) as a pull-through mirror for this node."""
+    # Imported here: the server stack (aiohttp.web, pydantic, prometheus) would slow every
+    # other command's start.
+    from warmstart.agent.app import AgentSetupError, serve
+    from warmstart.agent.config import ConfigError, load_config
+
     if log_level.lower() not in LOG_LEVELS:
         fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)
     try:
