@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -37,6 +38,9 @@ from warmstart.testbed.registry import RegistryProcess
 from warmstart.units import format_size
 
 WEIGHTS_BYTES = 256 << 20
+Row = tuple[str, str, str, str]  # step, wall time, upstream blob GETs, served from
+# Shared by both example images, so the second one reuses it.
+BASE_LAYER = LayerSpec(tuple((f"usr/lib/base/file{i}.so", 64 << 10) for i in range(64)), seed=1)
 
 
 def _warmstart(*args: str, quiet: bool = False) -> subprocess.CompletedProcess[str]:
@@ -66,7 +70,7 @@ def main() -> None:
             base / "layout",
             "v1",
             [
-                LayerSpec(tuple((f"usr/lib/base/file{i}.so", 64 << 10) for i in range(64)), seed=1),
+                BASE_LAYER,
                 LayerSpec(
                     (("app/server.py", 32 << 10), ("app/requirements.lock", 4 << 10)), seed=2
                 ),
@@ -80,74 +84,40 @@ def main() -> None:
             f"built and pushed {ref}: {len(image.layer_digests)} layers, "
             f"{format_size(image.total_size)} ({time.perf_counter() - started:.1f}s)\n"
         )
-        rows: list[tuple[str, str, str, str]] = []
+        rows: list[Row] = []
         store = base / "store"
         common = ["--store", str(store), "--insecure-registry", registry.host]
 
-        console.print("[bold]1. cold pull into an empty store")
-        mark = registry.mark()
-        t = time.perf_counter()
-        console.print(_check(_warmstart("pull", ref, *common), "cold pull").strip())
-        rows.append(
-            (
-                "cold pull",
-                f"{time.perf_counter() - t:.2f}s",
-                str(registry.blob_gets(since=mark)),
-                "upstream",
-            )
-        )
+        def pull_into(label: str) -> None:
+            console.print(_check(_warmstart("pull", ref, *common), label).strip())
 
+        console.print("[bold]1. cold pull into an empty store")
+        _step(rows, registry, "cold pull", "upstream", lambda: pull_into("cold pull"))
         console.print("\n[bold]2. the same pull again")
-        mark = registry.mark()
-        t = time.perf_counter()
-        console.print(_check(_warmstart("pull", ref, *common), "warm pull").strip())
-        rows.append(
-            (
-                "warm pull",
-                f"{time.perf_counter() - t:.2f}s",
-                str(registry.blob_gets(since=mark)),
-                "local store",
-            )
-        )
+        _step(rows, registry, "warm pull", "local store", lambda: pull_into("warm pull"))
 
         console.print("\n[bold]3. four pull processes at once into a new store")
-        store2 = base / "store2"
-        mark = registry.mark()
-        t = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "warmstart.cli.main",
-                    "pull",
-                    ref,
-                    "--store",
-                    str(store2),
-                    "--insecure-registry",
-                    registry.host,
-                    "--quiet",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        for p in procs:
-            _out, err = p.communicate()
-            if p.returncode != 0:
-                raise SystemExit(f"demo failed at concurrent pulls: {err.strip()[-500:]}")
-        gets = registry.blob_gets(since=mark)
-        blobs = len(image.layer_digests) + 1
-        console.print(f"4 processes done; upstream blob GETs: {gets} for {blobs} blobs")
-        rows.append(
-            (
-                "4 concurrent pulls",
-                f"{time.perf_counter() - t:.2f}s",
-                str(gets),
-                "one transfer per blob",
-            )
+        pull2 = ("pull", ref, "--store", str(base / "store2"), "--insecure-registry", registry.host)
+
+        def four_at_once() -> None:
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "warmstart.cli.main", *pull2, "--quiet"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(4)
+            ]
+            for p in procs:
+                _out, err = p.communicate()
+                if p.returncode != 0:
+                    raise SystemExit(f"demo failed at concurrent pulls: {err.strip()[-500:]}")
+
+        _step(rows, registry, "4 concurrent pulls", "one transfer per blob", four_at_once)
+        console.print(
+            f"4 processes done; upstream blob GETs: {rows[-1][2]} "
+            f"for {len(image.layer_digests) + 1} blobs"
         )
 
         console.print("\n[bold]4. the store")
@@ -175,18 +145,29 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _ctr_pull(ctd: ContainerdProcess, hosts: Path, ref: str) -> float:
-    t = time.perf_counter()
+def _step(
+    rows: list[Row],
+    registry: RegistryProcess,
+    label: str,
+    source: str,
+    action: Callable[[], object],
+) -> None:
+    """Run one demo step and record its wall time and the upstream blob GETs it caused."""
+    mark = registry.mark()
+    started = time.perf_counter()
+    action()
+    seconds = time.perf_counter() - started
+    rows.append((label, f"{seconds:.2f}s", str(registry.blob_gets(since=mark)), source))
+
+
+def _ctr_pull(ctd: ContainerdProcess, hosts: Path, ref: str) -> None:
     ctd.ctr("images", "pull", "--hosts-dir", str(hosts), ref)
-    return time.perf_counter() - t
 
 
-def cluster(
-    console: Console, base: Path, registry: RegistryProcess, ref: str
-) -> list[tuple[str, str, str, str]]:
+def cluster(console: Console, base: Path, registry: RegistryProcess, ref: str) -> list[Row]:
     """Two nodes, each a containerd and an agent; the agents are peers."""
     console.print("\n[bold]5. a two-node cluster: containerd pulls through the node agents")
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[Row] = []
     ports = {"node-a": free_port(), "node-b": free_port()}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     agents: dict[str, AgentProcess] = {}
@@ -226,61 +207,39 @@ def cluster(
         )
         console.print((base / "node-a-hosts" / registry.host / "hosts.toml").read_text().strip())
 
-        mark = registry.mark()
-        seconds = _ctr_pull(nodes["node-a"], base / "node-a-hosts", ref)
-        rows.append(
-            (
-                "node-a: ctr pull via agent",
-                f"{seconds:.2f}s",
-                str(registry.blob_gets(since=mark)),
-                "upstream, once",
+        for name, source in (("node-a", "upstream, once"), ("node-b", "peer node-a")):
+            _step(
+                rows,
+                registry,
+                f"{name}: ctr pull via agent",
+                source,
+                lambda n=name: _ctr_pull(nodes[n], base / f"{n}-hosts", ref),
             )
-        )
-        mark = registry.mark()
-        seconds = _ctr_pull(nodes["node-b"], base / "node-b-hosts", ref)
-        rows.append(
-            (
-                "node-b: ctr pull via agent",
-                f"{seconds:.2f}s",
-                str(registry.blob_gets(since=mark)),
-                "peer node-a",
-            )
-        )
 
         ref2 = ref.rsplit(":", 1)[0] + ":v2"
         image2 = write_image(
             base / "layout",
             "v2",
             [
-                LayerSpec(tuple((f"usr/lib/base/file{i}.so", 64 << 10) for i in range(64)), seed=1),
+                BASE_LAYER,
                 LayerSpec((("opt/ml/model/weights.safetensors", WEIGHTS_BYTES // 2),), seed=4),
             ],
         )
         push_layout(image2.layout, "v2", ref2)
-        mark = registry.mark()
-        t = time.perf_counter()
-        out = _check(
-            _warmstart("prewarm", ref2, "--agent", urls["node-b"], "--hot", quiet=True),
-            "prewarm --hot",
+        prewarm = ("prewarm", ref2, "--agent", urls["node-b"], "--hot")
+        _step(
+            rows,
+            registry,
+            "node-b: prewarm --hot v2",
+            "upstream + unpack",
+            lambda: console.print(_check(_warmstart(*prewarm, quiet=True), "prewarm").strip()),
         )
-        console.print(out.strip())
-        rows.append(
-            (
-                "node-b: prewarm --hot v2",
-                f"{time.perf_counter() - t:.2f}s",
-                str(registry.blob_gets(since=mark)),
-                "upstream + unpack",
-            )
-        )
-        mark = registry.mark()
-        seconds = _ctr_pull(nodes["node-b"], base / "node-b-hosts", ref2)
-        rows.append(
-            (
-                "node-b: ctr pull v2 (hot)",
-                f"{seconds:.2f}s",
-                str(registry.blob_gets(since=mark)),
-                "already unpacked",
-            )
+        _step(
+            rows,
+            registry,
+            "node-b: ctr pull v2 (hot)",
+            "already unpacked",
+            lambda: _ctr_pull(nodes["node-b"], base / "node-b-hosts", ref2),
         )
         status = json.loads(urllib.request.urlopen(urls["node-b"] + "/status", timeout=10).read())
         tiers = {i.get("reference"): i.get("tier") for i in status.get("images", [])}

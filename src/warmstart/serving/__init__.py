@@ -1,0 +1,27 @@
+"""The endpoint controller's pure policies: the endpoint spec, the autoscaler, placement and
+pre-warm ahead of scale-out. Nothing here reads a clock or touches the network."""
+
+from __future__ import annotations
+
+from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
+from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
+from warmstart.serving.prewarm_ahead import prewarm_targets
+from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spec, parse_spec
+
+__all__ = [
+    "Decision",
+    "EndpointSpec",
+    "Node",
+    "Replica",
+    "ScalerState",
+    "Snapshot",
+    "SpecError",
+    "Tier",
+    "build_spec",
+    "choose_victims",
+    "decide",
+    "load_spec",
+    "parse_spec",
+    "place",
+    "prewarm_targets",
+]

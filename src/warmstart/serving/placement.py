@@ -1,0 +1,138 @@
+"""Where new replicas go and which replicas leave (pure).
+
+New replicas go where the endpoint's image is highest in the tier table (hot > warm > peer >
+cold), then to the least-loaded node (replicas on it / its slots), so replicas spread across
+nodes of the same tier; names break ties. Nodes without a free slot are skipped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+VictimKey = tuple[bool, float, float, str]
+
+
+class Tier(StrEnum):
+    """Where the endpoint image's bytes are, as seen from one node (fastest first)."""
+
+    HOT = "hot"  # unpacked in the node's containerd, weights on local disk
+    WARM = "warm"  # every blob in the node's content store
+    PEER = "peer"  # blobs on another node of the cluster
+    COLD = "cold"  # only upstream
+
+    @property
+    def rank(self) -> int:
+        return _TIER_RANK[self]
+
+
+_TIER_RANK = {Tier.HOT: 0, Tier.WARM: 1, Tier.PEER: 2, Tier.COLD: 3}
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as placement sees it.
+
+    ``slots``: how many replicas the node can run in all; ``used``: slots taken by other
+    endpoints (this endpoint's replicas are counted from the replica list); ``tier``: the
+    endpoint image's tier on this node.
+    """
+
+    name: str
+    slots: int
+    tier: Tier = Tier.COLD
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tier", Tier(self.tier))  # accept "hot" etc.
+        if self.slots < 0 or self.used < 0:
+            raise ValueError(f"node {self.name!r}: slots and used must be >= 0")
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica of the endpoint: its id, node, whether ``/ping`` passed, and when it was
+    started (seconds, the caller's clock; larger is newer)."""
+
+    id: str
+    node: str
+    ready: bool = True
+    started_at: float = 0.0
+
+
+def occupancy(nodes: Sequence[Node], replicas: Sequence[Replica]) -> dict[str, int]:
+    """Slots taken on each node: other endpoints' plus this endpoint's replicas."""
+    mine = Counter(r.node for r in replicas)
+    return {n.name: n.used + mine[n.name] for n in nodes}
+
+
+def load(node: Node, taken: int) -> float:
+    """The fraction of the node's slots in use (a node without slots counts as full)."""
+    return taken / node.slots if node.slots > 0 else 1.0
+
+
+def has_room(node: Node, taken: int) -> bool:
+    return taken < node.slots
+
+
+def placement_key(node: Node, taken: int) -> tuple[int, float, str]:
+    """Lower is better: tier, then load, then name."""
+    return (node.tier.rank, load(node, taken), node.name)
+
+
+def place(count: int, nodes: Sequence[Node], replicas: Sequence[Replica] = ()) -> list[Node]:
+    """The nodes for ``count`` new replicas, best first; shorter than ``count`` when the
+    cluster runs out of slots. A node appears once per replica placed on it."""
+    taken = occupancy(nodes, replicas)
+    by_name = {n.name: n for n in nodes}
+    out: list[Node] = []
+    for _ in range(max(0, count)):
+        open_nodes = [n for n in by_name.values() if has_room(n, taken[n.name])]
+        if not open_nodes:
+            break
+        best = min(open_nodes, key=lambda n: placement_key(n, taken[n.name]))
+        taken[best.name] += 1
+        out.append(best)
+    return out
+
+
+def victim_key(replica: Replica, taken: Counter[str], slots: dict[str, int]) -> VictimKey:
+    """Lower goes first: not ready, then the most-loaded node, then the newest, then id."""
+    on_node = taken[replica.node]
+    node_slots = slots.get(replica.node, 0)
+    node_load = on_node / node_slots if node_slots > 0 else float(on_node)
+    return (replica.ready, -node_load, -replica.started_at, replica.id)
+
+
+def choose_victims(
+    count: int, replicas: Sequence[Replica], nodes: Sequence[Node] = ()
+) -> list[Replica]:
+    """The replicas to stop to shed ``count``: not-ready ones first, then ones on the
+    most-loaded nodes (by slots when ``nodes`` are given, else by this endpoint's replica
+    count), then the newest. Load is recounted after each pick, so removals spread too."""
+    slots = {n.name: n.slots for n in nodes}
+    taken: Counter[str] = Counter({n.name: n.used for n in nodes})
+    taken.update(r.node for r in replicas)
+    left = list(replicas)
+    out: list[Replica] = []
+    for _ in range(min(max(0, count), len(left))):
+        victim = min(left, key=lambda r: victim_key(r, taken, slots))
+        left.remove(victim)
+        taken[victim.node] -= 1
+        out.append(victim)
+    return out
+
+
+__all__ = [
+    "Node",
+    "Replica",
+    "Tier",
+    "choose_victims",
+    "has_room",
+    "load",
+    "occupancy",
+    "place",
+    "placement_key",
+]

@@ -1,0 +1,75 @@
+"""Pre-warm ahead of a scale-out (pure): when demand comes within ``prewarm_headroom`` of the
+capacity of the replicas that exist or are starting, name the nodes the next replicas would be
+placed on whose tier is not yet hot, so the controller can pre-warm ``--hot`` there before the
+autoscaler asks for them.
+
+With no replicas at all (an endpoint scaled to zero) the capacity is 0, so the node the first
+replica would land on is always a target: a scaled-to-zero endpoint starts hot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from warmstart.serving.autoscaler import Snapshot, window_mean
+from warmstart.serving.placement import Node, Replica, Tier, place
+from warmstart.serving.spec import EndpointSpec
+
+
+def recent_demand(spec: EndpointSpec, snapshot: Snapshot) -> float:
+    """The larger of the stable- and panic-window means (0 without samples)."""
+    means = (
+        window_mean(snapshot.samples, snapshot.now, spec.stable_window),
+        window_mean(snapshot.samples, snapshot.now, spec.panic_window),
+    )
+    return max((m for m in means if m is not None), default=0.0)
+
+
+def capacity(spec: EndpointSpec, snapshot: Snapshot) -> float:
+    """Concurrency the existing and starting replicas carry at the target."""
+    return snapshot.current * spec.target_concurrency
+
+
+def near_capacity(spec: EndpointSpec, demand: float, cap: float) -> bool:
+    """Demand is within ``prewarm_headroom`` of capacity (or above it)."""
+    return demand >= (1.0 - spec.prewarm_headroom) * cap
+
+
+def replicas_ahead(spec: EndpointSpec, snapshot: Snapshot, demand: float) -> int:
+    """How many replicas the next scale-out is likely to add: enough for the demand plus the
+    headroom, at least one, within ``max_replicas`` and ``max_scale_up_step``."""
+    wanted = math.ceil(demand * (1.0 + spec.prewarm_headroom) / spec.target_concurrency - 1e-9)
+    count = max(1, wanted - snapshot.current)
+    count = min(count, spec.max_replicas - snapshot.current)
+    if spec.max_scale_up_step is not None:
+        count = min(count, spec.max_scale_up_step)
+    return max(0, count)
+
+
+def prewarm_targets(
+    spec: EndpointSpec,
+    snapshot: Snapshot,
+    nodes: Sequence[Node],
+    replicas: Sequence[Replica] = (),
+) -> list[Node]:
+    """Nodes to pre-warm now (each once, in placement order); empty when demand is not near
+    capacity, when the endpoint is at ``max_replicas``, or when the next nodes are hot."""
+    demand = recent_demand(spec, snapshot)
+    if not near_capacity(spec, demand, capacity(spec, snapshot)):
+        return []
+    count = replicas_ahead(spec, snapshot, demand)
+    out: list[Node] = []
+    for node in place(count, nodes, replicas):
+        if node.tier != Tier.HOT and node not in out:
+            out.append(node)
+    return out
+
+
+__all__ = [
+    "capacity",
+    "near_capacity",
+    "prewarm_targets",
+    "recent_demand",
+    "replicas_ahead",
+]
