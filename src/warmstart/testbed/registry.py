@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -35,6 +34,7 @@ from typing import IO, Any, Self
 
 from warmstart.testbed.certs import CertificateAuthority, IssuedCert
 from warmstart.testbed.net import LOOPBACK, free_port
+from warmstart.testbed.procs import stop_process
 from warmstart.testbed.token_server import TokenRequest, TokenServer
 from warmstart.testbed.tools import find_tool
 
@@ -89,18 +89,9 @@ def parse_access_line(line: str) -> Request | None:
     )
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the registry by PID, then SIGKILL if it lingers; always reap it."""
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
+def _stop_registry(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the registry by PID, then SIGKILL if it lingers (it exits at once on SIGTERM)."""
+    stop_process(proc, timeout=5)
 
 
 class RegistryProcess:
@@ -246,10 +237,10 @@ class RegistryProcess:
                 env=env,
             )
             self.proc = proc
-            self._finalizer = weakref.finalize(self, _terminate, proc)
+            self._finalizer = weakref.finalize(self, _stop_registry, proc)
             if self._wait_ready(timeout):
                 return
-            _terminate(proc)
+            _stop_registry(proc)
             self._close_logs()
             last_error = self.app_log.read_text(errors="replace")[-2000:]
             if "address already in use" not in last_error:
@@ -273,7 +264,7 @@ class RegistryProcess:
     def stop(self) -> None:
         """Terminate the registry (by PID), close logs, remove an owned temp dir."""
         if self.proc is not None:
-            _terminate(self.proc)
+            _stop_registry(self.proc)
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
