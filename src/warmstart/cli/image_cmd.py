@@ -1,0 +1,77 @@
+"""``warmstart image ...``: build and push the example model image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from warmstart.cli.common import err_console, fail, out_console
+from warmstart.units import format_size
+
+app = typer.Typer(help="Build model images (the example endpoint's image).", no_args_is_help=True)
+
+DEFAULT_CACHE = Path(os.environ.get("WARMSTART_IMAGE_CACHE", "/var/cache/warmstart/image"))
+
+
+@app.command("build-example")
+def build_example_cmd(
+    registry: str = typer.Option(..., "--registry", help="HOST:PORT of the registry to push to."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plain HTTP / no TLS verification."),
+    padding_gib: float = typer.Option(
+        0.0, "--padding-gib", min=0.0, help="GiB of incompressible stand-in weights to add."
+    ),
+    repository: str = typer.Option("warmstart/example-minilm", "--repository", "--repo"),
+    tag: str = typer.Option("latest", "--tag"),
+    cache: Path = typer.Option(
+        DEFAULT_CACHE,
+        "--cache",
+        envvar="WARMSTART_IMAGE_CACHE",
+        help="Keeps the debootstrap rootfs, wheels and the OCI layout between builds.",
+    ),
+    mirror: str | None = typer.Option(
+        None, "--mirror", help="Debian mirror (default: from this machine's apt sources)."
+    ),
+) -> None:
+    """Build and push the example model image (Debian, onnxruntime, all-MiniLM-L6-v2).
+
+    The image follows the SageMaker hosting contract: entrypoint `serve`, port 8080 ($PORT),
+    GET /ping, POST /invocations; model under /opt/ml/model. Only the package registries are
+    contacted (the apt mirror of this machine, pip's index).
+    """
+    from warmstart.image.build import BuildOptions, build_example
+    from warmstart.image.mirror import MirrorNotFound
+    from warmstart.image.tools import BuildError
+    from warmstart.testbed.tools import ToolMissing
+
+    if "/" in registry or ":" not in registry:
+        fail(f"--registry must be HOST:PORT, not {registry!r}", code=2)
+    options = BuildOptions(
+        cache=cache,
+        registry=registry,
+        repository=repository,
+        tag=tag,
+        insecure=insecure,
+        padding_bytes=int(padding_gib * 2**30),
+        mirror=mirror,
+    )
+    try:
+        result = build_example(options, log=lambda line: err_console.print(line, markup=False))
+    except (BuildError, MirrorNotFound, ToolMissing, RuntimeError, OSError) as e:
+        fail(f"build failed: {e}")
+    table = Table("layer", "content", "digest", "size", "unpacked", title=result.reference)
+    for layer in result.layers:
+        table.add_row(
+            layer.name,
+            layer.content,
+            layer.digest[:19],
+            format_size(layer.size),
+            format_size(layer.unpacked),
+        )
+    out_console.print(table)
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    out_console.print(f"total {format_size(result.total_size)} compressed; {timing}")
+    out_console.print(f"digest {result.manifest.digest}")
+    out_console.print(f"pushed {result.reference}@{result.manifest.digest}")

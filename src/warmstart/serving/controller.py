@@ -1,0 +1,351 @@
+"""The endpoint controller: the reconcile loop that applies the pure policies.
+
+Each :meth:`Controller.tick` samples the router's concurrency, asks the autoscaler
+(:func:`warmstart.serving.autoscaler.decide`) for a replica count, and acts: new replicas go
+where :func:`~warmstart.serving.placement.place` says (the node where the image's bytes are
+most ready), surplus ones are chosen by :func:`~warmstart.serving.placement.choose_victims` and
+drained from the router first, nodes that the next scale-out would use are pre-warmed ``--hot``
+ahead of time, and replicas that crashed are removed (the autoscaler then replaces them).
+
+Starting a replica runs as a task: pull through the node's agent, create, start, then poll
+``GET /ping`` until it answers 200; only then does the router send it traffic. A replica that
+never passes ``/ping`` within ``replica_start_timeout`` is stopped, deleted and reported as an
+event; the endpoint keeps serving with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from warmstart.runtime.api import Replica as RuntimeReplica
+from warmstart.runtime.api import ReplicaError, ReplicaSpec, ReplicaState, Runtime
+from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
+from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
+from warmstart.serving.prewarm_ahead import prewarm_targets
+from warmstart.serving.router import Router
+from warmstart.serving.spec import EndpointSpec
+
+log = logging.getLogger(__name__)
+
+PingFn = Callable[[str], Awaitable[bool]]
+PrewarmFn = Callable[["NodeHandle", str], Awaitable[None]]
+PING_INTERVAL = 0.2
+# A node pre-warmed this recently is not pre-warmed again (its tier may not show it yet).
+PREWARM_MEMORY_SECONDS = 300.0
+
+
+@dataclass
+class NodeHandle:
+    """One node the controller may run replicas on."""
+
+    name: str
+    runtime: Runtime
+    slots: int = 4
+    host: str = "127.0.0.1"  # where replicas on this node are reachable (host networking)
+    agent_url: str | None = None
+    ports: Sequence[int] = ()  # ports replicas may listen on; empty: any from ``port_base``
+    port_base: int = 18080
+
+
+class TierSource(Protocol):
+    async def tiers(self, image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
+        """Where the image's bytes are, per node name."""
+        ...
+
+
+class StaticTiers:
+    """Tiers given by the caller (tests, or clusters without agents)."""
+
+    def __init__(self, tiers: dict[str, Tier] | None = None) -> None:
+        self.values = dict(tiers or {})
+
+    async def tiers(self, image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
+        return {n.name: self.values.get(n.name, Tier.COLD) for n in nodes}
+
+
+@dataclass
+class ManagedReplica:
+    id: str
+    node: str
+    port: int
+    started_at: float
+    state: str = "starting"  # starting, ready, stopping
+    host: str = "127.0.0.1"
+    runtime_replica: RuntimeReplica | None = None
+    ready_seconds: float | None = None  # from "start a replica" to /ping 200
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    kind: str  # scale, started, ready, failed, crashed, stopped, prewarm, prewarm-failed
+    message: str
+
+
+@dataclass
+class ControllerStatus:
+    desired: int
+    replicas: list[dict[str, object]] = field(default_factory=list)
+    queue_length: int = 0
+    in_flight: int = 0
+    last_decision: str = ""
+    events: list[Event] = field(default_factory=list)
+
+
+class Controller:
+    def __init__(
+        self,
+        spec: EndpointSpec,
+        nodes: Sequence[NodeHandle],
+        router: Router,
+        *,
+        ping: PingFn,
+        tiers: TierSource | None = None,
+        prewarm: PrewarmFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_events: int = 500,
+    ) -> None:
+        if not nodes:
+            raise ValueError("an endpoint needs at least one node")
+        self.spec = spec
+        self.nodes = {n.name: n for n in nodes}
+        self.router = router
+        self._ping = ping
+        self._tiers = tiers or StaticTiers()
+        self._prewarm = prewarm
+        self._clock = clock
+        self._state = ScalerState()
+        self._samples: deque[tuple[float, float]] = deque()
+        self.replicas: dict[str, ManagedReplica] = {}
+        self.events: deque[Event] = deque(maxlen=max_events)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._prewarming: set[str] = set()
+        self._prewarmed: dict[str, float] = {}  # node -> when its pre-warm succeeded
+        self._ids = itertools.count(1)
+        self.last_decision: Decision | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Reconcile every ``interval`` seconds until ``stop`` is set; then tear down."""
+        try:
+            while not stop.is_set():
+                await self.tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+        finally:
+            await self.shutdown()
+
+    async def tick(self) -> Decision:
+        now = self._clock()
+        await self._reap_crashed(now)
+        snap = self.router.snapshot()
+        self._samples.append((now, float(snap.concurrency)))
+        horizon = now - max(self.spec.stable_window, self.spec.panic_window) - 1
+        while self._samples and self._samples[0][0] < horizon:
+            self._samples.popleft()
+        ready = sum(1 for r in self.replicas.values() if r.state == "ready")
+        starting = sum(1 for r in self.replicas.values() if r.state == "starting")
+        snapshot = Snapshot(now=now, ready=ready, starting=starting, samples=tuple(self._samples))
+        decision, self._state = decide(self.spec, snapshot, self._state)
+        self.last_decision = decision
+        current = ready + starting
+        nodes = await self._placement_nodes()
+        placed = self._placement_replicas()
+        if decision.desired > current:
+            self._event(now, "scale", f"{current} -> {decision.desired}: {decision.reason}")
+            for node in place(decision.desired - current, nodes, placed):
+                self._start_replica(node.name, now)
+        elif decision.desired < current:
+            self._event(now, "scale", f"{current} -> {decision.desired}: {decision.reason}")
+            for victim in choose_victims(current - decision.desired, placed, nodes):
+                self._spawn(self._stop_replica(self.replicas[victim.id]))
+        if self._prewarm is not None:
+            # Judge headroom with the replicas this tick started or stopped already counted.
+            after = Snapshot(
+                now=now,
+                ready=sum(1 for r in self.replicas.values() if r.state == "ready"),
+                starting=sum(1 for r in self.replicas.values() if r.state == "starting"),
+                samples=snapshot.samples,
+            )
+            for node in prewarm_targets(self.spec, after, nodes, self._placement_replicas()):
+                recently = now - self._prewarmed.get(node.name, -PREWARM_MEMORY_SECONDS)
+                if node.name not in self._prewarming and recently >= PREWARM_MEMORY_SECONDS:
+                    self._prewarming.add(node.name)
+                    self._spawn(self._prewarm_node(self.nodes[node.name], now))
+        return decision
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop_replica(r) for r in list(self.replicas.values())), return_exceptions=True
+        )
+
+    def status(self) -> ControllerStatus:
+        snap = self.router.snapshot()
+        return ControllerStatus(
+            desired=self.last_decision.desired if self.last_decision else 0,
+            replicas=[
+                {
+                    "id": r.id,
+                    "node": r.node,
+                    "port": r.port,
+                    "state": r.state,
+                    "ready_seconds": r.ready_seconds,
+                }
+                for r in self.replicas.values()
+            ],
+            queue_length=snap.queue_length,
+            in_flight=snap.in_flight,
+            last_decision=self.last_decision.reason if self.last_decision else "",
+            events=list(self.events),
+        )
+
+    # -- placement inputs -------------------------------------------------------------------
+
+    async def _placement_nodes(self) -> list[Node]:
+        handles = list(self.nodes.values())
+        try:
+            tiers = await self._tiers.tiers(self.spec.image, handles)
+        except Exception as e:  # a tier lookup failing must not stop scaling
+            log.warning("tier lookup failed: %s", e)
+            tiers = {}
+        return [Node(h.name, h.slots, tiers.get(h.name, Tier.COLD)) for h in handles]
+
+    def _placement_replicas(self) -> list[Replica]:
+        return [
+            Replica(r.id, r.node, ready=r.state == "ready", started_at=r.started_at)
+            for r in self.replicas.values()
+            if r.state != "stopping"
+        ]
+
+    # -- replica life -----------------------------------------------------------------------
+
+    def _free_port(self, node: NodeHandle) -> int:
+        taken = {r.port for r in self.replicas.values() if r.node == node.name}
+        candidates = node.ports or range(node.port_base, node.port_base + 1000)
+        for port in candidates:
+            if port not in taken:
+                return port
+        raise RuntimeError(f"node {node.name} has no free replica port")
+
+    def _start_replica(self, node_name: str, now: float) -> None:
+        node = self.nodes[node_name]
+        rid = f"{self.spec.name}-{next(self._ids)}"
+        managed = ManagedReplica(rid, node_name, self._free_port(node), now, host=node.host)
+        self.replicas[rid] = managed
+        self._event(now, "started", f"{rid} on {node_name} (port {managed.port})")
+        self._spawn(self._bring_up(node, managed))
+
+    async def _bring_up(self, node: NodeHandle, managed: ManagedReplica) -> None:
+        started = managed.started_at  # the moment the controller decided to start it
+        try:
+            timing = await node.runtime.pull(self.spec.image)
+            spec = ReplicaSpec(
+                id=managed.id, image=self.spec.image, port=managed.port, env=dict(self.spec.env)
+            )
+            replica = await node.runtime.create(spec, pull=timing)
+            managed.runtime_replica = replica
+            managed.runtime_replica = await node.runtime.start(replica)
+            self.router.add_replica(managed.id, managed.url, ready=False)
+            deadline = started + self.spec.replica_start_timeout
+            while not await self._ping_ok(managed.url):
+                if self._clock() >= deadline:
+                    raise TimeoutError(
+                        f"did not answer /ping 200 within {self.spec.replica_start_timeout:.0f}s"
+                    )
+                status = await node.runtime.status(managed.runtime_replica)
+                if status.state is ReplicaState.EXITED:
+                    raise ReplicaError(f"exited with status {status.exit_code} before /ping")
+                await asyncio.sleep(PING_INTERVAL)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._event(self._clock(), "failed", f"{managed.id} on {node.name}: {e}")
+            await self._stop_replica(managed)
+            return
+        managed.state = "ready"
+        managed.ready_seconds = self._clock() - started
+        self.router.set_ready(managed.id, True)
+        self._event(
+            self._clock(), "ready", f"{managed.id} on {node.name} in {managed.ready_seconds:.2f}s"
+        )
+
+    async def _ping_ok(self, url: str) -> bool:
+        try:
+            return await self._ping(url)
+        except Exception:
+            return False
+
+    async def _stop_replica(self, managed: ManagedReplica) -> None:
+        if managed.state == "stopping":
+            return
+        managed.state = "stopping"
+        node = self.nodes[managed.node]
+        try:
+            if managed.id in self.router.replica_ids():
+                await self.router.remove_replica(managed.id, drain=True)
+            if managed.runtime_replica is not None:
+                await node.runtime.stop(managed.runtime_replica)
+                await node.runtime.delete(managed.runtime_replica)
+        except ReplicaError as e:
+            self._event(self._clock(), "failed", f"stopping {managed.id}: {e}")
+        finally:
+            self.replicas.pop(managed.id, None)
+            self._event(self._clock(), "stopped", f"{managed.id} on {managed.node}")
+
+    async def _reap_crashed(self, now: float) -> None:
+        for managed in [r for r in self.replicas.values() if r.state == "ready"]:
+            node = self.nodes[managed.node]
+            assert managed.runtime_replica is not None
+            try:
+                status = await node.runtime.status(managed.runtime_replica)
+            except ReplicaError:
+                status = None
+            if status is None or status.state is ReplicaState.EXITED:
+                code = status.exit_code if status is not None else "unknown"
+                self._event(now, "crashed", f"{managed.id} on {node.name} (exit {code})")
+                if managed.id in self.router.replica_ids():
+                    await self.router.remove_replica(managed.id, drain=False)
+                await self._stop_replica(managed)
+
+    async def _prewarm_node(self, node: NodeHandle, now: float) -> None:
+        assert self._prewarm is not None
+        try:
+            await self._prewarm(node, self.spec.image)
+            self._prewarmed[node.name] = self._clock()
+            self._event(self._clock(), "prewarm", f"{self.spec.image} hot on {node.name}")
+        except Exception as e:
+            self._event(self._clock(), "prewarm-failed", f"{node.name}: {e}")
+        finally:
+            self._prewarming.discard(node.name)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _event(self, at: float, kind: str, message: str) -> None:
+        self.events.append(Event(at, kind, message))
+        log.info("%s: %s", kind, message)
+
+    async def settle(self) -> None:
+        """Wait for the replica starts, stops and pre-warms in flight (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

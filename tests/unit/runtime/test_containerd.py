@@ -1,0 +1,223 @@
+"""The containerd driver's pure parts (ctr output parsers, argument builders) and its command
+sequences against a scripted ``ctr``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from warmstart.agent.containerd_state import CtrResult
+from warmstart.runtime import (
+    ImageNotPresent,
+    ImagePullError,
+    Mount,
+    Replica,
+    ReplicaError,
+    ReplicaExists,
+    ReplicaNotFound,
+    ReplicaSpec,
+    ReplicaState,
+)
+from warmstart.runtime.containerd import (
+    LABEL_EXIT_CODE,
+    LABEL_REPLICA,
+    LABEL_SPEC,
+    ContainerdRuntime,
+    container_id,
+    create_args,
+    exit_code_from_delete,
+    parse_go_duration,
+    parse_pull_output,
+    parse_tasks,
+    spec_from_labels,
+    spec_label,
+)
+
+PULL_OUTPUT = """\
+127.0.0.1:5000/team/app:v1: resolved       |++++++++++++++++++++++++++++++++++++++|
+manifest-sha256:2eaf: done           |++++++++++++++++++++++++++++++++++++++|
+elapsed: 0.1 s                                 total:  1.9 Mi (19.0 MiB/s)
+unpacking linux/amd64 sha256:2eafaae9d72bec099adbf0831d48588d7c0e8c7e9488d5005a1d9b5d460503be...
+done: 15.873404ms
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("638.102235ms", 0.638102235),
+        ("1m2.5s", 62.5),
+        ("950µs", 0.00095),
+        ("12ns", 12e-9),
+        ("0s", 0.0),
+        ("1h", 3600.0),
+    ],
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_go_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "12", "1x", "ms", "1s junk"])
+def test_bad_go_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_go_duration(text)
+
+
+def test_pull_output() -> None:
+    out = parse_pull_output(PULL_OUTPUT)
+    assert out.digest == "sha256:2eafaae9d72bec099adbf0831d48588d7c0e8c7e9488d5005a1d9b5d460503be"
+    assert out.unpack_seconds == pytest.approx(0.015873404)
+    assert parse_pull_output("nothing\ndone: 3s\n").unpack_seconds == 0.0  # no unpack line
+
+
+def test_tasks_and_exit_codes() -> None:
+    rows = parse_tasks("TASK    PID     STATUS\na-1     123     RUNNING\nb-2     0       STOPPED\n")
+    assert rows["a-1"].pid == 123 and rows["b-2"].status == "STOPPED"
+    assert parse_tasks("TASK    PID     STATUS\n") == {}
+    warn = 'time="..." level=warning msg="task b-2 exit with non-zero exit code 137"'
+    assert exit_code_from_delete(warn) == 137
+    assert exit_code_from_delete("") == 0
+
+
+def test_container_ids() -> None:
+    assert container_id("ws-node1", "model.a_1") == "ws-node1-model.a_1"
+    for bad in ("", "-x", "a b", "a/b", "x" * 80):
+        with pytest.raises(ReplicaError):
+            container_id("ws", bad)
+
+
+def test_create_args_and_spec_round_trip() -> None:
+    spec = ReplicaSpec(
+        "a",
+        "r.io/m:v1",
+        port=9000,
+        env={"B": "2", "A": "1"},
+        args=("sh", "-c", "exit 3"),
+        mounts=(Mount("/data", "/opt/ml/model"),),
+    )
+    args = create_args(spec, "ws-a", "r.io/m:v1")
+    assert args[:3] == ["containers", "create", "--net-host"]
+    assert args[3:9] == ["--env", "A=1", "--env", "B=2", "--env", "PORT=9000"]
+    assert f"{LABEL_REPLICA}=a" in args
+    assert "type=bind,src=/data,dst=/opt/ml/model,options=rbind:ro" in args
+    assert args[-6:] == ["--", "r.io/m:v1", "ws-a", "sh", "-c", "exit 3"]
+    label = spec_label(spec)
+    assert label is not None
+    assert spec_from_labels({LABEL_SPEC: label}, "ignored", "a") == spec
+    assert spec_label(ReplicaSpec("big", "r.io/m:v1", env={"X": "y" * 5000})) is None
+    assert spec_from_labels({LABEL_REPLICA: "z"}, "r.io/m:v1", "q") == ReplicaSpec("z", "r.io/m:v1")
+    assert "--net-host" not in create_args(ReplicaSpec("b", "i", host_network=False), "c", "i")
+
+
+# -- the driver against a scripted ctr ----------------------------------------------------------
+
+
+@dataclass
+class ScriptedCtr:
+    """Answers ``ctr`` commands with ``handler(args)``; records every command."""
+
+    handler: Callable[[Sequence[str]], CtrResult]
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def run(self, *args: str, time_limit: float = 60.0) -> CtrResult:
+        self.calls.append(args)
+        return self.handler(args)
+
+
+def ok(stdout: str = "", stderr: str = "") -> CtrResult:
+    return CtrResult(0, stdout, stderr)
+
+
+def fail(stderr: str) -> CtrResult:
+    return CtrResult(1, "", f"ctr: {stderr}\n")
+
+
+def _driver(tmp_path: Path, handler: Callable[[Sequence[str]], CtrResult]) -> ContainerdRuntime:
+    ticks = iter(float(i) for i in range(10_000))
+    return ContainerdRuntime(
+        ScriptedCtr(handler),  # type: ignore[arg-type]
+        tmp_path,
+        id_prefix="wsn1",
+        agent_url="http://127.0.0.1:9000",
+        insecure_registries=frozenset({"127.0.0.1:5000"}),
+        clock=lambda: next(ticks),
+    )
+
+
+async def test_pull_writes_hosts_through_the_agent_and_splits_timing(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, lambda args: ok(PULL_OUTPUT))
+    timing = await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert timing.total_seconds == 1.0
+    assert timing.unpack_seconds == pytest.approx(0.015873404)
+    assert timing.fetch_seconds == pytest.approx(1.0 - 0.015873404)
+    hosts = (tmp_path / "hosts/127.0.0.1:5000/hosts.toml").read_text()
+    assert 'server = "http://127.0.0.1:5000"' in hosts
+    assert '[host."http://127.0.0.1:9000"]' in hosts
+    [call] = driver.ctr.calls  # type: ignore[attr-defined]
+    assert call[:4] == ("images", "pull", "--hosts-dir", str(tmp_path / "hosts"))
+
+
+async def test_pull_failures(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, lambda args: fail("failed to resolve reference: not found"))
+    with pytest.raises(ImagePullError, match="not found"):
+        await driver.pull("127.0.0.1:5000/team/app:v1")
+    with pytest.raises(ImagePullError):
+        await driver.pull("Not A Reference!")
+
+
+async def test_create_errors_are_mapped(tmp_path: Path) -> None:
+    spec = ReplicaSpec("a", "127.0.0.1:5000/team/app:v1")
+    driver = _driver(tmp_path, lambda args: fail('image "x": not found'))
+    with pytest.raises(ImageNotPresent):
+        await driver.create(spec)
+    driver = _driver(tmp_path, lambda args: fail('container "wsn1-a": already exists'))
+    with pytest.raises(ReplicaExists):
+        await driver.create(spec)
+
+
+async def test_status_reaps_a_stopped_task_and_keeps_its_exit_code(tmp_path: Path) -> None:
+    labels: dict[str, str] = {LABEL_REPLICA: "a"}
+    tasks = {"wsn1-a": "STOPPED"}
+
+    def handler(args: Sequence[str]) -> CtrResult:
+        if args[:2] == ("tasks", "ls"):
+            rows = "".join(f"{k} 0 {v}\n" for k, v in tasks.items())
+            return ok("TASK PID STATUS\n" + rows)
+        if args[:2] == ("tasks", "delete"):
+            tasks.clear()
+            return ok(stderr='level=warning msg="task wsn1-a exit with non-zero exit code 3"')
+        if args[:2] == ("containers", "label"):
+            key, value = args[3].split("=", 1)
+            labels[key] = value
+            return ok()
+        if args[:2] == ("containers", "info"):
+            return ok(json.dumps({"Labels": labels, "Image": "i"}))
+        raise AssertionError(args)
+
+    driver = _driver(tmp_path, handler)
+    replica = Replica(ReplicaSpec("a", "i"), "wsn1-a")
+    first = await driver.status(replica)
+    assert (first.state, first.exit_code) == (ReplicaState.EXITED, 3)
+    assert labels[LABEL_EXIT_CODE] == "3"
+    again = await driver.status(replica)  # the task is gone: the label answers
+    assert (again.state, again.exit_code) == (ReplicaState.EXITED, 3)
+    assert (await driver.stop(replica)).exit_code == 3
+
+
+async def test_status_of_an_unknown_replica(tmp_path: Path) -> None:
+    def handler(args: Sequence[str]) -> CtrResult:
+        if args[:2] == ("tasks", "ls"):
+            return ok("TASK PID STATUS\n")
+        return fail('container "wsn1-x" in namespace "n": not found')
+
+    driver = _driver(tmp_path, handler)
+    replica = Replica(ReplicaSpec("x", "i"), "wsn1-x")
+    with pytest.raises(ReplicaNotFound):
+        await driver.status(replica)
+    with pytest.raises(ReplicaNotFound):
+        await driver.logs(replica)
+    await driver.delete(replica)  # nothing to delete is fine

@@ -1,0 +1,172 @@
+"""The reconcile loop over the in-memory runtime and a real (in-process) router: no clock, no
+network. Demand is put into the router by holding leases, as in-flight requests would."""
+
+from __future__ import annotations
+
+import pytest
+
+from warmstart.runtime.api import ImagePullError
+from warmstart.runtime.memory import MemoryRuntime
+from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
+from warmstart.serving.placement import Tier
+from warmstart.serving.router import Router, RouterConfig
+from warmstart.serving.spec import build_spec
+
+IMAGE = "127.0.0.1:5000/models/embedder:v1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    tiers: dict[str, Tier] | None = None,
+    ping_ok: set[str] | None = None,
+    **spec: object,
+) -> tuple[Controller, dict[str, MemoryRuntime], Router, Clock]:
+    runtimes = {name: MemoryRuntime() for name in ("node-a", "node-b", "node-c")}
+    nodes = [NodeHandle(name, rt, slots=2) for name, rt in runtimes.items()]
+    router = Router(RouterConfig(queue_size=100, queue_timeout=5))
+    clock = Clock()
+
+    async def ping(url: str) -> bool:
+        return ping_ok is None or url in ping_ok
+
+    ctl = Controller(
+        build_spec({"name": "embedder", "image": IMAGE, "max_replicas": 6, **spec}),
+        nodes,
+        router,
+        ping=ping,
+        tiers=StaticTiers(tiers),
+        clock=clock,
+    )
+    return ctl, runtimes, router, clock
+
+
+async def tick(ctl: Controller, clock: Clock, seconds: float = 1.0) -> None:
+    await ctl.tick()
+    await ctl.settle()
+    clock.now += seconds
+
+
+def states(ctl: Controller) -> dict[str, tuple[str, str]]:
+    return {r.id: (r.node, r.state) for r in ctl.replicas.values()}
+
+
+async def test_min_replicas_start_on_the_hottest_node_and_join_the_router_after_ping():
+    ctl, runtimes, router, clock = make(
+        tiers={"node-b": Tier.HOT, "node-c": Tier.WARM}, min_replicas=2
+    )
+    await tick(ctl, clock)
+    # Tier beats load: both fit on the hot node (2 slots).
+    assert sorted(states(ctl).values()) == [("node-b", "ready"), ("node-b", "ready")]
+    assert {r.replica_id for r in router.snapshot().replicas if r.state == "ready"} == set(
+        ctl.replicas
+    )
+    assert runtimes["node-a"].calls == []
+    assert [e.kind for e in ctl.events].count("ready") == 2
+
+
+async def test_burst_scales_out_and_quiet_scales_back_down():
+    ctl, runtimes, router, clock = make(
+        tiers={"node-a": Tier.HOT}, min_replicas=1, target_concurrency=1, scale_down_delay=5
+    )
+    await tick(ctl, clock)
+    assert len(ctl.replicas) == 1
+    # Four requests in flight on the one ready replica (the router has no cap): panic, 4.
+    held = [await router.acquire() for _ in range(4)]
+    assert router.snapshot().concurrency == 4
+    await tick(ctl, clock)
+    assert len(ctl.replicas) > 1  # panic: scales out on the first sample of the burst
+    for _ in range(8):  # the window's mean climbs to 4 while the load holds
+        await tick(ctl, clock)
+    assert len(ctl.replicas) == 4
+    assert all(state == "ready" for _, state in states(ctl).values())
+    for lease in held:
+        router.release(lease.replica_id)
+    # Quiet for longer than the stable window and the scale-down delay: back to the floor.
+    for _ in range(80):
+        await tick(ctl, clock)
+    assert len(ctl.replicas) == 1
+    stopped = sum(1 for rt in runtimes.values() for op, _ in rt.calls if op == "delete")
+    assert stopped == 3
+
+
+async def test_crashed_replica_is_replaced():
+    ctl, runtimes, router, clock = make(min_replicas=1)
+    await tick(ctl, clock)
+    [(rid, (node, _))] = states(ctl).items()
+    runtimes[node].exit(rid, 137)
+    await tick(ctl, clock)  # reaps the crash
+    await tick(ctl, clock)  # the autoscaler restores the floor
+    kinds = [e.kind for e in ctl.events]
+    assert "crashed" in kinds
+    assert len(ctl.replicas) == 1 and rid not in ctl.replicas
+    assert rid not in router.replica_ids()
+
+
+async def test_replica_that_never_passes_ping_is_removed_and_reported():
+    ctl, runtimes, router, clock = make(min_replicas=1, ping_ok=set(), replica_start_timeout=0.5)
+    await ctl.tick()
+    # Let the start task see its deadline pass on the fake clock.
+    clock.now += 10
+    await ctl.settle()
+    failed = [e.message for e in ctl.events if e.kind == "failed"]
+    assert failed and "/ping" in failed[0]
+    assert ctl.replicas == {} and router.replica_ids() == []
+    assert not any(rt.running() for rt in runtimes.values())
+
+
+async def test_image_that_does_not_exist_is_an_event_not_a_crash():
+    ctl, runtimes, _router, clock = make(min_replicas=1)
+    for rt in runtimes.values():
+        rt.available = set()
+    await tick(ctl, clock)
+    failed = [e.message for e in ctl.events if e.kind == "failed"]
+    assert failed and "not found" in failed[0]
+    assert ctl.replicas == {}
+
+
+async def test_prewarm_ahead_targets_the_next_node_before_scale_out():
+    ctl, _runtimes, router, clock = make(
+        tiers={"node-a": Tier.HOT, "node-c": Tier.WARM},
+        min_replicas=2,
+        target_concurrency=2,
+        prewarm_headroom=0.5,
+    )
+    warmed: list[str] = []
+
+    async def prewarm(node: NodeHandle, image: str) -> None:
+        warmed.append(node.name)
+
+    ctl._prewarm = prewarm
+    await tick(ctl, clock)
+    assert {r.node for r in ctl.replicas.values()} == {"node-a"}  # both slots of the hot node
+    assert warmed == []  # no demand yet
+    held = [await router.acquire() for _ in range(2)]  # 2 of capacity 4: within 50 %
+    for _ in range(8):  # once the panic window's mean has climbed to 2
+        await tick(ctl, clock)
+    assert warmed == ["node-c"]  # where the next replica would go (warm beats cold)
+    assert len(ctl.replicas) == 2  # pre-warmed ahead of the scale-out, not scaled yet
+    assert [e.kind for e in ctl.events].count("prewarm") == 1
+    for lease in held:
+        router.release(lease.replica_id)
+
+
+@pytest.mark.parametrize("error", [ImagePullError("registry down")])
+async def test_pull_errors_leave_the_endpoint_serving(error):
+    ctl, runtimes, router, clock = make(tiers={"node-a": Tier.HOT}, min_replicas=1)
+    await tick(ctl, clock)
+    assert len(ctl.replicas) == 1
+    for rt in runtimes.values():
+        rt.fail_next("pull", error, times=5)
+    held = [await router.acquire() for _ in range(3)]
+    await tick(ctl, clock)
+    assert any(e.kind == "failed" for e in ctl.events)
+    assert [s for _, s in states(ctl).values()] == ["ready"]  # the first one keeps serving
+    for lease in held:
+        router.release(lease.replica_id)
