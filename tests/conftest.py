@@ -6,6 +6,7 @@ test fails; registry logs are printed to the teardown's stderr when a test fails
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import pytest
 from tests.support.fault_proxy import BlobHost, FaultProxy
 from tests.support.images import ImageBuilder
 from tests.support.tools import require_tool
+from warmstart.image.build import BuildOptions, BuildResult, build_example
 from warmstart.testbed.registry import BasicAuthRegistry, RegistryProcess, TokenAuthRegistry
 
 # Per-test default for integration tests (the ini ``timeout`` applies to everything else).
@@ -201,3 +203,37 @@ def image_builder() -> Iterator[ImageBuilder]:
         yield builder
     finally:
         builder.cleanup()
+
+
+@pytest.fixture(scope="session")
+def image_cache() -> Iterator[Path]:
+    """Where the example image's debootstrap rootfs and wheels are kept: one directory per test
+    session, or ``$WARMSTART_IMAGE_CACHE`` to reuse them across sessions."""
+    configured = os.environ.get("WARMSTART_IMAGE_CACHE")
+    if configured:
+        yield Path(configured)
+        return
+    path = Path(tempfile.mkdtemp(prefix="warmstart-image-cache-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def example_layout(image_cache: Path) -> Iterator[BuildResult]:
+    """The example model image (no padding) as an OCI layout, built once per session.
+
+    Downloads Debian packages and wheels on a cold cache (tests using it are marked
+    ``package_registries``)."""
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root")
+    require_tool("debootstrap")
+    require_tool("umoci")
+    layout = Path(tempfile.mkdtemp(prefix="warmstart-example-layout-"))
+    try:
+        yield build_example(
+            BuildOptions(cache=image_cache, tag="test", layout=layout / "oci"), log=print
+        )
+    finally:
+        shutil.rmtree(layout, ignore_errors=True)

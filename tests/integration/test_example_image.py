@@ -33,19 +33,6 @@ pytestmark = [pytest.mark.package_registries, pytest.mark.timeout(300)]
 PADDING = 16 << 20
 
 
-@pytest.fixture(scope="session")
-def image_cache() -> Iterator[Path]:
-    configured = os.environ.get("WARMSTART_IMAGE_CACHE")
-    if configured:
-        yield Path(configured)
-        return
-    path = Path(tempfile.mkdtemp(prefix="warmstart-image-cache-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="warmstart-image-run-"))

@@ -10,6 +10,7 @@ from warmstart.cli.agent_cmd import agent
 from warmstart.cli.containerd_cmd import containerd_config
 from warmstart.cli.prewarm_cmd import prewarm
 from warmstart.cli.pull_cmd import pull
+from warmstart.cli.serve_cmd import serve, status
 
 app = typer.Typer(
     name="warmstart",
@@ -25,6 +26,8 @@ app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(image_cmd.app, name="image")
 app.command("containerd-config")(containerd_config)
 app.command("prewarm")(prewarm)
+app.command("serve")(serve)
+app.command("status")(status)
 
 
 @app.command("version")

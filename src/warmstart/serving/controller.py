@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from warmstart.runtime.api import Replica as RuntimeReplica
-from warmstart.runtime.api import ReplicaError, ReplicaSpec, ReplicaState, Runtime
+from warmstart.runtime.api import (
+    ReplicaError,
+    ReplicaNotFound,
+    ReplicaSpec,
+    ReplicaState,
+    Runtime,
+)
 from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
 from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
@@ -81,6 +87,20 @@ class ManagedReplica:
     host: str = "127.0.0.1"
     runtime_replica: RuntimeReplica | None = None
     ready_seconds: float | None = None  # from "start a replica" to /ping 200
+    tier: str = "cold"  # where the image's bytes were on the node when the replica started
+    phases: dict[str, float] = field(default_factory=dict)  # pull, unpack, start, load seconds
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "node": self.node,
+            "port": self.port,
+            "url": self.url,
+            "state": self.state,
+            "tier": self.tier,
+            "ready_seconds": self.ready_seconds,
+            "phases": dict(self.phases),
+        }
 
     @property
     def url(self) -> str:
@@ -102,6 +122,20 @@ class ControllerStatus:
     in_flight: int = 0
     last_decision: str = ""
     events: list[Event] = field(default_factory=list)
+    nodes: list[dict[str, object]] = field(default_factory=list)
+
+    def to_dict(self, events: int = 50) -> dict[str, object]:
+        return {
+            "desired": self.desired,
+            "replicas": self.replicas,
+            "queue_length": self.queue_length,
+            "in_flight": self.in_flight,
+            "last_decision": self.last_decision,
+            "nodes": self.nodes,
+            "events": [
+                {"at": e.at, "kind": e.kind, "message": e.message} for e in self.events[-events:]
+            ],
+        }
 
 
 class Controller:
@@ -135,6 +169,7 @@ class Controller:
         self._prewarmed: dict[str, float] = {}  # node -> when its pre-warm succeeded
         self._ids = itertools.count(1)
         self.last_decision: Decision | None = None
+        self.node_tiers: dict[str, Tier] = {}  # from the last placement lookup
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -199,20 +234,20 @@ class Controller:
         snap = self.router.snapshot()
         return ControllerStatus(
             desired=self.last_decision.desired if self.last_decision else 0,
-            replicas=[
-                {
-                    "id": r.id,
-                    "node": r.node,
-                    "port": r.port,
-                    "state": r.state,
-                    "ready_seconds": r.ready_seconds,
-                }
-                for r in self.replicas.values()
-            ],
+            replicas=[r.to_dict() for r in self.replicas.values()],
             queue_length=snap.queue_length,
             in_flight=snap.in_flight,
             last_decision=self.last_decision.reason if self.last_decision else "",
             events=list(self.events),
+            nodes=[
+                {
+                    "name": name,
+                    "tier": str(self.node_tiers.get(name, Tier.COLD)),
+                    "replicas": sum(1 for r in self.replicas.values() if r.node == name),
+                    "slots": node.slots,
+                }
+                for name, node in self.nodes.items()
+            ],
         )
 
     # -- placement inputs -------------------------------------------------------------------
@@ -224,7 +259,8 @@ class Controller:
         except Exception as e:  # a tier lookup failing must not stop scaling
             log.warning("tier lookup failed: %s", e)
             tiers = {}
-        return [Node(h.name, h.slots, tiers.get(h.name, Tier.COLD)) for h in handles]
+        self.node_tiers = {h.name: tiers.get(h.name, Tier.COLD) for h in handles}
+        return [Node(h.name, h.slots, self.node_tiers[h.name]) for h in handles]
 
     def _placement_replicas(self) -> list[Replica]:
         return [
@@ -236,7 +272,8 @@ class Controller:
     # -- replica life -----------------------------------------------------------------------
 
     def _free_port(self, node: NodeHandle) -> int:
-        taken = {r.port for r in self.replicas.values() if r.node == node.name}
+        # Replicas use host networking: two nodes that share an address share its ports.
+        taken = {r.port for r in self.replicas.values() if r.host == node.host}
         candidates = node.ports or range(node.port_base, node.port_base + 1000)
         for port in candidates:
             if port not in taken:
@@ -246,7 +283,14 @@ class Controller:
     def _start_replica(self, node_name: str, now: float) -> None:
         node = self.nodes[node_name]
         rid = f"{self.spec.name}-{next(self._ids)}"
-        managed = ManagedReplica(rid, node_name, self._free_port(node), now, host=node.host)
+        managed = ManagedReplica(
+            rid,
+            node_name,
+            self._free_port(node),
+            now,
+            host=node.host,
+            tier=str(self.node_tiers.get(node_name, Tier.COLD)),
+        )
         self.replicas[rid] = managed
         self._event(now, "started", f"{rid} on {node_name} (port {managed.port})")
         self._spawn(self._bring_up(node, managed))
@@ -255,12 +299,17 @@ class Controller:
         started = managed.started_at  # the moment the controller decided to start it
         try:
             timing = await node.runtime.pull(self.spec.image)
+            managed.phases["pull"] = timing.fetch_seconds
+            managed.phases["unpack"] = timing.unpack_seconds
             spec = ReplicaSpec(
                 id=managed.id, image=self.spec.image, port=managed.port, env=dict(self.spec.env)
             )
+            created_at = self._clock()
             replica = await node.runtime.create(spec, pull=timing)
             managed.runtime_replica = replica
             managed.runtime_replica = await node.runtime.start(replica)
+            running_at = self._clock()
+            managed.phases["start"] = running_at - created_at
             self.router.add_replica(managed.id, managed.url, ready=False)
             deadline = started + self.spec.replica_start_timeout
             while not await self._ping_ok(managed.url):
@@ -280,6 +329,7 @@ class Controller:
             return
         managed.state = "ready"
         managed.ready_seconds = self._clock() - started
+        managed.phases["load"] = self._clock() - running_at
         self.router.set_ready(managed.id, True)
         self._event(
             self._clock(), "ready", f"{managed.id} on {node.name} in {managed.ready_seconds:.2f}s"
@@ -314,8 +364,11 @@ class Controller:
             assert managed.runtime_replica is not None
             try:
                 status = await node.runtime.status(managed.runtime_replica)
-            except ReplicaError:
+            except ReplicaNotFound:
                 status = None
+            except ReplicaError as e:  # the runtime did not answer: judge it next tick
+                log.warning("status of %s on %s: %s", managed.id, node.name, e)
+                continue
             if status is None or status.state is ReplicaState.EXITED:
                 code = status.exit_code if status is not None else "unknown"
                 self._event(now, "crashed", f"{managed.id} on {node.name} (exit {code})")

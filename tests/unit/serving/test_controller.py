@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.runtime.api import ImagePullError
+from warmstart.runtime.api import ImagePullError, RuntimeUnavailable
 from warmstart.runtime.memory import MemoryRuntime
 from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
 from warmstart.serving.placement import Tier
@@ -170,3 +170,27 @@ async def test_pull_errors_leave_the_endpoint_serving(error):
     assert [s for _, s in states(ctl).values()] == ["ready"]  # the first one keeps serving
     for lease in held:
         router.release(lease.replica_id)
+
+
+async def test_nodes_that_share_an_address_never_share_a_replica_port():
+    # All three nodes are on 127.0.0.1 (host networking): every replica needs its own port.
+    ctl, _, _, clock = make(min_replicas=5)
+    await tick(ctl, clock)
+    ports = [r.port for r in ctl.replicas.values()]
+    assert len(ports) == 5 and len(set(ports)) == 5
+    status = ctl.status().to_dict()
+    assert {r["tier"] for r in status["replicas"]} == {"cold"}  # type: ignore[index]
+    assert all(set(r["phases"]) == {"pull", "unpack", "start", "load"}  # type: ignore[index]
+               for r in status["replicas"])  # type: ignore[union-attr]  # fmt: skip
+    assert [n["name"] for n in status["nodes"]] == ["node-a", "node-b", "node-c"]  # type: ignore[index]
+
+
+async def test_a_runtime_that_does_not_answer_is_not_a_crash():
+    ctl, runtimes, _, clock = make(min_replicas=1)
+    await tick(ctl, clock)
+    [(rid, (node, _))] = states(ctl).items()
+    runtimes[node].fail_next("status", RuntimeUnavailable("ctr did not answer in time"), times=2)
+    await tick(ctl, clock)
+    await tick(ctl, clock)
+    assert states(ctl) == {rid: (node, "ready")}
+    assert "crashed" not in [e.kind for e in ctl.events]
