@@ -29,11 +29,13 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Self
 
 from warmstart.testbed.certs import CertificateAuthority, IssuedCert
 from warmstart.testbed.net import LOOPBACK, free_port
+from warmstart.testbed.netcluster import connect_in_netns, nsenter_prefix
 from warmstart.testbed.procs import stop_process
 from warmstart.testbed.token_server import TokenRequest, TokenServer
 from warmstart.testbed.tools import find_tool
@@ -99,6 +101,12 @@ class RegistryProcess:
 
     ``workdir`` (created if needed) holds ``config.yml``, ``storage/``, ``access.log`` and
     ``app.log``; if omitted a temp dir is created and removed again by :meth:`stop`.
+
+    ``netns`` runs it inside that network namespace (``nsenter --net=/run/netns/NAME``) and
+    ``bind_host`` makes it listen on that address instead of 127.0.0.1 (e.g. a netcluster's
+    upstream address, or a node's LAN address). :meth:`http` and with it the request accounting
+    (barrier requests, ``mark()``, ``blob_gets()``) connect from inside ``netns``, so they work
+    whether or not the root namespace can reach ``bind_host``.
     """
 
     def __init__(
@@ -112,9 +120,13 @@ class RegistryProcess:
         token_auth: dict[str, str] | None = None,
         upstream_ca_file: Path | None = None,
         extra_config: dict[str, Any] | None = None,
+        netns: str | None = None,
+        bind_host: str = LOOPBACK,
         start: bool = True,
     ) -> None:
         self._own_workdir = workdir is None
+        self.netns = netns
+        self.bind_host = bind_host
         self.workdir = (
             Path(tempfile.mkdtemp(prefix="warmstart-registry-")) if workdir is None else workdir
         )
@@ -153,7 +165,7 @@ class RegistryProcess:
     # -- addresses -----------------------------------------------------------------------
     @property
     def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.bind_host}:{self.port}"
 
     @property
     def scheme(self) -> str:
@@ -176,7 +188,7 @@ class RegistryProcess:
     # -- lifecycle ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         http_cfg: dict[str, Any] = {
-            "addr": f"{LOOPBACK}:{self.port}",
+            "addr": f"{self.bind_host}:{self.port}",
             "secret": "warmstart-test-secret",
         }
         if self._tls is not None:
@@ -229,7 +241,7 @@ class RegistryProcess:
             if self._upstream_ca_file is not None:
                 env["SSL_CERT_FILE"] = str(self._upstream_ca_file)
             proc = subprocess.Popen(
-                [binary, "serve", str(self.config_file)],
+                [*self._netns_prefix(), binary, "serve", str(self.config_file)],
                 stdin=subprocess.DEVNULL,
                 stdout=access,
                 stderr=app,
@@ -246,6 +258,9 @@ class RegistryProcess:
             if "address already in use" not in last_error:
                 break
         raise RuntimeError(f"docker-registry did not start on {self.host}:\n{last_error}")
+
+    def _netns_prefix(self) -> list[str]:
+        return nsenter_prefix(self.netns) if self.netns is not None else []
 
     def _wait_ready(self, timeout: float) -> bool:
         assert self.proc is not None
@@ -299,10 +314,13 @@ class RegistryProcess:
         conn: http.client.HTTPConnection
         if self.tls:
             conn = http.client.HTTPSConnection(
-                LOOPBACK, self.port, timeout=timeout, context=self.ssl_context()
+                self.bind_host, self.port, timeout=timeout, context=self.ssl_context()
             )
         else:
-            conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=timeout)
+            conn = http.client.HTTPConnection(self.bind_host, self.port, timeout=timeout)
+        if self.netns is not None:
+            # http.client opens its socket through this attribute (set in __init__)
+            conn._create_connection = partial(connect_in_netns, self.netns)  # type: ignore[attr-defined]
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()

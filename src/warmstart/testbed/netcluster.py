@@ -1,0 +1,772 @@
+"""A cluster in network namespaces: one remote registry host and N cloud nodes, on one machine.
+
+:class:`NetCluster` builds this topology (``B`` is the second octet of a ``10.B.0.0/16`` that no
+address or route of the machine uses, chosen when it opens; 10.213/16 is never used, the shaped
+link of ``bench/agent.py`` lives there)::
+
+    root ns ── ctl veth, unshaped ───────────────────── [upstream ns]  10.B.0.1/32 on lo
+      │ 10.B.2.1 (route 10.B.0.1/32 via 10.B.2.2)        │  (the registry listens here)
+      │                                                  │ trunk 10.B.1.1   tbf upstream_rate
+      │                                                  │ trunk 10.B.1.2   (optional: every
+      │                                              [wan ns] router        node shares it)
+      │                                        n0 10.B.16.1 … nK 10.B.(16+K).1   tbf rate
+      │                                              │ uplink 10.B.(16+i).2
+      │ 10.B.3.1/24 (control_addr)             [node i ns]  route 10.B.0.1/32 via uplink
+      └── [lan ns: bridge br0] ── n{i} ───────── lan 10.B.3.(10+i)/24   (tbf lan_rate, optional)
+
+- Each node *receives* from the upstream through its own ``tbf`` (on the wan side of its
+  uplink, ``Node.shaped_dev`` in :attr:`NetCluster.wan_netns`), default 800mbit = 100 MB/s.
+- ``upstream_rate`` caps what all nodes together receive: the registry sits behind one ``trunk``
+  veth whose upstream end carries a ``tbf``; every node's traffic crosses it before the wan
+  router splits it to the per-node uplinks.
+- The root namespace reaches the registry over its own unshaped ``ctl`` link (pushing test images
+  with skopeo, barrier requests), and every node's LAN address over the LAN; nodes reach each
+  other over the LAN. The LAN bridge lives in its own namespace rather than the root one: with
+  ``br_netfilter`` loaded (Docker hosts) bridged frames in the root namespace go through the
+  root's iptables FORWARD chain, which Docker sets to DROP. The root only gets two veth ends.
+- ``lan_rate`` (optional) shapes each node's LAN link in both directions (what it receives, on
+  the bridge port; what it sends, on the node's ``lan``).
+
+:meth:`NetCluster.close` stops the processes started through the cluster (by PID), then deletes
+the namespaces it created (their veths, qdiscs and routes go with them) and the two root veth
+ends if they are still there. It runs after a partial open, is idempotent, runs from a weakref
+finalizer (garbage collection and interpreter exit) and, through a SIGTERM/SIGHUP handler that
+turns the signal into ``SystemExit`` (installed only where the handler is still the default),
+when the benchmark is terminated; Ctrl-C raises ``KeyboardInterrupt`` and unwinds the same way.
+Nothing is deleted that this instance did not create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+from warmstart.testbed.procs import stop_process
+
+if TYPE_CHECKING:
+    from warmstart.testbed.registry import RegistryProcess
+
+T = TypeVar("T")
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+IFNAMSIZ = 15  # longest interface name Linux accepts
+MAX_NODES = 200
+DEFAULT_RATE = "800mbit"  # 100 MB/s
+TBF_LATENCY = "50ms"
+CMD_TIMEOUT = 30.0
+# Second octets tried for 10.B.0.0/16, in order. 10.213/16 belongs to bench.agent.ShapedLink.
+RESERVED_OCTETS = frozenset({213})
+CANDIDATE_OCTETS = (*range(214, 255), *range(150, 213))
+_LOCK_FILE = (
+    Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+) / "warmstart-netcluster.lock"
+_instance_counter = iter(range(1, 1 << 30))
+
+
+# -- running things inside a namespace ----------------------------------------------------------
+
+
+def netns_path(netns: str) -> str:
+    """The bind mount of a named network namespace (what ``ip netns add`` creates)."""
+    return str(NETNS_DIR / netns)
+
+
+def nsenter_prefix(netns: str) -> list[str]:
+    """Command prefix that runs the rest of the command inside network namespace ``netns``."""
+    return ["nsenter", f"--net={netns_path(netns)}"]
+
+
+def _setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open as ``fd`` (Python 3.11: ctypes)."""
+    native = getattr(os, "setns", None)
+    if native is not None:
+        native(fd, CLONE_NEWNET)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """Call ``fn`` in a short-lived thread that has joined network namespace ``netns``.
+
+    The namespace is per thread, so the caller's thread is never moved; sockets created by
+    ``fn`` stay in ``netns`` and can be used from any thread afterwards.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name=f"netns-{netns}", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def connect_in_netns(
+    netns: str,
+    address: tuple[str, int],
+    timeout: float | None = None,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """``socket.create_connection`` made from inside ``netns`` (e.g. to a node's 127.0.0.1).
+
+    Its signature fits ``http.client.HTTPConnection._create_connection`` after binding ``netns``.
+    """
+    return run_in_netns(netns, lambda: socket.create_connection(address, timeout, source_address))
+
+
+def _run(
+    cmd: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command (ip, tc, ...); raise with its stderr if ``check`` and it fails."""
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+# -- rates ----------------------------------------------------------------------------------------
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_RATE_UNITS = {  # tc(8) units, in bits per second
+    "": 1,
+    "bit": 1,
+    "kbit": 10**3,
+    "mbit": 10**6,
+    "gbit": 10**9,
+    "kibit": 2**10,
+    "mibit": 2**20,
+    "gibit": 2**30,
+    "bps": 8,
+    "kbps": 8 * 10**3,
+    "mbps": 8 * 10**6,
+    "gbps": 8 * 10**9,
+    "kibps": 8 * 2**10,
+    "mibps": 8 * 2**20,
+    "gibps": 8 * 2**30,
+}
+
+
+def parse_rate(rate: str) -> int:
+    """Bits per second of a tc rate such as ``800mbit`` or ``100mbps`` (= megabytes/s)."""
+    m = _RATE.match(rate)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _RATE_UNITS:
+        raise ValueError(f"not a tc rate: {rate!r} (examples: 800mbit, 1gbit, 100mbps)")
+    bits = int(float(m.group(1)) * _RATE_UNITS[unit])
+    if bits <= 0:
+        raise ValueError(f"rate must be positive: {rate!r}")
+    return bits
+
+
+def tbf_burst(rate: str) -> int:
+    """Bucket size in bytes for ``rate``: 10 ms worth of bytes, at least 64 KiB (one GSO frame)."""
+    return max(parse_rate(rate) // 8 // 100, 64 * 1024)
+
+
+# -- addresses and names --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """Every address of one cluster, all inside ``10.<octet>.0.0/16``."""
+
+    octet: int
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"10.{self.octet}.0.0/16")
+
+    def _ip(self, third: int, fourth: int) -> str:
+        return f"10.{self.octet}.{third}.{fourth}"
+
+    @property
+    def upstream_addr(self) -> str:
+        """The registry's address (a /32 on the upstream namespace's lo)."""
+        return self._ip(0, 1)
+
+    @property
+    def trunk_upstream(self) -> str:
+        return self._ip(1, 1)
+
+    @property
+    def trunk_wan(self) -> str:
+        return self._ip(1, 2)
+
+    @property
+    def ctl_root(self) -> str:
+        """The root namespace's end of its unshaped link to the upstream."""
+        return self._ip(2, 1)
+
+    @property
+    def ctl_upstream(self) -> str:
+        return self._ip(2, 2)
+
+    @property
+    def control_addr(self) -> str:
+        """The root namespace's address on the LAN."""
+        return self._ip(3, 1)
+
+    def lan_addr(self, index: int) -> str:
+        return self._ip(3, 10 + index)
+
+    def uplink_gateway(self, index: int) -> str:
+        """The wan router's end of node ``index``'s uplink."""
+        return self._ip(16 + index, 1)
+
+    def uplink_addr(self, index: int) -> str:
+        return self._ip(16 + index, 2)
+
+
+def used_networks() -> list[ipaddress.IPv4Network]:
+    """IPv4 networks of the root namespace's addresses and routes (all tables, no default)."""
+    nets: list[ipaddress.IPv4Network] = []
+    for entry in json.loads(_run(["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
+        for info in entry.get("addr_info", []):
+            iface = ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}")
+            nets.append(iface.network)
+    for route in json.loads(
+        _run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]"
+    ):
+        dst = route.get("dst", "default")
+        if dst != "default":
+            nets.append(ipaddress.IPv4Network(dst, strict=False))
+    return nets
+
+
+def choose_octet(used: Iterable[ipaddress.IPv4Network]) -> int:
+    """The first candidate ``B`` whose 10.B.0.0/16 overlaps none of ``used``."""
+    used = list(used)
+    for octet in CANDIDATE_OCTETS:
+        if octet in RESERVED_OCTETS:
+            continue
+        subnet = AddressPlan(octet).subnet
+        if not any(subnet.overlaps(net) for net in used):
+            return octet
+    raise RuntimeError("no free 10.x.0.0/16 for the network cluster (every candidate in use)")
+
+
+def _to_base(n: int, digits: str) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, len(digits))
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+@dataclass(frozen=True)
+class Names:
+    """Namespace and interface names of one cluster, derived from ``ws<pid hex>k<counter hex>``.
+
+    Namespace names have no length limit; the two root-namespace interfaces stay within 15
+    characters. Interfaces inside the cluster's own namespaces use fixed short names.
+    """
+
+    tag: str
+
+    @classmethod
+    def for_instance(cls, pid: int, counter: int) -> Names:
+        return cls(f"ws{pid:x}k{_to_base(counter, '0123456789abcdef')}")
+
+    @property
+    def upstream_ns(self) -> str:
+        return f"{self.tag}-up"
+
+    @property
+    def wan_ns(self) -> str:
+        return f"{self.tag}-wan"
+
+    @property
+    def lan_ns(self) -> str:
+        return f"{self.tag}-lan"
+
+    def node_ns(self, index: int) -> str:
+        return f"{self.tag}-n{index}"
+
+    @property
+    def root_ctl_if(self) -> str:
+        """Root end of the unshaped root<->upstream link."""
+        return f"{self.tag}c"
+
+    @property
+    def root_lan_if(self) -> str:
+        """Root end of the root<->LAN-bridge link."""
+        return f"{self.tag}l"
+
+    def namespaces(self, nodes: int) -> list[str]:
+        return [self.upstream_ns, self.wan_ns, self.lan_ns, *map(self.node_ns, range(nodes))]
+
+    def in_use(self, nodes: int) -> bool:
+        """Whether any of these names exists already (a leftover of a dead process)."""
+        if any((NETNS_DIR / ns).exists() for ns in self.namespaces(nodes)):
+            return True
+        return any(Path("/sys/class/net", i).exists() for i in (self.root_ctl_if, self.root_lan_if))
+
+
+def _unique_names(nodes: int) -> Names:
+    for _ in range(1000):
+        names = Names.for_instance(os.getpid(), next(_instance_counter))
+        if len(names.root_ctl_if) > IFNAMSIZ:
+            break
+        if not names.in_use(nodes):
+            return names
+    raise RuntimeError("could not find unused names for the network cluster")
+
+
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """Serialise choosing a subnet and claiming it with root addresses, across processes."""
+    with open(_LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# -- nodes ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: its namespace, its LAN address and its shaped uplink to the upstream."""
+
+    index: int
+    netns: str
+    lan_addr: str  # reachable from the root namespace and from the other nodes
+    uplink_addr: str  # the node's source address towards the upstream
+    uplink_gateway: str
+    shaped_dev: str  # device in the wan namespace whose egress (= this node's download) is shaped
+
+    @property
+    def name(self) -> str:
+        return f"node{self.index}"
+
+    @property
+    def netns_path(self) -> str:
+        return netns_path(self.netns)
+
+    @property
+    def prefix(self) -> list[str]:
+        """``["nsenter", "--net=/run/netns/NAME"]``: prepend to run a command on this node."""
+        return nsenter_prefix(self.netns)
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.prefix, *args]
+
+
+# -- cleanup state (held by the finalizer, so it must not reference the cluster) --------------
+
+
+class _Stoppable(Protocol):
+    """Anything with ``stop()`` (RegistryProcess, AgentProcess, ContainerdProcess)."""
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+@dataclass
+class _Resources:
+    """What one cluster created and must remove, newest last; entries go once removed."""
+
+    processes: list[subprocess.Popen[Any] | _Stoppable] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    root_links: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.processes or self.namespaces or self.root_links)
+
+    def cleanup(self) -> None:
+        """Remove everything; each step runs even if an earlier one failed or was interrupted.
+
+        The first exception (e.g. a second Ctrl-C) is raised at the end; what could not be
+        removed stays listed so the finalizer can try again at exit.
+        """
+        errors: list[BaseException] = []
+        for proc in reversed(list(self.processes)):
+            self._step(errors, self.processes, proc, _stop_one)
+        for ns in reversed(list(self.namespaces)):
+            self._step(errors, self.namespaces, ns, _delete_netns)
+        for link in reversed(list(self.root_links)):
+            self._step(errors, self.root_links, link, _delete_root_link)
+        if errors:
+            raise errors[0]
+
+    @staticmethod
+    def _step(errors: list[BaseException], items: list[Any], item: Any, fn: Callable) -> None:
+        try:
+            fn(item)
+            items.remove(item)
+        except BaseException as exc:
+            errors.append(exc)
+
+
+def _stop_one(proc: subprocess.Popen[Any] | _Stoppable) -> None:
+    if isinstance(proc, subprocess.Popen):
+        stop_process(proc, timeout=5)
+    else:
+        proc.stop()
+
+
+def _delete_netns(ns: str) -> None:
+    if not (NETNS_DIR / ns).exists():
+        return
+    pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+    if pids:
+        warnings.warn(
+            f"processes {', '.join(pids)} still run in network namespace {ns} (not started "
+            "through the cluster); it is unmounted now but lives on until they exit",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    proc = _run(["ip", "netns", "del", ns], check=False)
+    if proc.returncode != 0 and (NETNS_DIR / ns).exists():
+        raise RuntimeError(f"ip netns del {ns} failed: {proc.stderr.strip()}")
+
+
+def _delete_root_link(name: str) -> None:
+    """Delete a root veth end we created, if deleting its namespace did not already."""
+    if Path("/sys/class/net", name).exists():
+        _run(["ip", "link", "del", name], check=False)
+
+
+def _cleanup_resources(resources: _Resources) -> None:
+    """The finalizer: interpreter exit or garbage collection of an unclosed cluster."""
+    with contextlib.suppress(Exception):
+        resources.cleanup()
+
+
+# -- SIGTERM / SIGHUP -> SystemExit, so with-blocks and finalizers run ----------------------------
+
+
+class _ExitSignals:
+    """Turns SIGTERM/SIGHUP (and SIGINT if its handler is SIG_DFL) into ``SystemExit``.
+
+    Installed while at least one cluster is open, only over default handlers and only from the
+    main thread; the previous handlers come back when the last cluster closes.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._installed: list[signal.Signals] = []
+
+    @staticmethod
+    def _raise_exit(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users > 1 or threading.current_thread() is not threading.main_thread():
+                return
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    signal.signal(sig, self._raise_exit)
+                    self._installed.append(sig)
+
+    def release(self) -> None:
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users or threading.current_thread() is not threading.main_thread():
+                return
+            for sig in self._installed:
+                if signal.getsignal(sig) == self._raise_exit:
+                    signal.signal(sig, signal.SIG_DFL)
+            self._installed = []
+
+
+_EXIT_SIGNALS = _ExitSignals()
+
+
+# -- the cluster ----------------------------------------------------------------------------------
+
+
+class NetCluster:
+    """A remote registry host and ``nodes`` cloud nodes in network namespaces (see module doc).
+
+    ``rate`` shapes what each node receives from the upstream, ``upstream_rate`` (optional) what
+    all nodes together receive, ``lan_rate`` (optional) each node's LAN link both ways.
+    """
+
+    def __init__(
+        self,
+        nodes: int = 4,
+        *,
+        rate: str = DEFAULT_RATE,
+        upstream_rate: str | None = None,
+        lan_rate: str | None = None,
+    ) -> None:
+        if not 1 <= nodes <= MAX_NODES:
+            raise ValueError(f"nodes must be between 1 and {MAX_NODES}, not {nodes}")
+        for r in (rate, upstream_rate, lan_rate):
+            if r is not None:
+                parse_rate(r)
+        self.node_count = nodes
+        self.rate = rate
+        self.upstream_rate = upstream_rate
+        self.lan_rate = lan_rate
+        self.names: Names | None = None
+        self.plan: AddressPlan | None = None
+        self.nodes: list[Node] = []
+        self._resources = _Resources()
+        self._finalizer: weakref.finalize | None = None
+        self._signals_held = False
+
+    # -- addresses ---------------------------------------------------------------------------
+    def _require_open(self) -> tuple[Names, AddressPlan]:
+        if self.names is None or self.plan is None:
+            raise RuntimeError("the network cluster is not open")
+        return self.names, self.plan
+
+    @property
+    def upstream_addr(self) -> str:
+        """The registry's address; every node and the root namespace reach it."""
+        return self._require_open()[1].upstream_addr
+
+    @property
+    def control_addr(self) -> str:
+        """The root namespace's LAN address (controller, router); every node reaches it."""
+        return self._require_open()[1].control_addr
+
+    @property
+    def upstream_netns(self) -> str:
+        """Where the upstream registry runs."""
+        return self._require_open()[0].upstream_ns
+
+    @property
+    def wan_netns(self) -> str:
+        """The router between the upstream and the nodes' shaped uplinks."""
+        return self._require_open()[0].wan_ns
+
+    @property
+    def lan_netns(self) -> str:
+        """Holds the LAN bridge ``br0``."""
+        return self._require_open()[0].lan_ns
+
+    @property
+    def namespaces(self) -> list[str]:
+        """Every namespace of the cluster (upstream, wan, lan, nodes)."""
+        return self._require_open()[0].namespaces(self.node_count)
+
+    @property
+    def root_links(self) -> list[str]:
+        """The cluster's interfaces in the root namespace."""
+        names = self._require_open()[0]
+        return [names.root_ctl_if, names.root_lan_if]
+
+    @property
+    def is_open(self) -> bool:
+        return self.names is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> Self:
+        """Create the namespaces, links, addresses, routes and qdiscs; on failure undo all."""
+        if self.is_open:
+            return self
+        self._finalizer = weakref.finalize(self, _cleanup_resources, self._resources)
+        _EXIT_SIGNALS.acquire()
+        self._signals_held = True
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _build(self) -> None:
+        names = self.names = _unique_names(self.node_count)
+        for ns in names.namespaces(self.node_count):
+            self._add_netns(ns)
+        with _subnet_lock():
+            plan = self.plan = AddressPlan(choose_octet(used_networks()))
+            self._build_root_links(names, plan)
+        self._build_upstream(names, plan)
+        self._build_lan(names)
+        for i in range(self.node_count):
+            self.nodes.append(self._build_node(i, names, plan))
+
+    def _add_netns(self, ns: str) -> None:
+        _run(["ip", "netns", "add", ns])
+        self._resources.namespaces.append(ns)
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def _add_veth(self, name: str, peer: str, peer_ns: str, ns: str | None = None) -> None:
+        """``name`` in ``ns`` (root if None) paired with ``peer`` in ``peer_ns``."""
+        where = ["-n", ns] if ns else []
+        _run(["ip", *where, "link", "add", name, "type", "veth", "peer", "name", peer,
+              "netns", peer_ns])  # fmt: skip
+        if ns is None:
+            self._resources.root_links.append(name)
+
+    @staticmethod
+    def _ip(ns: str | None, *args: str) -> None:
+        _run(["ip", *(["-n", ns] if ns else []), *args])
+
+    def _addr_up(self, ns: str | None, dev: str, cidr: str) -> None:
+        self._ip(ns, "addr", "add", cidr, "dev", dev)
+        self._ip(ns, "link", "set", dev, "up")
+
+    @staticmethod
+    def _tbf(ns: str, dev: str, rate: str) -> None:
+        _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+              "burst", str(tbf_burst(rate)), "latency", TBF_LATENCY])  # fmt: skip
+
+    def _build_root_links(self, names: Names, plan: AddressPlan) -> None:
+        """The root's two veth ends (claiming the subnet) and its route to the upstream."""
+        self._add_veth(names.root_ctl_if, "ctl", names.upstream_ns)
+        self._addr_up(None, names.root_ctl_if, f"{plan.ctl_root}/30")
+        self._ip(None, "route", "add", f"{plan.upstream_addr}/32", "via", plan.ctl_upstream,
+                 "dev", names.root_ctl_if)  # fmt: skip
+        self._add_veth(names.root_lan_if, "root", names.lan_ns)
+        self._addr_up(None, names.root_lan_if, f"{plan.control_addr}/24")
+
+    def _build_upstream(self, names: Names, plan: AddressPlan) -> None:
+        """The upstream address, its end of the ctl link, the trunk to the wan router."""
+        up, wan = names.upstream_ns, names.wan_ns
+        self._ip(up, "addr", "add", f"{plan.upstream_addr}/32", "dev", "lo")
+        self._addr_up(up, "ctl", f"{plan.ctl_upstream}/30")
+        self._add_veth("trunk", "trunk", wan, ns=up)
+        self._addr_up(up, "trunk", f"{plan.trunk_upstream}/30")
+        self._addr_up(wan, "trunk", f"{plan.trunk_wan}/30")
+        self._ip(up, "route", "add", "default", "via", plan.trunk_wan, "dev", "trunk")
+        self._ip(wan, "route", "add", f"{plan.upstream_addr}/32", "via", plan.trunk_upstream)
+        run_in_netns(wan, lambda: Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n"))
+        if self.upstream_rate is not None:
+            self._tbf(up, "trunk", self.upstream_rate)
+
+    def _build_lan(self, names: Names) -> None:
+        lan = names.lan_ns
+        self._ip(lan, "link", "add", "br0", "type", "bridge")
+        self._ip(lan, "link", "set", "br0", "up")
+        self._ip(lan, "link", "set", "root", "master", "br0", "up")
+
+    def _build_node(self, i: int, names: Names, plan: AddressPlan) -> Node:
+        ns, wan, lan = names.node_ns(i), names.wan_ns, names.lan_ns
+        port = f"n{i}"
+        self._add_veth(port, "uplink", ns, ns=wan)
+        self._addr_up(wan, port, f"{plan.uplink_gateway(i)}/30")
+        self._addr_up(ns, "uplink", f"{plan.uplink_addr(i)}/30")
+        self._ip(ns, "route", "add", f"{plan.upstream_addr}/32", "via", plan.uplink_gateway(i))
+        self._tbf(wan, port, self.rate)
+        self._add_veth("lan", port, lan, ns=ns)
+        self._addr_up(ns, "lan", f"{plan.lan_addr(i)}/24")
+        self._ip(lan, "link", "set", port, "master", "br0", "up")
+        if self.lan_rate is not None:
+            self._tbf(lan, port, self.lan_rate)
+            self._tbf(ns, "lan", self.lan_rate)
+        return Node(i, ns, plan.lan_addr(i), plan.uplink_addr(i), plan.uplink_gateway(i), port)
+
+    def close(self) -> None:
+        """Stop tracked processes and delete everything this cluster created (idempotent)."""
+        try:
+            self._resources.cleanup()
+        finally:
+            if self._resources.empty and self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+            if self._signals_held:
+                self._signals_held = False
+                _EXIT_SIGNALS.release()
+            self.names = self.plan = None
+            self.nodes = []
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running things inside ---------------------------------------------------------------
+    def run(
+        self, netns: str, *args: str, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command to completion inside ``netns`` (stdout/stderr captured as text)."""
+        return _run([*nsenter_prefix(netns), *args], check=check, timeout=timeout)
+
+    def popen(self, netns: str, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a process inside ``netns``; :meth:`close` stops it (by PID) if still running."""
+        self._require_open()
+        proc = subprocess.Popen([*nsenter_prefix(netns), *args], **kwargs)
+        self._resources.processes.append(proc)
+        return proc
+
+    def track(self, process: S) -> S:
+        """Have :meth:`close` call ``process.stop()`` first (an AgentProcess, ContainerdProcess)."""
+        self._resources.processes.append(process)
+        return process
+
+    def start_upstream_registry(
+        self, workdir: Path | None = None, **kwargs: Any
+    ) -> RegistryProcess:
+        """A docker-registry in the upstream namespace on ``upstream_addr`` (stopped by close)."""
+        from warmstart.testbed.registry import RegistryProcess
+
+        self._require_open()
+        return self.track(
+            RegistryProcess(
+                workdir, netns=self.upstream_netns, bind_host=self.upstream_addr, **kwargs
+            )
+        )
+
+    def start_node_proxy(
+        self,
+        node: Node,
+        upstream: RegistryProcess,
+        workdir: Path | None = None,
+        *,
+        on_lan: bool = False,
+        **kwargs: Any,
+    ) -> RegistryProcess:
+        """A pull-through docker-registry on ``node`` (its 127.0.0.1, or its LAN address with
+        ``on_lan``) whose proxy.remoteurl is ``upstream`` (fetched through the shaped uplink)."""
+        from warmstart.testbed.registry import RegistryProcess
+
+        self._require_open()
+        return self.track(
+            RegistryProcess(
+                workdir,
+                netns=node.netns,
+                bind_host=node.lan_addr if on_lan else "127.0.0.1",
+                proxy_remoteurl=upstream.url,
+                **kwargs,
+            )
+        )
