@@ -1,0 +1,442 @@
+"""The scale-out benchmark's report: JSON (schema below), a markdown table, PNG plots.
+
+JSON schema ``warmstart.bench.scaleout/1``::
+
+    {"schema": "warmstart.bench.scaleout/1",
+     "modes": ["baseline", "registry-proxy", "warmstart"],
+     "scenarios": ["spike", "startup", "fanout"],          # those that ran
+     "environment": {...}, "params": {...},
+     "spike": [{"mode": str, "metrics": {SpikeMetrics fields},
+                "records": {"columns": [RequestRecord fields], "rows": [[...], ...]},
+                "timeline": {"columns": [TimelinePoint fields], "rows": [...]},
+                "demand": {"columns": ["t_s", "slots"], "rows": [...]}}, ...],
+     "startup": [{StartupResult fields}, ...],
+     "fanout": [{FanoutResult fields}, ...],
+     "summary": [{"scenario", "metric", "unit", "values": {mode: number | null},
+                  "ratio", "ratio_value", "target", "met"}, ...]}
+
+``summary`` is derived (the table's rows); :func:`from_json` ignores it. Times are seconds,
+bytes are bytes; ``null`` means not measured or never happened (a time to capacity never met).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from warmstart.bench.scaleout_plots import plot_fanout, plot_spike, plot_startup
+from warmstart.bench.scaleout_types import (
+    BASELINE,
+    TIERS,
+    WARMSTART,
+    DemandPoint,
+    FanoutResult,
+    RequestRecord,
+    ScaleoutResults,
+    SpikeMetrics,
+    SpikeResult,
+    StartupResult,
+    TimelinePoint,
+)
+from warmstart.bench.spike_metrics import ratios_vs_baseline
+
+SCHEMA = "warmstart.bench.scaleout/1"
+P50_REDUCTION_TARGET = 0.60  # P50 latency 60% lower than the baseline's, or more
+TIME_TO_CAPACITY_TARGET = 3.0  # 3x faster than the baseline, or more
+STARTUP_TARGETS = {"warm": 3.0, "hot": 5.0}  # start from this tier N x faster than baseline
+STARTUP_REFERENCE_TIER = "cold"  # the baseline's start when it has no result for a tier
+
+
+# -- environment --------------------------------------------------------------------------------
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        return None
+    return None
+
+
+def environment_info(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Where the benchmark ran: interpreter, OS, CPUs, memory, package versions, when."""
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    mem = _proc_field("/proc/meminfo", "MemTotal")
+    info: dict[str, Any] = {
+        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": _proc_field("/proc/cpuinfo", "model name"),
+        "memory_bytes": int(mem.split()[0]) * 1024 if mem and mem.split()[0].isdigit() else None,
+        "warmstart": version("warmstart"),
+        "aiohttp": version("aiohttp"),
+    }
+    info.update(extra or {})
+    return info
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def _columns(cls: type, items: Sequence[Any]) -> dict[str, Any]:
+    names = [f.name for f in fields(cls)]
+    return {"columns": names, "rows": [[getattr(i, n) for n in names] for i in items]}
+
+
+def _from_columns(cls: Callable[..., Any], table: Mapping[str, Any]) -> list[Any]:
+    names = table["columns"]
+    return [cls(**dict(zip(names, row, strict=True))) for row in table["rows"]]
+
+
+def _spike_to_json(result: SpikeResult) -> dict[str, Any]:
+    return {
+        "mode": result.mode,
+        "metrics": asdict(result.metrics),
+        "records": _columns(RequestRecord, result.records),
+        "timeline": _columns(TimelinePoint, result.timeline),
+        "demand": _columns(DemandPoint, result.demand),
+    }
+
+
+def _spike_from_json(doc: Mapping[str, Any]) -> SpikeResult:
+    return SpikeResult(
+        mode=doc["mode"],
+        records=_from_columns(RequestRecord, doc["records"]),
+        timeline=_from_columns(TimelinePoint, doc["timeline"]),
+        metrics=SpikeMetrics(**doc["metrics"]),
+        demand=_from_columns(DemandPoint, doc.get("demand", {"columns": [], "rows": []})),
+    )
+
+
+def scenarios(results: ScaleoutResults) -> list[str]:
+    """The scenarios that have results, in a fixed order."""
+    present = {"spike": results.spike, "startup": results.startup, "fanout": results.fanout}
+    return [name for name, items in present.items() if items]
+
+
+def to_json(results: ScaleoutResults) -> dict[str, Any]:
+    """The whole run as a JSON-ready dict (see the module for the schema)."""
+    return {
+        "schema": SCHEMA,
+        "modes": list(results.modes),
+        "scenarios": scenarios(results),
+        "environment": results.environment,
+        "params": results.params,
+        "spike": [_spike_to_json(r) for r in results.spike],
+        "startup": [asdict(r) for r in results.startup],
+        "fanout": [asdict(r) for r in results.fanout],
+        "summary": [row.to_json() for row in table_rows(results)],
+    }
+
+
+def from_json(doc: Mapping[str, Any]) -> ScaleoutResults:
+    """Results back from :func:`to_json`'s output; ``ValueError`` for another schema."""
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} document (schema: {doc.get('schema')!r})")
+    return ScaleoutResults(
+        spike=[_spike_from_json(s) for s in doc.get("spike", [])],
+        startup=[StartupResult(**s) for s in doc.get("startup", [])],
+        fanout=[FanoutResult(**f) for f in doc.get("fanout", [])],
+        modes=tuple(doc["modes"]),
+        params=dict(doc.get("params", {})),
+        environment=dict(doc.get("environment", {})),
+    )
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    """Indented JSON, but one line per row of a ``{"columns", "rows"}`` table (strict JSON)."""
+    tables: dict[str, str] = {}
+
+    def compact(value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {"columns", "rows"}:
+                key = f"@@rows{len(tables)}@@"
+                rows = ",\n".join(
+                    json.dumps(r, separators=(",", ":"), allow_nan=False) for r in value["rows"]
+                )
+                tables[key] = f"[\n{rows}\n]" if rows else "[]"
+                return {"columns": value["columns"], "rows": key}
+            return {k: compact(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [compact(v) for v in value]
+        return value
+
+    text = json.dumps(compact(doc), indent=2, allow_nan=False)
+    for key, rows in tables.items():
+        text = text.replace(f'"{key}"', rows, 1)
+    return text + "\n"
+
+
+def write_json(results: ScaleoutResults, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(to_json(results)), encoding="utf-8")
+    return path
+
+
+def read_json(path: Path) -> ScaleoutResults:
+    return from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a metric per mode, warmstart vs the baseline, and its target.
+
+    ``met`` is None when the row has no target (``target == ""``) or it could not be judged.
+    """
+
+    scenario: str
+    metric: str
+    unit: str  # "s", "count", "req/s", "x image"
+    values: dict[str, float | None]
+    ratio: str = ""
+    ratio_value: float | None = None
+    target: str = ""
+    met: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "values": {k: _finite(v) for k, v in self.values.items()},
+            "ratio_value": _finite(self.ratio_value),
+        }
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{-x * 100:+.0f}%"
+
+
+def _times(x: float | None, lower_bound: bool = False) -> str:
+    if x is None:
+        return ""
+    shown = "inf" if math.isinf(x) else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+    return (">= " if lower_bound else "") + shown
+
+
+def _spike_rows(results: ScaleoutResults) -> list[Row]:
+    metrics = {r.mode: r.metrics for r in results.spike}
+    comp = ratios_vs_baseline(metrics).get(WARMSTART)
+
+    def values(get: Callable[[SpikeMetrics], float | None]) -> dict[str, float | None]:
+        return {m: get(metrics[m]) for m in results.modes if m in metrics}
+
+    rows = [Row("spike", "requests", "count", values(lambda m: m.requests))]
+    for q in ("p50", "p90", "p99"):
+        reduction = getattr(comp, f"{q}_reduction") if comp else None
+        target, met = "", None
+        if q == "p50":
+            target = f"-{P50_REDUCTION_TARGET * 100:.0f}% or more"
+            met = None if reduction is None else reduction >= P50_REDUCTION_TARGET - 1e-9
+        rows.append(
+            Row(
+                "spike",
+                f"{q.upper()} latency",
+                "s",
+                values(lambda m, q=q: getattr(m, f"{q}_s")),
+                _pct(reduction),
+                None if reduction is None else -reduction,
+                target,
+                met,
+            )
+        )
+    speedup = comp.time_to_capacity_speedup if comp else None
+    ttc_met: bool | None = None
+    if comp is not None:
+        ttc_met = speedup is not None and speedup >= TIME_TO_CAPACITY_TARGET - 1e-9
+    rows.append(
+        Row(
+            "spike",
+            "time to capacity",
+            "s",
+            values(lambda m: m.time_to_capacity_s),
+            _times(speedup, bool(comp and comp.ttc_lower_bound)) or ("never" if comp else ""),
+            speedup,
+            f"{TIME_TO_CAPACITY_TARGET:g}x faster or more",
+            ttc_met,
+        )
+    )
+    lost = values(lambda m: m.lost)
+    rows.append(
+        Row(
+            "spike",
+            "lost requests",
+            "count",
+            lost,
+            "",
+            None,
+            "0 in every mode",
+            all(v == 0 for v in lost.values()) if lost else None,
+        )
+    )
+    rows.append(Row("spike", "requests with errors", "count", values(lambda m: m.errors)))
+    rows.append(Row("spike", "retries after 503", "count", values(lambda m: m.retries)))
+    rows.append(Row("spike", "throughput", "req/s", values(lambda m: m.throughput_rps)))
+    return rows
+
+
+def _medians(
+    items: Iterable[Any], key: Callable[[Any], tuple[str, Any]], value: Callable[[Any], float]
+) -> dict[tuple[str, Any], float]:
+    groups: dict[tuple[str, Any], list[float]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(value(item))
+    return {k: float(median(v)) for k, v in groups.items()}
+
+
+def _startup_rows(results: ScaleoutResults) -> list[Row]:
+    totals = _medians(results.startup, lambda r: (r.mode, r.tier), lambda r: r.total_s)
+    present = {tier for _, tier in totals}
+    tiers = [t for t in TIERS if t in present] + sorted(present - set(TIERS))
+    rows = []
+    for tier in tiers:
+        ref_tier = tier if (BASELINE, tier) in totals else STARTUP_REFERENCE_TIER
+        values = {
+            m: totals.get((BASELINE, ref_tier) if m == BASELINE else (m, tier))
+            for m in results.modes
+        }
+        base, ours = values.get(BASELINE), values.get(WARMSTART)
+        speedup = base / ours if base is not None and ours else None
+        target = STARTUP_TARGETS.get(tier)
+        label = f"startup from {tier}" + (f" (baseline: {ref_tier})" if ref_tier != tier else "")
+        rows.append(
+            Row(
+                "startup",
+                label,
+                "s",
+                values,
+                _times(speedup),
+                speedup,
+                f"{target:g}x faster or more" if target else "",
+                None if target is None or speedup is None else speedup >= target - 1e-9,
+            )
+        )
+    return rows
+
+
+def _fanout_rows(results: ScaleoutResults) -> list[Row]:
+    walls = _medians(results.fanout, lambda r: (r.mode, r.nodes), lambda r: r.wall_s)
+    upstream = _medians(
+        results.fanout,
+        lambda r: (r.mode, r.nodes),
+        lambda r: r.upstream_bytes / r.image_bytes if r.image_bytes else math.nan,
+    )
+    rows = []
+    for nodes in sorted({n for _, n in walls}):
+        for metric, unit, table in (
+            ("wall time", "s", walls),
+            ("upstream bytes", "x image", upstream),
+        ):
+            values = {m: table.get((m, nodes)) for m in results.modes}
+            values = {m: None if v is None or math.isnan(v) else v for m, v in values.items()}
+            base, ours = values.get(BASELINE), values.get(WARMSTART)
+            ratio = base / ours if base is not None and ours else None
+            rows.append(
+                Row("fanout", f"{metric}, {nodes} nodes", unit, values, _times(ratio), ratio)
+            )
+    return rows
+
+
+def table_rows(results: ScaleoutResults) -> list[Row]:
+    """Every row of the table, scenario by scenario."""
+    rows: list[Row] = []
+    if results.spike:
+        rows += _spike_rows(results)
+    if results.startup:
+        rows += _startup_rows(results)
+    if results.fanout:
+        rows += _fanout_rows(results)
+    return rows
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "count":
+        return f"{value:.0f}"
+    if unit == "s":
+        return f"{value:.2f} s" if value < 1000 else f"{value:.0f} s"
+    if unit == "x image":
+        return f"{value:.2f}x"
+    return f"{value:.1f} {unit}"
+
+
+def markdown_table(results: ScaleoutResults) -> str:
+    """Rows: scenario metrics; columns: each mode, ratio vs baseline, target, met/missed."""
+    modes = list(results.modes)
+    lines = [
+        "| scenario | metric | " + " | ".join(modes) + " | ratio vs baseline | target | met |",
+        "|---|---|" + "---:|" * len(modes) + "---:|---|---|",
+    ]
+    for row in table_rows(results):
+        cells = [_cell(row.values.get(m), row.unit) for m in modes]
+        if row.metric == "time to capacity":
+            cells = [
+                "never" if c == "-" and m in row.values else c
+                for c, m in zip(cells, modes, strict=True)
+            ]
+        met = "" if not row.target else {True: "met", False: "missed", None: "n/a"}[row.met]
+        lines.append(
+            f"| {row.scenario} | {row.metric} | "
+            + " | ".join(cells)
+            + f" | {row.ratio or '-'} | {row.target or '-'} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- everything ---------------------------------------------------------------------------------
+
+
+def write_report(
+    results: ScaleoutResults,
+    json_path: Path | None,
+    out_dir: Path | None,
+    prefix: str = "scaleout",
+) -> list[Path]:
+    """JSON to ``json_path``; the table (``{prefix}.md``) and the plots to ``out_dir``."""
+    written: list[Path] = []
+    if json_path is not None:
+        written.append(write_json(results, json_path))
+    if out_dir is None:
+        return written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = out_dir / f"{prefix}.md"
+    table.write_text(markdown_table(results), encoding="utf-8")
+    written.append(table)
+    if results.spike:
+        written.append(plot_spike(results.spike, out_dir / f"{prefix}-spike.png", results.modes))
+    if results.startup:
+        written.append(
+            plot_startup(results.startup, out_dir / f"{prefix}-startup.png", results.modes)
+        )
+    if results.fanout:
+        written += plot_fanout(results.fanout, out_dir, results.modes, prefix)
+    return written

@@ -1,0 +1,149 @@
+"""What the scale-out benchmark measures: plain dataclasses the orchestrator fills in.
+
+Every time in these records is in seconds. Times of the spike scenario (``*_s`` of a request,
+``t_s`` of a timeline point) are relative to the start of the replay, on the monotonic clock;
+``scheduled_s`` is already time-compressed (the trace's offset divided by the factor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BASELINE = "baseline"
+REGISTRY_PROXY = "registry-proxy"
+WARMSTART = "warmstart"
+MODES: tuple[str, ...] = (BASELINE, REGISTRY_PROXY, WARMSTART)
+TIERS: tuple[str, ...] = ("hot", "warm", "peer", "cold")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One replayed request: when it was due, sent and answered, and how it ended.
+
+    ``sent_s`` is the first attempt's send time (``None`` if it was never sent), ``done_s`` the
+    time the last attempt ended (answer read, or failed); ``status`` is the last attempt's HTTP
+    status (``None`` when no answer came: timeout, connection error). ``error`` is ``None`` only
+    for a 200 answer. ``retries`` counts re-sends after a 503 with Retry-After.
+    """
+
+    index: int
+    scheduled_s: float
+    sent_s: float | None
+    done_s: float | None
+    status: int | None
+    error: str | None
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.error is None and self.done_s is not None
+
+    @property
+    def latency_s(self) -> float | None:
+        """First send to final answer (what a client waited, retries included); None if failed."""
+        if not self.ok or self.sent_s is None or self.done_s is None:
+            return None
+        return self.done_s - self.sent_s
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """What a status callback reports about the endpoint at one instant."""
+
+    ready: int
+    starting: int = 0
+    queue_length: int = 0
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class TimelinePoint:
+    """A :class:`ReplicaStatus` sampled at ``t_s`` (seconds since the replay started)."""
+
+    t_s: float
+    ready: int
+    starting: int = 0
+    queue_length: int = 0
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class DemandPoint:
+    """Demand in request slots averaged over ``[t_s, t_s + bin_s)`` (see ``spike_metrics``)."""
+
+    t_s: float
+    slots: float
+
+
+@dataclass(frozen=True)
+class SpikeMetrics:
+    """The spike scenario's numbers for one mode (see ``spike_metrics.spike_metrics``)."""
+
+    requests: int
+    ok: int
+    errors: int  # requests that saw at least one non-200 answer or failure (retried or not)
+    lost: int  # requests whose final outcome is not a 200 answer
+    retries: int
+    p50_s: float | None
+    p90_s: float | None
+    p99_s: float | None
+    mean_s: float | None
+    throughput_rps: float
+    duration_s: float
+    max_send_lag_s: float  # worst lateness of a first send vs its schedule (loadgen health)
+    slots_per_replica: int
+    burst_start_s: float
+    hold_s: float
+    time_to_capacity_s: float | None  # None: capacity never met demand (for hold_s) in time
+    observed_s: float  # how long after the burst start capacity was watched
+
+
+@dataclass
+class SpikeResult:
+    """One mode's replay: the raw records and timeline plus the metrics computed from them."""
+
+    mode: str
+    records: list[RequestRecord]
+    timeline: list[TimelinePoint]
+    metrics: SpikeMetrics
+    demand: list[DemandPoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StartupResult:
+    """One replica start: where its time went, by phase, from a given cache tier."""
+
+    mode: str
+    tier: str  # "hot", "warm", "peer", "cold"
+    pull_s: float
+    unpack_s: float
+    start_s: float
+    load_s: float
+    total_s: float  # may exceed the sum of the phases (scheduling, readiness polling)
+    upstream_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    """``nodes`` nodes start the same image at once: wall time and bytes from the upstream."""
+
+    mode: str
+    nodes: int
+    wall_s: float
+    upstream_bytes: int
+    image_bytes: int
+
+
+@dataclass
+class ScaleoutResults:
+    """Everything one ``warmstart bench scaleout`` run produced, ready for the report."""
+
+    spike: list[SpikeResult] = field(default_factory=list)
+    startup: list[StartupResult] = field(default_factory=list)
+    fanout: list[FanoutResult] = field(default_factory=list)
+    modes: tuple[str, ...] = MODES
+    params: dict[str, Any] = field(default_factory=dict)  # trace, factor, K, time scale, ...
+    environment: dict[str, Any] = field(default_factory=dict)

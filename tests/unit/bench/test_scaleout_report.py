@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from warmstart.bench.scaleout_report import (
+    SCHEMA,
+    dumps,
+    environment_info,
+    from_json,
+    markdown_table,
+    read_json,
+    table_rows,
+    to_json,
+    write_report,
+)
+from warmstart.bench.scaleout_types import (
+    FanoutResult,
+    ScaleoutResults,
+    SpikeResult,
+    StartupResult,
+    TimelinePoint,
+)
+from warmstart.bench.spike_metrics import offered_demand, spike_metrics
+
+from .helpers import record
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+K = 2
+
+
+def spike(mode: str, latency: float, ready_at: float | None, lost: int = 0) -> SpikeResult:
+    """60 requests over 30 s, each ``latency`` long; replicas go 1 -> 3 at ``ready_at``.
+
+    Demand is 4 slots (2 replicas) from 2 s to 30 s; capacity is judged until 30 s.
+    """
+    records = [
+        record(i * 0.5, i * 0.5, i * 0.5 + latency, index=i, tokens=(100, 10)) for i in range(60)
+    ]
+    for i in range(lost):
+        records[i] = replace(records[i], status=503, error="HTTP 503 queue_full", retries=1)
+    records[-1] = replace(records[-1], retries=2)  # got through after two 503s
+    timeline = [
+        TimelinePoint(
+            float(t),
+            3 if ready_at is not None and t >= ready_at else 1,
+            0 if ready_at is not None and t >= ready_at else 2,
+        )
+        for t in range(0, 41)
+    ]
+    demand = offered_demand(records, lambda i, o: 2.0)  # 4 slots: 2 replicas
+    metrics = spike_metrics(
+        records, timeline, demand, slots_per_replica=K, burst_start_s=2.0, hold_s=3.0, until_s=30.0
+    )
+    return SpikeResult(mode, records, timeline, metrics, demand)
+
+
+def results(*, warmstart_ready_at: float | None = 6.0, lost: int = 0) -> ScaleoutResults:
+    startup = [
+        StartupResult("baseline", "cold", 20.0, 6.0, 1.0, 3.0, 31.0, 10**9),
+        StartupResult("baseline", "cold", 19.0, 6.0, 1.0, 3.0, 29.0, 10**9),
+        StartupResult("registry-proxy", "warm", 12.0, 6.0, 1.0, 3.0, 22.0, 0),
+        StartupResult("warmstart", "hot", 0.0, 0.0, 1.0, 3.0, 5.0, 0),
+        StartupResult("warmstart", "warm", 2.0, 2.0, 1.0, 3.0, 8.0, 0),
+        StartupResult("warmstart", "cold", 18.0, 6.0, 1.0, 3.0, 28.0, 10**9),
+    ]
+    fanout = [
+        FanoutResult("baseline", 4, 40.0, 4 * 10**9, 10**9),
+        FanoutResult("registry-proxy", 4, 20.0, 10**9, 10**9),
+        FanoutResult("warmstart", 4, 10.0, 10**9, 10**9),
+        FanoutResult("warmstart", 4, 12.0, 10**9, 10**9),
+    ]
+    return ScaleoutResults(
+        spike=[
+            spike("baseline", 10.0, 26.0),
+            spike("registry-proxy", 8.0, 16.0),
+            spike("warmstart", 3.0, warmstart_ready_at, lost=lost),
+        ],
+        startup=startup,
+        fanout=fanout,
+        params={"trace": "azure-llm-2023-conv.csv", "compression": 10, "K": K},
+        environment=environment_info({"note": "test"}),
+    )
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_metrics_of_the_fixture_are_what_the_table_claims():
+    r = results()
+    ttc = {s.mode: s.metrics.time_to_capacity_s for s in r.spike}
+    assert ttc == {"baseline": 24.0, "registry-proxy": 14.0, "warmstart": 4.0}
+
+
+def test_write_report_json_round_trips_and_pngs_are_valid(tmp_path: Path):
+    r = results()
+    written = write_report(r, tmp_path / "json" / "scaleout.json", tmp_path / "out")
+    names = sorted(p.name for p in written)
+    assert names == [
+        "scaleout-fanout-upstream.png",
+        "scaleout-fanout-wall.png",
+        "scaleout-spike.png",
+        "scaleout-startup.png",
+        "scaleout.json",
+        "scaleout.md",
+    ]
+    assert all(p.exists() and p.stat().st_size > 0 for p in written)
+    for p in written:
+        if p.suffix == ".png":
+            width, height = png_size(p)
+            assert width > 100 and height > 100
+    wide = png_size(tmp_path / "out" / "scaleout-spike.png")
+    assert wide[0] > wide[1]  # three columns side by side
+
+    def no_nan(name: str) -> None:
+        raise AssertionError(f"non-JSON constant {name}")
+
+    doc = json.loads((tmp_path / "json" / "scaleout.json").read_text(), parse_constant=no_nan)
+    assert doc["schema"] == SCHEMA
+    assert doc["modes"] == ["baseline", "registry-proxy", "warmstart"]
+    assert doc["scenarios"] == ["spike", "startup", "fanout"]
+    assert doc["spike"][0]["records"]["columns"][:3] == ["index", "scheduled_s", "sent_s"]
+    assert len(doc["spike"][0]["records"]["rows"]) == 60
+    assert doc["environment"]["note"] == "test" and doc["environment"]["python"]
+    assert {row["metric"] for row in doc["summary"]} >= {"P50 latency", "time to capacity"}
+    assert read_json(tmp_path / "json" / "scaleout.json") == r
+    assert (tmp_path / "out" / "scaleout.md").read_text() == markdown_table(r)
+
+
+def test_markdown_rows_ratios_and_targets():
+    table = markdown_table(results())
+    lines = table.splitlines()
+    assert lines[0] == (
+        "| scenario | metric | baseline | registry-proxy | warmstart "
+        "| ratio vs baseline | target | met |"
+    )
+    assert (
+        "| spike | P50 latency | 10.00 s | 8.00 s | 3.00 s | -70% | -60% or more | met |" in lines
+    )
+    assert (
+        "| spike | time to capacity | 24.00 s | 14.00 s | 4.00 s | 6.0x | 3x faster or more | met |"
+        in lines
+    )
+    assert "| spike | lost requests | 0 | 0 | 0 | - | 0 in every mode | met |" in lines
+    assert "| spike | retries after 503 | 2 | 2 | 2 | - | - |  |" in lines
+    assert (
+        "| startup | startup from hot (baseline: cold) | 30.00 s | - | 5.00 s "
+        "| 6.0x | 5x faster or more | met |" in lines
+    )
+    assert (
+        "| startup | startup from warm (baseline: cold) | 30.00 s | 22.00 s | 8.00 s "
+        "| 3.8x | 3x faster or more | met |" in lines
+    )
+    assert "| startup | startup from cold | 30.00 s | - | 28.00 s | 1.1x | - |  |" in lines
+    assert "| fanout | wall time, 4 nodes | 40.00 s | 20.00 s | 11.00 s | 3.6x | - |  |" in lines
+    assert "| fanout | upstream bytes, 4 nodes | 4.00x | 1.00x | 1.00x | 4.0x | - |  |" in lines
+
+
+def test_missed_targets_are_reported():
+    table = markdown_table(results(warmstart_ready_at=None, lost=3))
+    assert (
+        "| spike | time to capacity | 24.00 s | 14.00 s | never | never | 3x faster or more "
+        "| missed |" in table
+    )
+    assert "| spike | lost requests | 0 | 0 | 3 | - | 0 in every mode | missed |" in table
+    rows = {row.metric: row for row in table_rows(results(warmstart_ready_at=None))}
+    assert rows["time to capacity"].met is False
+    assert rows["P50 latency"].met is True
+
+
+def test_baseline_that_never_reached_capacity_gives_a_lower_bound():
+    r = results()
+    base = r.spike[0]
+    r.spike[0] = replace(base, metrics=replace(base.metrics, time_to_capacity_s=None))
+    row = {row.metric: row for row in table_rows(r)}["time to capacity"]
+    assert row.ratio == ">= 7.0x"  # watched 28 s after the burst; warmstart took 4 s
+    assert row.met is True
+    assert "| spike | time to capacity | never | 14.00 s | 4.00 s | >= 7.0x |" in markdown_table(r)
+
+
+def test_only_the_scenarios_that_ran(tmp_path: Path):
+    r = ScaleoutResults(startup=results().startup)
+    written = write_report(r, None, tmp_path)
+    assert sorted(p.name for p in written) == ["scaleout-startup.png", "scaleout.md"]
+    doc = to_json(r)
+    assert doc["scenarios"] == ["startup"] and doc["spike"] == []
+    assert from_json(json.loads(dumps(doc))) == r
+    assert "| spike |" not in markdown_table(r)
+
+
+def test_from_json_rejects_other_documents():
+    with pytest.raises(ValueError, match="schema"):
+        from_json({"schema": "something/else", "modes": []})
+
+
+def test_dumps_puts_one_row_per_line_and_is_strict_json():
+    text = dumps({"a": {"columns": ["x", "y"], "rows": [[1, None], [2.5, "s"]]}, "b": 1})
+    assert '[1,null],\n[2.5,"s"]' in text
+    assert json.loads(text) == {
+        "a": {"columns": ["x", "y"], "rows": [[1, None], [2.5, "s"]]},
+        "b": 1,
+    }
+    with pytest.raises(ValueError):
+        dumps({"x": float("nan")})
