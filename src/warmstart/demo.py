@@ -11,7 +11,9 @@ pushed to it with skopeo. Then, with the registry's own access log as the witnes
 5. a two-node cluster: on each node a containerd and a ``warmstart agent`` (peers of each other);
    node A's containerd pulls through its agent (each blob once from upstream), node B's pulls the
    same image from its agent, which gets it from node A (zero upstream blob requests); then a
-   second image is pre-warmed ``--hot`` on node B, and its ``ctr pull`` there has nothing to do.
+   second image is pre-warmed ``--hot`` on node B, and its ``ctr pull`` there has nothing to do;
+6. an autoscaled endpoint (``warmstart serve``) of the example model image on two nodes: a burst
+   scales it out, and the new replica starts from the cluster's cache (see ``demo_endpoint``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from warmstart.demo_endpoint import run_endpoint_demo
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.containerd import ContainerdProcess
 from warmstart.testbed.layout import LayerSpec, push_layout, write_image
@@ -136,9 +139,8 @@ def main() -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
-        console.print(
-            "next: autoscaled endpoints that start replicas where the bytes are — see README."
-        )
+
+        run_endpoint_demo(console, base, registry)
     finally:
         registry.stop()
         if not os.environ.get("WARMSTART_DEMO_KEEP"):

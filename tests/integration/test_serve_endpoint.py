@@ -10,15 +10,11 @@ crash, and a bad spec is a one-line error.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,9 +26,9 @@ from tests.support.tools import require_tool
 from warmstart.image.build import BuildResult
 from warmstart.testbed.cluster import LocalCluster
 from warmstart.testbed.layout import push_layout
-from warmstart.testbed.net import free_port, wait_until
-from warmstart.testbed.procs import stop_process
+from warmstart.testbed.net import free_port
 from warmstart.testbed.registry import RegistryProcess
+from warmstart.testbed.serve_process import ServeProcess, http_json
 
 pytestmark = [pytest.mark.package_registries, pytest.mark.timeout(420)]
 
@@ -57,67 +53,14 @@ WARMSTART_BENCH_TIME_SCALE = "0.1"
 
 
 def _json(url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any, dict[str, str]]:
-    raw = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=raw, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null"), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
+    return http_json(url, body, timeout)
 
 
-class Serve:
-    """``warmstart serve`` as a child process; stopped by its PID with SIGTERM."""
-
+class Serve(ServeProcess):
     def __init__(self, spec: Path, cluster: LocalCluster, registry: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        cmd = [
-            sys.executable, "-m", "warmstart.cli.main", "serve", str(spec),
-            "--listen", f"127.0.0.1:{self.port}", "--interval", "0.5",
-            "--insecure-registry", registry, "--work-dir", str(log.parent / "serve-work"),
-        ]  # fmt: skip
-        for option in cluster.node_options():
-            cmd += ["--node", option]
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        self.wait(self.up, 30, "the router to listen")
-
-    def status(self) -> dict[str, Any]:
-        code, body, _ = _json(self.url + "/endpoint/status", timeout=10)
-        assert code == 200, body
-        return body  # type: ignore[no-any-return]
-
-    def up(self) -> bool:
-        try:
-            return _json(self.url + "/ping", timeout=5)[0] in (200, 503)
-        except (urllib.error.URLError, ConnectionError):
-            return False
-
-    def ready(self) -> list[dict[str, Any]]:
-        return [r for r in self.status()["replicas"] if r["state"] == "ready"]
-
-    def wait(self, predicate: Any, timeout: float, what: str) -> None:
-        def check() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(f"serve exited {self.proc.returncode}:\n{self.log_tail()}")
-            return bool(predicate())
-
-        if not wait_until(check, timeout, interval=0.2):
-            pytest.fail(f"timed out waiting for {what}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                stop_process(self.proc)
-        return self.proc.returncode
+        args = ("--interval", "0.5", "--insecure-registry", registry,
+                "--work-dir", str(log.parent / "serve-work"))  # fmt: skip
+        super().__init__(spec, cluster.node_options(), log, extra_args=args)
 
 
 @pytest.fixture

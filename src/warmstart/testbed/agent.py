@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -77,6 +78,7 @@ class AgentProcess:
         env: Mapping[str, str] | None = None,
         start: bool = True,
         ready_timeout: float = 30.0,
+        listen_host: str = LOOPBACK,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="ws-agent-")) if workdir is None else workdir
@@ -87,6 +89,7 @@ class AgentProcess:
         self.settings = dict(settings or {})
         self.extra_args = list(extra_args)
         self.netns = netns
+        self.listen_host = listen_host
         self.env = dict(env or {})
         self.port = port or free_port()
         self.log = self.workdir / "agent.log"
@@ -103,7 +106,7 @@ class AgentProcess:
     # -- addresses --------------------------------------------------------------------------
     @property
     def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.listen_host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -158,22 +161,10 @@ class AgentProcess:
         return self
 
     def healthy(self) -> bool:
-        if self.netns:
-            probe = subprocess.run(
-                [
-                    "nsenter",
-                    f"--net=/run/netns/{self.netns}",
-                    "curl",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    f"{self.url}/healthz",
-                ],
-                capture_output=True,
-                timeout=5,
-            )
-            return probe.returncode == 0
-        status, _ = self.get("/healthz", timeout=1)
+        try:
+            status, _ = self.get("/healthz", timeout=1)
+        except OSError:
+            return False
         return status == 200
 
     def stop(self) -> None:
@@ -205,9 +196,18 @@ class AgentProcess:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
-    # -- a tiny client (loopback only; not inside a netns) ------------------------------------
+    # -- a tiny client (from inside the agent's netns, if it has one) ----------------------
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(self.listen_host, self.port, timeout=timeout)
+        if self.netns is not None:
+            from warmstart.testbed.netcluster import connect_in_netns
+
+            # http.client opens its socket through this attribute (set in __init__)
+            conn._create_connection = partial(connect_in_netns, self.netns)  # type: ignore[attr-defined]
+        return conn
+
     def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=timeout)
+        conn = self._connection(timeout)
         try:
             conn.request("GET", path)
             resp = conn.getresponse()
@@ -216,7 +216,7 @@ class AgentProcess:
             conn.close()
 
     def post_json(self, path: str, body: Any, timeout: float = 600) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=timeout)
+        conn = self._connection(timeout)
         try:
             conn.request(
                 "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
