@@ -107,3 +107,103 @@ def agent(
         out_console.print(f"wrote {path}")
     if out_dir is None:
         out_console.print(markdown_table(results))
+
+
+def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        fail(
+            f"unknown {what} {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}",
+            code=2,
+        )
+    return names
+
+
+@app.command("scaleout")
+def scaleout(
+    modes: str = typer.Option(
+        "baseline,registry-proxy,warmstart", "--modes", help="Comma-separated."
+    ),
+    scenarios: str = typer.Option(
+        "startup,fanout,spike", "--scenarios", help="Comma-separated: startup, fanout, spike."
+    ),
+    nodes: int | None = typer.Option(None, "--nodes", min=2, max=16, help="Default 4 (quick 2)."),
+    rate: str = typer.Option("800mbit", "--rate", help="Each node's download from the upstream."),
+    upstream_rate: str | None = typer.Option(
+        None, "--upstream-rate", help="Cap on all nodes' downloads together (default none)."
+    ),
+    lan_rate: str | None = typer.Option(None, "--lan-rate", help="Node LAN links (default none)."),
+    padding: str | None = typer.Option(
+        None, "--padding", help="Stand-in weights layer, e.g. 2GiB (quick: 256MiB)."
+    ),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="CSV: TIMESTAMP,ContextTokens,GeneratedTokens (default: ../shared)."
+    ),
+    factor: float = typer.Option(4.0, "--factor", min=0.01, help="Time compression of the burst."),
+    slots: int = typer.Option(4, "--slots", min=1, max=64, help="K: requests a replica serves."),
+    burst: float | None = typer.Option(None, "--burst", min=1, help="Burst seconds (default 60)."),
+    lead: float | None = typer.Option(None, "--lead", min=1, help="Lead-in seconds (default 30)."),
+    image_cache: Path | None = typer.Option(
+        None, "--cache", help="debootstrap, wheels and built images (default /var/cache/...)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="2 nodes, 256 MiB padding, short spike."),
+    json_path: Path | None = typer.Option(Path("bench-results/scaleout.json"), "--json"),
+    out_dir: Path | None = typer.Option(
+        Path("bench-results"), "--out", help="Markdown table and PNG plots."
+    ),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Default: a temp dir."),
+) -> None:
+    """The cluster in a box: baseline vs registry-proxy vs warmstart on startup, fanout, spike."""
+    import os
+    import shutil
+    import tempfile
+
+    from warmstart.bench.scaleout import (
+        SCENARIOS,
+        ScaleoutConfig,
+        run_scaleout,
+        summary_lines,
+        write_outputs,
+    )
+    from warmstart.bench.scaleout_types import MODES
+    from warmstart.bench.trace import TraceError
+
+    if os.geteuid() != 0:
+        fail("bench scaleout needs root (network namespaces, containerd)", code=2)
+    overrides: dict[str, object] = {
+        "modes": _names(modes, MODES, "mode(s)"),
+        "scenarios": _names(scenarios, SCENARIOS, "scenario(s)"),
+        "rate": rate,
+        "upstream_rate": upstream_rate,
+        "lan_rate": lan_rate,
+        "trace": trace,
+        "factor": factor,
+        "slots": slots,
+        "nodes": nodes,
+        "padding_bytes": size_option(padding),
+        "burst_s": burst,
+        "lead_s": lead,
+        "image_cache": image_cache
+        or Path(os.environ.get("WARMSTART_IMAGE_CACHE") or "/var/cache/warmstart/example-image"),
+    }
+    if quick:
+        config = ScaleoutConfig.quick_config(**overrides)
+    else:
+        config = ScaleoutConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    own = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="ws-scaleout-")) if workdir is None else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run_scaleout(config, work, log=lambda line: err_console.print(line, markup=False))
+    except (TraceError, FileNotFoundError, ValueError) as e:
+        fail(str(e), code=2)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        fail(f"benchmark failed: {e}")
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    for line in summary_lines(results):
+        out_console.print(line, markup=False)
+    for path in write_outputs(results, json_path, out_dir):
+        out_console.print(f"wrote {path}")

@@ -35,7 +35,7 @@ from aiohttp import web
 from warmstart.agent.containerd_state import Ctr
 from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
-from warmstart.serving.controller import Controller, NodeHandle
+from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
 from warmstart.serving.router import Router, RouterConfig, create_router_app
 from warmstart.serving.spec import EndpointSpec
 from warmstart.serving.tiers import AgentTiers
@@ -137,6 +137,9 @@ class ServeOptions:
     interval: float = 1.0
     prewarm: bool = True
     port_base: int = 18080
+    # False: the nodes' URLs are plain mirrors (e.g. a docker-registry pull-through cache),
+    # not warmstart agents: no tiers from /status, no pre-warm.
+    agent_api: bool = True
 
 
 def build_runtime(node: NodeOption, options: ServeOptions) -> ContainerdRuntime:
@@ -191,8 +194,8 @@ class EndpointService:
             self.handles,
             self.router,
             ping=self._ping,
-            tiers=AgentTiers(self._session),
-            prewarm=self._prewarm if self.options.prewarm else None,
+            tiers=AgentTiers(self._session) if self.options.agent_api else StaticTiers(),
+            prewarm=self._prewarm if self.options.prewarm and self.options.agent_api else None,
             **extra,
         )
         await self.clean_leftovers()

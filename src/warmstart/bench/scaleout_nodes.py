@@ -1,0 +1,209 @@
+"""The nodes of the scale-out benchmark, set up for one mode inside a :class:`NetCluster`.
+
+Every node gets a fresh containerd in its network namespace (so ``ctr``'s pulls cross the
+node's shaped uplink) and, by mode, what its containerd pulls through:
+
+- ``baseline``: nothing; containerd pulls straight from the upstream registry;
+- ``registry-proxy``: a ``docker-registry`` pull-through cache (``proxy.remoteurl``) on the
+  node's 127.0.0.1, the mirror in containerd's ``hosts.toml``;
+- ``warmstart``: a ``warmstart agent`` on the node's LAN address, the other nodes' agents as
+  peers, the node's containerd for hot pre-warms; the mirror in ``hosts.toml``.
+
+:func:`start_replica` times one replica from "start" to "first request answered", split into
+pull, unpack, start and model load, straight through the runtime driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from warmstart.agent.containerd_state import Ctr
+from warmstart.bench.scaleout_types import BASELINE, REGISTRY_PROXY, WARMSTART
+from warmstart.runtime.api import Replica, ReplicaError, ReplicaSpec
+from warmstart.runtime.containerd import ContainerdRuntime
+from warmstart.serving.serve import NodeOption
+from warmstart.testbed.agent import AgentProcess
+from warmstart.testbed.cluster import remove_containers
+from warmstart.testbed.containerd import ContainerdProcess
+from warmstart.testbed.netcluster import NetCluster, Node, nsenter_prefix
+from warmstart.testbed.registry import RegistryProcess
+
+NAMESPACE = "bench"
+AGENT_PORT = 5050
+REPLICA_PORT = 18080
+READY_TIMEOUT = 900.0
+FIRST_REQUEST = {"input_tokens": 16, "output_tokens": 1}
+
+
+@dataclass
+class NodeStack:
+    """One node's containerd and its mirror (agent or proxy) for one mode."""
+
+    node: Node
+    mode: str
+    containerd: ContainerdProcess
+    work_dir: Path
+    upstream_host: str
+    agent: AgentProcess | None = None
+    proxy: RegistryProcess | None = None
+    _runtime: ContainerdRuntime | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def mirror_url(self) -> str | None:
+        if self.agent is not None:
+            return self.agent.url
+        if self.proxy is not None:
+            return self.proxy.url
+        return None
+
+    def runtime(self) -> ContainerdRuntime:
+        if self._runtime is None:
+            self._runtime = ContainerdRuntime(
+                Ctr(
+                    self.containerd.socket, NAMESPACE, prefix=tuple(nsenter_prefix(self.node.netns))
+                ),
+                self.work_dir / "runtime",
+                id_prefix=f"wsb{self.node.index}",
+                agent_url=self.mirror_url,
+                insecure_registries=frozenset({self.upstream_host}),
+            )
+        return self._runtime
+
+    def node_option(self, slots: int = 1) -> NodeOption:
+        return NodeOption(
+            self.name,
+            self.containerd.socket,
+            self.mirror_url,
+            host=self.node.lan_addr,
+            slots=slots,
+            netns=self.node.netns,
+        )
+
+    def reset_containerd(self) -> None:
+        """Drop everything containerd holds (content, snapshots): a node that never ran it."""
+        remove_containers(self.containerd)
+        self.containerd.wipe()
+        self.containerd.start()
+
+    def close(self) -> None:
+        try:
+            remove_containers(self.containerd)
+        except OSError:
+            pass
+        if self.agent is not None:
+            self.agent.cleanup()
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.containerd.wipe()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def start_nodes(net: NetCluster, mode: str, upstream: RegistryProcess) -> list[NodeStack]:
+    """Fresh stacks on every node of ``net`` for ``mode`` (closed again on a failure)."""
+    stacks: list[NodeStack] = []
+    agent_urls = {n.name: f"http://{n.lan_addr}:{AGENT_PORT}" for n in net.nodes}
+    try:
+        for node in net.nodes:
+            # Short: containerd's socket path must fit a unix socket address.
+            work = Path(tempfile.mkdtemp(prefix=f"wsb{node.index}-", dir="/tmp"))
+            ctd = ContainerdProcess(work / "ctd", namespace=NAMESPACE, netns=node.netns)
+            stack = NodeStack(node, mode, ctd, work, upstream.host)
+            stacks.append(stack)
+            ctd.start()
+            if mode == WARMSTART:
+                stack.agent = AgentProcess(
+                    work / "agent",
+                    upstreams={upstream.host: upstream.url},
+                    peers=[u for n, u in agent_urls.items() if n != node.name],
+                    port=AGENT_PORT,
+                    netns=node.netns,
+                    listen_host=node.lan_addr,
+                    settings={
+                        "node_id": node.name,
+                        "containerd_socket": str(ctd.socket),
+                        "containerd_namespace": NAMESPACE,
+                    },
+                )
+            elif mode == REGISTRY_PROXY:
+                stack.proxy = net.start_node_proxy(node, upstream, work / "proxy")
+            elif mode != BASELINE:
+                raise ValueError(f"unknown mode {mode!r}")
+    except BaseException:
+        close_nodes(stacks)
+        raise
+    return stacks
+
+
+def close_nodes(stacks: list[NodeStack]) -> None:
+    for stack in stacks:
+        stack.close()
+
+
+@dataclass(frozen=True)
+class StartTiming:
+    """One replica start, phase by phase (seconds)."""
+
+    pull_s: float
+    unpack_s: float
+    start_s: float
+    load_s: float
+    first_answer_s: float
+    total_s: float
+
+
+async def _wait_ping(session: aiohttp.ClientSession, url: str, deadline: float) -> None:
+    while True:
+        try:
+            async with session.get(url + "/ping") as resp:
+                await resp.read()
+                if resp.status == 200:
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url}/ping did not answer 200 in time")
+        await asyncio.sleep(0.05)
+
+
+async def start_replica(
+    stack: NodeStack, image: str, replica_id: str, env: dict[str, str]
+) -> tuple[StartTiming, Replica]:
+    """Pull, create, start, wait for ``/ping`` 200, answer one request; timed per phase.
+
+    The replica keeps running: the caller stops it (:func:`stop_replica`)."""
+    runtime = stack.runtime()
+    url = f"http://{stack.node.lan_addr}:{REPLICA_PORT}"
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        t0 = time.monotonic()
+        pulled = await runtime.pull(image)
+        t1 = time.monotonic()
+        spec = ReplicaSpec(id=replica_id, image=image, port=REPLICA_PORT, env=env)
+        replica = await runtime.start(await runtime.create(spec, pull=pulled))
+        t2 = time.monotonic()
+        await _wait_ping(session, url, t0 + READY_TIMEOUT)
+        t3 = time.monotonic()
+        async with session.post(url + "/invocations", json=FIRST_REQUEST) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise ReplicaError(f"the first request answered HTTP {resp.status}")
+        t4 = time.monotonic()
+    unpack = min(pulled.unpack_seconds, t1 - t0)
+    return StartTiming(t1 - t0 - unpack, unpack, t2 - t1, t3 - t2, t4 - t3, t4 - t0), replica
+
+
+async def stop_replica(stack: NodeStack, replica: Replica) -> None:
+    runtime = stack.runtime()
+    await runtime.stop(replica, grace=5)
+    await runtime.delete(replica)
