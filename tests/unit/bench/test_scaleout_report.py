@@ -160,7 +160,15 @@ def test_markdown_rows_ratios_and_targets():
     )
     assert "| startup | startup from cold | 30.00 s | - | 28.00 s | 1.1x | - |  |" in lines
     assert "| fanout | wall time, 4 nodes | 40.00 s | 20.00 s | 11.00 s | 3.6x | - |  |" in lines
-    assert "| fanout | upstream bytes, 4 nodes | 4.00x | 1.00x | 1.00x | 4.0x | - |  |" in lines
+    assert (
+        "| fanout | upstream bytes, 4 nodes | 4.00x | 1.00x | 1.00x | 4.0x | 1x the image | met |"
+        in lines
+    )
+    # 4 nodes at once against one baseline node's cold start (30 s): 11 s is 0.37x, met.
+    assert (
+        "| fanout | wall time, 4 nodes / one node's cold start (30.0 s) | 1.33x | 0.67x | 0.37x "
+        "| - | 1.3x or less | met |" in lines
+    )
 
 
 def test_missed_targets_are_reported():
