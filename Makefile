@@ -10,6 +10,7 @@ STAMP_PY := $(VENV)/.py-stamp
 
 demo: deps
 	$(VENV)/bin/python -m warmstart.demo
+	$(VENV)/bin/warmstart bench scaleout --quick --json bench-results/quick/scaleout.json --out bench-results/quick
 
 test: deps
 	bash scripts/run-tests.sh

@@ -339,16 +339,18 @@ async def run_fanout(
         return_exceptions=True,
     )
     wall = time.monotonic() - started
+    fetch = 0.0
     for stack, outcome in zip(stacks, outcomes, strict=True):
         if isinstance(outcome, BaseException):
             raise RuntimeError(f"fanout on {stack.name} failed: {outcome}")
+        fetch = max(fetch, outcome[0].pull_s)  # every node's pull began at ``started``
         await stop_replica(stack, outcome[1])
     sent = upstream_blob_bytes(upstream.requests(since=mark))
     log(
-        f"  {mode} fanout x{len(stacks)}: {wall:.1f} s, upstream {sent / 2**20:.0f} MiB "
-        f"({sent / image_bytes:.2f}x the image)"
+        f"  {mode} fanout x{len(stacks)}: {wall:.1f} s (all bytes on every node after "
+        f"{fetch:.1f} s), upstream {sent / 2**20:.0f} MiB ({sent / image_bytes:.2f}x the image)"
     )
-    return FanoutResult(mode, len(stacks), wall, sent, image_bytes)
+    return FanoutResult(mode, len(stacks), wall, sent, image_bytes, fetch)
 
 
 async def run_spike(

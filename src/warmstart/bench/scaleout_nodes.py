@@ -19,6 +19,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,45 +110,61 @@ class NodeStack:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def start_nodes(net: NetCluster, mode: str, upstream: RegistryProcess) -> list[NodeStack]:
-    """Fresh stacks on every node of ``net`` for ``mode`` (closed again on a failure)."""
-    stacks: list[NodeStack] = []
-    agent_urls = {n.name: f"http://{n.lan_addr}:{AGENT_PORT}" for n in net.nodes}
+def _start_stack(
+    net: NetCluster, node: Node, mode: str, upstream: RegistryProcess, agent_urls: dict[str, str]
+) -> NodeStack:
+    # Short: containerd's socket path must fit a unix socket address.
+    work = Path(tempfile.mkdtemp(prefix=f"wsb{node.index}-", dir="/tmp"))
+    ctd = ContainerdProcess(work / "ctd", namespace=NAMESPACE, netns=node.netns)
+    stack = NodeStack(node, mode, ctd, work, upstream.host)
     try:
-        for node in net.nodes:
-            # Short: containerd's socket path must fit a unix socket address.
-            work = Path(tempfile.mkdtemp(prefix=f"wsb{node.index}-", dir="/tmp"))
-            ctd = ContainerdProcess(work / "ctd", namespace=NAMESPACE, netns=node.netns)
-            stack = NodeStack(node, mode, ctd, work, upstream.host)
-            stacks.append(stack)
-            ctd.start()
-            if mode == WARMSTART:
-                stack.agent = AgentProcess(
-                    work / "agent",
-                    upstreams={upstream.host: upstream.url},
-                    peers=[u for n, u in agent_urls.items() if n != node.name],
-                    port=AGENT_PORT,
-                    netns=node.netns,
-                    listen_host=node.lan_addr,
-                    settings={
-                        "node_id": node.name,
-                        "containerd_socket": str(ctd.socket),
-                        "containerd_namespace": NAMESPACE,
-                    },
-                )
-            elif mode == REGISTRY_PROXY:
-                stack.proxy = net.start_node_proxy(node, upstream, work / "proxy")
-            elif mode != BASELINE:
-                raise ValueError(f"unknown mode {mode!r}")
+        ctd.start()
+        if mode == WARMSTART:
+            stack.agent = AgentProcess(
+                work / "agent",
+                upstreams={upstream.host: upstream.url},
+                peers=[u for n, u in agent_urls.items() if n != node.name],
+                port=AGENT_PORT,
+                netns=node.netns,
+                listen_host=node.lan_addr,
+                settings={
+                    "node_id": node.name,
+                    "containerd_socket": str(ctd.socket),
+                    "containerd_namespace": NAMESPACE,
+                },
+            )
+        elif mode == REGISTRY_PROXY:
+            stack.proxy = net.start_node_proxy(node, upstream, work / "proxy")
+        elif mode != BASELINE:
+            raise ValueError(f"unknown mode {mode!r}")
     except BaseException:
-        close_nodes(stacks)
+        stack.close()
         raise
+    return stack
+
+
+def start_nodes(net: NetCluster, mode: str, upstream: RegistryProcess) -> list[NodeStack]:
+    """Fresh stacks on every node of ``net`` for ``mode``, started side by side (all closed
+    again if one fails)."""
+    agent_urls = {n.name: f"http://{n.lan_addr}:{AGENT_PORT}" for n in net.nodes}
+    with ThreadPoolExecutor(len(net.nodes)) as pool:
+        futures = [
+            pool.submit(_start_stack, net, node, mode, upstream, agent_urls) for node in net.nodes
+        ]
+        wait(futures)
+    stacks = [f.result() for f in futures if f.exception() is None]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        close_nodes(stacks)
+        raise failed[0]  # type: ignore[misc]
     return stacks
 
 
 def close_nodes(stacks: list[NodeStack]) -> None:
-    for stack in stacks:
-        stack.close()
+    if not stacks:
+        return
+    with ThreadPoolExecutor(len(stacks)) as pool:
+        list(pool.map(NodeStack.close, stacks))
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,11 @@ def _startup_rows(results: ScaleoutResults) -> list[Row]:
 
 def _fanout_rows(results: ScaleoutResults) -> list[Row]:
     walls = _medians(results.fanout, lambda r: (r.mode, r.nodes), lambda r: r.wall_s)
+    fetches = _medians(
+        [r for r in results.fanout if r.fetch_s is not None],
+        lambda r: (r.mode, r.nodes),
+        lambda r: r.fetch_s,
+    )
     upstream = _medians(
         results.fanout,
         lambda r: (r.mode, r.nodes),
@@ -354,8 +359,11 @@ def _fanout_rows(results: ScaleoutResults) -> list[Row]:
     for nodes in sorted({n for _, n in walls}):
         for metric, unit, table in (
             ("wall time", "s", walls),
+            ("fetch time (all bytes on every node)", "s", fetches),
             ("upstream bytes", "x image", upstream),
         ):
+            if not any((m, nodes) in table for m in results.modes):
+                continue
             values = {m: table.get((m, nodes)) for m in results.modes}
             values = {m: None if v is None or math.isnan(v) else v for m, v in values.items()}
             base, ours = values.get(BASELINE), values.get(WARMSTART)
@@ -385,6 +393,20 @@ def _fanout_rows(results: ScaleoutResults) -> list[Row]:
                     None,
                     f"{FANOUT_WALL_TARGET:g}x or less",
                     None if ours is None else ours <= FANOUT_WALL_TARGET + 1e-9,
+                )
+            )
+        cold_pull = _medians(results.startup, lambda r: (r.mode, r.tier), lambda r: r.pull_s).get(
+            (BASELINE, STARTUP_REFERENCE_TIER)
+        )
+        if cold_pull and any((m, nodes) in fetches for m in results.modes):
+            values = {m: (f / cold_pull if (f := fetches.get((m, nodes))) else None)
+                      for m in results.modes}  # fmt: skip
+            rows.append(
+                Row(
+                    "fanout",
+                    f"fetch time, {nodes} nodes / one node's cold fetch ({cold_pull:.1f} s)",
+                    "x",
+                    values,
                 )
             )
     return rows

@@ -135,6 +135,7 @@ class FanoutResult:
     wall_s: float
     upstream_bytes: int
     image_bytes: int
+    fetch_s: float | None = None  # until every node held all the image's bytes (pull phase)
 
 
 @dataclass
