@@ -53,12 +53,17 @@ def prewarm_targets(
     nodes: Sequence[Node],
     replicas: Sequence[Replica] = (),
 ) -> list[Node]:
-    """Nodes to pre-warm now (each once, in placement order); empty when demand is not near
-    capacity, when the endpoint is at ``max_replicas``, or when the next nodes are hot."""
+    """Nodes to pre-warm now (each once, in placement order): the next ``prewarm_spare`` nodes
+    always, and more when demand is near capacity; empty when the endpoint is at
+    ``max_replicas`` or the next nodes are hot."""
     demand = recent_demand(spec, snapshot)
-    if not near_capacity(spec, demand, capacity(spec, snapshot)):
+    count = 0
+    if near_capacity(spec, demand, capacity(spec, snapshot)):
+        count = replicas_ahead(spec, snapshot, demand)
+    # Spare nodes kept hot whatever the load: a surge beyond any headroom starts hot too.
+    count = max(count, min(spec.prewarm_spare, spec.max_replicas - snapshot.current))
+    if count <= 0:
         return []
-    count = replicas_ahead(spec, snapshot, demand)
     out: list[Node] = []
     for node in place(count, nodes, replicas):
         if node.tier != Tier.HOT and node not in out:

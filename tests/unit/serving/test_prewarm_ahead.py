@@ -105,6 +105,38 @@ ON_HOT = [Replica(f"r{i}", "hot") for i in range(5)]
             [],
             id="cluster-full",
         ),
+        pytest.param(
+            {"prewarm_spare": 1},
+            snap(5, (60, 0)),
+            NODES,
+            ON_HOT,
+            ["warm"],
+            id="spare-node-kept-hot-when-idle",
+        ),
+        pytest.param(
+            {"prewarm_spare": 3},
+            snap(5, (60, 0)),
+            NODES,
+            ON_HOT,
+            ["warm", "cold"],
+            id="spares-in-placement-order",
+        ),
+        pytest.param(
+            {"prewarm_spare": 3, "max_replicas": 6},
+            snap(5, (60, 0)),
+            NODES,
+            ON_HOT,
+            ["warm"],
+            id="spares-within-max-replicas",
+        ),
+        pytest.param(
+            {"prewarm_spare": 1},
+            snap(5, (60, 8)),
+            NODES,
+            ON_HOT,
+            ["warm", "cold"],
+            id="demand-asks-more-than-spares",
+        ),
     ],
 )
 def test_prewarm_targets(
