@@ -101,6 +101,12 @@ class ScaleoutConfig:
     burst_load: float = 0.85  # burst demand as a share of all nodes' capacity
     lead_load: float = 0.7  # lead-in demand as a share of one replica's capacity
     hold_s: float = 5.0
+    # warmstart keeps the image hot on this many idle nodes (None: all but the first)
+    prewarm_spare: int | None = None
+
+    def spare_nodes(self) -> int:
+        return self.nodes - 1 if self.prewarm_spare is None else self.prewarm_spare
+
     image_cache: Path = DEFAULT_IMAGE_CACHE
     quick: bool = False
 
@@ -226,9 +232,22 @@ def plan_spike(trace: Sequence[TraceRequest], config: ScaleoutConfig) -> SpikePl
 # -- the image --------------------------------------------------------------------------------
 
 
+def server_fingerprint() -> str:
+    """8 hex digits of the model server's source (what the image's ``server`` layer holds)."""
+    import hashlib
+
+    import warmstart.model_server as pkg
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(pkg.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def prepare_image(config: ScaleoutConfig, upstream: RegistryProcess, log: Log) -> tuple[str, int]:
     """Build (or reuse) the example image with the padding layer and push it upstream."""
-    tag = f"pad{config.padding_bytes >> 20}m"
+    # The server's code is baked into the image: a changed server is a new image.
+    tag = f"pad{config.padding_bytes >> 20}m-{server_fingerprint()}"
     layout = config.image_cache / f"bench-{tag}"
     marker = layout / "built.json"
     if marker.exists():
@@ -374,6 +393,8 @@ async def run_spike(
             "panic_window": 4.0,
             "scale_down_delay": 600.0,
             "prewarm_headroom": 0.4,
+            "prewarm_spare": config.spare_nodes(),
+            "replica_concurrency": config.slots,
             "replica_start_timeout": 900.0,
             "env": _bench_env(config, plan.time_scale),
         }
@@ -405,6 +426,18 @@ async def run_spike(
                 raise RuntimeError(f"{mode}: the first replica did not become ready")
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.0)  # let the tiers settle (the first pull fed the peers)
+        if options.prewarm and options.agent_api and config.spare_nodes() > 0:
+            # The endpoint runs a while before the surge: the spare nodes get pre-warmed.
+            wanted = min(config.spare_nodes(), len(stacks) - 1)
+            t_prewarm = time.monotonic()
+            while time.monotonic() < t_prewarm + 900:
+                done = [e for e in controller.events if e.kind in ("prewarm", "prewarm-failed")]
+                if len(done) >= wanted and not controller.prewarms_in_flight:
+                    break
+                await asyncio.sleep(0.5)
+            log(
+                f"  {mode}: {wanted} spare node(s) pre-warmed in {time.monotonic() - t_prewarm:.0f} s"
+            )
 
         async def status() -> ReplicaStatus:
             snap = service.router.snapshot()
@@ -474,24 +507,35 @@ async def _run_mode(
     results: ScaleoutResults,
     log: Log,
 ) -> None:
+    """startup, then spike on the same nodes (the endpoint's first node holds the image, as
+    after the startup runs; every other node's containerd is emptied first); fanout on fresh
+    nodes."""
     env = _bench_env(config, plan.time_scale if plan else 0.05)
-    for scenario in config.scenarios:
-        log(f"{mode}: {scenario}")
+    if "startup" in config.scenarios or "spike" in config.scenarios:
         stacks = await asyncio.to_thread(start_nodes, net, mode, upstream)
         try:
-            if scenario == "startup":
+            if "startup" in config.scenarios:
+                log(f"{mode}: startup")
                 results.startup += await run_startup(stacks, mode, image, env, upstream, log)
-            elif scenario == "fanout":
-                results.fanout.append(
-                    await run_fanout(stacks, mode, image, image_bytes, env, upstream, log)
-                )
-            else:
+            if "spike" in config.scenarios:
                 assert plan is not None
+                log(f"{mode}: spike")
+                for stack in stacks[1:]:
+                    await asyncio.to_thread(stack.reset_containerd)
                 results.spike.append(
                     await run_spike(
                         stacks, mode, image, plan, config, upstream, work / f"spike-{mode}", log
                     )
                 )
+        finally:
+            await asyncio.to_thread(close_nodes, stacks)
+    if "fanout" in config.scenarios:
+        log(f"{mode}: fanout")
+        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream)
+        try:
+            results.fanout.append(
+                await run_fanout(stacks, mode, image, image_bytes, env, upstream, log)
+            )
         finally:
             await asyncio.to_thread(close_nodes, stacks)
 
@@ -532,6 +576,8 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
         "image_bytes": image_bytes,
         "padding_bytes": config.padding_bytes,
         "slots_per_replica": config.slots,
+        "prewarm_spare": config.spare_nodes(),
+        "prewarm_headroom": 0.4,
         "trace": str(trace_path) if trace_path else None,
         "spike": plan.to_dict() if plan else None,
         "quick": config.quick,

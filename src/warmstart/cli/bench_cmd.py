@@ -142,6 +142,9 @@ def scaleout(
     ),
     factor: float = typer.Option(4.0, "--factor", min=0.01, help="Time compression of the burst."),
     slots: int = typer.Option(4, "--slots", min=1, max=64, help="K: requests a replica serves."),
+    prewarm_spare: int | None = typer.Option(
+        None, "--prewarm-spare", min=0, help="warmstart: idle nodes kept hot (default: all)."
+    ),
     burst: float | None = typer.Option(None, "--burst", min=1, help="Burst seconds (default 60)."),
     lead: float | None = typer.Option(None, "--lead", min=1, help="Lead-in seconds (default 30)."),
     image_cache: Path | None = typer.Option(
@@ -180,6 +183,7 @@ def scaleout(
         "trace": trace,
         "factor": factor,
         "slots": slots,
+        "prewarm_spare": prewarm_spare,
         "nodes": nodes,
         "padding_bytes": size_option(padding),
         "burst_s": burst,

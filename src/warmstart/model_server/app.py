@@ -170,7 +170,12 @@ def make_handler(app: ModelApp) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a router that hands a replica a burst of
+    # connections at once would see resets. Requests beyond MAX_CONCURRENCY wait in threads.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def make_server(app: ModelApp) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((app.config.host, app.config.port), make_handler(app))
-    server.daemon_threads = True
-    return server
+    return _Server((app.config.host, app.config.port), make_handler(app))

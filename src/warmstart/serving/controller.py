@@ -222,6 +222,10 @@ class Controller:
                     self._spawn(self._prewarm_node(self.nodes[node.name], now))
         return decision
 
+    @property
+    def prewarms_in_flight(self) -> int:
+        return len(self._prewarming)
+
     async def shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,14 @@ class EndpointService:
 
     def __init__(self, options: ServeOptions, *, clock: Callable[[], float] | None = None) -> None:
         self.options = options
-        self.router = Router(options.router)
+        router_config = options.router
+        if options.spec.replica_concurrency is not None:
+            # A hard cap per replica: requests beyond it wait in the router's queue, so a
+            # replica that joins takes over the backlog at once.
+            router_config = replace(
+                router_config, max_concurrency_per_replica=options.spec.replica_concurrency
+            )
+        self.router = Router(router_config)
         self.runtimes = {n.name: build_runtime(n, options) for n in options.nodes}
         self.handles = [
             NodeHandle(

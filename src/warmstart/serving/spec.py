@@ -17,6 +17,7 @@ scale_to_zero = false
 prewarm_headroom = 0.2      # pre-warm the next node when demand is within 20 % of capacity
 prewarm_spare = 0           # keep the image hot on this many more nodes, whatever the load
 port = 8080
+replica_concurrency = 4     # the router sends a replica at most this many at once (omit: no cap)
 replica_start_timeout = 900 # seconds a replica may take to pass /ping
 
 [env]
@@ -63,6 +64,7 @@ class EndpointSpec(BaseModel):
     prewarm_headroom: float = Field(default=0.2, ge=0, le=1)
     prewarm_spare: int = Field(default=0, ge=0, le=1000)
     port: int = Field(default=8080, ge=1, le=65535)
+    replica_concurrency: int | None = Field(default=None, ge=1)
     env: dict[str, str] = Field(default_factory=dict)
     replica_start_timeout: float = Field(default=900.0, gt=0)
 
