@@ -461,6 +461,37 @@ def markdown_table(results: ScaleoutResults) -> str:
     return "\n".join(lines) + "\n"
 
 
+def startup_phase_table(results: ScaleoutResults) -> str:
+    """One row per mode and tier: where a replica's start went, from "start a replica" to
+    "first request answered" (medians over repeated starts)."""
+    lines = [
+        "| mode | tier | pull s | unpack s | start s | model load + first answer s "
+        "| total s | vs baseline cold | upstream MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict[tuple[str, str], list[StartupResult]] = {}
+    for r in results.startup:
+        groups.setdefault((r.mode, r.tier), []).append(r)
+    cold = groups.get((BASELINE, STARTUP_REFERENCE_TIER))
+    cold_total = median([r.total_s for r in cold]) if cold else None
+    order = {m: i for i, m in enumerate(results.modes)}
+    tier_order = {t: i for i, t in enumerate(reversed(TIERS))}  # cold, peer, warm, hot
+    for (mode, tier), items in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 99), tier_order.get(kv[0][1], 99))
+    ):
+        m = {
+            k: median([getattr(r, k) for r in items])
+            for k in ("pull_s", "unpack_s", "start_s", "load_s", "total_s", "upstream_bytes")
+        }
+        ratio = f"{cold_total / m['total_s']:.1f}x" if cold_total and m["total_s"] else "-"
+        lines.append(
+            f"| {mode} | {tier} | {m['pull_s']:.1f} | {m['unpack_s']:.1f} | {m['start_s']:.2f} "
+            f"| {m['load_s']:.1f} | {m['total_s']:.1f} | {ratio} "
+            f"| {m['upstream_bytes'] / 2**20:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # -- everything ---------------------------------------------------------------------------------
 
 
@@ -478,7 +509,10 @@ def write_report(
         return written
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / f"{prefix}.md"
-    table.write_text(markdown_table(results), encoding="utf-8")
+    text = markdown_table(results)
+    if results.startup:
+        text += "\n" + startup_phase_table(results)
+    table.write_text(text, encoding="utf-8")
     written.append(table)
     if results.spike:
         written.append(plot_spike(results.spike, out_dir / f"{prefix}-spike.png", results.modes))

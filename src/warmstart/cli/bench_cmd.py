@@ -125,8 +125,10 @@ def scaleout(
     modes: str = typer.Option(
         "baseline,registry-proxy,warmstart", "--modes", help="Comma-separated."
     ),
-    scenarios: str = typer.Option(
-        "startup,fanout,spike", "--scenarios", help="Comma-separated: startup, fanout, spike."
+    scenarios: str | None = typer.Option(
+        None,
+        "--scenarios",
+        help="Comma-separated: startup, fanout, spike (default all; quick: startup, spike).",
     ),
     nodes: int | None = typer.Option(None, "--nodes", min=2, max=16, help="Default 4 (quick 2)."),
     rate: str = typer.Option("800mbit", "--rate", help="Each node's download from the upstream."),
@@ -176,7 +178,7 @@ def scaleout(
         fail("bench scaleout needs root (network namespaces, containerd)", code=2)
     overrides: dict[str, object] = {
         "modes": _names(modes, MODES, "mode(s)"),
-        "scenarios": _names(scenarios, SCENARIOS, "scenario(s)"),
+        "scenarios": _names(scenarios, SCENARIOS, "scenario(s)") if scenarios else None,
         "rate": rate,
         "upstream_rate": upstream_rate,
         "lan_rate": lan_rate,

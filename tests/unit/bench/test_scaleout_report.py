@@ -217,3 +217,29 @@ def test_dumps_puts_one_row_per_line_and_is_strict_json():
     }
     with pytest.raises(ValueError):
         dumps({"x": float("nan")})
+
+
+def test_startup_phase_table_orders_tiers_and_compares_with_baseline_cold():
+    from warmstart.bench.scaleout_report import startup_phase_table
+
+    table = startup_phase_table(
+        ScaleoutResults(
+            startup=[
+                StartupResult("warmstart", "hot", 0.1, 0.0, 0.1, 1.8, 2.0),
+                StartupResult("baseline", "cold", 20.0, 15.0, 0.2, 4.8, 40.0, 2 << 30),
+                StartupResult("warmstart", "cold", 21.0, 15.0, 0.2, 3.8, 40.0, 2 << 30),
+                StartupResult("warmstart", "warm", 8.0, 15.0, 0.2, 1.8, 25.0),
+                StartupResult("warmstart", "warm", 10.0, 15.0, 0.2, 1.8, 27.0),
+            ]
+        )
+    )
+    rows = [line for line in table.splitlines()[2:]]
+    assert [r.split(" | ")[0:2] for r in rows] == [
+        ["| baseline", "cold"],
+        ["| warmstart", "cold"],
+        ["| warmstart", "warm"],
+        ["| warmstart", "hot"],
+    ]
+    assert rows[0] == "| baseline | cold | 20.0 | 15.0 | 0.20 | 4.8 | 40.0 | 1.0x | 2048 |"
+    assert rows[2] == "| warmstart | warm | 9.0 | 15.0 | 0.20 | 1.8 | 26.0 | 1.5x | 0 |"
+    assert rows[3].endswith("| 2.0 | 20.0x | 0 |")
