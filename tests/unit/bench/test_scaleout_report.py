@@ -14,6 +14,7 @@ from warmstart.bench.scaleout_report import (
     from_json,
     markdown_table,
     read_json,
+    startup_phase_table,
     table_rows,
     to_json,
     write_report,
@@ -131,7 +132,8 @@ def test_write_report_json_round_trips_and_pngs_are_valid(tmp_path: Path):
     assert doc["environment"]["note"] == "test" and doc["environment"]["python"]
     assert {row["metric"] for row in doc["summary"]} >= {"P50 latency", "time to capacity"}
     assert read_json(tmp_path / "json" / "scaleout.json") == r
-    assert (tmp_path / "out" / "scaleout.md").read_text() == markdown_table(r)
+    written = (tmp_path / "out" / "scaleout.md").read_text()
+    assert written == markdown_table(r) + "\n" + startup_phase_table(r)
 
 
 def test_markdown_rows_ratios_and_targets():
@@ -220,8 +222,6 @@ def test_dumps_puts_one_row_per_line_and_is_strict_json():
 
 
 def test_startup_phase_table_orders_tiers_and_compares_with_baseline_cold():
-    from warmstart.bench.scaleout_report import startup_phase_table
-
     table = startup_phase_table(
         ScaleoutResults(
             startup=[
