@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,6 +144,13 @@ def test_burst_scales_out_from_cache_and_a_killed_replica_is_replaced(
             30,
             "the queue to drain",
         )
+
+        # Prometheus metrics of the endpoint.
+        with urllib.request.urlopen(serve.url + "/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'warmstart_endpoint_replicas{endpoint="embed",state="ready"} 2.0' in metrics
+        assert 'warmstart_endpoint_queue_length{endpoint="embed"} 0.0' in metrics
+        assert "warmstart_endpoint_replica_in_flight{" in metrics
 
         # warmstart status shows replicas, nodes and tiers.
         shown = _warmstart("status", "--url", serve.url)

@@ -14,8 +14,8 @@ A node is given as ``NAME=SOCKET,AGENT_URL`` with optional ``key=value`` extras:
   namespace (``/run/netns/NAME``), as a process on that node would.
 
 The serving process answers ``POST /invocations`` and ``GET /ping`` (the router),
-``GET /router/status`` and ``GET /endpoint/status`` (replicas, nodes, tiers, queue, events);
-``warmstart status`` reads the latter.
+``GET /router/status`` and ``GET /endpoint/status`` (replicas, nodes, tiers, queue, events;
+``warmstart status`` reads it), and ``GET /metrics`` (Prometheus, refreshed every second).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from warmstart.agent.containerd_state import Ctr
 from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
 from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
+from warmstart.serving.metrics import CONTENT_TYPE, EndpointMetrics
 from warmstart.serving.router import Router, RouterConfig, create_router_app
 from warmstart.serving.spec import EndpointSpec
 from warmstart.serving.tiers import AgentTiers
@@ -46,6 +47,7 @@ DEFAULT_NAMESPACE = "warmstart"
 DEFAULT_SLOTS = 4
 PING_TIMEOUT = 2.0
 PREWARM_TIMEOUT = 1800.0
+METRICS_INTERVAL = 1.0
 MAX_ERROR_CHARS = 300
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -187,6 +189,8 @@ class EndpointService:
         self._prewarm_session: aiohttp.ClientSession | None = None
         self.controller: Controller | None = None
         self._clock = clock
+        self.metrics = EndpointMetrics(options.spec.name)
+        self._refresher: asyncio.Task[None] | None = None
 
     async def open(self) -> Controller:
         self._session = aiohttp.ClientSession(
@@ -206,7 +210,23 @@ class EndpointService:
             **extra,
         )
         await self.clean_leftovers()
+        self._refresher = asyncio.create_task(self._refresh_metrics())
         return self.controller
+
+    def refresh_metrics(self) -> None:
+        if self.controller is None:
+            return
+        decision = self.controller.last_decision
+        self.metrics.update(
+            self.router.snapshot(),
+            [(r.id, r.node, r.state) for r in self.controller.replicas.values()],
+            decision.desired if decision is not None else 0,
+        )
+
+    async def _refresh_metrics(self) -> None:
+        while True:
+            self.refresh_metrics()
+            await asyncio.sleep(METRICS_INTERVAL)
 
     async def clean_leftovers(self) -> int:
         """Delete replicas of this endpoint's nodes that a previous run did not (a crash)."""
@@ -224,6 +244,10 @@ class EndpointService:
         return removed
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         if self.controller is not None:
             await self.controller.shutdown()
         for session in (self._session, self._prewarm_session):
@@ -265,7 +289,12 @@ class EndpointService:
         async def endpoint_status(request: web.Request) -> web.Response:
             return web.json_response(self.status())
 
+        async def metrics(request: web.Request) -> web.Response:
+            self.refresh_metrics()
+            return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
         app.router.add_get("/endpoint/status", endpoint_status)
+        app.router.add_get("/metrics", metrics)
         return app
 
 
