@@ -77,7 +77,7 @@ from warmstart.testbed.registry import RegistryProcess
 
 Log = Callable[[str], None]
 SCENARIOS = ("startup", "fanout", "spike")
-DEFAULT_TRACE = Path(__file__).resolve().parents[3] / ".." / "shared" / "traces"
+BUNDLED_TRACE = Path(__file__).resolve().parent / "traces" / "azure-llm-2023-conv.csv"
 DEFAULT_IMAGE_CACHE = Path("/var/cache/warmstart/example-image")
 REPOSITORY = "warmstart/example-minilm"
 MODE_TIERS = {BASELINE: ("cold",), REGISTRY_PROXY: ("cold", "warm"),
@@ -127,15 +127,14 @@ class ScaleoutConfig:
 
 
 def default_trace() -> Path:
-    for candidate in (
-        Path.cwd().parent / "shared" / "traces" / "azure-llm-2023-conv.csv",
-        DEFAULT_TRACE / "azure-llm-2023-conv.csv",
-    ):
-        if candidate.exists():
-            return candidate.resolve()
-    raise FileNotFoundError(
-        "no trace: give --trace PATH (a CSV with TIMESTAMP,ContextTokens,GeneratedTokens)"
-    )
+    """The Azure LLM conversation trace shipped with warmstart (CC-BY 4.0; see its README)."""
+    path = BUNDLED_TRACE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the bundled trace {path} is missing: give --trace PATH "
+            "(a CSV with TIMESTAMP,ContextTokens,GeneratedTokens)"
+        )
+    return path
 
 
 # -- the spike's load (pure) ------------------------------------------------------------------
@@ -254,8 +253,7 @@ def prepare_image(config: ScaleoutConfig, upstream: RegistryProcess, log: Log) -
     layout = config.image_cache / f"bench-{tag}"
     marker = layout / "built.json"
     if marker.exists():
-        info = json.loads(marker.read_text())
-        log(f"image: reusing {layout} ({info['bytes'] / 2**30:.2f} GiB)")
+        log(f"image: reusing {layout}")
     else:
         log(f"image: building the example image with {config.padding_bytes >> 20} MiB padding")
         result = build_example(
@@ -267,13 +265,26 @@ def prepare_image(config: ScaleoutConfig, upstream: RegistryProcess, log: Log) -
             ),
             log=lambda line: log(f"  {line}"),
         )
-        info = {"bytes": result.total_size, "layers": [layer.name for layer in result.layers]}
+        info = {"layers": [layer.name for layer in result.layers]}
         marker.write_text(json.dumps(info))
     ref = f"{upstream.host}/{REPOSITORY}:{tag}"
     started = time.monotonic()
     push_layout(layout / "oci", tag, ref)
     log(f"image: pushed {ref} in {time.monotonic() - started:.1f} s")
-    return ref, int(info["bytes"])
+    return ref, layout_blob_bytes(layout / "oci", tag)
+
+
+def layout_blob_bytes(layout: Path, tag: str) -> int:
+    """Bytes of the config and layer blobs of ``layout:tag`` (what a pull draws upstream)."""
+    index = json.loads((layout / "index.json").read_text())
+    for entry in index.get("manifests", []):
+        if entry.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+            algo, _, hexd = entry["digest"].partition(":")
+            manifest = json.loads((layout / "blobs" / algo / hexd).read_text())
+            return int(manifest["config"]["size"]) + sum(
+                int(layer["size"]) for layer in manifest["layers"]
+            )
+    raise FileNotFoundError(f"{layout} has no image tagged {tag}")
 
 
 # -- scenarios --------------------------------------------------------------------------------

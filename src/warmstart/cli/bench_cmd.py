@@ -140,7 +140,9 @@ def scaleout(
         None, "--padding", help="Stand-in weights layer, e.g. 2GiB (quick: 256MiB)."
     ),
     trace: Path | None = typer.Option(
-        None, "--trace", help="CSV: TIMESTAMP,ContextTokens,GeneratedTokens (default: ../shared)."
+        None,
+        "--trace",
+        help="CSV of TIMESTAMP,ContextTokens,GeneratedTokens (default: the Azure trace).",
     ),
     factor: float = typer.Option(4.0, "--factor", min=0.01, help="Time compression of the burst."),
     slots: int = typer.Option(4, "--slots", min=1, max=64, help="K: requests a replica serves."),

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from warmstart.bench.scaleout import BUNDLED_TRACE
 from warmstart.bench.trace import (
     TraceError,
     TraceRequest,
@@ -18,7 +19,7 @@ from warmstart.bench.trace import (
 )
 
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-REAL_TRACE = Path(__file__).parents[4] / "shared/traces/azure-llm-2023-conv.csv"
+REAL_TRACE = BUNDLED_TRACE
 
 
 def reqs(*offsets: float) -> list[TraceRequest]:
@@ -154,7 +155,6 @@ def test_summarize():
     assert summarize(reqs(3)).mean_rate_rps == 0.0
 
 
-@pytest.mark.skipif(not REAL_TRACE.exists(), reason="shared trace not present")
 def test_the_shared_azure_trace():
     trace = read_trace(REAL_TRACE)
     s = summarize(trace)
