@@ -65,7 +65,6 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     assert tiers[("warmstart", "cold")].upstream_bytes == image_bytes
     for tier in ("warm", "peer", "hot"):
         assert tiers[("warmstart", tier)].upstream_bytes == 0, tier
-    assert tiers[("warmstart", "hot")].unpack_s == 0
     for r in results.startup:
         assert r.total_s >= r.pull_s + r.unpack_s + r.start_s
 
