@@ -117,8 +117,8 @@ class ScaleoutConfig:
         values: dict[str, Any] = {
             "nodes": 2,
             "padding_bytes": 64 << 20,
-            "burst_s": 12.0,
-            "lead_s": 6.0,
+            "burst_s": 10.0,
+            "lead_s": 5.0,
             "scenarios": ("startup", "spike"),
             "quick": True,
         }
@@ -439,7 +439,7 @@ async def run_spike(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{mode}: the first replica did not become ready")
             await asyncio.sleep(0.2)
-        await asyncio.sleep(2.0)  # let the tiers settle (the first pull fed the peers)
+        await asyncio.sleep(1.0)  # let the tiers settle (the first pull fed the peers)
         if options.prewarm and options.agent_api and config.spare_nodes() > 0:
             # The endpoint runs a while before the surge: the spare nodes get pre-warmed.
             wanted = min(config.spare_nodes(), len(stacks) - 1)
@@ -469,7 +469,7 @@ async def run_spike(
             plan.requests,
             LoadgenConfig(timeout_s=900.0),
             status,
-            tail_s=2.0,
+            tail_s=1.0,
         )
     finally:
         stop.set()
