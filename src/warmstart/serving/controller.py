@@ -166,6 +166,7 @@ class Controller:
         self.events: deque[Event] = deque(maxlen=max_events)
         self._tasks: set[asyncio.Task[None]] = set()
         self._prewarming: set[str] = set()
+        self._prewarm_events: dict[str, asyncio.Event] = {}  # set when a node's pre-warm ends
         self._prewarmed: dict[str, float] = {}  # node -> when its pre-warm succeeded
         self._ids = itertools.count(1)
         self.last_decision: Decision | None = None
@@ -219,6 +220,7 @@ class Controller:
                 recently = now - self._prewarmed.get(node.name, -PREWARM_MEMORY_SECONDS)
                 if node.name not in self._prewarming and recently >= PREWARM_MEMORY_SECONDS:
                     self._prewarming.add(node.name)
+                    self._prewarm_events[node.name] = asyncio.Event()
                     self._spawn(self._prewarm_node(self.nodes[node.name], now))
         return decision
 
@@ -302,6 +304,13 @@ class Controller:
     async def _bring_up(self, node: NodeHandle, managed: ManagedReplica) -> None:
         started = managed.started_at  # the moment the controller decided to start it
         try:
+            # A pre-warm of this image on this node is already pulling and unpacking it: wait
+            # for it instead of doing the same work beside it on the same disk and CPU.
+            deadline = started + self.spec.replica_start_timeout
+            in_flight = self._prewarm_events.get(node.name)
+            if in_flight is not None and node.name in self._prewarming:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(in_flight.wait(), max(0.0, deadline - self._clock()))
             timing = await node.runtime.pull(self.spec.image)
             managed.phases["pull"] = timing.fetch_seconds
             managed.phases["unpack"] = timing.unpack_seconds
@@ -315,7 +324,6 @@ class Controller:
             running_at = self._clock()
             managed.phases["start"] = running_at - created_at
             self.router.add_replica(managed.id, managed.url, ready=False)
-            deadline = started + self.spec.replica_start_timeout
             while not await self._ping_ok(managed.url):
                 if self._clock() >= deadline:
                     raise TimeoutError(
@@ -390,6 +398,9 @@ class Controller:
             self._event(self._clock(), "prewarm-failed", f"{node.name}: {e}")
         finally:
             self._prewarming.discard(node.name)
+            done = self._prewarm_events.pop(node.name, None)
+            if done is not None:
+                done.set()
 
     # -- bookkeeping ------------------------------------------------------------------------
 

@@ -194,3 +194,44 @@ async def test_a_runtime_that_does_not_answer_is_not_a_crash():
     await tick(ctl, clock)
     assert states(ctl) == {rid: (node, "ready")}
     assert "crashed" not in [e.kind for e in ctl.events]
+
+
+async def test_a_replica_waits_for_a_prewarm_in_flight_on_its_node():
+    import asyncio
+
+    ctl, runtimes, router, clock = make(
+        tiers={"node-a": Tier.HOT, "node-c": Tier.WARM},
+        min_replicas=2,
+        target_concurrency=2,
+        prewarm_headroom=0.5,
+    )
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def prewarm(node: NodeHandle, image: str) -> None:
+        order.append(f"prewarm-start {node.name}")
+        await release.wait()
+        order.append(f"prewarm-done {node.name}")
+
+    ctl._prewarm = prewarm
+    await tick(ctl, clock)
+    held = [await router.acquire() for _ in range(2)]
+    for _ in range(8):  # the pre-warm of node-c starts and stays in flight
+        await ctl.tick()
+        clock.now += 1.0
+        await asyncio.sleep(0)
+    assert order == ["prewarm-start node-c"]
+    held += [await router.acquire() for _ in range(8)]  # demand 10: panic, scale out to node-c
+    for _ in range(8):
+        await ctl.tick()
+        clock.now += 1.0
+        await asyncio.sleep(0.05)
+    assert any(r.node == "node-c" for r in ctl.replicas.values()), states(ctl)
+    assert not any(op == "pull" for op, _ in runtimes["node-c"].calls)  # still waiting
+    release.set()  # the pre-warm ends: the waiting replica pulls (nothing left to fetch)
+    await ctl.settle()
+    assert "prewarm-done node-c" in order
+    assert any(op == "pull" for op, _ in runtimes["node-c"].calls)
+    assert any(r.node == "node-c" and r.state == "ready" for r in ctl.replicas.values())
+    for lease in held:
+        router.release(lease.replica_id)
