@@ -20,9 +20,17 @@ from aiohttp import web
 from warmstart.agent.config import AgentConfig, UpstreamConfig
 from warmstart.agent.hooks import HotImages, Prewarmer
 from warmstart.agent.import_grants import ImportGrants
+from warmstart.agent.link_setup import decide_link_setup
+from warmstart.agent.linking import ImageLinker
 from warmstart.agent.metrics import AgentMetrics
 from warmstart.agent.peers import PeerSet
 from warmstart.agent.server import STATE, AgentState, add_routes, observe
+from warmstart.containerd.content_link import (
+    ContentDirError,
+    ContentLinker,
+    LinkMode,
+    LinkSetup,
+)
 from warmstart.fetch.api import Fetcher
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
 from warmstart.registry import Credentials, CredentialsError, CredentialStore
@@ -101,6 +109,7 @@ def build_default_prewarmer(
     fetcher: Fetcher,
     store: ContentStore | None,
     grants: ImportGrants | None = None,
+    linker: ImageLinker | None = None,
 ) -> Prewarmer | None:
     from warmstart.agent.prewarm import ContainerdTarget
     from warmstart.agent.prewarm import Prewarmer as ContainerdPrewarmer
@@ -114,8 +123,33 @@ def build_default_prewarmer(
             ctr_binary=config.ctr_binary,
         )
     return ContainerdPrewarmer(
-        fetcher, store, agent_url=config.local_url, containerd=target, grants=grants
+        fetcher,
+        store,
+        agent_url=config.local_url,
+        containerd=target,
+        grants=grants,
+        linker=linker,
     )
+
+
+async def build_default_linker(
+    config: AgentConfig, store: ContentStore, fetcher: Fetcher, metrics: AgentMetrics
+) -> tuple[LinkSetup, ImageLinker | None]:
+    """How this node links blobs into containerd (``warmstart.agent.link_setup``)."""
+    try:
+        setup = await decide_link_setup(config, store.root)
+    except ContentDirError as e:
+        raise AgentSetupError(str(e)) from None
+    if setup.message:
+        (log.warning if setup.mode is LinkMode.OFF else log.info)("%s", setup.message)
+    if not setup.enabled:
+        return setup, None
+    assert setup.content_dir is not None
+    log.info("linking verified blobs into containerd's content store %s", setup.content_dir)
+    linker = ImageLinker(
+        ContentLinker(setup.content_dir, setup.mode), store, fetcher, on_linked=metrics.linked
+    )
+    return setup, linker
 
 
 def build_default_hot(config: AgentConfig) -> HotImages | None:
@@ -151,6 +185,7 @@ def create_app(
     store: ContentStore | None = None,
     peers: PeerSet | None = None,
     hot: HotImages | None = None,
+    linker: ImageLinker | None = None,
     fetcher_factory: FetcherFactory | None = None,
     prewarmer_factory: PrewarmerFactory | None = None,
     hot_factory: HotFactory | None = None,
@@ -171,6 +206,7 @@ def create_app(
         store=store,
         prewarmer=prewarmer,
         hot=hot,
+        linker=linker,
     )
     injected = fetcher is not None
     app = web.Application(middlewares=[observe], client_max_size=1 << 20)
@@ -195,12 +231,18 @@ def create_app(
                 factory = fetcher_factory or build_default_fetcher
                 state.fetcher = factory(config, state.store, state.peers, state.metrics)
                 owned.append(state.fetcher)
+            if state.linker is None and not injected:
+                state.link_setup, state.linker = await build_default_linker(
+                    config, state.store, state.fetcher, state.metrics
+                )
+                if state.linker is not None:
+                    owned.append(state.linker)
             if state.prewarmer is None and (prewarmer_factory is not None or not injected):
                 if prewarmer_factory is not None:
                     state.prewarmer = prewarmer_factory(config, state.fetcher, state.store)
                 else:
                     state.prewarmer = build_default_prewarmer(
-                        config, state.fetcher, state.store, state.grants
+                        config, state.fetcher, state.store, state.grants, state.linker
                     )
                 if state.prewarmer is not None:
                     owned.append(state.prewarmer)

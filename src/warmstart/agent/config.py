@@ -16,6 +16,10 @@ containerd_socket = "/run/containerd/containerd.sock"  # for hot pre-warm and /s
 containerd_namespace = "k8s.io"    # default "default"
 containerd_snapshotter = "overlayfs"  # default: containerd's own default
 ctr_binary = "ctr"
+containerd_root = "/var/lib/containerd"  # default: what containerd reports, else this
+containerd_link = "hardlink"       # "copy": also copy where a hard link is impossible; "off"
+link_wait = 60                     # seconds a manifest answer to containerd waits for the
+                                   # image's missing blobs to be fetched and linked
 
 [upstreams."registry.example"]
 url = "https://registry.example"   # "http://..." for a plain-HTTP registry
@@ -45,6 +49,8 @@ from pydantic import (
     model_validator,
 )
 
+from warmstart.agent.linking import DEFAULT_LINK_WAIT
+from warmstart.containerd.content_link import LinkMode
 from warmstart.oci import InvalidReference
 from warmstart.oci.reference import validate_registry
 from warmstart.registry.endpoints import DOCKER_HUB, DOCKER_HUB_API_HOST, canonical_registry
@@ -52,6 +58,7 @@ from warmstart.units import parse_size
 
 DEFAULT_LISTEN = "127.0.0.1:5050"
 DEFAULT_STORE_PATH = "/var/lib/warmstart/store"
+DEFAULT_CONTAINERD_ROOT = Path("/var/lib/containerd")
 STORE_ENV = "WARMSTART_STORE"
 DEFAULT_TAG_TTL = 10.0
 DEFAULT_PEER_TIMEOUT = 1.0
@@ -170,6 +177,9 @@ class AgentConfig(_Model):
     containerd_namespace: str = Field(default="default", min_length=1, max_length=255)
     containerd_snapshotter: str | None = None
     ctr_binary: str = Field(default="ctr", min_length=1)
+    containerd_root: Path | None = None  # None: ask containerd, else /var/lib/containerd
+    containerd_link: LinkMode = LinkMode.HARDLINK
+    link_wait: float = Field(default=DEFAULT_LINK_WAIT, ge=0, le=3600)
 
     @field_validator("listen")
     @classmethod

@@ -93,6 +93,18 @@ class AgentMetrics:
             "Responses cut short because a transfer failed after the headers were sent",
             registry=r,
         )
+        self.linked_blobs = Counter(
+            "warmstart_agent_linked_blobs",
+            "Blobs placed in containerd's content store without a transfer, by outcome "
+            "(linked, copied)",
+            ["outcome"],
+            registry=r,
+        )
+        self.linked_bytes = Counter(
+            "warmstart_agent_linked_bytes",
+            "Bytes of the blobs placed in containerd's content store without a transfer",
+            registry=r,
+        )
         self._hits = 0
         self._misses = 0
         for source in SOURCES:  # export zeros, so rates work from the first scrape
@@ -127,6 +139,12 @@ class AgentMetrics:
     def set_store(self, usage: int, budget: int | None) -> None:
         self.store_usage.set(usage)
         self.store_budget.set(budget or 0)
+
+    def linked(self, outcome: str, nbytes: int) -> None:
+        """One blob placed in containerd's content store (a hard link or a copy)."""
+        if outcome != "present":
+            self.linked_blobs.labels(str(outcome)).inc()
+            self.linked_bytes.inc(nbytes)
 
     # -- what the Fetcher records ----------------------------------------------------------
 

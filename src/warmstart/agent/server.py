@@ -26,6 +26,7 @@ from warmstart.agent.errors import ErrorResponse, denied, oci_error, unsupported
 from warmstart.agent.errors import from_fetch_error as _from_fetch_error
 from warmstart.agent.hooks import HotImages, Prewarmer
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
+from warmstart.agent.linking import ImageLinker
 from warmstart.agent.metrics import AgentMetrics
 from warmstart.agent.paths import (
     BadRequest,
@@ -45,6 +46,7 @@ from warmstart.agent.sending import (
     send_stream,
 )
 from warmstart.agent.status import status_body
+from warmstart.containerd.content_link import LinkSetup
 from warmstart.fetch.api import (
     PEER_HEADER,
     PEER_TOKEN_HEADER,
@@ -52,8 +54,10 @@ from warmstart.fetch.api import (
     ClientIdentity,
     Fetcher,
     FetchError,
+    ManifestResult,
 )
-from warmstart.oci import Digest, OCIError, Platform, parse_reference
+from warmstart.oci import Digest, ImageManifest, OCIError, Platform, parse_reference
+from warmstart.oci.manifest import parse_manifest
 from warmstart.registry.errors import AuthError, NotFound, RegistryError, UpstreamUnavailable
 from warmstart.store import ContentStore, StoreError
 
@@ -61,6 +65,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 OCTET_STREAM = "application/octet-stream"
+CONTAINERD_AGENT = "containerd/"  # in containerd's User-Agent (ctr, the CRI plugin)
 JSON_TYPE = "application/json"
 CONTROL_AUTH = 'Bearer realm="warmstart"'
 MAX_CONTROL_BODY = 1 << 20
@@ -78,6 +83,8 @@ class AgentState:
     prewarmer: Prewarmer | None = None
     hot: HotImages | None = None
     grants: ImportGrants = field(default_factory=ImportGrants)
+    linker: ImageLinker | None = None  # links blobs into containerd's content store
+    link_setup: LinkSetup | None = None
 
 
 STATE = web.AppKey("warmstart_agent_state", AgentState)
@@ -244,6 +251,8 @@ async def _manifest(
             oci_error("UNKNOWN", f"manifest bytes do not match digest {wanted}", status=502)
         )
     state.metrics.lookup("manifest", result.source)
+    if request.method == "GET" and state.linker is not None:
+        await _link_for_containerd(request, state, registry, target, result)
     headers = {
         **API_VERSION_HEADER,
         "Content-Type": result.media_type,
@@ -258,6 +267,43 @@ async def _manifest(
         return resp
     state.metrics.served(result.source, len(result.body))
     return web.Response(status=200, body=result.body, headers=headers)
+
+
+async def _link_for_containerd(
+    request: web.Request,
+    state: AgentState,
+    registry: str,
+    target: V2Target,
+    result: ManifestResult,
+) -> None:
+    """containerd's next step after this manifest is a writer per blob: put the image's blobs
+    in its content store first (fetching the missing ones), so it transfers none of them."""
+    assert state.linker is not None
+    client = _client_identity(request)
+    if client.peer is not None or CONTAINERD_AGENT not in request.headers.get("User-Agent", ""):
+        return
+    try:
+        manifest = parse_manifest(result.body, result.media_type)
+    except OCIError:
+        return  # not ours to judge here: the client reads it
+    if not isinstance(manifest, ImageManifest):
+        return  # an index: containerd asks for the platform's manifest next
+    try:
+        report = await state.linker.prepare(
+            registry, target.name, manifest, client, state.config.link_wait
+        )
+    except Exception as e:  # linking only saves work: never fail the answer
+        log.warning("linking %s@%s into containerd failed: %s", target.name, result.digest, e)
+        return
+    log.info(
+        "%s@%s for containerd: %d blob(s) linked, %d present, %d still arriving (%.2f s)",
+        target.name,
+        result.digest.short,
+        report.linked,
+        report.present,
+        len(report.missing),
+        report.seconds,
+    )
 
 
 def _blob_headers(digest: Digest) -> dict[str, str]:

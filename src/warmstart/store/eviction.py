@@ -5,6 +5,9 @@ Rules:
 - then whole images, least recently used first; a pinned image is never evicted;
 - a blob is deleted only if no remaining image references it and it is neither pinned nor in
   flight (``protected``);
+- a blob that another store also links (``shared``: containerd's content store holds a hard
+  link) is never deleted to make room: that frees no disk space, and the budget does not count
+  it;
 - a plan that cannot free enough is returned with ``shortfall > 0`` and must not be applied.
 """
 
@@ -30,6 +33,7 @@ class Snapshot:
     images: tuple[ImageUsage, ...]
     blob_sizes: Mapping[Digest, int]  # complete blobs in the store -> size
     protected: frozenset[Digest] = field(default_factory=frozenset)  # pinned or in flight
+    shared: frozenset[Digest] = field(default_factory=frozenset)  # linked elsewhere too
 
     def refcounts(self, excluding: Iterable[str] = ()) -> Counter[Digest]:
         skip = set(excluding)
@@ -85,7 +89,8 @@ def plan_eviction(snapshot: Snapshot, need: int) -> EvictionPlan:
     for digest in orphans(snapshot):
         if freed >= need:
             break
-        delete(digest)
+        if digest not in snapshot.shared:
+            delete(digest)
 
     evicted: list[ImageUsage] = []
     candidates = sorted(
@@ -97,7 +102,11 @@ def plan_eviction(snapshot: Snapshot, need: int) -> EvictionPlan:
         evicted.append(image)
         counts.subtract(image.blobs)
         for digest in sorted(image.blobs):
-            if digest not in deleted_set and snapshot.deletable(digest, counts):
+            if (
+                digest not in deleted_set
+                and digest not in snapshot.shared
+                and snapshot.deletable(digest, counts)
+            ):
                 delete(digest)
 
     # An evicted image none of whose blobs is deleted frees nothing: keep its record.
@@ -115,9 +124,14 @@ def plan_removal(snapshot: Snapshot, reference: str) -> tuple[Digest, ...]:
 
 
 def unfreeable_bytes(snapshot: Snapshot) -> int:
-    """Bytes no eviction may free: protected blobs and blobs of pinned images."""
+    """Bytes no eviction may free: protected blobs and blobs of pinned images (shared blobs are
+    not counted: the budget does not count them either)."""
     keep: set[Digest] = set(snapshot.protected)
     for image in snapshot.images:
         if image.pinned:
             keep.update(image.blobs)
-    return sum(size for d, size in snapshot.blob_sizes.items() if d in keep)
+    return sum(
+        size
+        for d, size in snapshot.blob_sizes.items()
+        if d in keep and d not in snapshot.shared
+    )

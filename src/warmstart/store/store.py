@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,7 @@ from warmstart.store.reader import follow
 from warmstart.store.recovery import clean_ingest, clean_locks, clean_sessions, reconcile
 from warmstart.store.singleflight import Flight, SingleFlight
 
+REHASH_LIMIT = 4 << 20  # verified_path hashes blobs up to this size again
 _Doomed = list[tuple[Digest, FileLock]]  # blobs whose rows are gone; files to unlink, locks held
 
 
@@ -156,6 +158,56 @@ class ContentStore:
     def has(self, digest: Digest) -> bool:
         """Is the complete, verified blob in the store? (Files appear only after verification.)"""
         return self.blob_path(digest).is_file()
+
+    def verified_path(self, digest: Digest, size: int) -> Path | None:
+        """The blob's file, fit to hand to another store (containerd's) without a transfer.
+
+        Only final files exist at ``blob_path`` (renamed after their digest matched); here the
+        file must also be a regular file of the size the index recorded and ``size``. Small
+        blobs (configs: nothing else re-checks them) are hashed again. None otherwise; a file
+        whose size changed since it was stored, or a small one that no longer hashes right, is
+        removed (the next fetch replaces it)."""
+        self._check_open()
+        path = self.blob_path(digest)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        row = self._index.blob(digest)
+        if row is not None and row.size != st.st_size:
+            self._remove_corrupt(digest)  # changed on disk since it was verified
+            return None
+        if st.st_size != size:
+            return None
+        if size <= REHASH_LIMIT:
+            try:
+                hex_, _ = hash_file(path, digest.algorithm)
+            except FileNotFoundError:
+                return None
+            if hex_ != digest.hex:
+                self._remove_corrupt(digest)
+                return None
+        return path
+
+    def shared_blobs(self) -> dict[Digest, int]:
+        """Blobs whose file has other hard links (containerd's content store links them):
+        deleting the store's name frees no disk space."""
+        out: dict[Digest, int] = {}
+        for digest, size in self._index.blob_sizes().items():
+            try:
+                if self.blob_path(digest).stat().st_nlink > 1:
+                    out[digest] = size
+            except FileNotFoundError:
+                continue
+        return out
+
+    def exclusive_usage(self) -> int:
+        """Bytes the store alone holds on disk (what the budget limits): complete blobs that
+        no other store links."""
+        self._check_open()
+        return self._index.usage() - sum(self.shared_blobs().values())
 
     def blob_size(self, digest: Digest) -> int | None:
         self._check_open()
@@ -399,7 +451,8 @@ class ContentStore:
         assert self.budget is not None
         budget = self.budget
         self._prune_sessions()
-        usage = self._index.usage()
+        shared = self.shared_blobs()  # linked by containerd: deleting them frees nothing
+        usage = self._index.usage() - sum(shared.values())
         reserved = sum(r.size for r in self._index.inflight() if r.digest != digest)
         need = usage + reserved + size - budget
         if need <= 0:
@@ -409,7 +462,7 @@ class ContentStore:
                 f"blob {digest} is {format_bytes(size)}, more than the whole store budget of "
                 f"{format_bytes(budget)}: raise the budget"
             )
-        snap = self._snapshot()
+        snap = replace(self._snapshot(), shared=frozenset(shared))
         while True:
             plan = plan_eviction(snap, need)
             if not plan.ok:
