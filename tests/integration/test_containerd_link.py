@@ -131,7 +131,10 @@ def test_warm_image_pulls_with_no_blob_transfer_and_survives_containerd_gc(
     for digest in all_blobs(image):
         assert digest in listed
         # one copy of the bytes: containerd's file is the agent's file
-        assert os.stat(containerd_blob(ctd, digest)).st_ino == os.stat(agent_blob(agent, digest)).st_ino
+        assert (
+            os.stat(containerd_blob(ctd, digest)).st_ino
+            == os.stat(agent_blob(agent, digest)).st_ino
+        )
     assert metric(agent, "warmstart_agent_linked_blobs_total") == len(all_blobs(image))
 
     # containerd drops the image and collects its content: the agent's copies stay intact.
@@ -140,7 +143,15 @@ def test_warm_image_pulls_with_no_blob_transfer_and_survives_containerd_gc(
         assert not containerd_blob(ctd, digest).exists()
         assert os.stat(agent_blob(agent, digest)).st_nlink == 1
     verify = subprocess.run(
-        [sys.executable, "-m", "warmstart.cli.main", "store", "verify", "--store", str(agent.store)],
+        [
+            sys.executable,
+            "-m",
+            "warmstart.cli.main",
+            "store",
+            "verify",
+            "--store",
+            str(agent.store),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -74,8 +74,6 @@ async def decide_link_setup(config: AgentConfig, store_dir: Path) -> LinkSetup:
             "containerd_socket or containerd_root on a containerd node)",
         )
     try:
-        return await asyncio.to_thread(
-            check_link_setup, default, store_dir, config.containerd_link
-        )
+        return await asyncio.to_thread(check_link_setup, default, store_dir, config.containerd_link)
     except ContentDirError as e:
         return LinkSetup(None, LinkMode.OFF, f"{e}; blobs are not linked")

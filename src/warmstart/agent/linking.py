@@ -77,7 +77,9 @@ async def ensure_stored(
         return "local"
     result = await fetcher.get_blob(registry, repository, desc.digest, client)
     if result.size != desc.size:
-        raise FetchError(f"blob {desc.digest} has {result.size} bytes, the manifest says {desc.size}")
+        raise FetchError(
+            f"blob {desc.digest} has {result.size} bytes, the manifest says {desc.size}"
+        )
     if result.path is not None:
         return result.source
     ensure = getattr(fetcher, "ensure_blob", None)

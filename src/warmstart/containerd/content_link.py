@@ -108,7 +108,7 @@ def check_link_setup(content_dir: Path, store_dir: Path, wanted: LinkMode) -> Li
             content_dir,
             LinkMode.COPY,
             f"{content_dir} is on another filesystem than the store {store_dir}: blobs are "
-            "copied into containerd (containerd_link = \"copy\")",
+            'copied into containerd (containerd_link = "copy")',
         )
     if failed.errno == errno.EXDEV:
         return LinkSetup(

@@ -131,7 +131,5 @@ def unfreeable_bytes(snapshot: Snapshot) -> int:
         if image.pinned:
             keep.update(image.blobs)
     return sum(
-        size
-        for d, size in snapshot.blob_sizes.items()
-        if d in keep and d not in snapshot.shared
+        size for d, size in snapshot.blob_sizes.items() if d in keep and d not in snapshot.shared
     )
