@@ -261,3 +261,94 @@ def test_hot_prewarm_links_every_blob_and_unpacks_only(
     assert body["sources"] == {"local": sum(image.layer_sizes) + image.config_size}
     state = image_state(ctd, image.reference)
     assert state is not None and state.tier == "hot"
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs: another filesystem than containerd's root (unmounted even on failure)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "copy"])
+def test_a_store_on_another_filesystem_is_reported_and_pulls_still_work(
+    mode: str,
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    fault_proxy: Callable[..., FaultProxy],
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+    other_filesystem: Path,
+    tmp_path: Path,
+) -> None:
+    image = image_builder.build(registry, "team/xfs", mode, [3 * MiB, MiB], seed=f"xfs-{mode}")
+    ctd = containerd()
+    agent = agents(
+        upstreams={registry.host: registry.url},
+        store=other_filesystem / "store",
+        settings={
+            "containerd_socket": str(ctd.socket),
+            "containerd_namespace": ctd.namespace,
+            "containerd_link": mode,
+        },
+    )
+    log = agent.log_tail(50)
+    assert "another filesystem" in log
+    status, body = agent.prewarm(image.reference)
+    assert status == 200, body
+    recorder = fault_proxy(agent.url)
+    hosts = write_hosts(tmp_path / "hosts", registry.host, recorder.url, registry.url)
+    mark = registry.mark()
+    result, _ = ctr_pull(ctd, image.reference, hosts)
+    assert result.returncode == 0, result.stderr
+    assert registry.blob_gets(since=mark) == 0
+    state = image_state(ctd, image.reference)
+    assert state is not None and state.tier == "hot"
+    if mode == "copy":  # copied, verified, so containerd transfers nothing
+        assert blob_gets(recorder) == []
+        assert metric(agent, 'warmstart_agent_linked_blobs_total{outcome="copied"}') == 3
+    else:  # not linked: containerd streams the blobs from the agent, as before
+        assert len(blob_gets(recorder)) == len(all_blobs(image))
+        assert metric(agent, "warmstart_agent_linked_blobs_total") == 0
+
+
+def test_a_containerd_root_that_is_not_containerds_stops_the_agent_with_one_line(
+    tmp_path: Path,
+) -> None:
+    bogus = tmp_path / "not-containerd"
+    bogus.mkdir()
+    config = tmp_path / "agent.toml"
+    config.write_text(f'containerd_root = "{bogus}"\n')
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "warmstart.cli.main",
+            "agent",
+            "--config",
+            str(config),
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "is not containerd's content store" in done.stderr
+    assert "Traceback" not in done.stderr

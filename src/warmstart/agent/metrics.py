@@ -71,6 +71,12 @@ class AgentMetrics:
         self.store_usage = Gauge(
             "warmstart_agent_store_usage_bytes", "Bytes of complete blobs in the store", registry=r
         )
+        self.store_shared = Gauge(
+            "warmstart_agent_store_shared_bytes",
+            "Bytes of stored blobs that containerd's content store links too (one copy on disk;"
+            " not counted against the budget)",
+            registry=r,
+        )
         self.store_budget = Gauge(
             "warmstart_agent_store_budget_bytes",
             "Disk budget of the store (0: unlimited)",
@@ -136,8 +142,9 @@ class AgentMetrics:
             self._misses += 1
             self.cache_misses.labels(kind).inc()
 
-    def set_store(self, usage: int, budget: int | None) -> None:
+    def set_store(self, usage: int, budget: int | None, shared: int = 0) -> None:
         self.store_usage.set(usage)
+        self.store_shared.set(shared)
         self.store_budget.set(budget or 0)
 
     def linked(self, outcome: str, nbytes: int) -> None:

@@ -505,6 +505,7 @@ async def status(request: web.Request) -> web.StreamResponse:
     try:
         images = store.images() if store is not None else []
         usage = store.usage() if store is not None else 0
+        shared = sum(store.shared_blobs().values()) if store is not None else 0
     except StoreError as e:
         return error_response(oci_error("UNAVAILABLE", f"content store: {e}"))
     body = status_body(
@@ -512,6 +513,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         advertise_url=state.config.advertise_url,
         store_root=str(store.root) if store is not None else "",
         usage=usage,
+        shared=shared,
         budget=store.budget if store is not None else state.config.budget,
         images=images,
         hot=hot,
@@ -538,7 +540,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     if state.store is not None:
         with contextlib.suppress(StoreError):
-            state.metrics.set_store(state.store.usage(), state.store.budget)
+            shared = sum(state.store.shared_blobs().values())
+            state.metrics.set_store(state.store.usage(), state.store.budget, shared)
     body, content_type = state.metrics.render()
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type

@@ -22,6 +22,7 @@ def status_body(
     store_root: str,
     usage: int,
     budget: int | None,
+    shared: int = 0,
     images: Iterable[ImageRecord],
     hot: Collection[str] = (),
     peers: Iterable[str] = (),
@@ -31,7 +32,9 @@ def status_body(
     return {
         "node_id": node_id,
         "url": advertise_url,
-        "store": {"root": store_root, "usage": usage, "budget": budget},
+        # usage: every stored blob; shared: those containerd links too (one copy on disk), which
+        # the budget does not count.
+        "store": {"root": store_root, "usage": usage, "shared": shared, "budget": budget},
         "images": [
             {
                 "reference": r.reference,

@@ -114,4 +114,4 @@ def test_tiers() -> None:
         upstreams=["r"],
     )
     assert [i["reference"] for i in body["images"]] == ["r/a:1", "r/b:1"]
-    assert body["store"] == {"root": "/s", "usage": 5, "budget": None}
+    assert body["store"] == {"root": "/s", "usage": 5, "shared": 0, "budget": None}

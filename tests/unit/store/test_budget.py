@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,65 @@ async def test_no_budget_means_no_eviction(store: ContentStore) -> None:
         x = blob(50 * KB)
         await store.fetch(x[1], len(x[0]), MemorySource(x[0]))
     assert store.has(a[1])
+
+
+def link_elsewhere(store: ContentStore, digest: Digest, where: Path) -> Path:
+    """What the agent does for containerd: a second hard link to the stored file."""
+    where.mkdir(parents=True, exist_ok=True)
+    target = where / digest.hex
+    os.link(store.blob_path(digest), target)
+    return target
+
+
+async def test_linked_blobs_are_not_counted_nor_evicted(
+    small: ContentStore, clock: FakeClock, root: Path
+) -> None:
+    a = blob(60 * KB)
+    b = blob(30 * KB)
+    await add_image(small, "a", a)
+    clock.tick()
+    await add_image(small, "b", b)
+    linked = link_elsewhere(small, a[1], root.parent / "containerd")
+    assert small.shared_blobs() == {a[1]: 60 * KB}
+    assert small.exclusive_usage() == small.usage() - 60 * KB
+    # 50 KB more: only b's 30 KB (and manifests) count against the 100 KB budget, so nothing
+    # has to go, although 60 + 30 + 50 > 100 are stored.
+    c = blob(50 * KB)
+    await small.fetch(c[1], len(c[0]), MemorySource(c[0]))
+    assert small.has(a[1]) and small.has(b[1]) and small.has(c[1])
+    # 40 KB more: room must be made from bytes that deleting really frees; a is the least
+    # recently used image, but its layer is linked: deleting it would free nothing.
+    e = blob(40 * KB)
+    await small.fetch(e[1], len(e[0]), MemorySource(e[0]))
+    assert small.has(a[1]) and os.stat(linked).st_nlink == 2
+    assert small.exclusive_usage() <= 100 * KB
+    assert small.has(e[1])
+
+
+async def test_a_link_removed_by_containerd_counts_again(small: ContentStore, root: Path) -> None:
+    a = blob(60 * KB)
+    await add_image(small, "a", a)
+    linked = link_elsewhere(small, a[1], root.parent / "containerd")
+    before = small.exclusive_usage()
+    os.unlink(linked)  # containerd's GC
+    assert small.exclusive_usage() == before + 60 * KB
+    assert small.has(a[1])
+
+
+async def test_verified_path_checks_size_and_rehashes_small_blobs(small: ContentStore) -> None:
+    a = blob(20 * KB)
+    await small.fetch(a[1], len(a[0]), MemorySource(a[0]))
+    assert small.verified_path(a[1], 20 * KB) == small.blob_path(a[1])
+    assert small.verified_path(a[1], 20 * KB + 1) is None  # the descriptor disagrees
+    assert small.has(a[1])
+    damaged = bytearray(a[0])
+    damaged[5] ^= 1
+    small.blob_path(a[1]).write_bytes(bytes(damaged))  # same size, other bytes
+    assert small.verified_path(a[1], 20 * KB) is None
+    assert not small.has(a[1])  # removed: the next fetch replaces it
+    b = blob(20 * KB)
+    await small.fetch(b[1], len(b[0]), MemorySource(b[0]))
+    small.blob_path(b[1]).write_bytes(b[0][:100])  # truncated on disk
+    assert small.verified_path(b[1], 20 * KB) is None
+    assert not small.has(b[1])
+    assert small.verified_path(blob(10)[1], 10) is None  # never stored

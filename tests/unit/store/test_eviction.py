@@ -201,3 +201,21 @@ def test_unfreeable_bytes() -> None:
         protected="z",
     )
     assert unfreeable_bytes(s) == 18
+
+
+def test_shared_blobs_are_never_deleted_to_make_room() -> None:
+    s = Snapshot(
+        (img("old", 1, "x", "y"), img("new", 2, "z")),
+        {d("x"): 50, d("y"): 10, d("z"): 40},
+        shared=frozenset({d("x")}),
+    )
+    plan = plan_eviction(s, 30)
+    # "old" goes first but frees only y (x is linked by containerd); then "new" frees z.
+    assert plan.blobs == (d("y"), d("z")) and plan.freed == 50 and plan.ok
+    assert plan_eviction(s, 60).shortfall == 10
+    assert unfreeable_bytes(s) == 0  # shared bytes are not counted at all
+
+
+def test_a_shared_orphan_is_not_deleted_to_make_room() -> None:
+    s = Snapshot((), {d("o"): 100}, shared=frozenset({d("o")}))
+    assert plan_eviction(s, 10).blobs == () and plan_eviction(s, 10).shortfall == 10
