@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := docker-registry skopeo umoci containerd runc debootstrap busybox-static openssl iproute2 util-linux ca-certificates
+APT_PACKAGES := docker-registry skopeo umoci containerd runc pigz debootstrap busybox-static openssl iproute2 util-linux ca-certificates
 APT_LEAN_PACKAGES := podman
 STAMP_PY := $(VENV)/.py-stamp
 
@@ -26,7 +26,7 @@ deps: deps-apt $(STAMP_PY)
 
 # Debian packages: checked every time (cheap), installed only when a tool is missing.
 deps-apt:
-	@missing=""; for t in docker-registry skopeo umoci containerd runc ctr debootstrap busybox podman openssl ip nsenter tc; do \
+	@missing=""; for t in docker-registry skopeo umoci containerd runc ctr unpigz debootstrap busybox podman openssl ip nsenter tc; do \
 	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \

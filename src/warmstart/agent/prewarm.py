@@ -28,6 +28,7 @@ from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
 from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker
+from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.oci import (
     Descriptor,
@@ -403,6 +404,7 @@ class Prewarmer:
             "tag_moved": state.digest != str(digest),
             "link": linked.to_json() if linked is not None else None,
             "pull_seconds": round(pull_seconds, 3),
+            "unpack_seconds": round(parse_pull_output(result.stdout).unpack_seconds, 3),
             "seconds": round(self._clock() - started, 3),
         }
 

@@ -56,8 +56,10 @@ from warmstart.bench.scaleout_types import (
     MODES,
     REGISTRY_PROXY,
     WARMSTART,
+    WARMSTART_SPARE0,
     DemandPoint,
     FanoutResult,
+    PrewarmResult,
     ReplicaStatus,
     ScaleoutResults,
     SpikeResult,
@@ -101,11 +103,15 @@ class ScaleoutConfig:
     burst_load: float = 0.85  # burst demand as a share of all nodes' capacity
     lead_load: float = 0.7  # lead-in demand as a share of one replica's capacity
     hold_s: float = 5.0
-    # warmstart keeps the image hot on this many idle nodes (None: all but the first)
+    # The endpoint spec's prewarm_spare; None: the product's default (every node the endpoint
+    # may scale to). The spike runs once more with 0 when ``spike_spare0`` is set.
     prewarm_spare: int | None = None
+    spike_spare0: bool = True
 
-    def spare_nodes(self) -> int:
-        return self.nodes - 1 if self.prewarm_spare is None else self.prewarm_spare
+    def spare_nodes(self, prewarm_spare: int | None = None) -> int:
+        """Idle nodes the endpoint keeps hot before the surge (its first node runs it)."""
+        spare = self.prewarm_spare if prewarm_spare is None else prewarm_spare
+        return self.nodes - 1 if spare is None else min(spare, self.nodes - 1)
 
     image_cache: Path = DEFAULT_IMAGE_CACHE
     quick: bool = False
@@ -120,6 +126,7 @@ class ScaleoutConfig:
             "burst_s": 10.0,
             "lead_s": 5.0,
             "scenarios": ("startup", "spike"),
+            "spike_spare0": False,
             "quick": True,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -298,11 +305,43 @@ def _bench_env(config: ScaleoutConfig, time_scale: float) -> dict[str, str]:
     }
 
 
-async def _prewarm_hot(stack: NodeStack, image: str) -> None:
+async def _prewarm_hot(stack: NodeStack, image: str) -> dict[str, Any]:
     assert stack.agent is not None
     code, body = await asyncio.to_thread(stack.agent.prewarm, image, hot=True)
     if code != 200:
         raise RuntimeError(f"prewarm --hot on {stack.name} answered {code}: {body}")
+    return dict(body)
+
+
+async def _timed_prewarm(
+    stack: NodeStack, image: str, upstream: RegistryProcess, mode: str, tier: str, log: Log
+) -> PrewarmResult:
+    """A hot pre-warm of ``stack`` whose agent and containerd hold what ``tier`` says."""
+    mark = upstream.mark()
+    started = time.monotonic()
+    body = await _prewarm_hot(stack, image)
+    total = time.monotonic() - started
+    sent = upstream_blob_bytes(upstream.requests(since=mark))
+    imported = body.get("containerd") or {}
+    link = imported.get("link") or {}
+    result = PrewarmResult(
+        mode,
+        tier,
+        fetch_s=float(body.get("warm_seconds", 0.0)),
+        link_s=float(link.get("seconds", 0.0)),
+        import_s=float(imported.get("pull_seconds", 0.0)),
+        unpack_s=float(imported.get("unpack_seconds") or 0.0),
+        total_s=total,
+        upstream_bytes=sent,
+        linked=int(link.get("linked", 0)),
+    )
+    log(
+        f"  {mode} hot pre-warm from {tier} on {stack.name}: {total:.1f} s (fetch "
+        f"{result.fetch_s:.1f}, link {result.link_s:.2f}, import {result.import_s:.1f} of which "
+        f"unpack {result.unpack_s:.1f}); {result.linked} blobs linked; upstream "
+        f"{sent / 2**20:.0f} MiB"
+    )
+    return result
 
 
 async def _timed_start(
@@ -337,8 +376,10 @@ async def run_startup(
     env: dict[str, str],
     upstream: RegistryProcess,
     log: Log,
+    prewarms: list[PrewarmResult],
 ) -> list[StartupResult]:
-    """Each tier the mode has, on fresh containerd state where the tier says so."""
+    """Each tier the mode has, on fresh containerd state where the tier says so; in warmstart
+    mode also the hot pre-warm from each tier (into ``prewarms``)."""
     first = stacks[0]
     second = stacks[1] if len(stacks) > 1 else None
     results = [await _timed_start(first, image, "cold", env, upstream, mode, "cold", log)]
@@ -349,10 +390,19 @@ async def run_startup(
     if mode == WARMSTART and second is not None:
         # peer: another node's agent holds it; this node has nothing.
         results.append(await _timed_start(second, image, "peer", env, upstream, mode, "peer", log))
-        # hot: pre-warmed --hot ahead (untimed: it happens before the replica is needed).
-        second.reset_containerd()
-        await _prewarm_hot(second, image)
+        # hot: pre-warmed --hot ahead (it happens before the replica is needed; timed apart).
+        await asyncio.to_thread(second.reset_containerd)
+        prewarms.append(await _timed_prewarm(second, image, upstream, mode, "warm", log))
         results.append(await _timed_start(second, image, "hot", env, upstream, mode, "hot", log))
+        # What the hot pre-warm itself costs when this node's agent has nothing (peer), and
+        # when no agent has anything (cold).
+        await asyncio.to_thread(second.reset_containerd)
+        await asyncio.to_thread(second.reset_agent_store)
+        prewarms.append(await _timed_prewarm(second, image, upstream, mode, "peer", log))
+        await asyncio.to_thread(second.reset_containerd)
+        for stack in stacks:
+            await asyncio.to_thread(stack.reset_agent_store)
+        prewarms.append(await _timed_prewarm(second, image, upstream, mode, "cold", log))
     return results
 
 
@@ -395,24 +445,29 @@ async def run_spike(
     upstream: RegistryProcess,
     work_dir: Path,
     log: Log,
+    prewarm_spare: int | None = None,
+    label: str | None = None,
 ) -> SpikeResult:
-    spec = build_spec(
-        {
-            "name": "bench",
-            "image": image,
-            "min_replicas": 1,
-            "max_replicas": len(stacks),
-            "target_concurrency": float(config.slots),
-            "stable_window": 20.0,
-            "panic_window": 4.0,
-            "scale_down_delay": 600.0,
-            "prewarm_headroom": 0.4,
-            "prewarm_spare": config.spare_nodes(),
-            "replica_concurrency": config.slots,
-            "replica_start_timeout": 900.0,
-            "env": _bench_env(config, plan.time_scale),
-        }
-    )
+    """``prewarm_spare``: the spec's setting (None: the product's default, or the config's)."""
+    spare = prewarm_spare if prewarm_spare is not None else config.prewarm_spare
+    settings: dict[str, Any] = {
+        "name": "bench",
+        "image": image,
+        "min_replicas": 1,
+        "max_replicas": len(stacks),
+        "target_concurrency": float(config.slots),
+        # The trace is time-compressed: the autoscaler's windows are the endpoint's own.
+        "stable_window": 20.0,
+        "panic_window": 4.0,
+        "scale_down_delay": 600.0,
+        "replica_concurrency": config.slots,
+        "replica_start_timeout": 900.0,
+        "env": _bench_env(config, plan.time_scale),
+    }
+    if spare is not None:  # otherwise the pre-warm policy is the product's default
+        settings["prewarm_spare"] = spare
+    spec = build_spec(settings)
+    label = label or mode
     options = ServeOptions(
         spec=spec,
         nodes=[s.node_option(1) for s in stacks],
@@ -440,9 +495,9 @@ async def run_spike(
                 raise RuntimeError(f"{mode}: the first replica did not become ready")
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # let the tiers settle (the first pull fed the peers)
-        if options.prewarm and options.agent_api and config.spare_nodes() > 0:
+        wanted = config.spare_nodes(spare)
+        if options.prewarm and options.agent_api and wanted > 0:
             # The endpoint runs a while before the surge: the spare nodes get pre-warmed.
-            wanted = min(config.spare_nodes(), len(stacks) - 1)
             t_prewarm = time.monotonic()
             while time.monotonic() < t_prewarm + 900:
                 done = [e for e in controller.events if e.kind in ("prewarm", "prewarm-failed")]
@@ -450,7 +505,8 @@ async def run_spike(
                     break
                 await asyncio.sleep(0.5)
             log(
-                f"  {mode}: {wanted} spare node(s) pre-warmed in {time.monotonic() - t_prewarm:.0f} s"
+                f"  {label}: {wanted} spare node(s) pre-warmed in "
+                f"{time.monotonic() - t_prewarm:.0f} s"
             )
 
         async def status() -> ReplicaStatus:
@@ -463,7 +519,7 @@ async def run_spike(
                 in_flight=snap.in_flight,
             )
 
-        log(f"  {mode} spike: replaying {len(plan.requests)} requests")
+        log(f"  {label} spike: replaying {len(plan.requests)} requests")
         replayed = await replay(
             f"http://127.0.0.1:{port}",
             plan.requests,
@@ -491,13 +547,13 @@ async def run_spike(
     )
     ttc = metrics.time_to_capacity_s
     log(
-        f"  {mode} spike: P50 {metrics.p50_s or 0:.2f} s, P99 {metrics.p99_s or 0:.2f} s, "
+        f"  {label} spike: P50 {metrics.p50_s or 0:.2f} s, P99 {metrics.p99_s or 0:.2f} s, "
         f"lost {metrics.lost}, time to capacity "
         f"{'never' if ttc is None else f'{ttc:.1f} s'}"
     )
     events = [f"{e.kind}: {e.message}" for e in controller.events]
     log("    " + "\n    ".join(e for e in events if not e.startswith("stopped")))
-    return SpikeResult(mode, replayed.records, replayed.timeline, metrics, demand)
+    return SpikeResult(label, replayed.records, replayed.timeline, metrics, demand)
 
 
 # -- all of it --------------------------------------------------------------------------------
@@ -530,7 +586,9 @@ async def _run_mode(
         try:
             if "startup" in config.scenarios:
                 log(f"{mode}: startup")
-                results.startup += await run_startup(stacks, mode, image, env, upstream, log)
+                results.startup += await run_startup(
+                    stacks, mode, image, env, upstream, log, results.prewarm
+                )
             if "spike" in config.scenarios:
                 assert plan is not None
                 log(f"{mode}: spike")
@@ -541,6 +599,24 @@ async def _run_mode(
                         stacks, mode, image, plan, config, upstream, work / f"spike-{mode}", log
                     )
                 )
+                if mode == WARMSTART and config.spike_spare0 and config.prewarm_spare != 0:
+                    log(f"{mode}: spike with prewarm_spare = 0 (demand-driven pre-warm only)")
+                    for stack in stacks[1:]:
+                        await asyncio.to_thread(stack.reset_containerd)
+                    results.spike.append(
+                        await run_spike(
+                            stacks,
+                            mode,
+                            image,
+                            plan,
+                            config,
+                            upstream,
+                            work / f"spike-{WARMSTART_SPARE0}",
+                            log,
+                            prewarm_spare=0,
+                            label=WARMSTART_SPARE0,
+                        )
+                    )
         finally:
             await asyncio.to_thread(close_nodes, stacks)
     if "fanout" in config.scenarios:
@@ -590,8 +666,8 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
         "image_bytes": image_bytes,
         "padding_bytes": config.padding_bytes,
         "slots_per_replica": config.slots,
-        "prewarm_spare": config.spare_nodes(),
-        "prewarm_headroom": 0.4,
+        "prewarm_spare": "default" if config.prewarm_spare is None else config.prewarm_spare,
+        "spike_prewarm_spare_0": config.spike_spare0,
         "trace": str(trace_path) if trace_path else None,
         "spike": plan.to_dict() if plan else None,
         "quick": config.quick,

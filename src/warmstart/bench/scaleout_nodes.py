@@ -97,6 +97,14 @@ class NodeStack:
         self.containerd.wipe()
         self.containerd.start()
 
+    def reset_agent_store(self) -> None:
+        """Restart the node's agent with an empty store: it holds nothing of any image."""
+        if self.agent is None:
+            return
+        self.agent.stop()
+        shutil.rmtree(self.agent.store, ignore_errors=True)
+        self.agent.start()
+
     def close(self) -> None:
         try:
             remove_containers(self.containerd)

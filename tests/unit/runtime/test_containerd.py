@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from warmstart.agent.containerd_state import CtrResult
+from warmstart.containerd.pull_output import parse_go_duration, parse_pull_output
 from warmstart.runtime import (
     ImageNotPresent,
     ImagePullError,
@@ -30,8 +31,6 @@ from warmstart.runtime.containerd import (
     container_id,
     create_args,
     exit_code_from_delete,
-    parse_go_duration,
-    parse_pull_output,
     parse_tasks,
     spec_from_labels,
     spec_label,
