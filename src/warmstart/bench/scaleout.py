@@ -74,10 +74,11 @@ from warmstart.serving.serve import EndpointService, ServeOptions
 from warmstart.serving.spec import build_spec
 from warmstart.testbed.layout import push_layout
 from warmstart.testbed.net import free_port
-from warmstart.testbed.netcluster import NetCluster
+from warmstart.testbed.netcluster import NetCluster, link_bytes_delta
 from warmstart.testbed.registry import RegistryProcess
 
 Log = Callable[[str], None]
+LinkCounter = Callable[[], dict[str, dict[str, int]]]
 SCENARIOS = ("startup", "fanout", "spike")
 BUNDLED_TRACE = Path(__file__).resolve().parent / "traces" / "azure-llm-2023-conv.csv"
 DEFAULT_IMAGE_CACHE = Path("/var/cache/warmstart/example-image")
@@ -353,9 +354,14 @@ async def _timed_start(
     mode: str,
     tier: str,
     log: Log,
+    links: LinkCounter | None = None,
 ) -> StartupResult:
     mark = upstream.mark()
+    before = await asyncio.to_thread(links) if links is not None else None
     timing, replica = await start_replica(stack, image, rid, env)
+    crossed = None
+    if links is not None and before is not None:
+        crossed = link_bytes_delta(before, await asyncio.to_thread(links))
     await stop_replica(stack, replica)
     sent = upstream_blob_bytes(upstream.requests(since=mark))
     log(
@@ -363,9 +369,15 @@ async def _timed_start(
         f"unpack {timing.unpack_s:.1f}, start {timing.start_s:.2f}, load {timing.load_s:.1f}); "
         f"upstream {sent / 2**20:.0f} MiB"
     )
+    if crossed is not None:
+        log("    bytes on links: " + "; ".join(
+            f"{node} upstream {c['upstream_rx'] / 2**20:.0f} MiB, LAN in "
+            f"{c['lan_rx'] / 2**20:.0f} MiB, out {c['lan_tx'] / 2**20:.0f} MiB"
+            for node, c in sorted(crossed.items())
+        ))  # fmt: skip
     return StartupResult(
         mode, tier, timing.pull_s, timing.unpack_s, timing.start_s,
-        timing.load_s + timing.first_answer_s, timing.total_s, sent,
+        timing.load_s + timing.first_answer_s, timing.total_s, sent, crossed,
     )  # fmt: skip
 
 
@@ -377,12 +389,13 @@ async def run_startup(
     upstream: RegistryProcess,
     log: Log,
     prewarms: list[PrewarmResult],
+    links: LinkCounter | None = None,
 ) -> list[StartupResult]:
     """Each tier the mode has, on fresh containerd state where the tier says so; in warmstart
     mode also the hot pre-warm from each tier (into ``prewarms``)."""
     first = stacks[0]
     second = stacks[1] if len(stacks) > 1 else None
-    results = [await _timed_start(first, image, "cold", env, upstream, mode, "cold", log)]
+    results = [await _timed_start(first, image, "cold", env, upstream, mode, "cold", log, links)]
     if mode in (REGISTRY_PROXY, WARMSTART):
         # warm: the node's mirror holds the image, containerd does not.
         first.reset_containerd()
@@ -587,7 +600,7 @@ async def _run_mode(
             if "startup" in config.scenarios:
                 log(f"{mode}: startup")
                 results.startup += await run_startup(
-                    stacks, mode, image, env, upstream, log, results.prewarm
+                    stacks, mode, image, env, upstream, log, results.prewarm, net.link_bytes
                 )
             if "spike" in config.scenarios:
                 assert plan is not None

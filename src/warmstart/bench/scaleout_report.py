@@ -516,6 +516,21 @@ def _prewarm_rows(results: ScaleoutResults) -> list[Row]:
     ]
 
 
+def link_table(results: ScaleoutResults) -> str:
+    """Bytes on each node's links during each start that recorded them (the cold starts)."""
+    lines = [
+        "| mode | tier | node | from upstream MiB | LAN in MiB | LAN out MiB |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for r in results.startup:
+        for node, c in sorted((r.links or {}).items()):
+            lines.append(
+                f"| {r.mode} | {r.tier} | {node} | {c.get('upstream_rx', 0) / 2**20:.0f} "
+                f"| {c.get('lan_rx', 0) / 2**20:.0f} | {c.get('lan_tx', 0) / 2**20:.0f} |"
+            )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def prewarm_table(results: ScaleoutResults) -> str:
     """One row per tier a hot pre-warm started from: where its time went."""
     lines = [
@@ -623,6 +638,8 @@ def write_report(
         text += "\n" + startup_phase_table(results)
     if results.prewarm:
         text += "\n" + prewarm_table(results)
+    if any(r.links for r in results.startup):
+        text += "\n" + link_table(results)
     table.write_text(text, encoding="utf-8")
     written.append(table)
     if results.spike:

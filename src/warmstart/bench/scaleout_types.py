@@ -127,6 +127,8 @@ class StartupResult:
     load_s: float
     total_s: float  # may exceed the sum of the phases (scheduling, readiness polling)
     upstream_bytes: int = 0
+    # bytes on each node's links during this start (node -> upstream_rx, lan_rx, lan_tx)
+    links: dict[str, dict[str, int]] | None = None
 
 
 @dataclass(frozen=True)

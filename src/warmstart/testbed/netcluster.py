@@ -157,6 +157,28 @@ def _run(
     return proc
 
 
+def _link_stats(netns: str, dev: str) -> dict[str, int]:
+    """``{"rx": bytes, "tx": bytes}`` of one device (``ip -s -j link show``); {} if unknown."""
+    proc = _run([*nsenter_prefix(netns), "ip", "-s", "-j", "link", "show", "dev", dev], check=False)
+    if proc.returncode != 0:
+        return {}
+    try:
+        stats = json.loads(proc.stdout)[0]["stats64"]
+        return {"rx": int(stats["rx"]["bytes"]), "tx": int(stats["tx"]["bytes"])}
+    except (ValueError, LookupError, TypeError):
+        return {}
+
+
+def link_bytes_delta(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Per node and counter, what crossed between two :meth:`NetCluster.link_bytes` readings."""
+    return {
+        node: {k: v - before.get(node, {}).get(k, 0) for k, v in counters.items()}
+        for node, counters in after.items()
+    }
+
+
 # -- rates ----------------------------------------------------------------------------------------
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -571,6 +593,20 @@ class NetCluster:
     def upstream_netns(self) -> str:
         """Where the upstream registry runs."""
         return self._require_open()[0].upstream_ns
+
+    def link_bytes(self) -> dict[str, dict[str, int]]:
+        """Bytes that crossed each node's links so far (kernel counters): ``upstream_rx``
+        (received through its shaped uplink), ``lan_rx`` and ``lan_tx`` (its LAN link)."""
+        out: dict[str, dict[str, int]] = {}
+        for node in self.nodes:
+            uplink = _link_stats(self.wan_netns, node.shaped_dev)
+            lan = _link_stats(node.netns, "lan")
+            out[node.name] = {
+                "upstream_rx": uplink.get("tx", 0),  # the wan side sends what the node receives
+                "lan_rx": lan.get("rx", 0),
+                "lan_tx": lan.get("tx", 0),
+            }
+        return out
 
     @property
     def wan_netns(self) -> str:

@@ -12,6 +12,7 @@ from warmstart.bench.scaleout_report import (
     dumps,
     environment_info,
     from_json,
+    link_table,
     markdown_table,
     prewarm_table,
     read_json,
@@ -289,3 +290,20 @@ def test_spike_with_prewarm_spare_zero_is_reported_against_baseline():
     assert (
         "| spike | P50 latency | 10.00 s | 8.00 s | 3.00 s | -70% | -60% or more | met |" in lines
     )
+
+
+def test_link_table_lists_each_node_of_a_recorded_start():
+    r = results()
+    r.startup.append(
+        StartupResult(
+            "warmstart", "cold", 10.0, 5.0, 0.1, 0.5, 16.0, 2 << 20,
+            {"node1": {"upstream_rx": 2 << 20, "lan_rx": 0, "lan_tx": 2 << 20},
+             "node0": {"upstream_rx": 0, "lan_rx": 2 << 20, "lan_tx": 0}},
+        )
+    )  # fmt: skip
+    rows = link_table(r).splitlines()[2:]
+    assert rows == [
+        "| warmstart | cold | node0 | 0 | 2 | 0 |",
+        "| warmstart | cold | node1 | 2 | 0 | 2 |",
+    ]
+    assert link_table(results()) == ""
