@@ -18,6 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click-style help (inherited by every command and sub-app): help texts are not
+    # parsed as rich markup, so text such as os/arch[/variant] shows as written instead of
+    # crashing --help, and flags show no type (typer's rich panels print <bool> for them).
+    rich_markup_mode=None,
 )
 app.command("pull")(pull)
 app.command("agent")(agent)
