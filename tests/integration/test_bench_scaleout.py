@@ -48,6 +48,7 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
         lead_s=4.0,
         image_cache=image_cache,
         quick=True,
+        spike_spare0=True,
     )
     lines: list[str] = []
     results = run_scaleout(config, tmp_path / "work", log=lines.append)
@@ -67,13 +68,27 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
         assert tiers[("warmstart", tier)].upstream_bytes == 0, tier
     for r in results.startup:
         assert r.total_s >= r.pull_s + r.unpack_s + r.start_s
+    # the cold starts crossed the links once: the image came through one shaped uplink
+    for mode in ("baseline", "warmstart"):
+        links = tiers[(mode, "cold")].links
+        assert links is not None and set(links) == {"node0", "node1"}
+        assert sum(c["upstream_rx"] for c in links.values()) >= image_bytes
+
+    # the hot pre-warm from each tier: every blob linked, upstream bytes only when cold
+    prewarms = {p.tier: p for p in results.prewarm}
+    assert set(prewarms) == {"warm", "peer", "cold"}
+    assert prewarms["cold"].upstream_bytes == image_bytes
+    for tier in ("warm", "peer"):
+        assert prewarms[tier].upstream_bytes == 0, tier
+    for p in prewarms.values():
+        assert p.linked >= 2 and p.total_s >= p.fetch_s  # config and layers, never streamed
 
     fanout = {f.mode: f for f in results.fanout}
     assert fanout["baseline"].upstream_bytes == 2 * image_bytes  # once per node
     assert fanout["warmstart"].upstream_bytes == image_bytes  # once for the cluster
 
     spike = {s.mode: s for s in results.spike}
-    assert set(spike) == {"baseline", "warmstart"}
+    assert set(spike) == {"baseline", "warmstart", "warmstart-spare0"}
     for s in spike.values():
         assert s.metrics.requests == len(s.records) > 0
         assert s.metrics.lost == 0, [r for r in s.records if not r.ok][:3]
