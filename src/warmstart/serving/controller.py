@@ -4,8 +4,15 @@ Each :meth:`Controller.tick` samples the router's concurrency, asks the autoscal
 (:func:`warmstart.serving.autoscaler.decide`) for a replica count, and acts: new replicas go
 where :func:`~warmstart.serving.placement.place` says (the node where the image's bytes are
 most ready), surplus ones are chosen by :func:`~warmstart.serving.placement.choose_victims` and
-drained from the router first, nodes that the next scale-out would use are pre-warmed ``--hot``
-ahead of time, and replicas that crashed are removed (the autoscaler then replaces them).
+drained from the router first, nodes that the endpoint may scale to are pre-warmed ``--hot``
+ahead of time (:func:`~warmstart.serving.prewarm_ahead.prewarm_targets`), and replicas that
+crashed are removed (the autoscaler then replaces them).
+
+A node's pre-warm that failed (its agent is down, or the image does not fit its store budget)
+is tried again only after a backoff that doubles from :data:`PREWARM_RETRY_MIN_SECONDS` to
+:data:`PREWARM_RETRY_MAX_SECONDS`, not on every tick; a node that appears (it is added to the
+node list, or the tier source reports it again after leaving it out) starts with a clean slate,
+so it is pre-warmed on the next tick.
 
 Starting a replica runs as a task: pull through the node's agent, create, start, then poll
 ``GET /ping`` until it answers 200; only then does the router send it traffic. A replica that
@@ -46,6 +53,41 @@ PrewarmFn = Callable[["NodeHandle", str], Awaitable[None]]
 PING_INTERVAL = 0.2
 # A node pre-warmed this recently is not pre-warmed again (its tier may not show it yet).
 PREWARM_MEMORY_SECONDS = 300.0
+# A node whose pre-warm failed is tried again after 10 s, 20 s, 40 s, ... at most 5 min apart.
+PREWARM_RETRY_MIN_SECONDS = 10.0
+PREWARM_RETRY_MAX_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class PrewarmFailure:
+    """A node's pre-warms that failed in a row: how many, and when the last one ended."""
+
+    count: int
+    at: float
+
+
+def prewarm_retry_delay(failures: int) -> float:
+    """Seconds to wait before pre-warming a node again after ``failures`` failures in a row:
+    0 for none, then doubling from the minimum, capped at the maximum."""
+    if failures <= 0:
+        return 0.0
+    # min() before the power would overflow on absurd counts; 2 ** 30 is far past the cap.
+    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2 ** min(failures - 1, 30))
+
+
+def prewarm_failed(previous: PrewarmFailure | None, at: float) -> PrewarmFailure:
+    """The record after one more failure ending at ``at``."""
+    return PrewarmFailure((previous.count if previous else 0) + 1, at)
+
+
+def prewarm_due(
+    now: float, succeeded_at: float | None = None, failure: PrewarmFailure | None = None
+) -> bool:
+    """Whether a node may be pre-warmed at ``now``: not within :data:`PREWARM_MEMORY_SECONDS`
+    of a pre-warm that succeeded, nor within the retry delay of the last failure."""
+    if succeeded_at is not None and now - succeeded_at < PREWARM_MEMORY_SECONDS:
+        return False
+    return failure is None or now - failure.at >= prewarm_retry_delay(failure.count)
 
 
 @dataclass
@@ -63,7 +105,8 @@ class NodeHandle:
 
 class TierSource(Protocol):
     async def tiers(self, image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
-        """Where the image's bytes are, per node name."""
+        """Where the image's bytes are, per node name; a node left out is not known yet (it
+        is placed as cold, and when it shows up its failed pre-warms are forgotten)."""
         ...
 
 
@@ -168,6 +211,8 @@ class Controller:
         self._prewarming: set[str] = set()
         self._prewarm_events: dict[str, asyncio.Event] = {}  # set when a node's pre-warm ends
         self._prewarmed: dict[str, float] = {}  # node -> when its pre-warm succeeded
+        self._prewarm_failures: dict[str, PrewarmFailure] = {}  # node -> failures in a row
+        self._known: set[str] = set()  # nodes the last tier answer named
         self._ids = itertools.count(1)
         self.last_decision: Decision | None = None
         self.node_tiers: dict[str, Tier] = {}  # from the last placement lookup
@@ -217,8 +262,10 @@ class Controller:
                 samples=snapshot.samples,
             )
             for node in prewarm_targets(self.spec, after, nodes, self._placement_replicas()):
-                recently = now - self._prewarmed.get(node.name, -PREWARM_MEMORY_SECONDS)
-                if node.name not in self._prewarming and recently >= PREWARM_MEMORY_SECONDS:
+                due = prewarm_due(
+                    now, self._prewarmed.get(node.name), self._prewarm_failures.get(node.name)
+                )
+                if node.name not in self._prewarming and due:
                     self._prewarming.add(node.name)
                     self._prewarm_events[node.name] = asyncio.Event()
                     self._spawn(self._prewarm_node(self.nodes[node.name], now))
@@ -264,9 +311,19 @@ class Controller:
             tiers = await self._tiers.tiers(self.spec.image, handles)
         except Exception as e:  # a tier lookup failing must not stop scaling
             log.warning("tier lookup failed: %s", e)
-            tiers = {}
-        self.node_tiers = {h.name: tiers.get(h.name, Tier.COLD) for h in handles}
+            tiers = None
+        if tiers is not None:  # a failed lookup says nothing about which nodes are there
+            self._node_appeared(set(tiers) & set(self.nodes))
+        self.node_tiers = {h.name: (tiers or {}).get(h.name, Tier.COLD) for h in handles}
         return [Node(h.name, h.slots, self.node_tiers[h.name]) for h in handles]
+
+    def _node_appeared(self, known: set[str]) -> None:
+        """Forget the pre-warm history of nodes that were not known at the last tier lookup
+        (new in the node list, or left out of the last answer): what it said is stale."""
+        for name in known - self._known:
+            self._prewarm_failures.pop(name, None)
+            self._prewarmed.pop(name, None)
+        self._known = known
 
     def _placement_replicas(self) -> list[Replica]:
         return [
@@ -393,9 +450,15 @@ class Controller:
         try:
             await self._prewarm(node, self.spec.image)
             self._prewarmed[node.name] = self._clock()
+            self._prewarm_failures.pop(node.name, None)
             self._event(self._clock(), "prewarm", f"{self.spec.image} hot on {node.name}")
         except Exception as e:
-            self._event(self._clock(), "prewarm-failed", f"{node.name}: {e}")
+            failure = prewarm_failed(self._prewarm_failures.get(node.name), self._clock())
+            self._prewarm_failures[node.name] = failure
+            retry = prewarm_retry_delay(failure.count)
+            self._event(
+                self._clock(), "prewarm-failed", f"{node.name}: {e} (next try in {retry:.0f}s)"
+            )
         finally:
             self._prewarming.discard(node.name)
             done = self._prewarm_events.pop(node.name, None)

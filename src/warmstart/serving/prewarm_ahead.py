@@ -1,7 +1,12 @@
-"""Pre-warm ahead of a scale-out (pure): when demand comes within ``prewarm_headroom`` of the
-capacity of the replicas that exist or are starting, name the nodes the next replicas would be
-placed on whose tier is not yet hot, so the controller can pre-warm ``--hot`` there before the
-autoscaler asks for them.
+"""Pre-warm ahead of a scale-out (pure): name the nodes the next replicas would be placed on
+whose tier is not yet hot, so the controller can pre-warm ``--hot`` there before the autoscaler
+asks for them.
+
+By default that is every node the endpoint may scale to: the nodes :func:`place` gives the next
+``max_replicas`` minus current replicas (existing and starting), whatever the load.
+``prewarm_spare = N`` limits the spares to the next N replicas' nodes and ``0`` turns them off;
+in every case, when demand comes within ``prewarm_headroom`` of the capacity of the replicas
+that exist or are starting, the nodes the next scale-out would use are named too.
 
 With no replicas at all (an endpoint scaled to zero) the capacity is 0, so the node the first
 replica would land on is always a target: a scaled-to-zero endpoint starts hot.
@@ -47,21 +52,29 @@ def replicas_ahead(spec: EndpointSpec, snapshot: Snapshot, demand: float) -> int
     return max(0, count)
 
 
+def spare_count(spec: EndpointSpec, snapshot: Snapshot) -> int:
+    """How many replicas ahead to keep hot whatever the load: every one the endpoint may still
+    add (``max_replicas`` minus current) unless ``prewarm_spare`` sets a lower limit."""
+    room = max(0, spec.max_replicas - snapshot.current)
+    return room if spec.prewarm_spare is None else min(spec.prewarm_spare, room)
+
+
 def prewarm_targets(
     spec: EndpointSpec,
     snapshot: Snapshot,
     nodes: Sequence[Node],
     replicas: Sequence[Replica] = (),
 ) -> list[Node]:
-    """Nodes to pre-warm now (each once, in placement order): the next ``prewarm_spare`` nodes
-    always, and more when demand is near capacity; empty when the endpoint is at
-    ``max_replicas`` or the next nodes are hot."""
+    """Nodes to pre-warm now (each once, in placement order): those of the next
+    :func:`spare_count` replicas always (by default every node the endpoint may scale to), and
+    more when demand is near capacity; empty when the endpoint is at ``max_replicas`` or those
+    nodes are hot."""
     demand = recent_demand(spec, snapshot)
     count = 0
     if near_capacity(spec, demand, capacity(spec, snapshot)):
         count = replicas_ahead(spec, snapshot, demand)
     # Spare nodes kept hot whatever the load: a surge beyond any headroom starts hot too.
-    count = max(count, min(spec.prewarm_spare, spec.max_replicas - snapshot.current))
+    count = max(count, spare_count(spec, snapshot))
     if count <= 0:
         return []
     out: list[Node] = []
@@ -77,4 +90,5 @@ __all__ = [
     "prewarm_targets",
     "recent_demand",
     "replicas_ahead",
+    "spare_count",
 ]

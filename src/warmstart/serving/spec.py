@@ -1,6 +1,12 @@
 """An inference endpoint's spec: one TOML document, every field but ``name`` and ``image``
 with a default.
 
+The endpoint's image is kept hot (pre-warmed) by default on every node the endpoint may scale
+to: the nodes that :func:`~warmstart.serving.placement.place` would give the next
+``max_replicas`` minus current replicas, so a scale-out starts hot without any setting.
+``prewarm_spare`` only limits that: N keeps it hot on at most N more nodes, 0 leaves only the
+pre-warm of the next nodes when demand nears capacity (``prewarm_headroom``).
+
 ```toml
 name = "qwen3-8b"
 image = "registry.example/llm/qwen3:8b"
@@ -15,7 +21,8 @@ max_scale_up_step = 4       # replicas added per decision (omit: no limit)
 max_scale_down_step = 1     # replicas removed per decision (omit: no limit)
 scale_to_zero = false
 prewarm_headroom = 0.2      # pre-warm the next node when demand is within 20 % of capacity
-prewarm_spare = 0           # keep the image hot on this many more nodes, whatever the load
+prewarm_spare = 2           # keep it hot on at most 2 more nodes, whatever the load (omit:
+                            # every node it may scale to; 0: only near capacity)
 port = 8080
 replica_concurrency = 4     # the router sends a replica at most this many at once (omit: no cap)
 replica_start_timeout = 900 # seconds a replica may take to pass /ping
@@ -62,7 +69,9 @@ class EndpointSpec(BaseModel):
     max_scale_down_step: int | None = Field(default=None, ge=1)
     scale_to_zero: bool = False
     prewarm_headroom: float = Field(default=0.2, ge=0, le=1)
-    prewarm_spare: int = Field(default=0, ge=0, le=1000)
+    # None: keep the image hot on every node the endpoint may scale to (max_replicas minus
+    # the replicas it runs); N: on at most N of them; 0: only when demand nears capacity.
+    prewarm_spare: int | None = Field(default=None, ge=0, le=1000)
     port: int = Field(default=8080, ge=1, le=65535)
     replica_concurrency: int | None = Field(default=None, ge=1)
     env: dict[str, str] = Field(default_factory=dict)

@@ -137,6 +137,7 @@ async def test_prewarm_ahead_targets_the_next_node_before_scale_out():
         min_replicas=2,
         target_concurrency=2,
         prewarm_headroom=0.5,
+        prewarm_spare=0,  # demand-driven pre-warm only: by default every node is pre-warmed
     )
     warmed: list[str] = []
 
@@ -204,6 +205,7 @@ async def test_a_replica_waits_for_a_prewarm_in_flight_on_its_node():
         min_replicas=2,
         target_concurrency=2,
         prewarm_headroom=0.5,
+        prewarm_spare=0,  # demand-driven pre-warm only: by default every node is pre-warmed
     )
     release = asyncio.Event()
     order: list[str] = []

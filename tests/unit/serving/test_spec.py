@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert s.scale_to_zero is False
     assert s.floor == 1  # scale_to_zero off: at least one replica
     assert s.prewarm_headroom == 0.2
+    assert s.prewarm_spare is None  # hot on every node the endpoint may scale to
     assert s.port == 8080
     assert s.env == {}
     assert s.replica_start_timeout > 0
@@ -33,10 +34,11 @@ def test_full_spec() -> None:
         "min_replicas = 0\nmax_replicas = 8\ntarget_concurrency = 4\nstable_window = 30\n"
         "panic_window = 3\npanic_threshold = 1.5\nscale_down_delay = 10\n"
         "max_scale_up_step = 4\nmax_scale_down_step = 1\nscale_to_zero = true\n"
-        "prewarm_headroom = 0.3\nport = 9000\nreplica_start_timeout = 600\n"
+        "prewarm_headroom = 0.3\nprewarm_spare = 2\nport = 9000\nreplica_start_timeout = 600\n"
         '[env]\nMODEL_ID = "Qwen/Qwen3-8B"\n'
     )
     s = parse_spec(text)
+    assert s.prewarm_spare == 2
     assert s.target_concurrency == 4.0
     assert s.floor == 0
     assert (s.max_scale_up_step, s.max_scale_down_step) == (4, 1)
@@ -66,6 +68,9 @@ def test_image_is_normalised() -> None:
         ('image = "x"\nscale_to_zero = "yes"', "scale_to_zero"),
         ('image = "x"\nscale_to_zero = true\nmin_replicas = 2', "scale_to_zero"),
         ('image = "x"\nprewarm_headroom = 1.5', "prewarm_headroom"),
+        ('image = "x"\nprewarm_spare = -1', "prewarm_spare"),
+        ('image = "x"\nprewarm_spare = true', "prewarm_spare"),
+        ('image = "x"\nprewarm_spare = 1.5', "prewarm_spare"),
         ('image = "x"\nport = 0', "port"),
         ('image = "x"\nport = true', "port"),
         ('image = "x"\nport = "8080"', "port"),
@@ -111,3 +116,16 @@ def test_load_spec(tmp_path: Path) -> None:
     path.write_text(MINIMAL + "max_replicas = 0\n")
     with pytest.raises(SpecError, match=r"llm\.toml: max_replicas"):
         load_spec(path)
+
+
+def test_prewarm_spare_zero_turns_spares_off() -> None:
+    assert parse_spec(MINIMAL + "prewarm_spare = 0\n").prewarm_spare == 0
+
+
+def test_module_example_parses() -> None:
+    import warmstart.serving.spec as module
+
+    assert module.__doc__ is not None
+    example = module.__doc__.split("```toml\n", 1)[1].split("```", 1)[0]
+    s = parse_spec(example)
+    assert (s.name, s.max_replicas, s.prewarm_spare) == ("qwen3-8b", 8, 2)
