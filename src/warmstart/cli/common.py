@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import aiohttp
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from warmstart.errors import USER_ERRORS
 from warmstart.units import parse_size
@@ -21,8 +21,13 @@ T = TypeVar("T")
 
 DEFAULT_STORE = Path(os.environ.get("WARMSTART_STORE", "/var/lib/warmstart/store"))
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-out_console = Console(highlight=False)
+# What the CLI prints is data: paths, references, URLs, file contents (a hosts.toml's
+# [host."http://..."] is a rich tag), error messages (an IPv6 address holds emoji codes such as
+# :a:). So both consoles take strings literally (no markup, no emoji codes, no highlighting) and
+# never wrap a line at the terminal width; styled output is built from Text objects. Tables still
+# fit their columns to the terminal.
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
+out_console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 STORE_OPTION = typer.Option(
     DEFAULT_STORE, "--store", envvar="WARMSTART_STORE", help="Store directory.", show_default=True
@@ -32,7 +37,7 @@ STORE_OPTION = typer.Option(
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line to stderr and exit non-zero."""
     first = " ".join(str(message).split())
-    err_console.print(f"[bold red]error:[/] {escape(first)}", markup=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", first))
     raise typer.Exit(code)
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 import typer
-from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from warmstart.agent.containerd_hosts import HostsConfigError, check_url
 from warmstart.cli.common import err_console, fail, out_console
@@ -136,7 +136,7 @@ async def prewarm_all(
     client_timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=10)
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("{task.fields[agent]}"),
+        TextColumn("{task.fields[agent]}", markup=False),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
         console=err_console,
@@ -145,7 +145,7 @@ async def prewarm_all(
     what = "pre-warming + importing into containerd" if payload["hot"] else "pre-warming"
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         with progress:
-            tasks = {a: progress.add_task(what, agent=escape(a), total=1) for a in agents}
+            tasks = {a: progress.add_task(what, agent=a, total=1) for a in agents}
 
             async def one(agent: str) -> Outcome:
                 outcome = await post_prewarm(session, agent, payload, headers)
@@ -210,18 +210,16 @@ def prewarm(
         ]
         typer.echo(json.dumps(docs, indent=2))  # plain: never wrapped to the terminal width
     else:
-        table = Table("agent", "result", title=f"prewarm {payload['reference']}")
+        table = Table("agent", "result", title=Text(f"prewarm {payload['reference']}"))
         for o in outcomes:
             shown = (
-                escape(summary(o.result))
-                if o.ok and o.result
-                else f"[red]{escape(o.error or '')}[/]"
+                Text(summary(o.result)) if o.ok and o.result else Text(o.error or "", style="red")
             )
-            table.add_row(o.agent, shown)
+            table.add_row(Text(o.agent), shown)
         out_console.print(table)
     for o in outcomes:
         if not o.ok:
-            err_console.print(f"[bold red]error:[/] {escape(o.agent)}: {escape(o.error or '')}")
+            err_console.print(Text.assemble(("error:", "bold red"), f" {o.agent}: {o.error or ''}"))
     code = exit_code(outcomes)
     if code:
         raise typer.Exit(code)

@@ -14,6 +14,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from warmstart.oci import Descriptor, Digest, Platform, Reference
 
@@ -24,7 +25,7 @@ class RichPullProgress:
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
         self._console = console
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
@@ -52,7 +53,7 @@ class RichPullProgress:
         if not self._enabled:
             return
         where = f" for {platform}" if platform else ""
-        self._progress.console.print(f"[bold]{ref}[/] -> {digest}{where}")
+        self._progress.console.print(Text.assemble((str(ref), "bold"), f" -> {digest}{where}"))
 
     def blob_started(self, desc: Descriptor, cached: bool) -> None:
         label = f"{desc.digest.short} {'cached ' if cached else 'fetch  '}"
