@@ -175,6 +175,7 @@ def scaleout(
     )
     from warmstart.bench.scaleout_types import MODES
     from warmstart.bench.trace import TraceError
+    from warmstart.image.build import DEFAULT_IMAGE_CACHE
 
     if os.geteuid() != 0:
         fail("bench scaleout needs root (network namespaces, containerd)", code=2)
@@ -193,7 +194,7 @@ def scaleout(
         "burst_s": burst,
         "lead_s": lead,
         "image_cache": image_cache
-        or Path(os.environ.get("WARMSTART_IMAGE_CACHE") or "/var/cache/warmstart/example-image"),
+        or Path(os.environ.get("WARMSTART_IMAGE_CACHE") or DEFAULT_IMAGE_CACHE),
     }
     if quick:
         config = ScaleoutConfig.quick_config(**overrides)

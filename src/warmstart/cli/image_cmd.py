@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from warmstart.cli.common import err_console, fail, out_console
+from warmstart.image.build import DEFAULT_IMAGE_CACHE
 from warmstart.units import format_size
 
 app = typer.Typer(help="Build model images (the example endpoint's image).", no_args_is_help=True)
-
-DEFAULT_CACHE = Path(os.environ.get("WARMSTART_IMAGE_CACHE", "/var/cache/warmstart/image"))
 
 
 @app.command("build-example")
@@ -26,7 +24,7 @@ def build_example_cmd(
     repository: str = typer.Option("warmstart/example-minilm", "--repository", "--repo"),
     tag: str = typer.Option("latest", "--tag"),
     cache: Path = typer.Option(
-        DEFAULT_CACHE,
+        DEFAULT_IMAGE_CACHE,
         "--cache",
         envvar="WARMSTART_IMAGE_CACHE",
         help="Keeps the debootstrap rootfs, wheels and the OCI layout between builds.",
