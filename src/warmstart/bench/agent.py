@@ -491,16 +491,22 @@ def run_shaped_bench(
         log(f"shaped: pushing a {size / 2**30:.2f} GiB 4-layer image ...")
         image = images.push(registry.host, "bench/shaped", size, 4)
         ref = f"{registry.host}/bench/shaped:v1"
+        ctd_base = Path(tempfile.mkdtemp(prefix="wsbc-", dir="/tmp"))
+        ctd = ContainerdProcess(ctd_base, namespace="bench", netns=link.name)
+        ctd.start()
+        # As on any containerd node: the agent knows the socket, so it links blobs into
+        # containerd's content store instead of streaming them through its ingest.
         agent = AgentProcess(
-            base / "shaped-agent", upstreams={registry.host: registry.url}, netns=link.name
+            base / "shaped-agent",
+            upstreams={registry.host: registry.url},
+            netns=link.name,
+            settings={"containerd_socket": str(ctd.socket), "containerd_namespace": "bench"},
         )
         hosts = base / "shaped-hosts"
         write_hosts_dir(
             hosts,
             mirror_configs([registry.host], mirror_host(agent.url), insecure=[registry.host]),
         )
-        ctd_base = Path(tempfile.mkdtemp(prefix="wsbc-", dir="/tmp"))
-        ctd = ContainerdProcess(ctd_base, namespace="bench", netns=link.name)
         log("shaped: warming the agent's store (through the shaped link) ...")
         started = time.perf_counter()
         warm_up = subprocess.run(
