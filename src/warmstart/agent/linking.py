@@ -1,6 +1,6 @@
 """Put an image's blobs in the node's containerd before containerd opens its writers.
 
-Called on three paths: the hot pre-warm (every blob is stored: link them, then ``ctr images
+Called on two paths: the hot pre-warm (every blob is stored: link them, then ``ctr images
 pull`` transfers nothing), and the mirror's manifest answer to containerd (its next step is to
 open a writer per blob; a blob already in its content directory is committed without a GET).
 

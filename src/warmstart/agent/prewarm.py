@@ -27,7 +27,7 @@ from typing import Any
 from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
 from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
-from warmstart.agent.linking import ImageLinker
+from warmstart.agent.linking import ImageLinker, ensure_stored
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.oci import (
@@ -316,37 +316,28 @@ class Prewarmer:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _fetch_blob(self, ref: Reference, desc: Descriptor, identity: ClientIdentity) -> str:
-        if self._store is not None and self._store.has(desc.digest):
-            return "local"
-        result = await self._fetcher.get_blob(ref.registry, ref.repository, desc.digest, identity)
-        if result.size != desc.size:
-            raise PrewarmIncomplete(
-                f"blob {desc.digest} has {result.size} bytes, the manifest says {desc.size}"
+        if self._store is None:  # nothing to keep it in: read it through once
+            result = await self._fetcher.get_blob(
+                ref.registry, ref.repository, desc.digest, identity
             )
-        if result.path is None:
-            if result.open_stream is None:
-                raise PrewarmIncomplete(
-                    f"the fetcher returned neither a file nor a stream for {desc.digest}"
-                )
-            received = 0
-            async for chunk in result.open_stream(0):  # wait for the transfer to finish
-                received += len(chunk)
-            if received != desc.size:
-                raise PrewarmIncomplete(
-                    f"blob {desc.digest}: stream ended after {received} of {desc.size} bytes"
-                )
-            await self._settled(desc.digest)
-        return result.source
-
-    async def _settled(self, digest: Digest) -> None:
-        """After a stream ends the fetcher renames the verified file into place: wait for it."""
-        if self._store is None:
-            return
-        deadline = self._clock() + self._settle_seconds
-        while not self._store.has(digest):
-            if self._clock() >= deadline:
-                raise PrewarmIncomplete(f"blob {digest} was streamed but is not in the store")
-            await asyncio.sleep(0.02)
+            if result.open_stream is not None:
+                async for _chunk in result.open_stream(0):
+                    pass
+            return result.source
+        try:
+            return await ensure_stored(
+                self._fetcher,
+                self._store,
+                ref.registry,
+                ref.repository,
+                desc,
+                identity,
+                self._settle_seconds,
+            )
+        except FetchError as e:
+            if type(e) is FetchError:  # a short or missing blob, not a source's answer
+                raise PrewarmIncomplete(str(e)) from None
+            raise
 
     # -- hot -------------------------------------------------------------------------------
 
