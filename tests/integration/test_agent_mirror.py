@@ -334,3 +334,23 @@ def test_podman_pulls_through_the_mirror(
     status, _, body = http_request(agent, "GET", "/metrics")
     assert status == 200
     assert 'route="blob",status="200"' in body.decode()
+
+
+@pytest.mark.parametrize("accept", ["*/*", None, "application/*"])
+def test_a_wildcard_or_no_accept_gets_the_manifest_as_stored(
+    registry: RegistryProcess, image: BuiltImage, make_agent: MakeAgent, accept: str | None
+) -> None:
+    """curl and many HTTP libraries send ``Accept: */*`` (or nothing): the manifest comes back
+    with its own media type, as a registry serves it (distribution itself answers 404 here for
+    an OCI manifest)."""
+    agent = make_agent(registry)
+    headers = {"Accept": accept} if accept is not None else {}
+    for reference in (image.tag, image.manifest_digest):
+        path = f"/v2/{image.repository}/manifests/{reference}"
+        status, got, body = http_request(agent, "GET", path, headers)
+        assert status == 200, body
+        assert body == image.manifest
+        assert got["content-type"] == image.media_type
+        assert got["docker-content-digest"] == image.manifest_digest
+        status, got, body = http_request(agent, "HEAD", path, headers)
+        assert status == 200 and got["content-type"] == image.media_type

@@ -321,7 +321,7 @@ class TieredFetcher:
     ) -> ManifestResult:
         registry = self._registry(registry)
         await self._admit(registry, repository, client, Probe("manifest", reference))
-        wanted = tuple(accept) or mt.MANIFEST_ACCEPT
+        wanted = mt.manifest_accept(tuple(accept))
         if is_digest(reference):
             digest = Digest.parse(reference)
             return await self._manifest_by_digest(
