@@ -66,6 +66,7 @@ from warmstart.fetch.source import (
     SourceError,
     SourceManifest,
     SourceNotFound,
+    SourceNotManifest,
     SourceUnreachable,
     aclose_quietly,
 )
@@ -678,9 +679,18 @@ class TieredFetcher:
         *,
         from_peer: bool,
     ) -> ManifestResult:
+        known = self._sizes.get(digest)
+        if known is not None and known > MAX_MANIFEST_BYTES:
+            # A blob of a manifest served here: no need to ask anyone what it is.
+            raise NotFoundError(
+                f"{digest} is a blob of {known} bytes, not a manifest "
+                f"(the limit is {MAX_MANIFEST_BYTES})"
+            )
         if self._store.has(digest):
             try:
                 local = await self._local.get_manifest(registry, repository, str(digest), accept)
+            except SourceNotManifest as e:
+                raise NotFoundError(str(e)) from None
             except SourceError:
                 pass  # corrupt (and removed by the store) or just evicted: fetch it again
             else:
