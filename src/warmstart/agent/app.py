@@ -19,6 +19,7 @@ from aiohttp import web
 
 from warmstart.agent.config import AgentConfig, UpstreamConfig
 from warmstart.agent.hooks import HotImages, Prewarmer
+from warmstart.agent.httplog import AgentAccessLogger, ServerLog
 from warmstart.agent.import_grants import ImportGrants
 from warmstart.agent.link_setup import decide_link_setup
 from warmstart.agent.linking import ImageLinker
@@ -265,10 +266,13 @@ def create_app(
 
 def server_kwargs(config: AgentConfig) -> dict[str, Any]:
     """Keyword arguments for ``AppRunner`` (or ``TestServer.start_server``): request-line and
-    header-field limits. A longer header is answered 400 by aiohttp's parser."""
+    header-field limits (a longer header is answered 400 by aiohttp's parser), and the loggers
+    that log a request the parser refused as one access line (``warmstart.agent.httplog``)."""
     return {
         "max_line_size": config.max_header_size,
         "max_field_size": config.max_header_size,
+        "access_log_class": AgentAccessLogger,
+        "logger": ServerLog(logging.getLogger("warmstart.agent.http")),
     }
 
 
