@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.images import ImageBuilder
 from warmstart.testbed.agent import AgentProcess
+from warmstart.testbed.registry import RegistryProcess
 
 GARBAGE = [
     b"GARBAGE\r\n\r\n",
@@ -67,3 +72,40 @@ def test_garbage_requests_log_one_line_each_and_no_traceback(agent: AgentProcess
     assert len(others) == 1 and '"GET /healthz HTTP/1.1" 200' in others[0], "\n".join(others)
     assert any("Invalid header token" in line for line in refused)
     assert any("HTTPS traffic" in line for line in refused)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_with_a_client_that_stalls_forever_exits_0_within_the_grace(
+    registry: RegistryProcess, image_builder: ImageBuilder, tmp_path: Path
+) -> None:
+    data = os.urandom(64 << 20)  # more than the socket buffers hold
+    digest = image_builder.push_blob(registry, "team/app", data)
+    grace = 3.0
+    agent = AgentProcess(
+        tmp_path / "agent",
+        upstreams={registry.host: registry.url},
+        settings={"shutdown_grace": grace},
+    )
+    try:
+        stalled = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
+        try:
+            stalled.sendall(f"GET /v2/team/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert stalled.recv(1024).startswith(b"HTTP/1.1 200 ")  # then never reads again
+            time.sleep(0.5)
+            assert agent.proc is not None
+            terminated = time.monotonic()
+            agent.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(ConnectionRefusedError):  # no new connections while it drains
+                socket.create_connection(("127.0.0.1", agent.port), timeout=2).close()
+            code = agent.proc.wait(timeout=60)
+            exited = time.monotonic() - terminated
+        finally:
+            stalled.close()
+        assert code == 0, agent.log_tail()
+        assert grace - 0.5 <= exited <= grace + 2.0, exited
+        log = agent.log.read_text(errors="replace")
+        assert "Traceback" not in log, log
+        assert "cut 1 response(s) still in flight" in log, log
+    finally:
+        agent.cleanup()
