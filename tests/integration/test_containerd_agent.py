@@ -158,13 +158,25 @@ def test_agent_killed_mid_transfer_containerd_falls_back_and_store_stays_clean(
         timeout=120,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # Only the layer the crash interrupted is left, kept for a resume.
+    partial = agent.store / "ingest" / f"{layer.split(':', 1)[1]}.partial"
     leftovers = sorted(p.name for p in (agent.store / "ingest").iterdir())
-    assert leftovers == [], leftovers
-    # The restarted agent serves the image again (fetching what the crash interrupted).
+    assert leftovers == [partial.name], leftovers
+    kept = partial.stat().st_size
+    assert kept > 4 * MiB
+    # The restarted agent serves the image again, asking its upstream only for the rest.
     slow.clear()
+    proxy_mark = len(slow.requests)
     again = containerd()
     result, _ = ctr_pull(again, image.reference, hosts)
     assert result.returncode == 0, result.stderr
+    asked = [
+        r.header("Range")
+        for r in slow.requests[proxy_mark:]
+        if layer in r.path and r.method == "GET"
+    ]
+    assert asked == [f"bytes={kept}-"], asked
+    assert list((agent.store / "ingest").iterdir()) == []
 
 
 def test_hot_prewarm_leaves_nothing_for_the_next_pull(
