@@ -294,9 +294,10 @@ class UpstreamSource:
 
 
 def _server_failed(error: BaseException) -> bool:
-    """The registry failed to answer (5xx after retries), rather than answering no."""
+    """The registry answered with a server error (5xx, after retries), rather than answering
+    no, or not being reachable at all (then asking it something else is no use)."""
     if isinstance(error, UpstreamUnavailable):
-        return True
+        return not isinstance(error.__cause__, aiohttp.ClientConnectionError | OSError)
     status = getattr(error, "status", None)
     return type(error) is RegistryError and isinstance(status, int) and status >= 500
 

@@ -119,3 +119,26 @@ async def test_a_server_error_for_an_unknown_digest_stays_unavailable(fake) -> N
         await source.get_manifest(REG, REPO, str(missing), mt.MANIFEST_ACCEPT)
     with pytest.raises(SourceUnavailable):
         await source.check_access(REG, REPO, manifest_probe(missing))
+
+
+async def test_an_unreachable_upstream_is_not_asked_twice() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    source = UpstreamSource({REG: UpstreamSettings(url=f"http://127.0.0.1:{port}")}, max_attempts=1)
+    try:
+        client = source._registry(REG).client
+        heads: list[Digest] = []
+
+        async def head_blob(host: str, repository: str, digest: Digest) -> int | None:
+            heads.append(digest)
+            return None
+
+        client.head_blob = head_blob  # type: ignore[method-assign]
+        with pytest.raises(SourceUnavailable):
+            await source.get_manifest(REG, REPO, str(Digest.of(b"x")), mt.MANIFEST_ACCEPT)
+        assert heads == []
+    finally:
+        await source.aclose()
