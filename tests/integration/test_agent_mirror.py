@@ -334,3 +334,57 @@ def test_podman_pulls_through_the_mirror(
     status, _, body = http_request(agent, "GET", "/metrics")
     assert status == 200
     assert 'route="blob",status="200"' in body.decode()
+
+
+@pytest.mark.parametrize("accept", ["*/*", None, "application/*"])
+def test_a_wildcard_or_no_accept_gets_the_manifest_as_stored(
+    registry: RegistryProcess, image: BuiltImage, make_agent: MakeAgent, accept: str | None
+) -> None:
+    """curl and many HTTP libraries send ``Accept: */*`` (or nothing): the manifest comes back
+    with its own media type, as a registry serves it (distribution itself answers 404 here for
+    an OCI manifest)."""
+    agent = make_agent(registry)
+    headers = {"Accept": accept} if accept is not None else {}
+    for reference in (image.tag, image.manifest_digest):
+        path = f"/v2/{image.repository}/manifests/{reference}"
+        status, got, body = http_request(agent, "GET", path, headers)
+        assert status == 200, body
+        assert body == image.manifest
+        assert got["content-type"] == image.media_type
+        assert got["docker-content-digest"] == image.manifest_digest
+        status, got, body = http_request(agent, "HEAD", path, headers)
+        assert status == 200 and got["content-type"] == image.media_type
+
+
+def test_a_layer_or_config_asked_for_as_a_manifest_is_a_4xx(
+    registry: RegistryProcess, image_builder: ImageBuilder, make_agent: MakeAgent
+) -> None:
+    """distribution answers 500 for ``/manifests/<layer digest>`` (it reads the blob and fails
+    to parse it); a 5xx means "retry" to every client, so the mirror answers 404
+    MANIFEST_UNKNOWN: on a cold agent, after the layer is stored, and for HEAD."""
+    image = image_builder.build(registry, "team/big", "v1", layer_sizes=[16 << 20], seed=11)
+    layer, config = image.layer_digests[0], image.config_digest
+    agent = make_agent(registry)
+
+    def ask(method: str, digest: str) -> int:
+        status, headers, body = http_request(
+            agent, method, f"/v2/{image.repository}/manifests/{digest}"
+        )
+        if method == "GET":
+            assert json.loads(body)["errors"][0]["code"] == "MANIFEST_UNKNOWN", body
+        assert headers["content-type"] == "application/json"
+        return status
+
+    assert ask("GET", layer) == 404  # cold: nothing known about the digest
+    assert ask("HEAD", config) == 404
+    status, _, _ = http_request(agent, "GET", f"/v2/{image.repository}/manifests/{image.tag}")
+    assert status == 200
+    for digest in (layer, config):  # stored now: the store's own bytes say what they are
+        status, _, body = http_request(agent, "GET", f"/v2/{image.repository}/blobs/{digest}")
+        assert status == 200 and sha256(body) == digest
+        assert ask("GET", digest) == 404
+        assert ask("HEAD", digest) == 404
+    status, _, body = http_request(
+        agent, "GET", f"/v2/{image.repository}/manifests/{image.manifest_digest}"
+    )
+    assert status == 200 and body == image.manifest

@@ -8,6 +8,7 @@ the agent are recorded by a pass-through proxy in front of it where that matters
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -157,13 +158,25 @@ def test_agent_killed_mid_transfer_containerd_falls_back_and_store_stays_clean(
         timeout=120,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # Only the layer the crash interrupted is left, kept for a resume.
+    partial = agent.store / "ingest" / f"{layer.split(':', 1)[1]}.partial"
     leftovers = sorted(p.name for p in (agent.store / "ingest").iterdir())
-    assert leftovers == [], leftovers
-    # The restarted agent serves the image again (fetching what the crash interrupted).
+    assert leftovers == [partial.name], leftovers
+    kept = partial.stat().st_size
+    assert kept > 0
+    # The restarted agent serves the image again, asking its upstream only for the rest.
     slow.clear()
+    proxy_mark = len(slow.requests)
     again = containerd()
     result, _ = ctr_pull(again, image.reference, hosts)
     assert result.returncode == 0, result.stderr
+    asked = [
+        r.header("Range")
+        for r in slow.requests[proxy_mark:]
+        if layer in r.path and r.method == "GET"
+    ]
+    assert asked == [f"bytes={kept}-"], asked
+    assert list((agent.store / "ingest").iterdir()) == []
 
 
 def test_hot_prewarm_leaves_nothing_for_the_next_pull(
@@ -338,3 +351,83 @@ def test_hot_prewarm_of_a_private_image_acts_for_the_client_who_asked(
     assert outcome["ok"] and outcome["result"]["containerd"]["unpacked"] is True
     state = image_state(ctd, image.reference)
     assert state is not None and state.tier == "hot"
+
+
+def _pull_through(ctd: Any, image_reference: str, hosts: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ctr_pull_command(ctd, image_reference, hosts),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_mid_pull_finishes_the_transfers_in_flight_and_exits_0(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    fault_proxy: Callable[..., FaultProxy],
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """A rolling update (SIGTERM) in the middle of a ``ctr images pull`` through the agent: the
+    agent stops accepting connections, finishes the responses it is sending, exits 0, and the
+    pull completes with every blob; the layer in flight came from the agent, not a fallback."""
+    image = image_builder.build(registry, "team/big", "v1", [88 * MiB, 8 * MiB], seed="term")
+    layer = image.layer_digests[0]
+    slow = fault_proxy(registry)
+    # ~26 s for the big layer: what is left of it at SIGTERM (~24 s) takes longer than the
+    # 2 x 10 s aiohttp waited before (its shutdown timeout, twice), less than the default
+    # grace (30 s)
+    slow.throttle(3_500_000, path_contains="/blobs/")
+    agent = agents(upstreams={registry.host: slow.url})
+    hosts = write_hosts(tmp_path / "hosts", registry.host, agent.url, registry.url)
+
+    # undisturbed, for the record: a fresh containerd, a fresh agent store
+    ctd = containerd()
+    started = time.monotonic()
+    result, _ = ctr_pull(ctd, image.reference, hosts)
+    undisturbed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+
+    agent2 = agents(upstreams={registry.host: slow.url})
+    hosts2 = write_hosts(tmp_path / "hosts2", registry.host, agent2.url, registry.url)
+    ctd2 = containerd()
+    mark = registry.mark()
+    proxy_mark = len(slow.requests)
+    started = time.monotonic()
+    pull = _pull_through(ctd2, image.reference, hosts2)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            layer in r.path and r.body_bytes > 8 * MiB for r in list(slow.requests)[proxy_mark:]
+        ):
+            assert pull.poll() is None, f"ctr ended before SIGTERM: {pull.stderr.read()}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the agent never started the layer transfer"
+            time.sleep(0.05)
+        assert agent2.proc is not None
+        terminated = time.monotonic()
+        agent2.proc.send_signal(signal.SIGTERM)
+        code = agent2.proc.wait(timeout=60)
+        exited = time.monotonic() - terminated
+        _, stderr = pull.communicate(timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        if pull.poll() is None:
+            pull.kill()
+            pull.wait()
+    print(f"undisturbed pull {undisturbed:.1f} s; with SIGTERM {elapsed:.1f} s; agent exited "
+          f"{exited:.1f} s after SIGTERM")  # fmt: skip
+    assert code == 0, agent2.log_tail()
+    assert pull.returncode == 0, stderr
+    state = image_state(ctd2, image.reference)
+    assert state is not None and state.tier == "hot" and state.digest == image.manifest_digest
+    direct = [
+        r
+        for r in registry.blob_get_requests(layer, since=mark)
+        if r.user_agent.startswith("containerd")
+    ]
+    assert direct == [], "the layer in flight was fetched again by containerd"
+    log = agent2.log.read_text(errors="replace")
+    assert f"/blobs/{layer}" in log and "Traceback" not in log

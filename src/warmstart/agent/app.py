@@ -2,7 +2,9 @@
 
 ``create_app(config)`` opens the content store and builds the tiered fetcher when the app
 starts (``cleanup_ctx``) and closes them when it stops; tests inject an in-memory ``fetcher``.
-``serve(config)`` runs it with the header limits from the config until SIGINT/SIGTERM.
+``serve(config)`` runs it with the header limits from the config until SIGINT/SIGTERM, then
+stops gracefully: no new connections, the responses in flight finish (up to
+``config.shutdown_grace`` seconds; a client that stalls longer is cut off), exit 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from warmstart.agent.config import AgentConfig, UpstreamConfig
 from warmstart.agent.hooks import HotImages, Prewarmer
+from warmstart.agent.httplog import AgentAccessLogger, ServerLog
 from warmstart.agent.import_grants import ImportGrants
 from warmstart.agent.link_setup import decide_link_setup
 from warmstart.agent.linking import ImageLinker
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 FetcherFactory = Callable[[AgentConfig, ContentStore, PeerSet, AgentMetrics], Fetcher]
 PrewarmerFactory = Callable[[AgentConfig, Fetcher, ContentStore | None], Prewarmer | None]
 HotFactory = Callable[[AgentConfig], HotImages | None]
-SHUTDOWN_TIMEOUT = 10.0
+SHUTDOWN_BACKSTOP = 5.0  # seconds past the grace before aiohttp's own shutdown timeout
 
 
 class AgentSetupError(RuntimeError):
@@ -265,20 +268,26 @@ def create_app(
 
 def server_kwargs(config: AgentConfig) -> dict[str, Any]:
     """Keyword arguments for ``AppRunner`` (or ``TestServer.start_server``): request-line and
-    header-field limits. A longer header is answered 400 by aiohttp's parser."""
+    header-field limits (a longer header is answered 400 by aiohttp's parser), and the loggers
+    that log a request the parser refused as one access line (``warmstart.agent.httplog``)."""
     return {
         "max_line_size": config.max_header_size,
         "max_field_size": config.max_header_size,
+        "access_log_class": AgentAccessLogger,
+        "logger": ServerLog(logging.getLogger("warmstart.agent.http")),
     }
 
 
 async def start(config: AgentConfig, app: web.Application | None = None) -> web.AppRunner:
     """Start serving on ``config.listen``; the caller cleans the runner up."""
     app = app if app is not None else create_app(config)
+    # aiohttp's shutdown: stop listening, close idle keep-alive connections, wait up to
+    # shutdown_timeout for the requests in progress. stop_gracefully cuts them at the grace;
+    # aiohttp's own timeout is only a backstop, later, so the two never race.
     runner = web.AppRunner(
         app,
         access_log=logging.getLogger("warmstart.agent.access"),
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        shutdown_timeout=config.shutdown_grace + SHUTDOWN_BACKSTOP,
         **server_kwargs(config),
     )
     await runner.setup()
@@ -297,7 +306,11 @@ async def start(config: AgentConfig, app: web.Application | None = None) -> web.
 
 
 async def serve(config: AgentConfig, *, ready: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM."""
+    """Serve until SIGINT or SIGTERM, then finish the responses in flight (up to
+    ``config.shutdown_grace`` seconds) and return.
+
+    containerd falls back to the upstream when the mirror refuses a connection, but not when
+    a body it is reading breaks: a restart must never cut a transfer that could finish."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -315,4 +328,33 @@ async def serve(config: AgentConfig, *, ready: Callable[[str], None] | None = No
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        await stop_gracefully(runner, config.shutdown_grace)
+
+
+async def stop_gracefully(runner: web.AppRunner, grace: float) -> None:
+    """Stop listening, let the responses in flight finish for up to ``grace`` seconds, cut
+    those still running then (a client that stalls), and clean up.
+
+    aiohttp's own shutdown waits ``shutdown_timeout`` for the requests in progress and then
+    as long again for them to end after it cancels their payload only; cancelling their
+    tasks here at the deadline keeps the whole stop within ``grace``."""
+    loop = asyncio.get_running_loop()
+    state = runner.app[STATE]
+    started = loop.time()
+    log.info(
+        "stopping: no new connections; %d request(s) in flight may finish within %.0f s",
+        len(state.in_flight),
+        grace,
+    )
+
+    def cut() -> None:
+        cut_off = state.cut_in_flight()
+        if cut_off:
+            log.warning("grace period over: cut %d response(s) still in flight", cut_off)
+
+    deadline = loop.call_later(grace, cut)
+    try:
         await runner.cleanup()
+    finally:
+        deadline.cancel()
+    log.info("stopped after %.1f s", loop.time() - started)

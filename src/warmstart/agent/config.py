@@ -20,6 +20,9 @@ containerd_root = "/var/lib/containerd"  # default: what containerd reports, els
 containerd_link = "hardlink"       # "copy": also copy where a hard link is impossible; "off"
 link_wait = 60                     # seconds a manifest answer to containerd waits for the
                                    # image's missing blobs to be fetched and linked
+shutdown_grace = 30                # seconds: on SIGTERM (a rolling update, systemctl restart)
+                                   # the agent stops accepting connections and finishes the
+                                   # responses in flight for up to this long, then exits 0
 
 [upstreams."registry.example"]
 url = "https://registry.example"   # "http://..." for a plain-HTTP registry
@@ -63,6 +66,7 @@ STORE_ENV = "WARMSTART_STORE"
 DEFAULT_TAG_TTL = 10.0
 DEFAULT_PEER_TIMEOUT = 1.0
 DEFAULT_MAX_HEADER_SIZE = 8190  # aiohttp's default for a request line and one header field
+DEFAULT_SHUTDOWN_GRACE = 30.0
 MAX_PEERS = 1024
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -180,6 +184,7 @@ class AgentConfig(_Model):
     containerd_root: Path | None = None  # None: ask containerd, else /var/lib/containerd
     containerd_link: LinkMode = LinkMode.HARDLINK
     link_wait: float = Field(default=DEFAULT_LINK_WAIT, ge=0, le=3600)
+    shutdown_grace: float = Field(default=DEFAULT_SHUTDOWN_GRACE, ge=0, le=3600)
 
     @field_validator("listen")
     @classmethod

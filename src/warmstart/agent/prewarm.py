@@ -16,10 +16,11 @@ show the image complete and unpacked.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,19 @@ from warmstart.oci import mediatypes as mt
 from warmstart.oci.manifest import parse_manifest
 from warmstart.store import ContentStore
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CONCURRENCY = 4
 DEFAULT_IMPORT_TIMEOUT = 3600.0
+IMPORT_ATTEMPTS = 3  # ctr pulls per hot import when one breaks mid-body
+IMPORT_RETRY_DELAYS = (0.5, 2.0)  # seconds before the 2nd and 3rd attempt
+# What ctr prints when a body it was reading broke (the agent restarted, a connection reset):
+# the next attempt resumes from what containerd already has. Anything else is final.
+TRANSIENT_PULL_ERRORS = (
+    "unexpected eof",
+    "failed to read expected number of bytes",
+    "connection reset",
+)
 STORE_SETTLE_SECONDS = 10.0
 IMAGE_CONFIGS = frozenset({mt.DOCKER_CONFIG, mt.OCI_CONFIG})
 
@@ -125,6 +137,16 @@ def is_container_image(manifest: ImageManifest) -> bool:
     return manifest.config.media_type in IMAGE_CONFIGS
 
 
+def transient_pull_failure(returncode: int, stderr: str) -> bool:
+    """Whether a failed ``ctr images pull`` broke mid-body (worth another attempt) rather than
+    failing for a reason another attempt would meet again (not found, denied, 503, bad
+    arguments)."""
+    if returncode == 0:
+        return False
+    text = stderr.lower()
+    return any(marker in text for marker in TRANSIENT_PULL_ERRORS)
+
+
 def ctr_pull_args(
     ref: Reference, hosts_dir: Path, platform: Platform | None, snapshotter: str | None
 ) -> list[str]:
@@ -181,6 +203,7 @@ class Prewarmer:
         import_timeout: float = DEFAULT_IMPORT_TIMEOUT,
         settle_seconds: float = STORE_SETTLE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -194,6 +217,7 @@ class Prewarmer:
         self._import_timeout = import_timeout
         self._settle_seconds = settle_seconds
         self._clock = clock
+        self._sleep = sleep
 
     @property
     def containerd(self) -> ContainerdTarget | None:
@@ -365,21 +389,40 @@ class Prewarmer:
             hosts_dir = Path(tmp)
             headers = ((IMPORT_HEADER, token),)
             write_hosts_dir(hosts_dir, [agent_only(ref.registry, self._agent_url, headers)])
-            try:
-                result = await ctr.run(
-                    *ctr_pull_args(ref, hosts_dir, platform, target.snapshotter),
-                    time_limit=self._import_timeout,
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    result = await ctr.run(
+                        *ctr_pull_args(ref, hosts_dir, platform, target.snapshotter),
+                        time_limit=self._import_timeout,
+                    )
+                except CtrError as e:
+                    raise HotImportFailed(str(e)) from None
+                except TimeoutError:
+                    raise HotImportFailed(
+                        f"ctr images pull {ref} did not finish in {self._import_timeout:.0f}s"
+                    ) from None
+                if attempts >= IMPORT_ATTEMPTS or not transient_pull_failure(
+                    result.returncode, result.stderr
+                ):
+                    break
+                delay = IMPORT_RETRY_DELAYS[min(attempts, len(IMPORT_RETRY_DELAYS)) - 1]
+                log.warning(
+                    "hot import of %s: ctr pull broke mid-transfer (%s); attempt %d of %d in "
+                    "%.1f s",
+                    ref,
+                    one_line(result.stderr),
+                    attempts + 1,
+                    IMPORT_ATTEMPTS,
+                    delay,
                 )
-            except CtrError as e:
-                raise HotImportFailed(str(e)) from None
-            except TimeoutError:
-                raise HotImportFailed(
-                    f"ctr images pull {ref} did not finish in {self._import_timeout:.0f}s"
-                ) from None
+                await self._sleep(delay)
         pull_seconds = self._clock() - pull_started
         if result.returncode != 0:
             reason = one_line(result.stderr) or f"exit status {result.returncode}"
-            raise HotImportFailed(f"importing {ref} into containerd failed: {reason}")
+            tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+            raise HotImportFailed(f"importing {ref} into containerd failed{tries}: {reason}")
         try:
             state = await ContainerdImages(ctr, target.snapshotter).image(str(ref))
         except CtrError as e:
@@ -395,6 +438,7 @@ class Prewarmer:
             "tag_moved": state.digest != str(digest),
             "link": linked.to_json() if linked is not None else None,
             "pull_seconds": round(pull_seconds, 3),
+            "pull_attempts": attempts,
             "unpack_seconds": round(parse_pull_output(result.stdout).unpack_seconds, 3),
             "seconds": round(self._clock() - started, 3),
         }

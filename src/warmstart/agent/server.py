@@ -85,6 +85,16 @@ class AgentState:
     grants: ImportGrants = field(default_factory=ImportGrants)
     linker: ImageLinker | None = None  # links blobs into containerd's content store
     link_setup: LinkSetup | None = None
+    # The tasks answering requests right now: a graceful stop waits for them, then cuts
+    # those still running when the grace period ends.
+    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def cut_in_flight(self) -> int:
+        """Cancel every request still being answered; how many there were."""
+        tasks = [t for t in self.in_flight if not t.done()]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
 
 
 STATE = web.AppKey("warmstart_agent_state", AgentState)
@@ -159,6 +169,9 @@ async def observe(
 ) -> web.StreamResponse:
     state = state_of(request)
     status: int | str = 500
+    task = asyncio.current_task()
+    if task is not None:
+        state.in_flight.add(task)
     try:
         resp = await handler(request)
         status = resp.status
@@ -185,6 +198,8 @@ async def observe(
             raise
         return error_response(oci_error("UNKNOWN", "internal error in the agent", status=500))
     finally:
+        if task is not None:
+            state.in_flight.discard(task)
         route = request.get(ROUTE)
         if route is None:
             info = request.match_info.route

@@ -10,9 +10,11 @@ from warmstart.fetch.source import (
     SourceCorrupt,
     SourceManifest,
     SourceNotFound,
+    SourceNotManifest,
 )
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidDigest, OCIError, parse_manifest
 from warmstart.oci import mediatypes as mt
+from warmstart.oci.manifest import is_manifest_like
 from warmstart.store import BlobNotFound, BlobTooLarge, ContentStore
 
 
@@ -69,7 +71,10 @@ class LocalSource:
         except BlobNotFound as e:
             raise SourceNotFound(str(e)) from None
         except BlobTooLarge as e:
-            raise SourceCorrupt(str(e)) from None
+            # The store's files are verified: this digest is some other blob.
+            raise SourceNotManifest(f"{digest} is not a manifest: {e}") from None
+        if not is_manifest_like(body):
+            raise SourceNotManifest(f"{digest} is a blob of {len(body)} bytes, not a manifest")
         return SourceManifest(digest, manifest_media_type(body), body)
 
 

@@ -54,6 +54,7 @@ class MemorySource:
     opens: list[tuple[Digest, int]] = field(default_factory=list)
     stats: list[Digest] = field(default_factory=list)
     manifest_gets: list[str] = field(default_factory=list)
+    manifest_accepts: list[tuple[str, ...]] = field(default_factory=list)
     access_checks: list[tuple[str, str | None, bool]] = field(default_factory=list)
 
     # -- content -----------------------------------------------------------------------------
@@ -181,6 +182,7 @@ class MemorySource:
         self, registry: str, repository: str, reference: str, accept: Sequence[str]
     ) -> SourceManifest:
         self.manifest_gets.append(reference)
+        self.manifest_accepts.append(tuple(accept))
         self._enter(repository)
         found = self.manifests.get((repository, reference))
         if found is None:

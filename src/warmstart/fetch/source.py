@@ -27,6 +27,13 @@ class SourceNotFound(SourceError):
     kind = "not_found"
 
 
+class SourceNotManifest(SourceNotFound):
+    """What was asked for as a manifest is something else (a layer, a config, something over
+    the manifest size limit): there is no manifest there, so clients get a 4xx, not a 5xx."""
+
+    kind = "not_manifest"
+
+
 class SourceUnavailable(SourceError):
     """Failed for now (5xx, timeouts, dropped connection): another source may work."""
 
@@ -175,6 +182,7 @@ __all__ = [
     "SourceError",
     "SourceManifest",
     "SourceNotFound",
+    "SourceNotManifest",
     "SourceUnavailable",
     "SourceUnreachable",
     "aclose_quietly",

@@ -66,6 +66,7 @@ from warmstart.fetch.source import (
     SourceError,
     SourceManifest,
     SourceNotFound,
+    SourceNotManifest,
     SourceUnreachable,
     aclose_quietly,
 )
@@ -167,12 +168,17 @@ class _Attempt:
         self._failures = failures
         self._plan = fetcher._plan(t, excluded)
         self._first: OpenedBlob | None = None
+        self._first_at = 0
         self.source: Source | None = None
         self.contributors: set[str] = set()
         self._resumed: set[str] = set()
+        self._failed: set[str] = set()  # sources that failed in this attempt
 
-    async def open_first(self) -> tuple[Source, OpenedBlob]:
-        self._first = await self._open_next(0)
+    async def open_first(self, offset: int = 0) -> tuple[Source, OpenedBlob]:
+        """Open the best source from ``offset`` (where the store will resume a partial file
+        a previous agent left; the store asks for another offset if it decides otherwise)."""
+        self._first = await self._open_next(offset)
+        self._first_at = offset
         assert self.source is not None
         return self.source, self._first
 
@@ -187,6 +193,7 @@ class _Attempt:
             except SourceError as e:
                 self._fetcher._source_failed(source, e, t.registry)
                 self._failures.add(source, e)
+                self._failed.add(source.name)
                 continue
             self.source = source
             return blob
@@ -202,13 +209,20 @@ class _Attempt:
         metrics = self._fetcher._metrics
         resume: Source | None = None
         while True:
-            if self._first is not None and pos == 0:
+            if self._first is not None and pos == self._first_at:
                 blob, self._first = self._first, None
             else:
                 if self._first is not None:
                     await self._first.aclose()
                     self._first = None
-                blob = await self._reopen(resume, pos) if resume is not None else None
+                blob = None
+                if resume is not None:
+                    blob = await self._reopen(resume, pos)
+                elif self.source is not None and self.source.name not in self._failed:
+                    # The store asks from another offset than the last answer's (it resumes a
+                    # partial file, or dropped one that did not verify): that source did not
+                    # fail, so ask it again.
+                    blob = await self._reopen(self.source, pos, once=False)
                 if blob is None:
                     blob = await self._open_next(pos)
             source = self.source
@@ -225,15 +239,18 @@ class _Attempt:
             except SourceError as e:
                 self._fetcher._source_failed(source, e, self._t.registry)
                 self._failures.add(source, e)
+                self._failed.add(source.name)
                 log.info("blob %s: %s failed at byte %d: %s", self._t.digest, source.name, pos, e)
                 progressed = pos > began and source.name not in self._resumed
                 resume = source if progressed and not isinstance(e, SourceCorrupt) else None
             finally:
                 await blob.aclose()
 
-    async def _reopen(self, source: Source, offset: int) -> OpenedBlob | None:
-        """Ask ``source`` again from ``offset`` (once per source); None if that fails too."""
-        self._resumed.add(source.name)
+    async def _reopen(self, source: Source, offset: int, *, once: bool = True) -> OpenedBlob | None:
+        """Ask ``source`` again from ``offset`` (``once``: once per source after a failure);
+        None if that fails too."""
+        if once:
+            self._resumed.add(source.name)
         t = self._t
         try:
             blob = await source.open_blob(
@@ -242,6 +259,7 @@ class _Attempt:
         except SourceError as e:
             self._fetcher._source_failed(source, e, t.registry)
             self._failures.add(source, e)
+            self._failed.add(source.name)
             return None
         self.source = source
         return blob
@@ -321,7 +339,7 @@ class TieredFetcher:
     ) -> ManifestResult:
         registry = self._registry(registry)
         await self._admit(registry, repository, client, Probe("manifest", reference))
-        wanted = tuple(accept) or mt.MANIFEST_ACCEPT
+        wanted = mt.manifest_accept(tuple(accept))
         if is_digest(reference):
             digest = Digest.parse(reference)
             return await self._manifest_by_digest(
@@ -509,7 +527,7 @@ class TieredFetcher:
                 attempt = _Attempt(self, t, excluded, failures)
                 try:
                     try:
-                        source, first = await attempt.open_first()
+                        source, first = await attempt.open_first(self._resume_offset(t))
                     except _Exhausted:
                         raise failures.error(what) from None
                     size = t.known_size if t.known_size is not None else first.size
@@ -557,6 +575,16 @@ class TieredFetcher:
             t.finished.set()
             if self._transfers.get(t.digest) is t:
                 del self._transfers[t.digest]
+
+    def _resume_offset(self, t: _Transfer) -> int:
+        """Where the store will resume the blob from (a partial a dead agent left), so the
+        first request already asks for the rest; 0 if nothing is there, if it is too long, or
+        if the blob's size is unknown (an offset past the end would read as a corrupt source)."""
+        known = t.known_size
+        if known is None:
+            return 0
+        offset = self._store.partial_size(t.digest)
+        return offset if offset <= known else 0
 
     def _corrupt(self, name: str, t: _Transfer, error: Exception, failures: _Failures) -> None:
         source: Source = self._upstream
@@ -678,9 +706,18 @@ class TieredFetcher:
         *,
         from_peer: bool,
     ) -> ManifestResult:
+        known = self._sizes.get(digest)
+        if known is not None and known > MAX_MANIFEST_BYTES:
+            # A blob of a manifest served here: no need to ask anyone what it is.
+            raise NotFoundError(
+                f"{digest} is a blob of {known} bytes, not a manifest "
+                f"(the limit is {MAX_MANIFEST_BYTES})"
+            )
         if self._store.has(digest):
             try:
                 local = await self._local.get_manifest(registry, repository, str(digest), accept)
+            except SourceNotManifest as e:
+                raise NotFoundError(str(e)) from None
             except SourceError:
                 pass  # corrupt (and removed by the store) or just evicted: fetch it again
             else:

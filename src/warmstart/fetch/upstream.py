@@ -23,11 +23,13 @@ from warmstart.fetch.source import (
     SourceError,
     SourceManifest,
     SourceNotFound,
+    SourceNotManifest,
     SourceUnavailable,
     opened,
 )
-from warmstart.oci import Digest, OCIError, Reference
+from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidManifest, OCIError, Reference
 from warmstart.oci import mediatypes as mt
+from warmstart.oci.manifest import is_manifest_like, parse_manifest
 from warmstart.registry import (
     AuthError,
     ClientOptions,
@@ -37,6 +39,7 @@ from warmstart.registry import (
     NotFound,
     RegistryClient,
     RegistryError,
+    UpstreamUnavailable,
 )
 from warmstart.registry.endpoints import canonical_registry
 
@@ -52,6 +55,8 @@ def source_error(error: BaseException, what: str) -> SourceError:
         return SourceNotFound(text)
     if isinstance(error, AuthError):
         return SourceDenied(text)
+    if isinstance(error, InvalidManifest):  # too large, not JSON, not a manifest type
+        return SourceNotManifest(text)
     if isinstance(error, DigestMismatch | OCIError | ValueError):
         return SourceCorrupt(text)
     if isinstance(error, RegistryError | aiohttp.ClientError | OSError | TimeoutError):
@@ -186,8 +191,49 @@ class UpstreamSource:
             ref = _reference(reg.host, repository, reference)
             got = await reg.client.get_manifest(ref, tuple(accept) or mt.MANIFEST_ACCEPT)
         except Exception as e:
-            raise source_error(e, what) from e
+            if ref.digest is None or not _server_failed(e):
+                raise source_error(e, what) from e
+            # distribution answers 500 for a digest that is a layer or config: read the same
+            # content-addressed bytes from the blob route and judge them ourselves.
+            return await self._manifest_as_blob(reg, repository, ref.digest, e, what)
         return SourceManifest(got.digest, got.media_type, got.body)
+
+    async def _manifest_as_blob(
+        self,
+        reg: _Registry,
+        repository: str,
+        digest: Digest,
+        failure: BaseException,
+        what: str,
+    ) -> SourceManifest:
+        """The manifest ``digest`` read through ``/blobs/`` after ``/manifests/`` failed with a
+        server error: :class:`SourceNotManifest` if those bytes are no manifest, the original
+        failure if the blob route does not have them either."""
+        try:
+            size = await reg.client.head_blob(reg.host, repository, digest)
+        except Exception as e:
+            raise source_error(failure, what) from e
+        if size is None:
+            raise source_error(failure, what) from failure
+        if size > MAX_MANIFEST_BYTES:
+            raise SourceNotManifest(
+                f"{what}: {digest} is a blob of {size} bytes, not a manifest "
+                f"(the limit is {MAX_MANIFEST_BYTES})"
+            )
+        chunks: list[bytes] = []
+        try:
+            async for chunk in reg.client.blob_stream(reg.host, repository, digest, size=size):
+                chunks.append(chunk)
+        except Exception as e:
+            raise source_error(e, what) from e
+        body = b"".join(chunks)
+        if not is_manifest_like(body):
+            raise SourceNotManifest(f"{what}: {digest} is a blob of {size} bytes, not a manifest")
+        try:
+            media_type = parse_manifest(body).media_type
+        except OCIError as e:
+            raise SourceNotManifest(f"{what}: {e}") from None
+        return SourceManifest(digest, media_type, body)
 
     # -- AccessChecker -----------------------------------------------------------------------
 
@@ -228,8 +274,32 @@ class UpstreamSource:
             return Access.ABSENT
         except AuthError:
             return Access.DENIED
+        except InvalidManifest:  # e.g. over the size limit: no manifest is there
+            return Access.ABSENT
         except Exception as e:
-            raise source_error(e, what) from e
+            if not (probe.kind == "manifest" and probe.is_digest and _server_failed(e)):
+                raise source_error(e, what) from e
+            failure: BaseException = e
+        # distribution answers 500 for a manifest digest that is a layer: the blob route says
+        # whether the digest is in the repository (and too big to be a manifest).
+        try:
+            size = await client.head_blob(reg.host, repository, Digest.parse(probe.reference))
+        except AuthError:
+            return Access.DENIED
+        except Exception as e:
+            raise source_error(failure, what) from e
+        if size is None:
+            raise source_error(failure, what) from failure
+        return Access.ABSENT if size > MAX_MANIFEST_BYTES else Access.PRESENT
+
+
+def _server_failed(error: BaseException) -> bool:
+    """The registry answered with a server error (5xx, after retries), rather than answering
+    no, or not being reachable at all (then asking it something else is no use)."""
+    if isinstance(error, UpstreamUnavailable):
+        return not isinstance(error.__cause__, aiohttp.ClientConnectionError | OSError)
+    status = getattr(error, "status", None)
+    return type(error) is RegistryError and isinstance(status, int) and status >= 500
 
 
 def _reference(host: str, repository: str, reference: str) -> Reference:

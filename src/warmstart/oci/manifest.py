@@ -155,6 +155,28 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
     )
 
 
+def is_manifest_like(body: bytes) -> bool:
+    """Whether ``body`` could be a manifest of any kind (image manifest, index, Docker schema 1,
+    an artifact manifest): at most :data:`MAX_MANIFEST_BYTES` of JSON object with a
+    ``schemaVersion``, a manifest-ish ``mediaType`` or a ``manifests``/``layers``/``blobs``
+    list. Layers, configs and other blobs are not: asked for as a manifest, they are unknown.
+    Looser than :func:`parse_manifest`, which only accepts what this project can use."""
+    if len(body) > MAX_MANIFEST_BYTES or not body.lstrip()[:1] == b"{":
+        return False
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if "schemaVersion" in doc:
+        return True
+    media_type = doc.get("mediaType")
+    if isinstance(media_type, str) and ("manifest" in media_type or "index" in media_type):
+        return True
+    return any(isinstance(doc.get(k), list) for k in ("manifests", "layers", "blobs"))
+
+
 __all__ = [
     "MAX_MANIFEST_BYTES",
     "Descriptor",
@@ -163,5 +185,6 @@ __all__ = [
     "Manifest",
     "OCIError",
     "detect_media_type",
+    "is_manifest_like",
     "parse_manifest",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -24,6 +26,22 @@ MANIFESTS = IMAGE_MANIFESTS | INDEXES
 # What a pull asks for, most preferred first (the order containerd uses).
 MANIFEST_ACCEPT = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST_V2)
 MANIFEST_ACCEPT_HEADER = ", ".join(MANIFEST_ACCEPT)
+# Accept entries that take any manifest: a registry then serves it as stored.
+WILDCARDS = frozenset({"*/*", "application/*", "*"})
+
+
+def manifest_accept(accepted: Sequence[str]) -> tuple[str, ...]:
+    """What to ask a registry for, given the media types a client accepts.
+
+    No ``Accept`` at all or a wildcard (``*/*``, ``application/*``: curl, many HTTP
+    libraries, older tools) means "the manifest as stored, whatever its type": the client's
+    named types first, then every manifest type. Registries such as distribution answer 404
+    for an OCI manifest unless its type is named, so a wildcard must never reach them as is.
+    """
+    named = tuple(a for a in accepted if a not in WILDCARDS)
+    if named and len(named) == len(accepted):
+        return named
+    return named + tuple(m for m in MANIFEST_ACCEPT if m not in named)
 
 
 def is_index(media_type: str) -> bool:

@@ -68,20 +68,25 @@ class BlobWriter:
         *,
         on_written: Callable[[int], None] | None = None,
         threaded: bool = True,
+        existing: int = 0,
     ) -> None:
+        """``existing``: ``path`` already holds that many bytes of the blob (a partial left by
+        a writer that died), already fed to ``hasher``; the writer appends after them."""
         self.path = path
-        self.accepted = 0  # bytes handed in: the offset a resumed source starts from
-        self.written = 0  # bytes in the file
+        self.accepted = existing  # bytes handed in: the offset a resumed source starts from
+        self.written = existing  # bytes in the file
         self._hasher = hasher
         self._on_written = on_written
-        self._fd: int | None = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-        )
+        if existing:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            os.lseek(self._fd, existing, os.SEEK_SET)
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._small: list[bytes] = []
         self._small_len = 0
         self._pending: deque[tuple[asyncio.Future[None], asyncio.Future[None]]] = deque()
-        self._writeback_from = 0
-        self._file_end = 0
+        self._writeback_from = existing
+        self._file_end = existing
         self._flusher = _sync_file_range()
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         if threaded:
@@ -194,6 +199,23 @@ class BlobWriter:
     def _on_chunk_written(self, n: int, fut: asyncio.Future[None]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             self._wrote(n)
+
+
+def hash_prefix(path: Path, hasher: hashlib._Hash, limit: int | None = None) -> int:
+    """Feed the first ``limit`` bytes of ``path`` (all of it: None) to ``hasher``; returns how
+    many bytes that was (the file may be shorter)."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while limit is None or size < limit:
+            want = CHUNK if limit is None else min(CHUNK, limit - size)
+            n = f.readinto(view[:want])
+            if not n:
+                break
+            hasher.update(view[:n])
+            size += n
+    return size
 
 
 def hash_file(path: Path, algorithm: str) -> tuple[str, int]:

@@ -23,6 +23,9 @@ from warmstart.store.layout import (
 from warmstart.store.locks import FileLock, is_locked
 
 PUT_TEMP_MAX_AGE = 3600.0  # a put_bytes temp file this old is abandoned whatever its PID
+# A dead writer's partial blob last written this recently is kept: the next fetch of its
+# digest re-hashes it and asks the source only for the rest (see ContentStore._write).
+PARTIAL_MAX_AGE = 3600.0
 SESSION_TEMP_MAX_AGE = 60.0
 
 
@@ -51,8 +54,17 @@ def _unlink(path: os.PathLike[str] | str) -> bool:
     return True
 
 
+def partial_worth_keeping(
+    layout: Layout, digest: Digest, size: int, mtime: float, now: float
+) -> bool:
+    """A dead writer's partial: keep it for a resume if it has bytes, was written recently and
+    its blob is not complete already."""
+    return size > 0 and now - mtime <= PARTIAL_MAX_AGE and not layout.blob_path(digest).exists()
+
+
 def clean_ingest(layout: Layout, now: float) -> int:
-    """Remove temp files no live writer owns; returns how many were removed."""
+    """Remove temp files no live writer owns, except recent partial blobs (kept for a resume:
+    :func:`partial_worth_keeping`); returns how many were removed."""
     removed = 0
     try:
         entries = list(os.scandir(layout.ingest_dir))
@@ -64,7 +76,12 @@ def clean_ingest(layout: Layout, now: float) -> int:
             lock = FileLock(layout.lock_path(digest))
             if lock.try_acquire():  # the writer is gone (a live one holds this lock)
                 try:
-                    removed += _unlink(entry.path)
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    if not partial_worth_keeping(layout, digest, st.st_size, st.st_mtime, now):
+                        removed += _unlink(entry.path)
                 finally:
                     lock.release(unlink=True)
             continue

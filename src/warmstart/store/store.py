@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
@@ -17,9 +18,17 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from warmstart.oci import Digest
-from warmstart.store.blobs import INLINE_LIMIT, BlobWriter, fsync_dir, hash_file, write_file_atomic
+from warmstart.store.blobs import (
+    INLINE_LIMIT,
+    BlobWriter,
+    fsync_dir,
+    hash_file,
+    hash_prefix,
+    write_file_atomic,
+)
 from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -50,8 +59,16 @@ from warmstart.store.models import (
 )
 from warmstart.store.pins import Pin
 from warmstart.store.reader import follow
-from warmstart.store.recovery import clean_ingest, clean_locks, clean_sessions, reconcile
+from warmstart.store.recovery import (
+    clean_ingest,
+    clean_locks,
+    clean_sessions,
+    partial_worth_keeping,
+    reconcile,
+)
 from warmstart.store.singleflight import Flight, SingleFlight
+
+log = logging.getLogger(__name__)
 
 REHASH_LIMIT = 4 << 20  # verified_path hashes blobs up to this size again
 _Doomed = list[tuple[Digest, FileLock]]  # blobs whose rows are gone; files to unlink, locks held
@@ -158,6 +175,15 @@ class ContentStore:
     def has(self, digest: Digest) -> bool:
         """Is the complete, verified blob in the store? (Files appear only after verification.)"""
         return self.blob_path(digest).is_file()
+
+    def partial_size(self, digest: Digest) -> int:
+        """Bytes of ``digest`` in its partial file (being written, or left by a writer that
+        died and kept for a resume); 0 if there is none. A hint: where a new fetch of the
+        digest will probably ask its source to start."""
+        try:
+            return os.stat(self._layout.partial_path(digest)).st_size
+        except FileNotFoundError:
+            return 0
 
     def verified_path(self, digest: Digest, size: int) -> Path | None:
         """The blob's file, fit to hand to another store (containerd's) without a transfer.
@@ -338,37 +364,58 @@ class ContentStore:
         source: BlobSource,
         media_type: str | None,
     ) -> Path:
-        """Write the blob (we hold its lock): reserve room, stream, verify, rename."""
+        """Write the blob (we hold its lock): reserve room, stream, verify, rename.
+
+        A partial file left by a writer that died is resumed: its bytes are hashed again and
+        the source is asked for the rest only. Nothing is renamed into ``blobs/`` unless the
+        whole content matches the digest, so a torn partial costs one failed resume, then the
+        blob is fetched again from byte 0."""
         digest = flight.key
         partial = self._layout.partial_path(digest)
         final = self.blob_path(digest)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)  # left by a writer that died
+        resume = await asyncio.to_thread(self._adopt_partial, digest, size)
         self._reserve(digest, size or 0)
         reserved = True
         try:
-            writer = BlobWriter(
-                partial,
-                digest.hasher(),
-                on_written=flight.advance,
-                threaded=size is None or size > INLINE_LIMIT,
-            )
-            try:
-                await self._pump(digest, size, source, writer)
+            while True:
+                hasher, existing = resume if resume is not None else (digest.hasher(), 0)
+                writer = BlobWriter(
+                    partial,
+                    hasher,
+                    on_written=flight.advance,
+                    threaded=size is None or size > INLINE_LIMIT,
+                    existing=existing,
+                )
+                if existing:
+                    flight.advance(existing)
                 try:
-                    actual = await writer.finish()
-                except OSError as e:
-                    raise self._disk_error(digest, e) from e
-                if actual != digest.hex:
-                    raise DigestMismatch(
-                        f"blob {digest} from the source hashes to {digest.algorithm}:{actual}: "
-                        "the source sent other data; nothing was stored"
-                    )
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(partial, final)
-            except BaseException:
+                    await self._pump(digest, size, source, writer)
+                    try:
+                        actual = await writer.finish()
+                    except OSError as e:
+                        raise self._disk_error(digest, e) from e
+                    torn = actual != digest.hex and existing > 0
+                    if actual != digest.hex and not torn:
+                        raise DigestMismatch(
+                            f"blob {digest} from the source hashes to {digest.algorithm}:{actual}: "
+                            "the source sent other data; nothing was stored"
+                        )
+                    if not torn:
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        os.rename(partial, final)
+                except BaseException:
+                    writer.abort()
+                    raise
+                if not torn:
+                    break
+                log.warning(
+                    "blob %s: the %d bytes resumed from a partial file did not verify; "
+                    "fetching it again from byte 0",
+                    digest,
+                    existing,
+                )
                 writer.abort()
-                raise
+                resume = None
             with self._index.transaction():
                 self._index.add_blob(digest, writer.written, media_type, self._clock())
                 self._index.remove_inflight(digest, self._session.id)
@@ -379,6 +426,32 @@ class ContentStore:
             if reserved and not self._closed:
                 with contextlib.suppress(StoreError, sqlite3.Error):
                     self._index.remove_inflight(digest, self._session.id)
+
+    def _adopt_partial(self, digest: Digest, size: int | None) -> tuple[Any, int] | None:
+        """(hash state, bytes) of the partial file a dead writer left for ``digest`` (we hold
+        its lock), if it is worth resuming; otherwise it is removed and None returned."""
+        partial = self._layout.partial_path(digest)
+        try:
+            st = os.stat(partial)
+        except FileNotFoundError:
+            return None
+        usable = (
+            stat.S_ISREG(st.st_mode)
+            and partial_worth_keeping(self._layout, digest, st.st_size, st.st_mtime, self._clock())
+            and (size is None or st.st_size <= size)
+        )
+        if usable:
+            hasher = digest.hasher()
+            try:
+                existing = hash_prefix(partial, hasher, st.st_size)
+            except OSError:
+                existing = 0
+            if existing == st.st_size:
+                log.info("blob %s: resuming from byte %d of a partial file", digest, existing)
+                return hasher, existing
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        return None
 
     async def _pump(
         self, digest: Digest, size: int | None, source: BlobSource, writer: BlobWriter

@@ -142,6 +142,10 @@ if "pull" in args:
     if mode == "pull-fails":
         sys.stderr.write("unpacking...\nctr: failed to resolve reference: 503 Service Unavailable\n")
         sys.exit(1)
+    pulls = sum(1 for c in calls if "pull" in c["args"])
+    if mode == "eof-always" or (mode == "eof-once" and pulls == 1):
+        sys.stderr.write("ctr: failed to read expected number of bytes: unexpected EOF\n")
+        sys.exit(1)
     Path(os.environ["FAKE_CTR_LOG"] + ".ref").write_text(ref)
     print("done")
     sys.exit(0)

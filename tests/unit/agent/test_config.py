@@ -40,6 +40,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.peer_timeout == 1.0
     assert cfg.max_header_size == 8190
     assert cfg.containerd_socket is None
+    assert cfg.shutdown_grace == 30
 
 
 def test_store_default_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -172,6 +173,7 @@ def test_flags_without_file() -> None:
         ("tag_ttl = -1", "tag_ttl"),
         ("peer_timeout = 0", "peer_timeout"),
         ("max_header_size = 10", "max_header_size"),
+        ("shutdown_grace = -1", "shutdown_grace"),
         ('default_upstream = "nowhere.example"', "default_upstream"),
         ("unknown_setting = 1", "unknown setting"),
         ('[upstreams."bad host"]', "upstreams"),
@@ -229,3 +231,8 @@ def test_cli_bad_config_exits_2_with_one_line(args: list[str]) -> None:
     assert text.startswith("error:")
     assert "\n" not in text
     assert "Traceback" not in text
+
+
+def test_shutdown_grace_from_the_file(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "shutdown_grace = 5")).shutdown_grace == 5
+    assert load_config(write(tmp_path, "shutdown_grace = 0")).shutdown_grace == 0

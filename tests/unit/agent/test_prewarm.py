@@ -16,6 +16,8 @@ from tests.unit.agent.prewarm_fakes import (
 from warmstart.agent.hooks import Prewarmer as PrewarmerProtocol
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.prewarm import (
+    IMPORT_ATTEMPTS,
+    IMPORT_RETRY_DELAYS,
     ContainerdTarget,
     HotImportFailed,
     HotImportUnavailable,
@@ -24,6 +26,7 @@ from warmstart.agent.prewarm import (
     ctr_pull_args,
     image_blobs,
     parse_prewarm_request,
+    transient_pull_failure,
 )
 from warmstart.fetch.api import ClientIdentity, NotFoundError
 from warmstart.oci import OCIError, Platform, Reference
@@ -310,3 +313,83 @@ def test_ctr_pull_args_and_unique_blobs(tmp_path: Path) -> None:
     image = make_image([b"same", b"same"])
     manifest = parse_manifest(image.manifest)
     assert len(image_blobs(manifest)) == 2  # config + one layer, the repeat dropped
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "transient"),
+    [
+        (1, "ctr: failed to read expected number of bytes: unexpected EOF\n", True),
+        (1, "ctr: unexpected EOF", True),
+        (
+            1,
+            "ctr: failed to copy: read tcp 127.0.0.1:1->127.0.0.1:2: connection reset by peer",
+            True,
+        ),
+        (1, "ctr: failed to resolve reference: 503 Service Unavailable", False),
+        (1, "ctr: failed to resolve reference: not found", False),
+        (1, "ctr: failed to authorize: 401 Unauthorized", False),
+        (1, "", False),
+        (0, "unexpected EOF", False),  # a success is never retried
+    ],
+)
+def test_transient_pull_failure(returncode: int, stderr: str, transient: bool) -> None:
+    assert transient_pull_failure(returncode, stderr) is transient
+
+
+async def test_hot_import_retries_a_pull_that_broke_mid_body(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctr, log = fake_ctr
+    digest = make_image([b"layer-one" * 100]).digest
+    monkeypatch.setenv("FAKE_CTR_DIGEST", str(digest))
+    monkeypatch.setenv("FAKE_CTR_MODE", "eof-once")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep)
+    result = await prewarmer.prewarm(REF, None, True)
+    assert result["containerd"]["unpacked"] is True
+    assert result["containerd"]["pull_attempts"] == 2
+    assert [c["args"][4:6] for c in ctr_calls(log)] == [
+        ["images", "pull"],
+        ["images", "pull"],
+        ["images", "check"],
+    ]
+    assert waits == [IMPORT_RETRY_DELAYS[0]]
+
+
+async def test_hot_import_gives_up_after_three_broken_pulls(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctr, log = fake_ctr
+    monkeypatch.setenv("FAKE_CTR_MODE", "eof-always")
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep)
+    with pytest.raises(HotImportFailed, match=r"after 3 attempts.*unexpected EOF"):
+        await prewarmer.prewarm(REF, None, True)
+    assert len(ctr_calls(log)) == IMPORT_ATTEMPTS == 3
+
+
+async def test_hot_import_does_not_retry_a_final_failure(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctr, log = fake_ctr
+    monkeypatch.setenv("FAKE_CTR_MODE", "pull-fails")
+    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
+    with pytest.raises(HotImportFailed, match="503"):
+        await prewarmer.prewarm(REF, None, True)
+    assert len(ctr_calls(log)) == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from tests.unit.store.helpers import MemorySource, MiB, blob, flip_byte
 from warmstart.oci import Digest
 from warmstart.store import ContentStore
+from warmstart.store.recovery import PARTIAL_MAX_AGE
 
 
 def make_store(root: Path) -> ContentStore:
@@ -20,6 +22,8 @@ async def test_recovery_removes_leftover_temp_files(root: Path) -> None:
     store.close()
     partial = store.layout.partial_path(digest)
     partial.write_bytes(b"half a blob")
+    old = time.time() - PARTIAL_MAX_AGE - 60  # too old to resume
+    os.utime(partial, (old, old))
     dead_put = store.layout.ingest_dir / f"put-999999999-abcd-{digest.hex}.tmp"
     dead_put.write_bytes(b"x")
     (store.layout.locks_dir / f"{digest.hex}.lock").touch()
@@ -27,6 +31,22 @@ async def test_recovery_removes_leftover_temp_files(root: Path) -> None:
     try:
         assert store.recovery.temp_files_removed == 2
         assert os.listdir(store.layout.ingest_dir) == []
+        assert os.listdir(store.layout.locks_dir) == []
+    finally:
+        store.close()
+
+
+async def test_recovery_keeps_a_recent_partial_of_a_dead_writer_for_a_resume(root: Path) -> None:
+    store = make_store(root)
+    data, digest = blob(1000)
+    empty = blob(20)[1]
+    store.close()
+    store.layout.partial_path(digest).write_bytes(data[:400])
+    store.layout.partial_path(empty).write_bytes(b"")  # nothing to resume
+    store = make_store(root)
+    try:
+        assert store.recovery.temp_files_removed == 1
+        assert os.listdir(store.layout.ingest_dir) == [f"{digest.hex}.partial"]
         assert os.listdir(store.layout.locks_dir) == []
     finally:
         store.close()

@@ -1,0 +1,69 @@
+"""How the agent's HTTP server logs: one access line per request, also for requests aiohttp
+could not parse.
+
+aiohttp answers a malformed request (garbage, a bad header, an overlong request line, TLS on
+the plain port) with 400 and logs a full traceback at ERROR for each one, so a burst of
+garbage floods the log. Here such a request is one WARNING access line that says why it was
+refused (:class:`AgentAccessLogger`), and the server logger (:class:`ServerLog`) keeps its
+tracebacks for real failures only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_log import AccessLogger
+
+MAX_REASON = 200
+
+
+def one_line(text: str, limit: int = MAX_REASON) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def unparsed(request: web.BaseRequest) -> bool:
+    """Whether aiohttp's parser refused this request (its placeholder message stands in)."""
+    return getattr(request, "_message", None) is web_protocol.ERROR
+
+
+class AgentAccessLogger(AccessLogger):
+    """aiohttp's access log, except that a request the parser refused is logged at WARNING with
+    the parser's reason instead of ``"UNKNOWN / HTTP/1.0" 400``."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not unparsed(request):
+            super().log(request, response, time)
+            return
+        text = getattr(response, "text", None) if isinstance(response, web.Response) else None
+        reason = one_line(text or "") or "malformed request"
+        self.logger.warning(
+            "%s bad request refused with %d: %s", request.remote, response.status, reason
+        )
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger aiohttp's request handler reports errors to: a request it could not parse
+    (already in the access log, see :class:`AgentAccessLogger`) goes to DEBUG without a
+    traceback; every other error keeps its traceback at ERROR."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(error, HttpProcessingError):
+            self.logger.debug("%s: %s", msg % args if args else msg, one_line(str(error)))
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+__all__ = ["AgentAccessLogger", "ServerLog", "one_line", "unparsed"]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from aiohttp.http_exceptions import BadHttpMessage
+
+from warmstart.agent.httplog import ServerLog, one_line
+
+
+def test_a_parse_error_goes_to_debug_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    log = ServerLog(logging.getLogger("t.http"))
+    with caplog.at_level(logging.DEBUG, logger="t.http"):
+        log.exception("Error handling request from %s", "127.0.0.1", exc_info=BadHttpMessage("x"))
+    (record,) = caplog.records
+    assert record.levelno == logging.DEBUG and record.exc_info is None
+    assert "127.0.0.1" in record.getMessage()
+
+
+def test_other_errors_keep_their_traceback_at_error(caplog: pytest.LogCaptureFixture) -> None:
+    log = ServerLog(logging.getLogger("t.http"))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as e:
+        with caplog.at_level(logging.DEBUG, logger="t.http"):
+            log.exception("Error handling request from %s", "127.0.0.1", exc_info=e)
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_one_line() -> None:
+    assert one_line("a\n  b\r\n c") == "a b c"
+    assert len(one_line("x" * 1000)) == 200
