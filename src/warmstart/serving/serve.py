@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from warmstart.agent.api import PrewarmRequest
+from warmstart.agent.client import AgentClient
 from warmstart.agent.containerd_state import Ctr
 from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
@@ -48,7 +50,6 @@ DEFAULT_SLOTS = 4
 PING_TIMEOUT = 2.0
 PREWARM_TIMEOUT = 1800.0
 METRICS_INTERVAL = 1.0
-MAX_ERROR_CHARS = 300
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,255}$")
@@ -155,10 +156,6 @@ def build_runtime(node: NodeOption, options: ServeOptions) -> ContainerdRuntime:
     )
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:MAX_ERROR_CHARS]
-
-
 class EndpointService:
     """The controller, router and their HTTP app for one endpoint (also used in-process by the
     benchmark). :meth:`start` cleans replicas a previous run left behind on the nodes."""
@@ -263,18 +260,17 @@ class EndpointService:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def _prewarm(self, node: NodeHandle, image: str) -> None:
+    def agent(self, node: NodeHandle, session: aiohttp.ClientSession) -> AgentClient:
+        """The client of ``node``'s agent (on a shared session)."""
         if not node.agent_url:
             raise RuntimeError("the node has no agent")
+        return AgentClient(node.agent_url, session=session, timeout=None)
+
+    async def _prewarm(self, node: NodeHandle, image: str) -> None:
+        """A hot pre-warm; an :class:`AgentError` (one line) says why it failed."""
         assert self._prewarm_session is not None
-        async with self._prewarm_session.post(
-            node.agent_url + "/prewarm", json={"reference": image, "hot": True}
-        ) as resp:
-            body = await resp.read()
-            if resp.status >= 300:
-                raise RuntimeError(
-                    f"agent answered HTTP {resp.status}: {_one_line(body.decode('utf-8', 'replace'))}"
-                )
+        agent = self.agent(node, self._prewarm_session)
+        await agent.prewarm(PrewarmRequest.of(image, hot=True))
 
     def status(self) -> dict[str, Any]:
         assert self.controller is not None
