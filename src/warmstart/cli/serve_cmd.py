@@ -54,6 +54,13 @@ def serve(
     ),
     interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between ticks."),
     no_prewarm: bool = typer.Option(False, "--no-prewarm", help="Do not pre-warm ahead."),
+    peer_token_file: Path | None = typer.Option(
+        None,
+        "--peer-token-file",
+        metavar="PATH",
+        help="A file holding the cluster's peer token (the agents' peer_token); the agents "
+        "refuse pre-warms without it.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Run an endpoint: autoscaled replicas on the nodes, behind one router."""
@@ -61,7 +68,9 @@ def serve(
     from warmstart.serving.serve import (
         NodeOptionError,
         ServeOptions,
+        TokenFileError,
         parse_node_options,
+        read_token_file,
         serve_endpoint,
     )
     from warmstart.serving.spec import SpecError, load_spec
@@ -72,7 +81,8 @@ def serve(
     try:
         spec = load_spec(spec_file)
         nodes = parse_node_options(node)
-    except (SpecError, NodeOptionError) as e:
+        token = read_token_file(peer_token_file) if peer_token_file is not None else None
+    except (SpecError, NodeOptionError, TokenFileError) as e:
         fail(str(e), code=2)
     missing = [n.name for n in nodes if not n.socket.exists()]
     if missing:
@@ -96,6 +106,7 @@ def serve(
         router=RouterConfig(queue_size=queue_size, queue_timeout=queue_timeout),
         interval=interval,
         prewarm=not no_prewarm,
+        peer_token=token,
     )
 
     def ready(url: str) -> None:

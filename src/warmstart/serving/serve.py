@@ -143,6 +143,37 @@ class ServeOptions:
     # False: the nodes' URLs are plain mirrors (e.g. a docker-registry pull-through cache),
     # not warmstart agents: no tiers from /status, no pre-warm.
     agent_api: bool = True
+    # The cluster's peer token (the agents' ``peer_token``): their /prewarm needs it.
+    peer_token: str | None = field(default=None, repr=False)
+
+
+class TokenFileError(ValueError):
+    """A ``--peer-token-file`` that cannot be used; the message is one line."""
+
+
+MAX_TOKEN_BYTES = 4096
+
+
+def read_token_file(path: Path) -> str:
+    """The peer token in ``path``: its content without surrounding whitespace (a trailing
+    newline, as ``echo`` writes it). Never puts the token in an error message."""
+    try:
+        raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
+    except OSError as e:
+        raise TokenFileError(f"cannot read the peer token file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise TokenFileError(f"the peer token file {path} is over {MAX_TOKEN_BYTES} bytes")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenFileError(f"the peer token file {path} is not UTF-8 text") from None
+    if not token:
+        raise TokenFileError(f"the peer token file {path} is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise TokenFileError(
+            f"the peer token in {path} has spaces or control characters (one line expected)"
+        )
+    return token
 
 
 def build_runtime(node: NodeOption, options: ServeOptions) -> ContainerdRuntime:
@@ -202,7 +233,11 @@ class EndpointService:
             self.handles,
             self.router,
             ping=self._ping,
-            tiers=AgentTiers(self._session) if self.options.agent_api else StaticTiers(),
+            tiers=(
+                AgentTiers(self._session, token=self.options.peer_token)
+                if self.options.agent_api
+                else StaticTiers()
+            ),
             prewarm=self._prewarm if self.options.prewarm and self.options.agent_api else None,
             **extra,
         )
@@ -264,7 +299,9 @@ class EndpointService:
         """The client of ``node``'s agent (on a shared session)."""
         if not node.agent_url:
             raise RuntimeError("the node has no agent")
-        return AgentClient(node.agent_url, session=session, timeout=None)
+        return AgentClient(
+            node.agent_url, token=self.options.peer_token, session=session, timeout=None
+        )
 
     async def _prewarm(self, node: NodeHandle, image: str) -> None:
         """A hot pre-warm; an :class:`AgentError` (one line) says why it failed."""
@@ -322,8 +359,10 @@ __all__ = [
     "NodeOption",
     "NodeOptionError",
     "ServeOptions",
+    "TokenFileError",
     "build_runtime",
     "parse_node_option",
     "parse_node_options",
+    "read_token_file",
     "serve_endpoint",
 ]
