@@ -19,6 +19,9 @@ from rich.table import Table
 from warmstart.cli.common import err_console, fail, out_console
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# A replica's phases, as the controller reports them (warmstart.serving.controller.PHASES; not
+# imported: the status command stays light).
+PHASES = ("wait", "pull", "unpack", "start", "load")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 STATUS_TIMEOUT = 5.0
 
@@ -158,12 +161,11 @@ def render_status(body: dict[str, Any]) -> list[Table | str]:
         f"desired {body.get('desired', '?')}, in flight {body.get('in_flight', 0)}, "
         f"queued {body.get('queue_length', 0)}; {body.get('last_decision') or '-'}"
     )
-    replicas = Table("replica", "node", "tier", "state", "url", "ready s", "pull/unpack/start/load")
+    replicas = Table("replica", "node", "tier", "state", "url", "ready s", "/".join(PHASES))
     for r in body.get("replicas") or []:
         phases = r.get("phases") or {}
         split = "/".join(
-            f"{phases[k]:.2f}" if isinstance(phases.get(k), int | float) else "-"
-            for k in ("pull", "unpack", "start", "load")
+            f"{phases[k]:.2f}" if isinstance(phases.get(k), int | float) else "-" for k in PHASES
         )
         ready = r.get("ready_seconds")
         replicas.add_row(
