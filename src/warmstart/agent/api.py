@@ -24,6 +24,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -72,9 +73,19 @@ def _platform(value: object) -> Platform:
 
 
 # An image reference, normalised (``busybox`` -> ``docker.io/library/busybox:latest``).
-ImageReference = Annotated[Reference, PlainValidator(_reference), PlainSerializer(str)]
+ImageReference = Annotated[
+    Reference,
+    PlainValidator(_reference),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "examples": ["registry.example/team/app:v1"]}),
+]
 # ``os/arch[/variant]``, normalised (``linux/arm64`` -> ``linux/arm64/v8``).
-PlatformName = Annotated[Platform, PlainValidator(_platform), PlainSerializer(str)]
+PlatformName = Annotated[
+    Platform,
+    PlainValidator(_platform),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "examples": ["linux/amd64"]}),
+]
 
 
 def _one_line(text: str) -> str:

@@ -200,3 +200,10 @@ def test_health_and_error_messages() -> None:
     assert error_message(401, b'{"errors": [{"code": "UNAUTHORIZED"}]}') == "HTTP 401: UNAUTHORIZED"
     assert len(error_message(500, b"x" * 5000)) < 320
     assert error_code(b"plain") is None
+
+
+def test_the_request_schema_is_documentable() -> None:
+    props = PrewarmRequest.model_json_schema()["properties"]
+    assert props["reference"]["type"] == "string" and props["hot"]["type"] == "boolean"
+    assert {"type": "string", "examples": ["linux/amd64"]} in props["platform"]["anyOf"]
+    assert "self" in PeersResponse.model_json_schema(by_alias=True)["properties"]
