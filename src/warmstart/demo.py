@@ -18,20 +18,21 @@ pushed to it with skopeo. Then, with the registry's own access log as the witnes
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from warmstart.agent.api import StatusResponse
+from warmstart.agent.client import AgentClient
 from warmstart.demo_endpoint import run_endpoint_demo
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.containerd import ContainerdProcess
@@ -166,6 +167,11 @@ def _ctr_pull(ctd: ContainerdProcess, hosts: Path, ref: str) -> None:
     ctd.ctr("images", "pull", "--hosts-dir", str(hosts), ref)
 
 
+async def agent_status(url: str) -> StatusResponse:
+    async with AgentClient(url, timeout=10) as agent:
+        return await agent.status()
+
+
 def cluster(console: Console, base: Path, registry: RegistryProcess, ref: str) -> list[Row]:
     """Two nodes, each a containerd and an agent; the agents are peers."""
     console.print("\n[bold]5. a two-node cluster: containerd pulls through the node agents")
@@ -243,9 +249,9 @@ def cluster(console: Console, base: Path, registry: RegistryProcess, ref: str) -
             "already unpacked",
             lambda: _ctr_pull(nodes["node-b"], base / "node-b-hosts", ref2),
         )
-        status = json.loads(urllib.request.urlopen(urls["node-b"] + "/status", timeout=10).read())
-        tiers = {i.get("reference"): i.get("tier") for i in status.get("images", [])}
-        console.print(f"node-b /status tiers: {tiers}")
+        status = asyncio.run(agent_status(urls["node-b"]))
+        tiers = {i.reference: i.tier for i in status.images}
+        console.print(f"node-b /status tiers: {tiers}", markup=False)
     finally:
         for agent in agents.values():
             agent.stop()

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from warmstart.image.build import BuildOptions, build_example
+from warmstart.serving.controller import PHASES
 from warmstart.testbed.cluster import LocalCluster
 from warmstart.testbed.layout import push_layout
 from warmstart.testbed.registry import RegistryProcess
@@ -121,14 +122,15 @@ def run_endpoint_demo(console: Console, base: Path, registry: RegistryProcess) -
             raise SystemExit(f"demo failed: warmstart serve exited {code}:\n{serve.log_tail()}")
 
     replicas = Table(
-        "replica", "node", "tier at start", "pull s", "unpack s", "start s", "load s", "ready s",
-        title="replicas (tier: where the image's bytes were when the replica started)",
+        "replica", "node", "tier at start", *(f"{k} s" for k in PHASES), "ready s",
+        title="replicas (tier: where the image's bytes were when the replica started; wait: for "
+        "a pre-warm of its node in flight)",
     )  # fmt: skip
     for r in status["replicas"]:
         p = r.get("phases") or {}
         replicas.add_row(
             r["id"], r["node"], r["tier"],
-            *(f"{p.get(k, 0):.2f}" for k in ("pull", "unpack", "start", "load")),
+            *(f"{p.get(k, 0):.2f}" for k in PHASES),
             f"{r.get('ready_seconds') or 0:.2f}",
         )  # fmt: skip
     console.print(replicas)

@@ -8,8 +8,9 @@ unpacked in containerd. Tests plug in small fakes.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from warmstart.agent.api import PrewarmResponse
 from warmstart.fetch.api import ClientIdentity
 from warmstart.oci import Platform, Reference
 
@@ -23,8 +24,8 @@ class Prewarmer(Protocol):
         hot: bool,
         *,
         client: ClientIdentity | None = None,
-    ) -> dict[str, Any]:
-        """Bring ``ref`` into this node (and into containerd when ``hot``); a JSON-able result.
+    ) -> PrewarmResponse:
+        """Bring ``ref`` into this node (and into containerd when ``hot``); the answer's body.
 
         ``client`` is who asked (their ``Authorization`` is checked for private repositories
         exactly as on a pull).

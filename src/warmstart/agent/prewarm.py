@@ -20,11 +20,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
 from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
 from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
@@ -82,47 +82,7 @@ class PrewarmIncomplete(FetchError):
     code = "UNKNOWN"
 
 
-# -- the request (pure) -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrewarmRequest:
-    reference: Reference
-    platform: Platform | None = None
-    hot: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "reference": str(self.reference),
-            "platform": str(self.platform) if self.platform else None,
-            "hot": self.hot,
-        }
-
-
-def parse_prewarm_request(payload: object) -> PrewarmRequest:
-    """``{"reference": "...", "platform": "linux/amd64" | null, "hot": bool}``.
-
-    Raise ``ValueError`` or ``OCIError`` (both answered with 400) with a one-line message.
-    """
-    if not isinstance(payload, Mapping):
-        raise ValueError("the prewarm request must be a JSON object")
-    unknown = sorted(set(payload) - {"reference", "platform", "hot"})
-    if unknown:
-        raise ValueError(f"unknown prewarm field(s): {', '.join(map(str, unknown))}")
-    reference = payload.get("reference")
-    if not isinstance(reference, str) or not reference:
-        raise ValueError('"reference" must be an image reference string')
-    platform = payload.get("platform")
-    if platform is not None and not isinstance(platform, str):
-        raise ValueError('"platform" must be a string such as "linux/amd64" or null')
-    hot = payload.get("hot", False)
-    if not isinstance(hot, bool):
-        raise ValueError('"hot" must be true or false')
-    return PrewarmRequest(
-        Reference.parse(reference),
-        Platform.parse(platform).normalized() if platform else None,
-        hot,
-    )
+# -- pure helpers ---------------------------------------------------------------------------------
 
 
 def image_blobs(manifest: ImageManifest) -> list[Descriptor]:
@@ -230,7 +190,7 @@ class Prewarmer:
         hot: bool,
         *,
         client: ClientIdentity | None = None,
-    ) -> dict[str, Any]:
+    ) -> PrewarmResponse:
         if hot and self._containerd is None:
             raise HotImportUnavailable(
                 "this agent has no containerd configured (containerd_socket): "
@@ -277,19 +237,19 @@ class Prewarmer:
         finally:
             if pin is not None:
                 pin.release()
-        return {
-            "reference": str(ref),
-            "digest": str(top.digest),
-            "manifest_digest": str(image.digest),
-            "platform": str(chosen) if chosen else None,
-            "blobs": tally.blobs,
-            "bytes": tally.bytes_total,
-            "sources": dict(sorted(tally.by_source.items())),
-            "warm_seconds": round(warm_seconds, 3),
-            "seconds": round(self._clock() - started, 3),
-            "hot": hot,
-            "containerd": containerd,
-        }
+        return PrewarmResponse(
+            reference=str(ref),
+            digest=str(top.digest),
+            manifest_digest=str(image.digest),
+            platform=str(chosen) if chosen else None,
+            blobs=tally.blobs,
+            bytes=tally.bytes_total,
+            sources=dict(sorted(tally.by_source.items())),
+            warm_seconds=round(warm_seconds, 3),
+            seconds=round(self._clock() - started, 3),
+            hot=hot,
+            containerd=containerd,
+        )
 
     # -- warm ------------------------------------------------------------------------------
 
@@ -372,7 +332,7 @@ class Prewarmer:
         digest: Digest,
         identity: ClientIdentity,
         blobs: list[Descriptor],
-    ) -> dict[str, Any]:
+    ) -> ContainerdImport:
         target = self._containerd
         assert target is not None
         ctr = target.ctr()
@@ -430,18 +390,18 @@ class Prewarmer:
         if state is None or state.tier != "hot":
             shown = "missing" if state is None else f"{state.status}, unpacked={state.unpacked}"
             raise HotImportFailed(f"{ref} is not unpacked in containerd after the import ({shown})")
-        return {
-            "namespace": target.namespace,
-            "reference": state.reference,
-            "digest": state.digest,
-            "unpacked": state.unpacked,
-            "tag_moved": state.digest != str(digest),
-            "link": linked.to_json() if linked is not None else None,
-            "pull_seconds": round(pull_seconds, 3),
-            "pull_attempts": attempts,
-            "unpack_seconds": round(parse_pull_output(result.stdout).unpack_seconds, 3),
-            "seconds": round(self._clock() - started, 3),
-        }
+        return ContainerdImport(
+            namespace=target.namespace,
+            reference=state.reference,
+            digest=state.digest,
+            unpacked=state.unpacked,
+            tag_moved=state.digest != str(digest),
+            link=LinkSummary.model_validate(linked.to_json()) if linked is not None else None,
+            pull_seconds=round(pull_seconds, 3),
+            pull_attempts=attempts,
+            unpack_seconds=round(parse_pull_output(result.stdout).unpack_seconds, 3),
+            seconds=round(self._clock() - started, 3),
+        )
 
 
 @dataclass(frozen=True)

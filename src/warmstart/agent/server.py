@@ -3,7 +3,8 @@ plus peers, status, health, metrics and pre-warm.
 
 Handlers only parse and answer; where bytes come from is the :class:`Fetcher`'s business
 (``warmstart.fetch.api``). Pure rules live beside this module: ``paths`` (routes, names,
-``?ns=``, Accept), ``ranges`` (Range), ``errors`` (OCI error bodies), ``status``.
+``?ns=``, Accept), ``ranges`` (Range), ``errors`` (OCI error bodies), ``status``, and ``api``
+(the bodies of the control routes, shared with ``warmstart.agent.client``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from typing import IO, Any
 import aiohttp
 from aiohttp import web
 
+from warmstart.agent.api import (
+    Health,
+    PeersRequest,
+    PeersResponse,
+    PrewarmRequest,
+    RequestInvalid,
+    parse_request,
+)
 from warmstart.agent.config import AgentConfig
 from warmstart.agent.errors import ErrorResponse, denied, oci_error, unsupported
 from warmstart.agent.errors import from_fetch_error as _from_fetch_error
@@ -56,7 +65,7 @@ from warmstart.fetch.api import (
     FetchError,
     ManifestResult,
 )
-from warmstart.oci import Digest, ImageManifest, OCIError, Platform, parse_reference
+from warmstart.oci import Digest, ImageManifest, OCIError
 from warmstart.oci.manifest import parse_manifest
 from warmstart.registry.errors import AuthError, NotFound, RegistryError, UpstreamUnavailable
 from warmstart.store import ContentStore, StoreError
@@ -484,11 +493,17 @@ async def _json_body(request: web.Request) -> Any:
         raise ValueError(f"body is not JSON: {e}") from None
 
 
+def _request_invalid(error: RequestInvalid) -> web.Response:
+    return error_response(oci_error(error.code, str(error), status=400))
+
+
+def _peers_answer(peers: PeerSet) -> web.Response:
+    answer = PeersResponse(peers=list(peers.urls), self_url=peers.self_url, version=peers.version)
+    return web.json_response(answer.to_json())
+
+
 async def peers_get(request: web.Request) -> web.StreamResponse:
-    peers = state_of(request).peers
-    return web.json_response(
-        {"peers": list(peers.urls), "self": peers.self_url, "version": peers.version}
-    )
+    return _peers_answer(state_of(request).peers)
 
 
 async def peers_put(request: web.Request) -> web.StreamResponse:
@@ -496,16 +511,14 @@ async def peers_put(request: web.Request) -> web.StreamResponse:
     if not _authorized(request, state.config.peer_token):
         return _unauthorized()
     try:
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("peers"), list):
-            raise ValueError('expected {"peers": ["http://host:port", ...]}')
-        urls = state.peers.replace(body["peers"])
+        wanted = parse_request(PeersRequest, await _json_body(request))
+        urls = state.peers.replace(wanted.peers)
+    except RequestInvalid as e:
+        return _request_invalid(e)
     except ValueError as e:
         return _bad_request(str(e))
     log.info("peers replaced: %s", ", ".join(urls) or "none")
-    return web.json_response(
-        {"peers": list(urls), "self": state.peers.self_url, "version": state.peers.version}
-    )
+    return _peers_answer(state.peers)
 
 
 async def status(request: web.Request) -> web.StreamResponse:
@@ -536,19 +549,23 @@ async def status(request: web.Request) -> web.StreamResponse:
         upstreams=state.config.upstreams,
         default_upstream=state.config.default_upstream,
     )
-    return web.json_response(body)
+    return web.json_response(body.to_json())
 
 
-async def healthz(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
+def _health(state: AgentState) -> Health:
     if state.fetcher is None:
-        return web.Response(status=503, text="starting\n")
+        return Health(ok=False, message="starting")
     if state.store is not None:
         try:
             state.store.usage()
         except StoreError as e:
-            return web.Response(status=503, text=f"store unavailable: {e}\n")
-    return web.Response(text="ok\n")
+            return Health(ok=False, message=f"store unavailable: {e}")
+    return Health(ok=True, message="ok")
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    health = _health(state_of(request))
+    return web.Response(status=health.status, text=health.text())
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -568,26 +585,12 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
     if not _authorized(request, state.config.peer_token):
         return _unauthorized()
     try:
-        body = await _json_body(request)
+        wanted = parse_request(PrewarmRequest, await _json_body(request))
+    except RequestInvalid as e:
+        return _request_invalid(e)
     except ValueError as e:
         return _bad_request(str(e))
-    if not isinstance(body, dict) or not isinstance(body.get("reference"), str):
-        return _bad_request('expected {"reference": "...", "platform": "os/arch", "hot": false}')
-    try:
-        ref = parse_reference(body["reference"])
-    except OCIError as e:
-        return error_response(oci_error("NAME_INVALID", str(e)))
-    platform: Platform | None = None
-    if body.get("platform") is not None:
-        if not isinstance(body["platform"], str):
-            return _bad_request("platform must be a string such as linux/amd64")
-        try:
-            platform = Platform.parse(body["platform"])
-        except (OCIError, ValueError) as e:
-            return _bad_request(str(e))
-    hot = body.get("hot", False)
-    if not isinstance(hot, bool):
-        return _bad_request("hot must be true or false")
+    ref = wanted.reference
     if state.config.upstream(ref.registry) is None:
         return error_response(denied(f"registry {ref.registry!r} is not configured on this agent"))
     if state.prewarmer is None:
@@ -595,7 +598,9 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
             oci_error("UNSUPPORTED", "pre-warm is not available on this agent", status=501)
         )
     try:
-        result = await state.prewarmer.prewarm(ref, platform, hot, client=_client_identity(request))
+        result = await state.prewarmer.prewarm(
+            ref, wanted.platform, wanted.hot, client=_client_identity(request)
+        )
     except (OCIError, ValueError) as e:
         return _bad_request(str(e))
     except Exception as e:
@@ -603,7 +608,7 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
         if resp is None:
             raise
         return resp
-    return web.json_response(result)
+    return web.json_response(result.to_json())
 
 
 def add_routes(app: web.Application) -> None:

@@ -491,6 +491,7 @@ async def run_spike(
         interval=0.5,
         prewarm=True,
         agent_api=mode == WARMSTART,
+        peer_token=stacks[0].peer_token,
     )
     service = EndpointService(options)
     controller = await service.open()

@@ -7,7 +7,8 @@ node's shaped uplink) and, by mode, what its containerd pulls through:
 - ``registry-proxy``: a ``docker-registry`` pull-through cache (``proxy.remoteurl``) on the
   node's 127.0.0.1, the mirror in containerd's ``hosts.toml``;
 - ``warmstart``: a ``warmstart agent`` on the node's LAN address, the other nodes' agents as
-  peers, the node's containerd for hot pre-warms; the mirror in ``hosts.toml``.
+  peers, the node's containerd for hot pre-warms; the mirror in ``hosts.toml``. The agents
+  share a generated ``peer_token``, as a real cluster's would (:attr:`NodeStack.peer_token`).
 
 :func:`start_replica` times one replica from "start" to "first request answered", split into
 pull, unpack, start and model load, straight through the runtime driver.
@@ -16,6 +17,7 @@ pull, unpack, start and model load, straight through the runtime driver.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import tempfile
 import time
@@ -54,6 +56,7 @@ class NodeStack:
     upstream_host: str
     agent: AgentProcess | None = None
     proxy: RegistryProcess | None = None
+    peer_token: str | None = field(default=None, repr=False)  # the agents' shared secret
     _runtime: ContainerdRuntime | None = field(default=None, repr=False)
 
     @property
@@ -119,7 +122,12 @@ class NodeStack:
 
 
 def _start_stack(
-    net: NetCluster, node: Node, mode: str, upstream: RegistryProcess, agent_urls: dict[str, str]
+    net: NetCluster,
+    node: Node,
+    mode: str,
+    upstream: RegistryProcess,
+    agent_urls: dict[str, str],
+    peer_token: str | None = None,
 ) -> NodeStack:
     # Short: containerd's socket path must fit a unix socket address.
     work = Path(tempfile.mkdtemp(prefix=f"wsb{node.index}-", dir="/tmp"))
@@ -128,6 +136,7 @@ def _start_stack(
     try:
         ctd.start()
         if mode == WARMSTART:
+            stack.peer_token = peer_token
             stack.agent = AgentProcess(
                 work / "agent",
                 upstreams={upstream.host: upstream.url},
@@ -139,6 +148,7 @@ def _start_stack(
                     "node_id": node.name,
                     "containerd_socket": str(ctd.socket),
                     "containerd_namespace": NAMESPACE,
+                    "peer_token": peer_token,
                 },
             )
         elif mode == REGISTRY_PROXY:
@@ -155,9 +165,11 @@ def start_nodes(net: NetCluster, mode: str, upstream: RegistryProcess) -> list[N
     """Fresh stacks on every node of ``net`` for ``mode``, started side by side (all closed
     again if one fails)."""
     agent_urls = {n.name: f"http://{n.lan_addr}:{AGENT_PORT}" for n in net.nodes}
+    token = secrets.token_hex(16) if mode == WARMSTART else None
     with ThreadPoolExecutor(len(net.nodes)) as pool:
         futures = [
-            pool.submit(_start_stack, net, node, mode, upstream, agent_urls) for node in net.nodes
+            pool.submit(_start_stack, net, node, mode, upstream, agent_urls, token)
+            for node in net.nodes
         ]
         wait(futures)
     stacks = [f.result() for f in futures if f.exception() is None]

@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import typer
@@ -16,14 +15,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from warmstart.agent.api import PrewarmRequest, PrewarmResponse, RequestInvalid
+from warmstart.agent.client import AgentClient, AgentError
 from warmstart.agent.containerd_hosts import HostsConfigError, check_url
 from warmstart.cli.common import err_console, fail, out_console
-from warmstart.fetch.api import PEER_TOKEN_HEADER
-from warmstart.oci import OCIError, Platform, Reference
 from warmstart.units import format_size
 
 DEFAULT_TIMEOUT = 3600.0
-MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -31,57 +29,24 @@ class Outcome:
     agent: str
     ok: bool
     seconds: float
-    result: dict[str, Any] | None = None
+    result: PrewarmResponse | None = None
     error: str | None = None
 
 
 # -- pure helpers -------------------------------------------------------------------------------
 
 
-def prewarm_payload(reference: str, platform: str | None, hot: bool) -> dict[str, Any]:
-    """Validate locally (one-line errors before any request) and build the JSON body."""
-    ref = Reference.parse(reference)
-    plat = Platform.parse(platform).normalized() if platform else None
-    return {"reference": str(ref), "platform": str(plat) if plat else None, "hot": hot}
-
-
-def error_text(status: int, body: bytes) -> str:
-    """One line from an agent's error answer (OCI ``errors`` list, ``{"error": ...}`` or text)."""
-    message = ""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict):
-        errors = doc.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            first = errors[0]
-            message = str(first.get("message") or first.get("code") or "")
-        elif isinstance(doc.get("error"), str):
-            message = doc["error"]
-        elif isinstance(doc.get("message"), str):
-            message = doc["message"]
-    if not message:
-        message = body.decode("utf-8", "replace").strip()
-    message = " ".join(message.split())[:MAX_ERROR_CHARS]
-    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
-
-
-def summary(result: dict[str, Any]) -> str:
+def summary(result: PrewarmResponse) -> str:
     """``3 blobs, 1.0 GiB (upstream 1.0 GiB) in 12.3 s; hot in containerd (k8s.io, 4.1 s)``."""
-    sources = result.get("sources") or {}
-    parts = ", ".join(f"{k} {format_size(int(v))}" for k, v in sorted(sources.items()) if v)
-    text = f"{result.get('blobs', '?')} blobs, {format_size(int(result.get('bytes') or 0))}"
+    parts = ", ".join(f"{k} {format_size(v)}" for k, v in sorted(result.sources.items()) if v)
+    text = f"{result.blobs} blobs, {format_size(result.bytes)}"
     if parts:
         text += f" ({parts})"
-    text += f" in {float(result.get('seconds') or 0):.1f} s"
-    containerd = result.get("containerd")
-    if isinstance(containerd, dict):
-        text += (
-            f"; hot in containerd ({containerd.get('namespace', '?')}, "
-            f"{float(containerd.get('seconds') or 0):.1f} s)"
-        )
-        if containerd.get("tag_moved"):
+    text += f" in {result.seconds:.1f} s"
+    containerd = result.containerd
+    if containerd is not None:
+        text += f"; hot in containerd ({containerd.namespace}, {containerd.seconds:.1f} s)"
+        if containerd.tag_moved:
             text += " [tag moved during the pre-warm]"
     return text
 
@@ -94,45 +59,28 @@ def exit_code(outcomes: Sequence[Outcome]) -> int:
 
 
 async def post_prewarm(
-    session: aiohttp.ClientSession,
-    agent: str,
-    payload: dict[str, Any],
-    headers: dict[str, str],
+    client: AgentClient,
+    request: PrewarmRequest,
+    authorization: str | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
     started = clock()
     try:
-        async with session.post(f"{agent}/prewarm", json=payload, headers=headers) as resp:
-            body = await resp.read()
-            elapsed = clock() - started
-            if resp.status >= 300:
-                return Outcome(agent, False, elapsed, error=error_text(resp.status, body))
-            try:
-                result = json.loads(body)
-            except ValueError:
-                return Outcome(agent, False, elapsed, error="the agent answered with no JSON")
-            if not isinstance(result, dict):
-                return Outcome(agent, False, elapsed, error="the agent answered with no object")
-            return Outcome(agent, True, elapsed, result=result)
-    except TimeoutError:
-        return Outcome(agent, False, clock() - started, error="timed out")
-    except aiohttp.ClientError as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        return Outcome(agent, False, clock() - started, error=f"cannot reach the agent: {reason}")
+        result = await client.prewarm(request, authorization=authorization)
+    except AgentError as e:
+        return Outcome(client.url, False, clock() - started, error=str(e))
+    return Outcome(client.url, True, clock() - started, result=result)
 
 
 async def prewarm_all(
     agents: Sequence[str],
-    payload: dict[str, Any],
+    request: PrewarmRequest,
     *,
     token: str | None = None,
     authorization: str | None = None,
     seconds: float = DEFAULT_TIMEOUT,
     show_progress: bool = True,
 ) -> list[Outcome]:
-    headers = {PEER_TOKEN_HEADER: token} if token else {}
-    if authorization:
-        headers["Authorization"] = authorization
     client_timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=10)
     progress = Progress(
         SpinnerColumn(),
@@ -142,13 +90,14 @@ async def prewarm_all(
         console=err_console,
         disable=not show_progress,
     )
-    what = "pre-warming + importing into containerd" if payload["hot"] else "pre-warming"
+    what = "pre-warming + importing into containerd" if request.hot else "pre-warming"
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         with progress:
             tasks = {a: progress.add_task(what, agent=a, total=1) for a in agents}
 
             async def one(agent: str) -> Outcome:
-                outcome = await post_prewarm(session, agent, payload, headers)
+                client = AgentClient(agent, token=token, session=session, timeout=None)
+                outcome = await post_prewarm(client, request, authorization)
                 status = "[green]done[/]" if outcome.ok else "[red]failed[/]"
                 progress.update(tasks[agent], description=status, completed=1)
                 return outcome
@@ -178,9 +127,9 @@ def prewarm(
 ) -> None:
     """Pre-warm an image on every named agent concurrently; exit 1 if any agent failed."""
     try:
-        payload = prewarm_payload(reference, platform, hot)
+        request = PrewarmRequest.of(reference, platform, hot)
         urls = list(dict.fromkeys(check_url(a, "agent URL") for a in agents))
-    except (OCIError, HostsConfigError) as e:
+    except (RequestInvalid, HostsConfigError) as e:
         fail(str(e), code=2)
     authorization = None
     if username is not None:
@@ -193,7 +142,7 @@ def prewarm(
         outcomes = asyncio.run(
             prewarm_all(
                 urls,
-                payload,
+                request,
                 token=token,
                 authorization=authorization,
                 seconds=timeout,
@@ -204,13 +153,18 @@ def prewarm(
         fail("interrupted", code=130)
     if as_json:
         docs = [
-            {"agent": o.agent, "ok": o.ok, "seconds": round(o.seconds, 3), "result": o.result}
+            {
+                "agent": o.agent,
+                "ok": o.ok,
+                "seconds": round(o.seconds, 3),
+                "result": o.result.to_json() if o.result is not None else None,
+            }
             | ({"error": o.error} if o.error else {})
             for o in outcomes
         ]
         typer.echo(json.dumps(docs, indent=2))  # plain: never wrapped to the terminal width
     else:
-        table = Table("agent", "result", title=Text(f"prewarm {payload['reference']}"))
+        table = Table("agent", "result", title=Text(f"prewarm {request.reference}"))
         for o in outcomes:
             shown = (
                 Text(summary(o.result)) if o.ok and o.result else Text(o.error or "", style="red")

@@ -19,6 +19,9 @@ from rich.table import Table
 from warmstart.cli.common import err_console, fail, out_console
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# A replica's phases, as the controller reports them (warmstart.serving.controller.PHASES; not
+# imported: the status command stays light).
+PHASES = ("wait", "pull", "unpack", "start", "load")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 STATUS_TIMEOUT = 5.0
 
@@ -54,6 +57,13 @@ def serve(
     ),
     interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between ticks."),
     no_prewarm: bool = typer.Option(False, "--no-prewarm", help="Do not pre-warm ahead."),
+    peer_token_file: Path | None = typer.Option(
+        None,
+        "--peer-token-file",
+        metavar="PATH",
+        help="A file holding the cluster's peer token (the agents' peer_token); the agents "
+        "refuse pre-warms without it.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Run an endpoint: autoscaled replicas on the nodes, behind one router."""
@@ -61,7 +71,9 @@ def serve(
     from warmstart.serving.serve import (
         NodeOptionError,
         ServeOptions,
+        TokenFileError,
         parse_node_options,
+        read_token_file,
         serve_endpoint,
     )
     from warmstart.serving.spec import SpecError, load_spec
@@ -72,7 +84,8 @@ def serve(
     try:
         spec = load_spec(spec_file)
         nodes = parse_node_options(node)
-    except (SpecError, NodeOptionError) as e:
+        token = read_token_file(peer_token_file) if peer_token_file is not None else None
+    except (SpecError, NodeOptionError, TokenFileError) as e:
         fail(str(e), code=2)
     missing = [n.name for n in nodes if not n.socket.exists()]
     if missing:
@@ -96,6 +109,7 @@ def serve(
         router=RouterConfig(queue_size=queue_size, queue_timeout=queue_timeout),
         interval=interval,
         prewarm=not no_prewarm,
+        peer_token=token,
     )
 
     def ready(url: str) -> None:
@@ -147,12 +161,11 @@ def render_status(body: dict[str, Any]) -> list[Table | str]:
         f"desired {body.get('desired', '?')}, in flight {body.get('in_flight', 0)}, "
         f"queued {body.get('queue_length', 0)}; {body.get('last_decision') or '-'}"
     )
-    replicas = Table("replica", "node", "tier", "state", "url", "ready s", "pull/unpack/start/load")
+    replicas = Table("replica", "node", "tier", "state", "url", "ready s", "/".join(PHASES))
     for r in body.get("replicas") or []:
         phases = r.get("phases") or {}
         split = "/".join(
-            f"{phases[k]:.2f}" if isinstance(phases.get(k), int | float) else "-"
-            for k in ("pull", "unpack", "start", "load")
+            f"{phases[k]:.2f}" if isinstance(phases.get(k), int | float) else "-" for k in PHASES
         )
         ready = r.get("ready_seconds")
         replicas.add_row(

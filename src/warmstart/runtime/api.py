@@ -80,14 +80,16 @@ class ReplicaSpec:
 class PullTiming:
     """One ``pull``: wall time split into fetching blobs and unpacking them into snapshots.
 
-    ``fetch_seconds`` includes resolving the reference; ``unpack_seconds`` is what the runtime
-    reported for the unpack (0 when it was already unpacked or it did not say)."""
+    ``fetch_seconds`` includes resolving the reference (and attempts that broke mid-transfer);
+    ``unpack_seconds`` is what the runtime reported for the unpack (0 when it was already
+    unpacked or it did not say). ``attempts``: 1, or more when a transfer broke and was retried."""
 
     reference: str
     digest: str | None
     fetch_seconds: float
     unpack_seconds: float
     total_seconds: float
+    attempts: int = 1
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ with current protobuf, so everything runs ``ctr`` against the node's socket and 
 - ``pull``: ``ctr images pull --hosts-dir DIR REF`` with a generated ``DIR/<registry>/hosts.toml``
   that sends the pull through the node's agent first (the registry itself is the fallback).
   ctr prints ``unpacking <platform> <digest>...`` and ``done: <Go duration>`` for the unpack;
-  the fetch is the rest of the wall time.
+  the fetch is the rest of the wall time. A pull whose transfer broke mid-body (ctr says
+  ``unexpected EOF``, ``failed to read expected number of bytes`` or ``connection reset by
+  peer``: :func:`is_transient_pull_error`) is tried again after a short backoff, up to
+  ``pull_attempts`` times in all; any other failure is reported at once.
 - ``create``: ``ctr containers create [--net-host] --env PORT=.. --label .. IMAGE ID [ARGS]``;
   ``start``: ``ctr tasks start -d --log-uri file:///LOG ID`` (stdout and stderr to one file).
 - ``stop``: ``ctr tasks kill`` SIGTERM, SIGKILL after the timeout; the exit code is read by
@@ -25,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +75,18 @@ _NOT_FOUND = re.compile(r"not found", re.IGNORECASE)
 _EXISTS = re.compile(r"already exists", re.IGNORECASE)
 _POLL = 0.05
 _KILL_WAIT = 10.0  # after SIGKILL
+PULL_ATTEMPTS = 3
+PULL_RETRY_DELAY = 0.5  # before the 2nd attempt; doubled before each next one
+# What ctr says when a blob's body broke off mid-transfer (the mirror or the network dropped
+# the connection): worth another attempt. Anything else (not found, unauthorized, a digest that
+# does not match, containerd not answering) would fail the same way again.
+TRANSIENT_PULL_ERRORS = (
+    "unexpected eof",
+    "failed to read expected number of bytes",
+    "connection reset by peer",
+)
+
+log = logging.getLogger(__name__)
 
 
 # -- pure helpers --------------------------------------------------------------------------------
@@ -175,6 +191,18 @@ def create_args(
     return [*args, "--", reference, cid, *spec.args]
 
 
+def is_transient_pull_error(stderr: str) -> bool:
+    """Whether a failed ``ctr images pull`` broke mid-transfer (try again) rather than for a
+    reason that another attempt would meet too."""
+    text = stderr.lower()
+    return any(marker in text for marker in TRANSIENT_PULL_ERRORS)
+
+
+def pull_retry_delay(attempt: int, base: float = PULL_RETRY_DELAY) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): base, 2 x base, ..."""
+    return base * 2 ** max(attempt - 1, 0)
+
+
 def pull_args(
     reference: str, hosts_dir: Path, platform: str | None, snapshotter: str | None
 ) -> list[str]:
@@ -207,9 +235,12 @@ class ContainerdRuntime:
     servers: dict[str, str] = field(default_factory=dict)
     platform: str | None = None
     snapshotter: str | None = None
-    pull_timeout: float = 1800.0
+    pull_timeout: float = 1800.0  # for the pull as a whole, every attempt included
     ctr_timeout: float = 60.0
+    pull_attempts: int = PULL_ATTEMPTS
+    pull_retry_delay: float = PULL_RETRY_DELAY
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id_prefix) or len(self.id_prefix) > MAX_ID_LENGTH // 2:
@@ -267,23 +298,38 @@ class ContainerdRuntime:
         except (InvalidReference, HostsConfigError) as e:
             raise ImagePullError(f"cannot pull {reference!r}: {e}") from None
         name = str(ref)
+        args = pull_args(name, self.hosts_dir, self.platform, self.snapshotter)
+        too_long = f"pulling {name} took over {self.pull_timeout:.0f}s"
         started = self.clock()
-        try:
-            result = await self.ctr.run(
-                *pull_args(name, self.hosts_dir, self.platform, self.snapshotter),
-                time_limit=self.pull_timeout,
-            )
-        except CtrError as e:
-            raise RuntimeUnavailable(str(e)) from None
-        except TimeoutError:
-            raise ImagePullError(f"pulling {name} took over {self.pull_timeout:.0f}s") from None
-        total = self.clock() - started
-        if result.returncode != 0:
+        left = self.pull_timeout
+        attempts = max(self.pull_attempts, 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                result = await self.ctr.run(*args, time_limit=left)
+            except CtrError as e:
+                raise RuntimeUnavailable(str(e)) from None
+            except TimeoutError:
+                raise ImagePullError(too_long) from None
+            if result.returncode == 0:
+                break
             reason = one_line(result.stderr) or f"exit status {result.returncode}"
-            raise ImagePullError(f"pulling {name} failed: {reason}")
+            if not is_transient_pull_error(result.stderr):
+                raise ImagePullError(f"pulling {name} failed: {reason}")
+            if attempt == attempts:
+                raise ImagePullError(f"pulling {name} failed {attempts} times, last: {reason}")
+            delay = pull_retry_delay(attempt, self.pull_retry_delay)
+            log.warning(
+                "pulling %s broke mid-transfer (%s); attempt %d of %d in %.1f s",
+                name, reason, attempt + 1, attempts, delay,
+            )  # fmt: skip
+            await self.sleep(delay)
+            left = self.pull_timeout - (self.clock() - started)
+            if left <= 0:
+                raise ImagePullError(too_long)
+        total = self.clock() - started
         parsed = parse_pull_output(result.stdout)
         unpack = min(parsed.unpack_seconds, total)
-        return PullTiming(name, parsed.digest, total - unpack, unpack, total)
+        return PullTiming(name, parsed.digest, total - unpack, unpack, total, attempt)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -56,6 +56,9 @@ PREWARM_MEMORY_SECONDS = 300.0
 # A node whose pre-warm failed is tried again after 10 s, 20 s, 40 s, ... at most 5 min apart.
 PREWARM_RETRY_MIN_SECONDS = 10.0
 PREWARM_RETRY_MAX_SECONDS = 300.0
+# A replica's way to ready: waiting (for a pre-warm of its node in flight, and to be scheduled),
+# pulling, unpacking, creating and starting the container, loading until /ping answers 200.
+PHASES = ("wait", "pull", "unpack", "start", "load")
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,8 @@ class ManagedReplica:
     runtime_replica: RuntimeReplica | None = None
     ready_seconds: float | None = None  # from "start a replica" to /ping 200
     tier: str = "cold"  # where the image's bytes were on the node when the replica started
-    phases: dict[str, float] = field(default_factory=dict)  # pull, unpack, start, load seconds
+    # Seconds per phase, in order (:data:`PHASES`); once ready they add up to ready_seconds.
+    phases: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -368,18 +372,24 @@ class Controller:
             if in_flight is not None and node.name in self._prewarming:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(in_flight.wait(), max(0.0, deadline - self._clock()))
+            pull_started = self._clock()
+            managed.phases["wait"] = pull_started - started
             timing = await node.runtime.pull(self.spec.image)
-            managed.phases["pull"] = timing.fetch_seconds
-            managed.phases["unpack"] = timing.unpack_seconds
+            pulled_at = self._clock()
+            # The pull's wall time on this clock, split as the runtime reports it (its unpack;
+            # the rest is fetching), so that the phases add up to ready_seconds.
+            pull_wall = pulled_at - pull_started
+            unpack = min(max(timing.unpack_seconds, 0.0), pull_wall)
+            managed.phases["pull"] = pull_wall - unpack
+            managed.phases["unpack"] = unpack
             spec = ReplicaSpec(
                 id=managed.id, image=self.spec.image, port=managed.port, env=dict(self.spec.env)
             )
-            created_at = self._clock()
             replica = await node.runtime.create(spec, pull=timing)
             managed.runtime_replica = replica
             managed.runtime_replica = await node.runtime.start(replica)
             running_at = self._clock()
-            managed.phases["start"] = running_at - created_at
+            managed.phases["start"] = running_at - pulled_at
             self.router.add_replica(managed.id, managed.url, ready=False)
             while not await self._ping_ok(managed.url):
                 if self._clock() >= deadline:
@@ -396,9 +406,10 @@ class Controller:
             self._event(self._clock(), "failed", f"{managed.id} on {node.name}: {e}")
             await self._stop_replica(managed)
             return
+        ready_at = self._clock()
         managed.state = "ready"
-        managed.ready_seconds = self._clock() - started
-        managed.phases["load"] = self._clock() - running_at
+        managed.ready_seconds = ready_at - started
+        managed.phases["load"] = ready_at - running_at
         self.router.set_ready(managed.id, True)
         self._event(
             self._clock(), "ready", f"{managed.id} on {node.name} in {managed.ready_seconds:.2f}s"

@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from warmstart.agent.api import PrewarmRequest
+from warmstart.agent.client import AgentClient
 from warmstart.agent.containerd_state import Ctr
 from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
@@ -48,7 +50,6 @@ DEFAULT_SLOTS = 4
 PING_TIMEOUT = 2.0
 PREWARM_TIMEOUT = 1800.0
 METRICS_INTERVAL = 1.0
-MAX_ERROR_CHARS = 300
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _NETNS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]{1,255}$")
@@ -142,6 +143,37 @@ class ServeOptions:
     # False: the nodes' URLs are plain mirrors (e.g. a docker-registry pull-through cache),
     # not warmstart agents: no tiers from /status, no pre-warm.
     agent_api: bool = True
+    # The cluster's peer token (the agents' ``peer_token``): their /prewarm needs it.
+    peer_token: str | None = field(default=None, repr=False)
+
+
+class TokenFileError(ValueError):
+    """A ``--peer-token-file`` that cannot be used; the message is one line."""
+
+
+MAX_TOKEN_BYTES = 4096
+
+
+def read_token_file(path: Path) -> str:
+    """The peer token in ``path``: its content without surrounding whitespace (a trailing
+    newline, as ``echo`` writes it). Never puts the token in an error message."""
+    try:
+        raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
+    except OSError as e:
+        raise TokenFileError(f"cannot read the peer token file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise TokenFileError(f"the peer token file {path} is over {MAX_TOKEN_BYTES} bytes")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenFileError(f"the peer token file {path} is not UTF-8 text") from None
+    if not token:
+        raise TokenFileError(f"the peer token file {path} is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise TokenFileError(
+            f"the peer token in {path} has spaces or control characters (one line expected)"
+        )
+    return token
 
 
 def build_runtime(node: NodeOption, options: ServeOptions) -> ContainerdRuntime:
@@ -153,10 +185,6 @@ def build_runtime(node: NodeOption, options: ServeOptions) -> ContainerdRuntime:
         agent_url=node.agent_url,
         insecure_registries=options.insecure_registries,
     )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:MAX_ERROR_CHARS]
 
 
 class EndpointService:
@@ -205,7 +233,11 @@ class EndpointService:
             self.handles,
             self.router,
             ping=self._ping,
-            tiers=AgentTiers(self._session) if self.options.agent_api else StaticTiers(),
+            tiers=(
+                AgentTiers(self._session, token=self.options.peer_token)
+                if self.options.agent_api
+                else StaticTiers()
+            ),
             prewarm=self._prewarm if self.options.prewarm and self.options.agent_api else None,
             **extra,
         )
@@ -263,18 +295,19 @@ class EndpointService:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def _prewarm(self, node: NodeHandle, image: str) -> None:
+    def agent(self, node: NodeHandle, session: aiohttp.ClientSession) -> AgentClient:
+        """The client of ``node``'s agent (on a shared session)."""
         if not node.agent_url:
             raise RuntimeError("the node has no agent")
+        return AgentClient(
+            node.agent_url, token=self.options.peer_token, session=session, timeout=None
+        )
+
+    async def _prewarm(self, node: NodeHandle, image: str) -> None:
+        """A hot pre-warm; an :class:`AgentError` (one line) says why it failed."""
         assert self._prewarm_session is not None
-        async with self._prewarm_session.post(
-            node.agent_url + "/prewarm", json={"reference": image, "hot": True}
-        ) as resp:
-            body = await resp.read()
-            if resp.status >= 300:
-                raise RuntimeError(
-                    f"agent answered HTTP {resp.status}: {_one_line(body.decode('utf-8', 'replace'))}"
-                )
+        agent = self.agent(node, self._prewarm_session)
+        await agent.prewarm(PrewarmRequest.of(image, hot=True))
 
     def status(self) -> dict[str, Any]:
         assert self.controller is not None
@@ -326,8 +359,10 @@ __all__ = [
     "NodeOption",
     "NodeOptionError",
     "ServeOptions",
+    "TokenFileError",
     "build_runtime",
     "parse_node_option",
     "parse_node_options",
+    "read_token_file",
     "serve_endpoint",
 ]

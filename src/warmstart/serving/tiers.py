@@ -9,11 +9,13 @@ slow or dead agent must not stop the endpoint from scaling.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 import aiohttp
 
+from warmstart.agent.api import ImageStatus, StatusResponse
+from warmstart.agent.client import AgentClient, AgentError
 from warmstart.oci import OCIError, parse_reference
 from warmstart.serving.placement import Tier
 
@@ -33,14 +35,14 @@ def _canonical(reference: str) -> str | None:
         return None
 
 
-def local_tier(status: Mapping[str, Any], image: str) -> Tier | None:
-    """The image's tier in one agent's ``/status`` body (None: not there, or partial)."""
+def local_tier(images: Iterable[ImageStatus], image: str) -> Tier | None:
+    """The image's tier among one agent's ``/status`` images (None: not there, or partial)."""
     wanted = _canonical(image)
     best: Tier | None = None
-    for entry in status.get("images", []) if isinstance(status, Mapping) else []:
-        if not isinstance(entry, Mapping) or _canonical(str(entry.get("reference", ""))) != wanted:
+    for entry in images:
+        if _canonical(entry.reference) != wanted:
             continue
-        tier = _AGENT_TIERS.get(str(entry.get("tier")))
+        tier = _AGENT_TIERS.get(entry.tier)
         if tier is not None and (best is None or tier.rank < best.rank):
             best = tier
     return best
@@ -56,10 +58,14 @@ def cluster_tiers(local: Mapping[str, Tier | None]) -> dict[str, Tier]:
 
 
 class AgentTiers:
-    """A :class:`warmstart.serving.controller.TierSource` backed by the node agents."""
+    """A :class:`warmstart.serving.controller.TierSource` backed by the node agents' ``/status``
+    (through :class:`~warmstart.agent.client.AgentClient`, with the cluster's peer token)."""
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | None = None, *, token: str | None = None
+    ) -> None:
         self._session = session
+        self._token = token
 
     async def tiers(self, image: str, nodes: Sequence[HasAgent]) -> dict[str, Tier]:
         owned = self._session is None
@@ -72,20 +78,18 @@ class AgentTiers:
             if owned:
                 await session.close()
         local = {
-            n.name: (local_tier(body, image) if body is not None else None)
+            n.name: (local_tier(body.images, image) if body is not None else None)
             for n, body in zip(nodes, answers, strict=True)
         }
         return cluster_tiers(local)
 
-    @staticmethod
-    async def _status(session: aiohttp.ClientSession, node: HasAgent) -> Mapping[str, Any] | None:
+    async def _status(
+        self, session: aiohttp.ClientSession, node: HasAgent
+    ) -> StatusResponse | None:
         if not node.agent_url:
             return None
+        client = AgentClient(node.agent_url, token=self._token, session=session, timeout=None)
         try:
-            async with session.get(node.agent_url.rstrip("/") + "/status") as resp:
-                if resp.status != 200:
-                    return None
-                body = await resp.json(content_type=None)
-                return body if isinstance(body, Mapping) else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return await client.status()
+        except AgentError:
             return None

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from warmstart.agent.containerd_hosts import toml_string
+from warmstart.fetch.api import PEER_TOKEN_HEADER
 from warmstart.testbed.net import LOOPBACK, free_port
 from warmstart.testbed.procs import stop_process, wait_ready
 
@@ -113,6 +114,12 @@ class AgentProcess:
         return f"http://{self.host}"
 
     @property
+    def peer_token(self) -> str | None:
+        """The cluster's peer token from ``settings``; :meth:`post_json` sends it."""
+        token = self.settings.get("peer_token")
+        return str(token) if token else None
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
@@ -196,7 +203,8 @@ class AgentProcess:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
-    # -- a tiny client (from inside the agent's netns, if it has one) ----------------------
+    # -- a tiny client (from inside the agent's netns, if it has one; the product's client is
+    # warmstart.agent.client.AgentClient, which cannot dial into a netns) -----------------
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection(self.listen_host, self.port, timeout=timeout)
         if self.netns is not None:
@@ -217,10 +225,11 @@ class AgentProcess:
 
     def post_json(self, path: str, body: Any, timeout: float = 600) -> tuple[int, Any]:
         conn = self._connection(timeout)
+        headers = {"Content-Type": "application/json"}
+        if self.peer_token:
+            headers[PEER_TOKEN_HEADER] = self.peer_token
         try:
-            conn.request(
-                "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
-            )
+            conn.request("POST", path, body=json.dumps(body), headers=headers)
             resp = conn.getresponse()
             data = resp.read()
         finally:

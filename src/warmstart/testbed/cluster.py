@@ -63,6 +63,7 @@ class LocalCluster:
         namespace: str = "warmstart",
         base: Path | None = None,
         agent_settings: Mapping[str, object] | None = None,
+        peer_token: str | None = None,
     ) -> None:
         self.upstreams = dict(upstreams)
         self.names = list(nodes)
@@ -72,6 +73,8 @@ class LocalCluster:
         # Short: containerd's socket path must fit a unix socket address.
         self.base = Path(tempfile.mkdtemp(prefix="wscl-", dir="/tmp")) if base is None else base
         self.agent_settings = dict(agent_settings or {})
+        # The agents' shared secret: peers send it to each other, control writes need it.
+        self.peer_token = peer_token
         self.nodes: dict[str, ClusterNode] = {}
 
     def start(self) -> Self:
@@ -91,6 +94,7 @@ class LocalCluster:
                             "node_id": name,
                             "containerd_socket": str(ctd.socket),
                             "containerd_namespace": self.namespace,
+                            "peer_token": self.peer_token,
                             **self.agent_settings,
                         },
                     )
@@ -105,6 +109,14 @@ class LocalCluster:
 
     def node_options(self) -> list[str]:
         return [n.node_option() for n in self.nodes.values()]
+
+    def write_token_file(self, path: Path) -> Path:
+        """The peer token in a file readable by its owner only (for ``--peer-token-file``)."""
+        if not self.peer_token:
+            raise RuntimeError("this cluster has no peer token")
+        path.touch(mode=0o600)
+        path.write_text(self.peer_token + "\n")
+        return path
 
     def containers(self, name: str) -> list[str]:
         ctd = self.nodes[name].containerd

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from warmstart.agent.api import PrewarmResponse
 from warmstart.fetch.api import (
     BlobResult,
     ClientIdentity,
@@ -163,12 +163,23 @@ class RecordingPrewarmer:
         hot: bool,
         *,
         client: ClientIdentity | None = None,
-    ) -> dict[str, Any]:
+    ) -> PrewarmResponse:
         self.calls.append((ref, platform, hot))
         self.clients.append(client)
         if self.error is not None:
             raise self.error
-        return {"reference": str(ref), "platform": str(platform) if platform else None, "hot": hot}
+        return PrewarmResponse(
+            reference=str(ref),
+            digest="sha256:" + "0" * 64,
+            manifest_digest="sha256:" + "0" * 64,
+            platform=str(platform) if platform else None,
+            blobs=0,
+            bytes=0,
+            sources={},
+            warm_seconds=0.0,
+            seconds=0.0,
+            hot=hot,
+        )
 
 
 @dataclass

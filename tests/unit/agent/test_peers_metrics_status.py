@@ -113,5 +113,5 @@ def test_tiers() -> None:
         peers=["http://p:1"],
         upstreams=["r"],
     )
-    assert [i["reference"] for i in body["images"]] == ["r/a:1", "r/b:1"]
-    assert body["store"] == {"root": "/s", "usage": 5, "shared": 0, "budget": None}
+    assert [i.reference for i in body.images] == ["r/a:1", "r/b:1"]
+    assert body.to_json()["store"] == {"root": "/s", "usage": 5, "shared": 0, "budget": None}

@@ -25,11 +25,10 @@ from warmstart.agent.prewarm import (
     PrewarmIncomplete,
     ctr_pull_args,
     image_blobs,
-    parse_prewarm_request,
     transient_pull_failure,
 )
 from warmstart.fetch.api import ClientIdentity, NotFoundError
-from warmstart.oci import OCIError, Platform, Reference
+from warmstart.oci import Platform, Reference
 from warmstart.oci import mediatypes as mt
 from warmstart.store import ContentStore
 
@@ -71,12 +70,12 @@ async def test_warm_fetches_every_blob_into_the_store(
 ) -> None:
     result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
     image = make_image([b"layer-one" * 100, b"layer-two" * 50])
-    assert result["reference"] == str(REF)
-    assert result["digest"] == result["manifest_digest"] == str(image.digest)
-    assert result["blobs"] == 3
-    assert result["bytes"] == sum(len(b) for b in image.blobs.values())
-    assert result["sources"] == {"upstream": result["bytes"]}
-    assert result["hot"] is False and result["containerd"] is None
+    assert result.reference == str(REF)
+    assert result.digest == result.manifest_digest == str(image.digest)
+    assert result.blobs == 3
+    assert result.bytes == sum(len(b) for b in image.blobs.values())
+    assert result.sources == {"upstream": result.bytes}
+    assert result.hot is False and result.containerd is None
     assert all(store.has(d) for d in image.blobs) and store.has(image.digest)
     [record] = store.images()
     assert record.reference == str(REF) and record.complete and not record.pinned
@@ -91,7 +90,7 @@ async def test_second_prewarm_is_local_and_asks_the_fetcher_for_nothing(
     fetcher.blob_calls.clear()
     result = await prewarmer.prewarm(REF, None, False)
     assert fetcher.blob_calls == []
-    assert result["sources"] == {"local": result["bytes"]}
+    assert result.sources == {"local": result.bytes}
 
 
 async def test_blobs_served_as_files_count_under_their_source(
@@ -99,7 +98,7 @@ async def test_blobs_served_as_files_count_under_their_source(
 ) -> None:
     fetcher.mode = "path"
     result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
-    assert result["sources"] == {"peer": result["bytes"]}
+    assert result.sources == {"peer": result.bytes}
 
 
 async def test_index_chooses_the_platform(store: ContentStore) -> None:
@@ -111,12 +110,12 @@ async def test_index_chooses_the_platform(store: ContentStore) -> None:
     result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(
         REF, Platform.parse("linux/arm64"), False
     )
-    assert result["manifest_digest"] == str(arm.digest)
-    assert result["platform"] == "linux/arm64/v8"
+    assert result.manifest_digest == str(arm.digest)
+    assert result.platform == "linux/arm64/v8"
     assert all(store.has(d) for d in arm.blobs)
     assert not any(store.has(d) for d in amd.blobs if d not in arm.blobs)
     [record] = store.images()
-    assert str(record.manifest_digest) == result["digest"] != result["manifest_digest"]
+    assert str(record.manifest_digest) == result.digest != result.manifest_digest
 
 
 async def test_short_stream_fails_and_records_nothing(
@@ -170,10 +169,11 @@ async def test_hot_imports_through_the_agent_only(
         fetcher, store, agent_url=AGENT + "/", containerd=target(ctr), grants=grants
     )
     result = await prewarmer.prewarm(REF, None, True, client=asker)
-    assert result["hot"] is True
-    assert result["containerd"]["unpacked"] is True
-    assert result["containerd"]["namespace"] == "k8s.io"
-    assert result["containerd"]["tag_moved"] is False
+    assert result.hot is True
+    assert result.containerd is not None
+    assert result.containerd.unpacked is True
+    assert result.containerd.namespace == "k8s.io"
+    assert result.containerd.tag_moved is False
     pull, check = ctr_calls(log)
     assert pull["args"][:4] == ["--address", "/run/fake.sock", "--namespace", "k8s.io"]
     assert pull["args"][4:6] == ["images", "pull"]
@@ -256,43 +256,13 @@ async def test_artifacts_can_be_warm_but_not_hot(
     prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(fake_ctr[0]))
     with pytest.raises(ValueError, match="not a container image"):
         await prewarmer.prewarm(REF, None, True)
-    assert (await prewarmer.prewarm(REF, None, False))["blobs"] == 2
+    assert (await prewarmer.prewarm(REF, None, False)).blobs == 2
 
 
 async def test_without_a_store_the_bytes_still_flow(fetcher: FakeFetcher) -> None:
     fetcher.store = None
     result = await Prewarmer(fetcher, None, agent_url=AGENT).prewarm(REF, None, False)
-    assert result["blobs"] == 3 and len(fetcher.blob_calls) == 3
-
-
-def test_parse_request() -> None:
-    req = parse_prewarm_request({"reference": "busybox", "platform": "linux/arm64", "hot": True})
-    assert str(req.reference) == "docker.io/library/busybox:latest"
-    assert str(req.platform) == "linux/arm64/v8"
-    assert req.hot is True
-    assert parse_prewarm_request({"reference": "a.io/b:c"}).to_json() == {
-        "reference": "a.io/b:c",
-        "platform": None,
-        "hot": False,
-    }
-
-
-@pytest.mark.parametrize(
-    ("payload", "error"),
-    [
-        ([], ValueError),
-        ({}, ValueError),
-        ({"reference": 3}, ValueError),
-        ({"reference": "a.io/b:c", "hot": "yes"}, ValueError),
-        ({"reference": "a.io/b:c", "platform": 1}, ValueError),
-        ({"reference": "a.io/b:c", "extra": 1}, ValueError),
-        ({"reference": "a.io/Bad:x"}, OCIError),
-        ({"reference": "a.io/b:c", "platform": "linux"}, OCIError),
-    ],
-)
-def test_parse_request_rejects(payload: object, error: type[Exception]) -> None:
-    with pytest.raises(error):
-        parse_prewarm_request(payload)
+    assert result.blobs == 3 and len(fetcher.blob_calls) == 3
 
 
 def test_ctr_pull_args_and_unique_blobs(tmp_path: Path) -> None:
@@ -353,8 +323,8 @@ async def test_hot_import_retries_a_pull_that_broke_mid_body(
 
     prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep)
     result = await prewarmer.prewarm(REF, None, True)
-    assert result["containerd"]["unpacked"] is True
-    assert result["containerd"]["pull_attempts"] == 2
+    assert result.containerd is not None and result.containerd.unpacked is True
+    assert result.containerd.pull_attempts == 2
     assert [c["args"][4:6] for c in ctr_calls(log)] == [
         ["images", "pull"],
         ["images", "pull"],

@@ -10,22 +10,39 @@ import pytest
 from aiohttp import web
 from typer.testing import CliRunner
 
+from warmstart.agent.api import PrewarmRequest, PrewarmResponse, RequestInvalid
 from warmstart.cli.main import app
-from warmstart.cli.prewarm_cmd import Outcome, error_text, exit_code, prewarm_payload, summary
+from warmstart.cli.prewarm_cmd import Outcome, exit_code, summary
 from warmstart.fetch.api import PEER_TOKEN_HEADER
-from warmstart.oci import OCIError
 from warmstart.testbed.aiohttp_thread import ThreadedAiohttpServer
 from warmstart.testbed.net import free_port
 
+DIGEST = "sha256:" + "1" * 64
 RESULT = {
     "reference": "127.0.0.1:5000/app:v1",
+    "digest": DIGEST,
+    "manifest_digest": DIGEST,
+    "platform": None,
     "blobs": 3,
     "bytes": 3 * 2**20,
     "sources": {"upstream": 2 * 2**20, "peer": 2**20},
+    "warm_seconds": 0.75,
     "seconds": 1.25,
     "hot": True,
-    "containerd": {"namespace": "k8s.io", "seconds": 0.5, "unpacked": True},
-}
+    "containerd": {
+        "namespace": "k8s.io",
+        "reference": "127.0.0.1:5000/app:v1",
+        "digest": DIGEST,
+        "unpacked": True,
+        "tag_moved": False,
+        "link": {"linked": 3, "linked_bytes": 3 * 2**20, "present": 0, "missing": 0,
+                 "seconds": 0.01},
+        "pull_seconds": 0.4,
+        "pull_attempts": 1,
+        "unpack_seconds": 0.3,
+        "seconds": 0.5,
+    },
+}  # fmt: skip
 
 
 class FakeAgent(ThreadedAiohttpServer):
@@ -138,22 +155,29 @@ def test_non_json_success_is_a_failure(agents: list[FakeAgent]) -> None:
 
 
 def test_pure_helpers() -> None:
-    assert prewarm_payload("busybox", None, False) == {
+    assert PrewarmRequest.of("busybox", None, False).to_json() == {
         "reference": "docker.io/library/busybox:latest",
         "platform": None,
         "hot": False,
     }
-    with pytest.raises(OCIError):
-        prewarm_payload("busybox", "nope", False)
-    assert error_text(404, b'{"error": "no such image"}') == "HTTP 404: no such image"
-    assert error_text(500, b"") == "HTTP 500"
-    assert error_text(401, b'{"errors": [{"code": "UNAUTHORIZED"}]}') == "HTTP 401: UNAUTHORIZED"
-    assert len(error_text(500, b"x" * 5000)) < 320
-    text = summary(RESULT)
+    with pytest.raises(RequestInvalid):
+        PrewarmRequest.of("busybox", "nope", False)
+    # error_message (one line from an agent's error answer) is tested in test_api.py
+    text = summary(PrewarmResponse.model_validate(RESULT))
     assert text.startswith("3 blobs, 3.0 MiB (peer 1.0 MiB, upstream 2.0 MiB) in 1.2 s")
-    assert summary({"blobs": 0, "bytes": 0, "seconds": 0}) == "0 blobs, 0 B in 0.0 s"
-    moved = {**RESULT, "containerd": {**RESULT["containerd"], "tag_moved": True}}
-    assert summary(moved).endswith("[tag moved during the pre-warm]")
+    empty = {**RESULT, "blobs": 0, "bytes": 0, "sources": {}, "seconds": 0, "containerd": None}
+    assert summary(PrewarmResponse.model_validate(empty)) == "0 blobs, 0 B in 0.0 s"
+    moved = {**RESULT, "containerd": {**RESULT["containerd"], "tag_moved": True}}  # type: ignore[dict-item]
+    assert summary(PrewarmResponse.model_validate(moved)).endswith(
+        "[tag moved during the pre-warm]"
+    )
     assert exit_code([]) == 1
     assert exit_code([Outcome("a", True, 1.0)]) == 0
     assert exit_code([Outcome("a", True, 1.0), Outcome("b", False, 1.0, error="x")]) == 1
+
+
+def test_an_answer_that_does_not_fit_the_schema_is_a_failure(agents: list[FakeAgent]) -> None:
+    a = start(agents, body={"reference": "127.0.0.1:5000/app:v1", "blobs": 3})
+    result = run("busybox", "--agent", a.url, "-q")
+    assert result.exit_code == 1
+    assert "does not fit: digest: is required" in result.output

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from warmstart.agent.api import PrewarmResponse
 from warmstart.agent.containerd_hosts import mirror_configs, mirror_host, render_hosts_toml
 from warmstart.cli import prewarm_cmd, serve_cmd
 from warmstart.cli.common import err_console, out_console
@@ -66,12 +67,20 @@ def test_store_ls_prints_the_store_path(tmp_path: Path) -> None:
 
 
 def test_prewarm_table_and_errors_show_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def fake_post(session: Any, agent: str, payload: Any, headers: Any) -> Outcome:
-        if agent.endswith("5051"):
-            result = {"blobs": 1, "bytes": 1, "seconds": 1.0}
-            result["containerd"] = {"namespace": "k8s.io", "seconds": 1.0, "tag_moved": True}
-            return Outcome(agent, True, 1.0, result=result)
-        return Outcome(agent, False, 1.0, error=f"HTTP 502: {TRICKY}")
+    digest = "sha256:" + "0" * 64
+    containerd = {"namespace": "k8s.io", "reference": "reg.example/app:v1", "digest": digest,
+                  "unpacked": True, "tag_moved": True, "pull_seconds": 1.0,
+                  "unpack_seconds": 0.5, "seconds": 1.0}  # fmt: skip
+    answer = PrewarmResponse.model_validate(
+        {"reference": "reg.example/app:v1", "digest": digest, "manifest_digest": digest,
+         "platform": None, "blobs": 1, "bytes": 1, "sources": {}, "warm_seconds": 0.5,
+         "seconds": 1.0, "hot": True, "containerd": containerd}
+    )  # fmt: skip
+
+    async def fake_post(client: Any, request: Any, authorization: Any = None) -> Outcome:
+        if client.url.endswith("5051"):
+            return Outcome(client.url, True, 1.0, result=answer)
+        return Outcome(client.url, False, 1.0, error=f"HTTP 502: {TRICKY}")
 
     monkeypatch.setattr(prewarm_cmd, "post_prewarm", fake_post)
     monkeypatch.setenv("COLUMNS", "200")

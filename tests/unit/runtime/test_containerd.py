@@ -4,13 +4,14 @@ sequences against a scripted ``ctr``."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from warmstart.agent.containerd_state import CtrResult
+from warmstart.agent.containerd_state import Ctr, CtrResult
 from warmstart.containerd.pull_output import parse_go_duration, parse_pull_output
 from warmstart.runtime import (
     ImageNotPresent,
@@ -31,7 +32,9 @@ from warmstart.runtime.containerd import (
     container_id,
     create_args,
     exit_code_from_delete,
+    is_transient_pull_error,
     parse_tasks,
+    pull_retry_delay,
     spec_from_labels,
     spec_label,
 )
@@ -220,3 +223,138 @@ async def test_status_of_an_unknown_replica(tmp_path: Path) -> None:
     with pytest.raises(ReplicaNotFound):
         await driver.logs(replica)
     await driver.delete(replica)  # nothing to delete is fine
+
+
+# -- a pull that broke mid-body is tried again ------------------------------------------------
+
+EOF_BODY = "ctr: failed to copy: httpReadSeeker: failed open: unexpected EOF"  # the mirror hung up
+SHORT = "ctr: failed to copy: failed to read expected number of bytes: unexpected EOF"
+RESET = (
+    "ctr: failed to copy: read tcp 127.0.0.1:40042->127.0.0.1:5050: read: connection reset by peer"
+)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "transient"),
+    [
+        (EOF_BODY, True),
+        (SHORT, True),
+        (RESET, True),
+        ("CTR: Unexpected EOF", True),  # case does not matter
+        ('ctr: failed to resolve reference "r.io/a:1": r.io/a:1: not found', False),
+        (
+            "ctr: failed to resolve reference: pulling from host 127.0.0.1:5000 failed with "
+            "status code [manifests v1]: 401 Unauthorized",
+            False,
+        ),
+        (
+            "ctr: failed to copy: unexpected commit digest sha256:aa, expected sha256:bb: "
+            "failed precondition",
+            False,
+        ),
+        ('ctr: failed to dial "/run/containerd/containerd.sock": connection refused', False),
+        ("ctr: failed to unpack image on snapshotter overlayfs: no space left on device", False),
+        ("", False),
+    ],
+)
+def test_which_pull_errors_are_worth_another_attempt(stderr: str, transient: bool) -> None:
+    assert is_transient_pull_error(stderr) is transient
+
+
+def test_the_retry_delay_doubles() -> None:
+    assert [pull_retry_delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert pull_retry_delay(2, base=0.1) == pytest.approx(0.2)
+
+
+def _retrying(tmp_path: Path, answers: list[CtrResult]) -> tuple[ContainerdRuntime, list[float]]:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    queue = list(answers)
+    driver = _driver(tmp_path, lambda args: queue.pop(0))
+    driver.sleep = sleep
+    return driver, slept
+
+
+async def test_a_pull_that_broke_mid_body_is_tried_again(tmp_path: Path) -> None:
+    driver, slept = _retrying(
+        tmp_path, [CtrResult(1, "", SHORT), CtrResult(1, "", RESET), ok(PULL_OUTPUT)]
+    )
+    timing = await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert timing.attempts == 3
+    assert timing.unpack_seconds == pytest.approx(0.015873404)
+    assert slept == [0.5, 1.0]
+    calls = driver.ctr.calls  # type: ignore[attr-defined]
+    assert len(calls) == 3 and calls[0] == calls[1] == calls[2]
+
+
+async def test_three_broken_transfers_give_up_with_the_last_reason(tmp_path: Path) -> None:
+    driver, slept = _retrying(tmp_path, [CtrResult(1, "", EOF_BODY)] * 3 + [ok(PULL_OUTPUT)])
+    with pytest.raises(ImagePullError) as info:
+        await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert "failed 3 times, last: ctr: failed to copy: httpReadSeeker" in str(info.value)
+    assert len(driver.ctr.calls) == 3 and slept == [0.5, 1.0]  # type: ignore[attr-defined]
+
+
+async def test_other_pull_errors_are_not_retried(tmp_path: Path) -> None:
+    driver, slept = _retrying(tmp_path, [fail("failed to resolve reference: not found")])
+    with pytest.raises(ImagePullError, match="not found"):
+        await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert len(driver.ctr.calls) == 1 and slept == []  # type: ignore[attr-defined]
+
+
+async def test_the_retries_stay_within_the_pull_timeout(tmp_path: Path) -> None:
+    driver, slept = _retrying(tmp_path, [CtrResult(1, "", RESET), ok(PULL_OUTPUT)])
+    driver.pull_timeout = 1.0  # the scripted clock ticks one second per reading
+    with pytest.raises(ImagePullError, match="took over 1s"):
+        await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert len(driver.ctr.calls) == 1 and slept == [0.5]  # type: ignore[attr-defined]
+
+
+FAKE_CTR = r"""#!{python}
+# A stand-in for ctr: the first {failures} pulls break mid-body, the next one succeeds.
+import sys
+from pathlib import Path
+count = Path({count!r})
+n = int(count.read_text()) + 1 if count.exists() else 1
+count.write_text(str(n))
+if "pull" not in sys.argv:
+    sys.exit(2)
+if n <= {failures}:
+    sys.stderr.write({stderr!r} + "\n")
+    sys.exit(1)
+sys.stdout.write({stdout!r})
+"""
+
+
+async def test_the_retry_with_a_fake_ctr_executable(tmp_path: Path) -> None:
+    count = tmp_path / "pulls"
+    script = tmp_path / "ctr"
+    script.write_text(
+        FAKE_CTR.format(
+            python=sys.executable, count=str(count), failures=2, stderr=SHORT, stdout=PULL_OUTPUT
+        )
+    )
+    script.chmod(0o755)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    driver = ContainerdRuntime(
+        Ctr(tmp_path / "containerd.sock", "ns", binary=str(script)),
+        tmp_path,
+        id_prefix="wsn1",
+        agent_url="http://127.0.0.1:9000",
+        sleep=sleep,
+    )
+    timing = await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert count.read_text() == "3" and timing.attempts == 3 and slept == [0.5, 1.0]
+    assert timing.digest is not None and timing.digest.startswith("sha256:2eaf")
+    count.unlink()
+    driver.pull_attempts = 2  # two broken transfers are all it may try
+    with pytest.raises(ImagePullError, match="failed 2 times, last: ctr: failed to copy"):
+        await driver.pull("127.0.0.1:5000/team/app:v1")
+    assert count.read_text() == "2"

@@ -3,11 +3,13 @@ network. Demand is put into the router by holding leases, as in-flight requests 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
-from warmstart.runtime.api import ImagePullError, RuntimeUnavailable
-from warmstart.runtime.memory import MemoryRuntime
-from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
+from warmstart.runtime.api import ImagePullError, PullTiming, Replica, RuntimeUnavailable
+from warmstart.runtime.memory import MemoryRuntime, PhaseDurations
+from warmstart.serving.controller import PHASES, Controller, NodeHandle, StaticTiers
 from warmstart.serving.placement import Tier
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
@@ -181,7 +183,7 @@ async def test_nodes_that_share_an_address_never_share_a_replica_port():
     assert len(ports) == 5 and len(set(ports)) == 5
     status = ctl.status().to_dict()
     assert {r["tier"] for r in status["replicas"]} == {"cold"}  # type: ignore[index]
-    assert all(set(r["phases"]) == {"pull", "unpack", "start", "load"}  # type: ignore[index]
+    assert all(set(r["phases"]) == {"wait", "pull", "unpack", "start", "load"}  # type: ignore[index]
                for r in status["replicas"])  # type: ignore[union-attr]  # fmt: skip
     assert [n["name"] for n in status["nodes"]] == ["node-a", "node-b", "node-c"]  # type: ignore[index]
 
@@ -235,5 +237,87 @@ async def test_a_replica_waits_for_a_prewarm_in_flight_on_its_node():
     assert "prewarm-done node-c" in order
     assert any(op == "pull" for op, _ in runtimes["node-c"].calls)
     assert any(r.node == "node-c" and r.state == "ready" for r in ctl.replicas.values())
+    for lease in held:
+        router.release(lease.replica_id)
+
+
+@dataclass
+class TimedRuntime(MemoryRuntime):
+    """A memory node whose pull, create and start take the time they report on ``clock``."""
+
+    clock: Clock | None = None
+
+    async def pull(self, reference: str) -> PullTiming:
+        timing = await super().pull(reference)
+        assert self.clock is not None
+        self.clock.now += timing.total_seconds
+        return timing
+
+    async def start(self, replica: Replica) -> Replica:
+        started = await super().start(replica)
+        assert self.clock is not None
+        self.clock.now += self.durations.create + self.durations.start
+        return started
+
+
+async def test_the_wait_for_a_prewarm_is_a_phase_and_the_phases_add_up_to_ready():
+    import asyncio
+
+    clock = Clock()
+    durations = PhaseDurations(fetch=0.12, unpack=0.0, create=0.04, start=0.06)
+    runtimes = {n: TimedRuntime(durations=durations, clock=clock) for n in ("node-a", "node-b")}
+    release = asyncio.Event()
+
+    async def prewarm(node: NodeHandle, image: str) -> None:
+        await release.wait()
+
+    async def ping(url: str) -> bool:  # the model loads for 0.46 s
+        clock.now += 0.46
+        return True
+
+    router = Router(RouterConfig(queue_size=100, queue_timeout=5))
+    ctl = Controller(
+        build_spec(
+            {"name": "embedder", "image": IMAGE, "max_replicas": 2, "target_concurrency": 2}
+        ),
+        [NodeHandle(name, rt, slots=1) for name, rt in runtimes.items()],
+        router,
+        ping=ping,
+        tiers=StaticTiers({"node-a": Tier.HOT, "node-b": Tier.WARM}),
+        prewarm=prewarm,
+        clock=clock,
+    )
+    await ctl.tick()  # the first replica on node-a; node-b's pre-warm starts and stays in flight
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert ctl.prewarms_in_flight == 1
+    held = [await router.acquire() for _ in range(10)]  # panic: scale out to node-b
+    for _ in range(6):
+        clock.now += 1.0
+        await ctl.tick()
+        await asyncio.sleep(0.01)
+    [second] = [r for r in ctl.replicas.values() if r.node == "node-b"]
+    assert second.state == "starting" and not any(
+        op == "pull" for op, _ in runtimes["node-b"].calls
+    )
+    clock.now += 4.0
+    released_at = clock.now
+    release.set()
+    await ctl.settle()
+    assert second.state == "ready"
+    assert list(second.phases) == list(PHASES)
+    assert second.phases["wait"] == pytest.approx(released_at - second.started_at)
+    assert second.phases["pull"] == pytest.approx(0.12)
+    assert second.phases["unpack"] == 0.0
+    assert second.phases["start"] == pytest.approx(0.10)
+    assert second.phases["load"] == pytest.approx(0.46)
+    assert second.ready_seconds is not None
+    assert sum(second.phases.values()) == pytest.approx(second.ready_seconds)
+    assert second.ready_seconds > 4.0 + 0.12 + 0.10 + 0.46  # the wait is most of it
+    shown = ctl.status().to_dict()["replicas"]
+    assert {r["id"]: r["phases"]["wait"] for r in shown}[second.id] == second.phases["wait"]  # type: ignore[index]
+    first = next(r for r in ctl.replicas.values() if r.node == "node-a")
+    assert first.phases["wait"] == 0.0  # nothing to wait for on node-a
+    assert sum(first.phases.values()) == pytest.approx(first.ready_seconds)
     for lease in held:
         router.release(lease.replica_id)

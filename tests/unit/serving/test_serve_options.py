@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from warmstart.cli import serve_cmd
 from warmstart.cli.serve_cmd import render_status
+from warmstart.serving.controller import PHASES
 from warmstart.serving.serve import (
     NodeOption,
     NodeOptionError,
@@ -95,6 +97,28 @@ def test_status_rendering_shows_replicas_nodes_and_tiers() -> None:
     assert "desired 2, in flight 3, queued 1" in text
     assert "5.00/1.25/0.10/2.00" in text and "-/-/-/-" in text
     assert "embed-2" in text and "peer" in text and "hot" in text
+
+
+def test_status_rendering_shows_the_wait_phase() -> None:
+    body = {
+        "replicas": [
+            {
+                "id": "embed-2",
+                "node": "node-b",
+                "tier": "warm",
+                "state": "ready",
+                "ready_seconds": 4.73,
+                "phases": {"wait": 4.15, "pull": 0.12, "unpack": 0.0, "start": 0.0, "load": 0.46},
+            }
+        ]
+    }
+    console = Console(width=200, record=True)
+    for part in render_status(body):
+        console.print(part)
+    text = console.export_text()
+    assert "wait/pull/unpack/start/load" in text
+    assert "4.15/0.12/0.00/0.00/0.46" in text and "4.73" in text
+    assert serve_cmd.PHASES == PHASES  # the CLI's copy of the controller's phase names
 
 
 def test_status_rendering_survives_a_sparse_body() -> None:

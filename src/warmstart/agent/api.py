@@ -1,0 +1,324 @@
+"""The agent's control API, one schema: the bodies of ``POST /prewarm``, ``GET /status``,
+``GET``/``PUT /peers`` and ``GET /healthz``.
+
+The agent's handlers (``warmstart.agent.server``) read requests and write answers with these
+models; the one client (``warmstart.agent.client.AgentClient``) writes requests and reads
+answers with them. Pure: pydantic models and small helpers, no I/O.
+
+Requests are strict (a JSON string is not a bool) and refuse unknown fields, so a misspelt
+``"Hot"`` is an error rather than a silent warm-only pre-warm. Answers ignore fields they do not
+know, so a client reads a newer agent's answer. A request that does not fit raises
+:class:`RequestInvalid` with a one-line message and the OCI error code to answer it with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from warmstart.oci import OCIError, Platform, Reference
+
+INVALID_REQUEST = "INVALID_REQUEST"
+NAME_INVALID = "NAME_INVALID"
+MAX_ERROR_CHARS = 300
+Tier = Literal["hot", "warm", "partial"]
+
+_REFERENCE_INVALID = "reference_invalid"
+
+
+class RequestInvalid(ValueError):
+    """A request body that does not fit its model; ``str()`` is one line, ``code`` the OCI
+    error code (``NAME_INVALID`` for a malformed image reference, else ``INVALID_REQUEST``)."""
+
+    def __init__(self, message: str, code: str = INVALID_REQUEST) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- field types ------------------------------------------------------------------------------
+
+
+def _reference(value: object) -> Reference:
+    if isinstance(value, Reference):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "must be an image reference string")
+    try:
+        return Reference.parse(value)
+    except OCIError as e:
+        raise PydanticCustomError(_REFERENCE_INVALID, "{reason}", {"reason": str(e)}) from None
+
+
+def _platform(value: object) -> Platform:
+    if isinstance(value, Platform):
+        return value.normalized()
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", 'must be a string such as "linux/amd64" or null')
+    try:
+        return Platform.parse(value).normalized()
+    except OCIError as e:
+        raise PydanticCustomError("platform_invalid", "{reason}", {"reason": str(e)}) from None
+
+
+# An image reference, normalised (``busybox`` -> ``docker.io/library/busybox:latest``).
+ImageReference = Annotated[
+    Reference,
+    PlainValidator(_reference),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "examples": ["registry.example/team/app:v1"]}),
+]
+# ``os/arch[/variant]``, normalised (``linux/arm64`` -> ``linux/arm64/v8``).
+PlatformName = Annotated[
+    Platform,
+    PlainValidator(_platform),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "examples": ["linux/amd64"]}),
+]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# pydantic's wording for the common mistakes, in the words of a JSON body.
+_PLAIN = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "int_type": "must be a whole number",
+}
+
+
+def describe(error: ValidationError) -> str:
+    """``field: problem; other: problem`` on one line."""
+    parts = []
+    for e in error.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        message = _PLAIN.get(e["type"], e["msg"])
+        parts.append(f"{where}: {message}")
+    return _one_line("; ".join(parts))[: MAX_ERROR_CHARS * 2]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_request(model: type[M], payload: object) -> M:
+    """Validate a decoded JSON body; raise :class:`RequestInvalid` if it does not fit."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as e:
+        bad_name = any(err["type"] == _REFERENCE_INVALID for err in e.errors())
+        raise RequestInvalid(describe(e), NAME_INVALID if bad_name else INVALID_REQUEST) from None
+
+
+class _Body(BaseModel):
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object sent on the wire."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class _Request(_Body):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _Answer(_Body):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+# -- POST /prewarm ----------------------------------------------------------------------------
+
+
+class PrewarmRequest(_Request):
+    """``{"reference": "...", "platform": "linux/amd64" | null, "hot": false}``."""
+
+    reference: ImageReference
+    platform: PlatformName | None = None  # None: the index entry for the agent's own platform
+    hot: bool = False  # also import into the node's containerd, unpacked
+
+    @classmethod
+    def of(cls, reference: str, platform: str | None = None, hot: bool = False) -> Self:
+        """From user input; :class:`RequestInvalid` (one line) if it does not fit."""
+        return parse_request(cls, {"reference": reference, "platform": platform, "hot": hot})
+
+
+class LinkSummary(_Answer):
+    """Blobs a hot pre-warm put into containerd's content store before its pull."""
+
+    linked: int  # hard-linked (or copied) now
+    linked_bytes: int
+    present: int  # containerd had them already
+    missing: int  # not in the agent's store (none after a pre-warm)
+    seconds: float
+
+
+class ContainerdImport(_Answer):
+    """The hot part of a pre-warm: ``ctr images pull`` through the agent, then checked."""
+
+    namespace: str
+    reference: str
+    digest: str
+    unpacked: bool
+    tag_moved: bool  # the tag points elsewhere now than when the pre-warm resolved it
+    link: LinkSummary | None = None  # None: the agent does not link into containerd
+    pull_seconds: float  # the ctr pull, unpack included
+    pull_attempts: int = 1  # a pull that broke mid-body is tried again (up to 3 times)
+    unpack_seconds: float  # the unpack, as ctr reported it
+    seconds: float  # link + pull + check
+
+
+class PrewarmResponse(_Answer):
+    reference: str
+    digest: str  # what the reference resolved to (an index or a manifest)
+    manifest_digest: str  # the image manifest (the platform's, for an index)
+    platform: str | None
+    blobs: int
+    bytes: int
+    sources: dict[str, int]  # bytes by where they came from: local, peer, upstream
+    warm_seconds: float  # every blob in the agent's store
+    seconds: float  # the whole pre-warm
+    hot: bool
+    containerd: ContainerdImport | None = None  # only with ``hot``
+
+
+# -- GET /status ------------------------------------------------------------------------------
+
+
+class StoreStatus(_Answer):
+    root: str
+    usage: int  # bytes of every stored blob
+    shared: int = 0  # of those, bytes containerd links too (one copy on disk, not budgeted)
+    budget: int | None
+
+
+class ImageStatus(_Answer):
+    reference: str
+    digest: str
+    size: int
+    tier: Tier  # hot: unpacked in containerd; warm: every blob stored; partial: some
+    pinned: bool
+    platform: str | None
+    last_used: float  # seconds since the epoch
+
+
+class StatusResponse(_Answer):
+    node_id: str
+    url: str
+    store: StoreStatus
+    images: list[ImageStatus]
+    peers: list[str]
+    upstreams: list[str]
+    default_upstream: str | None
+
+
+# -- GET / PUT /peers -------------------------------------------------------------------------
+
+
+class PeersRequest(_Request):
+    """``{"peers": ["http://host:port", ...]}``: the whole new list."""
+
+    peers: list[str]
+
+
+class PeersResponse(_Answer):
+    peers: list[str]
+    self_url: str | None = Field(alias="self")  # this agent's advertised URL
+    version: int  # incremented by every PUT
+
+
+# -- GET /healthz -----------------------------------------------------------------------------
+
+
+class Health(_Answer):
+    """``/healthz`` answers 200 ``ok`` or 503 with the reason, as plain text (for probes)."""
+
+    ok: bool
+    message: str
+
+    @property
+    def status(self) -> int:
+        return 200 if self.ok else 503
+
+    def text(self) -> str:
+        return self.message + "\n"
+
+    @classmethod
+    def from_answer(cls, status: int, text: str) -> Self:
+        return cls(ok=status == 200, message=_one_line(text) or f"HTTP {status}")
+
+
+# -- error answers ----------------------------------------------------------------------------
+
+
+def error_message(status: int, body: bytes) -> str:
+    """One line from an agent's error answer (OCI ``errors`` list, ``{"error": ...}`` or text):
+    ``HTTP 502: importing ... failed: ...``."""
+    message = ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, Mapping):
+        errors = doc.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+            first = errors[0]
+            message = str(first.get("message") or first.get("code") or "")
+        elif isinstance(doc.get("error"), str):
+            message = doc["error"]
+        elif isinstance(doc.get("message"), str):
+            message = doc["message"]
+    if not message:
+        message = body.decode("utf-8", "replace").strip()
+    message = _one_line(message)[:MAX_ERROR_CHARS]
+    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
+
+
+def error_code(body: bytes) -> str | None:
+    """The OCI error code of an error answer, if it has one."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    errors = doc.get("errors") if isinstance(doc, Mapping) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping):
+        code = errors[0].get("code")
+        return code if isinstance(code, str) else None
+    return None
+
+
+__all__ = [
+    "INVALID_REQUEST",
+    "NAME_INVALID",
+    "ContainerdImport",
+    "Health",
+    "ImageReference",
+    "ImageStatus",
+    "LinkSummary",
+    "PeersRequest",
+    "PeersResponse",
+    "PlatformName",
+    "PrewarmRequest",
+    "PrewarmResponse",
+    "RequestInvalid",
+    "StatusResponse",
+    "StoreStatus",
+    "Tier",
+    "describe",
+    "error_code",
+    "error_message",
+    "parse_request",
+]
