@@ -24,7 +24,8 @@ from warmstart.image.wheels import RUNTIME_REQUIREMENTS, SITE_PACKAGES, pip_down
 from warmstart.testbed.layout import push_layout
 
 # Keeps the debootstrap rootfs, the wheels and the OCI layout between builds. The one default:
-# the CLI's `image build-example` and `bench scaleout` and warmstart.bench.scaleout import it.
+# the CLI's `image build-example` and `bench scaleout`, warmstart.bench.scaleout and the demo
+# import it.
 # $WARMSTART_IMAGE_CACHE overrides it everywhere.
 DEFAULT_IMAGE_CACHE = Path("/var/cache/warmstart/example-image")
 
