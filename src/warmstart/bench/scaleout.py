@@ -67,7 +67,7 @@ from warmstart.bench.scaleout_types import (
 )
 from warmstart.bench.spike_metrics import offered_demand, spike_metrics
 from warmstart.bench.trace import TraceRequest, busiest_window, compress, read_trace, select_window
-from warmstart.image.build import BuildOptions, build_example
+from warmstart.image.build import DEFAULT_IMAGE_CACHE, BuildOptions, build_example
 from warmstart.model_server.config import BenchCosts
 from warmstart.serving.router import RouterConfig
 from warmstart.serving.serve import EndpointService, ServeOptions
@@ -81,7 +81,6 @@ Log = Callable[[str], None]
 LinkCounter = Callable[[], dict[str, dict[str, int]]]
 SCENARIOS = ("startup", "fanout", "spike")
 BUNDLED_TRACE = Path(__file__).resolve().parent / "traces" / "azure-llm-2023-conv.csv"
-DEFAULT_IMAGE_CACHE = Path("/var/cache/warmstart/example-image")
 REPOSITORY = "warmstart/example-minilm"
 MODE_TIERS = {BASELINE: ("cold",), REGISTRY_PROXY: ("cold", "warm"),
               WARMSTART: ("cold", "peer", "warm", "hot")}  # fmt: skip

@@ -79,6 +79,11 @@ class ImageTracker:
                 parent.reference, parent.index[0], (parent.index, entry), blobs, parent.platform
             )
         else:
+            pending = self._pending.get(digest)
+            if pending is not None and pending.reference.startswith(f"{registry}/{repository}:"):
+                # containerd resolves the tag (HEAD) and then GETs the manifest by digest: the
+                # image keeps the tag it was asked for, as a pull by tag alone would record it.
+                return pending
             image = PendingImage(f"{registry}/{repository}@{digest}", digest, (entry,), blobs)
         self._pending.put(digest, image)
         return image

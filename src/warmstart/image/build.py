@@ -23,9 +23,10 @@ from warmstart.image.umoci import Manifest, Umoci
 from warmstart.image.wheels import RUNTIME_REQUIREMENTS, SITE_PACKAGES, pip_download, unpack_wheels
 from warmstart.testbed.layout import push_layout
 
-# Keeps the debootstrap rootfs, the wheels and the OCI layout between builds. Used by the CLI's
-# `image build-example` and `bench scaleout`; the demo and warmstart.bench.scaleout hold the same
-# path as their own DEFAULT_IMAGE_CACHE. $WARMSTART_IMAGE_CACHE overrides it everywhere.
+# Keeps the debootstrap rootfs, the wheels and the OCI layout between builds. The one default:
+# the CLI's `image build-example` and `bench scaleout`, warmstart.bench.scaleout and the demo
+# import it.
+# $WARMSTART_IMAGE_CACHE overrides it everywhere.
 DEFAULT_IMAGE_CACHE = Path("/var/cache/warmstart/example-image")
 
 MODEL_DIR = "/opt/ml/model"

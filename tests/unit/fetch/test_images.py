@@ -61,3 +61,21 @@ def test_index_child_is_recorded_under_the_tag() -> None:
     assert image.platform == "linux/arm64"
     other_repo = tracker.saw_image(REG, "other/app", manifest("l1"), (d("arm"), 50, "mt"))
     assert other_repo.reference == f"{REG}/other/app@{d('arm')}"
+
+
+def test_a_manifest_got_by_digest_after_its_tag_keeps_the_tag() -> None:
+    # containerd: HEAD .../manifests/v1 (resolve), then GET .../manifests/<digest>
+    tracker = ImageTracker()
+    entry = (d("m"), 50, "mt")
+    by_tag = tracker.saw_image(REG, REPO, manifest("l1"), entry, f"{REG}/{REPO}:v1")
+    by_digest = tracker.saw_image(REG, REPO, manifest("l1"), entry)
+    assert by_digest == by_tag and by_digest.reference == f"{REG}/{REPO}:v1"
+    have = {d("m"), d("config"), d("l1")}
+    assert [i.reference for i in tracker.complete(have.__contains__)] == [f"{REG}/{REPO}:v1"]
+    # once recorded, a GET by digest alone is recorded by digest, as before
+    again = tracker.saw_image(REG, REPO, manifest("l1"), entry)
+    assert again.reference == f"{REG}/{REPO}@{d('m')}"
+    # the same digest under another repository does not take this one's tag
+    tracker.saw_image(REG, REPO, manifest("l1"), entry, f"{REG}/{REPO}:v2")
+    other = tracker.saw_image(REG, "other/app", manifest("l1"), entry)
+    assert other.reference == f"{REG}/other/app@{d('m')}"
