@@ -352,3 +352,18 @@ def test_a_containerd_root_that_is_not_containerds_stops_the_agent_with_one_line
     assert done.returncode != 0
     assert "is not containerd's content store" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_image_containerd_pulled_without_the_agent_is_hot_in_status(
+    registry: RegistryProcess,
+    image_builder: ImageBuilder,
+    containerd: ContainerdFactory,
+    agents: Callable[..., AgentProcess],
+) -> None:
+    image = image_builder.build(registry, "team/direct", "v1", [MiB], seed="direct")
+    ctd = containerd()
+    result, _ = ctr_pull(ctd, image.reference, None, "--plain-http")
+    assert result.returncode == 0, result.stderr
+    agent = node_agent(agents, registry, ctd)  # its store has no record of the image
+    tiers = {i["reference"]: (i["tier"], i["size"]) for i in agent.status()["images"]}
+    assert tiers == {image.reference: ("hot", 0)}

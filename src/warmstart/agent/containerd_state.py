@@ -184,6 +184,10 @@ class ContainerdImages:
                 return image
         return None
 
+    async def hot_images(self) -> list[tuple[str, str]]:
+        """(reference, target digest) of every image unpacked in this namespace."""
+        return [(i.reference, i.digest) for i in await self.images() if i.tier == "hot"]
+
     async def hot_references(self) -> frozenset[str]:
         return hot_names(await self.images())
 

@@ -38,6 +38,11 @@ class Prewarmer(Protocol):
 
 @runtime_checkable
 class HotImages(Protocol):
+    """Which images containerd has unpacked. An implementation may also offer
+    ``async hot_images() -> Collection[tuple[str, str]]`` (reference, digest): then ``/status``
+    also lists hot images the store holds no record of (pulled before the agent, or whose blobs
+    were evicted), so placement still sees them as hot."""
+
     async def hot_references(self) -> Collection[str]:
         """References and/or manifest digests of the images unpacked in containerd now."""
         ...

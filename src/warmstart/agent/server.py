@@ -525,9 +525,15 @@ async def status(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     store = state.store
     hot: set[str] = set()
+    hot_images: list[tuple[str, str]] = []
     if state.hot is not None:
         try:
-            hot = set(await state.hot.hot_references())
+            listing = getattr(state.hot, "hot_images", None)
+            if listing is not None:
+                hot_images = list(await listing())
+                hot = {name for pair in hot_images for name in pair}
+            else:
+                hot = set(await state.hot.hot_references())
         except Exception as e:  # containerd unreachable: report warm/partial only
             log.warning("cannot list hot images: %s", e)
     try:
@@ -545,6 +551,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         budget=store.budget if store is not None else state.config.budget,
         images=images,
         hot=hot,
+        hot_images=hot_images,
         peers=state.peers.urls,
         upstreams=state.config.upstreams,
         default_upstream=state.config.default_upstream,

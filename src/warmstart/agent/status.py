@@ -1,4 +1,4 @@
-"""The body of ``GET /status`` from the store's records (pure)."""
+"""The body of ``GET /status`` from the store's records and containerd's hot images (pure)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,20 @@ def status_body(
     shared: int = 0,
     images: Iterable[ImageRecord],
     hot: Collection[str] = (),
+    hot_images: Iterable[tuple[str, str]] = (),
     peers: Iterable[str] = (),
     upstreams: Iterable[str] = (),
     default_upstream: str | None = None,
 ) -> StatusResponse:
+    records = sorted(images, key=lambda r: r.reference)
+    known = {r.reference for r in records} | {str(r.manifest_digest) for r in records}
+    # Unpacked in containerd but not in the store's records (pulled before the agent ran, or
+    # its blobs evicted): still the fastest place to start a replica.
+    only_hot = sorted(
+        {
+            ref: digest for ref, digest in hot_images if ref not in known and digest not in known
+        }.items()
+    )
     return StatusResponse(
         node_id=node_id,
         url=advertise_url,
@@ -45,7 +55,19 @@ def status_body(
                 platform=r.platform,
                 last_used=r.last_used,
             )
-            for r in sorted(images, key=lambda r: r.reference)
+            for r in records
+        ]
+        + [
+            ImageStatus(
+                reference=ref,
+                digest=digest,
+                size=0,  # nothing of it in the agent's store
+                tier="hot",
+                pinned=False,
+                platform=None,
+                last_used=0.0,
+            )
+            for ref, digest in only_hot
         ],
         peers=list(peers),
         upstreams=sorted(upstreams),

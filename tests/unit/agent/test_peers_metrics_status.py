@@ -115,3 +115,19 @@ def test_tiers() -> None:
     )
     assert [i.reference for i in body.images] == ["r/a:1", "r/b:1"]
     assert body.to_json()["store"] == {"root": "/s", "usage": 5, "shared": 0, "budget": None}
+
+
+def test_hot_images_the_store_does_not_record_are_listed_hot() -> None:
+    warm = record("r/a:1", True, "a")
+    body = status_body(
+        node_id="n",
+        advertise_url="http://n:1",
+        store_root="/s",
+        usage=0,
+        budget=None,
+        images=[warm],
+        hot={"r/a:1", "r/z:9", "sha256:" + "9" * 64},
+        hot_images=[("r/a:1", str(warm.manifest_digest)), ("r/z:9", "sha256:" + "9" * 64)],
+    )
+    tiers = {i.reference: (i.tier, i.size) for i in body.images}
+    assert tiers == {"r/a:1": ("hot", warm.size), "r/z:9": ("hot", 0)}
