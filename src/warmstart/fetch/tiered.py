@@ -7,7 +7,8 @@ Blobs
     written; nothing bad is kept). Clients stream from the store while it is written
     (``open_stream`` follows the temp file), so a second client joins a transfer in progress.
 
-    Where a transfer reads from, best first:
+    Where a transfer reads from, best first (:mod:`warmstart.fetch.plan`; run by
+    :mod:`warmstart.fetch.run`):
 
     * this node is not the digest's home: the home peer (which fetches upstream once for the
       whole cluster and streams while it does), then up to ``max_peer_probes`` other peers
@@ -36,8 +37,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from warmstart.fetch.access import AccessControl, peer_token_ok
@@ -57,9 +58,10 @@ from warmstart.fetch.images import ImageTracker, PendingImage
 from warmstart.fetch.local import LocalSource
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
+from warmstart.fetch.plan import NotHere, Step, What, plan_sources
+from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
     AccessChecker,
-    OpenedBlob,
     Probe,
     Source,
     SourceCorrupt,
@@ -67,7 +69,6 @@ from warmstart.fetch.source import (
     SourceManifest,
     SourceNotFound,
     SourceNotManifest,
-    SourceUnreachable,
     aclose_quietly,
 )
 from warmstart.oci import (
@@ -92,47 +93,6 @@ MAX_ROUNDS = 4  # transfer restarts after corrupt sources (each drops at least o
 TagKey = tuple[str, str, str, tuple[str, ...]]  # registry, repository, tag, accept
 
 
-class _Exhausted(Exception):
-    """No source is left to try; what failed is in the transfer's :class:`_Failures`."""
-
-
-@dataclass
-class _Failures:
-    entries: list[tuple[Source, SourceError]] = field(default_factory=list)
-
-    def add(self, source: Source, error: SourceError) -> None:
-        self.entries.append((source, error))
-
-    def error(self, what: str) -> FetchError:
-        """Not found if the upstream said so (or everybody did), else unavailable."""
-        summary = "; ".join(f"{s.name}: {e}" for s, e in self.entries[-4:])
-        upstream_missing = any(
-            s.kind == "upstream" and isinstance(e, SourceNotFound) for s, e in self.entries
-        )
-        if upstream_missing or all(isinstance(e, SourceNotFound) for _, e in self.entries):
-            return NotFoundError(f"{what} not found" + (f" ({summary})" if summary else ""))
-        return UnavailableError(f"{what}: every source failed ({summary})")
-
-
-@dataclass(eq=False)
-class _Transfer:
-    registry: str
-    repository: str
-    digest: Digest
-    known_size: int | None
-    from_peer: bool
-    ready: asyncio.Future[tuple[int, str]]  # (size, source kind) once a source answered
-    attempt_open: asyncio.Event = field(default_factory=asyncio.Event)
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-    abandoned: asyncio.Event = field(default_factory=asyncio.Event)  # set: this attempt is bad
-    generation: int = 0  # bumped when an attempt turned out corrupt
-    error: FetchError | None = None
-    size: int | None = None
-    source_kind: str | None = None
-    source_name: str | None = None
-    started: float = field(default_factory=time.monotonic)
-
-
 @dataclass(frozen=True)
 class TransferStatus:
     digest: str
@@ -155,120 +115,6 @@ class FetcherStatus:
 def _retrieve(fut: asyncio.Future[tuple[int, str]]) -> None:
     if not fut.cancelled():
         fut.exception()  # nobody may be waiting: mark the error as seen
-
-
-class _Attempt:
-    """One pass over the sources for a transfer; the store calls :meth:`blob_source`."""
-
-    def __init__(
-        self, fetcher: TieredFetcher, t: _Transfer, excluded: set[str], failures: _Failures
-    ) -> None:
-        self._fetcher = fetcher
-        self._t = t
-        self._failures = failures
-        self._plan = fetcher._plan(t, excluded)
-        self._first: OpenedBlob | None = None
-        self._first_at = 0
-        self.source: Source | None = None
-        self.contributors: set[str] = set()
-        self._resumed: set[str] = set()
-        self._failed: set[str] = set()  # sources that failed in this attempt
-
-    async def open_first(self, offset: int = 0) -> tuple[Source, OpenedBlob]:
-        """Open the best source from ``offset`` (where the store will resume a partial file
-        a previous agent left; the store asks for another offset if it decides otherwise)."""
-        self._first = await self._open_next(offset)
-        self._first_at = offset
-        assert self.source is not None
-        return self.source, self._first
-
-    async def _open_next(self, offset: int) -> OpenedBlob:
-        t = self._t
-        size = t.size if t.size is not None else t.known_size
-        async for source in self._plan:
-            try:
-                blob = await source.open_blob(
-                    t.registry, t.repository, t.digest, offset=offset, size=size
-                )
-            except SourceError as e:
-                self._fetcher._source_failed(source, e, t.registry)
-                self._failures.add(source, e)
-                self._failed.add(source.name)
-                continue
-            self.source = source
-            return blob
-        raise _Exhausted()
-
-    def blob_source(self, offset: int) -> AsyncIterator[bytes]:
-        return self._pump(offset)
-
-    async def _pump(self, offset: int) -> AsyncIterator[bytes]:
-        """The blob from ``offset``; when a source fails mid-stream, it is asked once more
-        from where it stopped (if it had made progress), then the next source is."""
-        pos = offset
-        metrics = self._fetcher._metrics
-        resume: Source | None = None
-        while True:
-            if self._first is not None and pos == self._first_at:
-                blob, self._first = self._first, None
-            else:
-                if self._first is not None:
-                    await self._first.aclose()
-                    self._first = None
-                blob = None
-                if resume is not None:
-                    blob = await self._reopen(resume, pos)
-                elif self.source is not None and self.source.name not in self._failed:
-                    # The store asks from another offset than the last answer's (it resumes a
-                    # partial file, or dropped one that did not verify): that source did not
-                    # fail, so ask it again.
-                    blob = await self._reopen(self.source, pos, once=False)
-                if blob is None:
-                    blob = await self._open_next(pos)
-            source = self.source
-            assert source is not None
-            began = pos
-            try:
-                async for chunk in blob.chunks:
-                    if chunk:
-                        self.contributors.add(source.name)
-                        pos += len(chunk)
-                        metrics.fetched(source.kind, len(chunk))
-                    yield chunk
-                return
-            except SourceError as e:
-                self._fetcher._source_failed(source, e, self._t.registry)
-                self._failures.add(source, e)
-                self._failed.add(source.name)
-                log.info("blob %s: %s failed at byte %d: %s", self._t.digest, source.name, pos, e)
-                progressed = pos > began and source.name not in self._resumed
-                resume = source if progressed and not isinstance(e, SourceCorrupt) else None
-            finally:
-                await blob.aclose()
-
-    async def _reopen(self, source: Source, offset: int, *, once: bool = True) -> OpenedBlob | None:
-        """Ask ``source`` again from ``offset`` (``once``: once per source after a failure);
-        None if that fails too."""
-        if once:
-            self._resumed.add(source.name)
-        t = self._t
-        try:
-            blob = await source.open_blob(
-                t.registry, t.repository, t.digest, offset=offset, size=t.size
-            )
-        except SourceError as e:
-            self._fetcher._source_failed(source, e, t.registry)
-            self._failures.add(source, e)
-            self._failed.add(source.name)
-            return None
-        self.source = source
-        return blob
-
-    async def aclose(self) -> None:
-        if self._first is not None:
-            await self._first.aclose()
-            self._first = None
-        await self._plan.aclose()
 
 
 class TieredFetcher:
@@ -299,7 +145,7 @@ class TieredFetcher:
         self.config = config
         self._store = store
         self._upstream = upstream
-        self._peer_source = peer_source
+        self._clock = clock
         self.peers: PeerView = peers if peers is not None else PeerList(config.self_url)
         self.health = PeerHealth(config.peer_retry_after, clock)
         self.router = Router(self.peers, config.self_url, self.health)
@@ -312,13 +158,14 @@ class TieredFetcher:
             clock=clock,
         )
         self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
+        self._runner = PlanRunner(upstream, peer_source, self.health, self._metrics)
         self._local = LocalSource(store)
         self._tags: TTLCache[TagKey, tuple[Digest, str]] = TTLCache(
             config.tag_ttl, keep_stale=config.tag_keep_stale, clock=clock
         )
         self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
         self._images = ImageTracker()
-        self._transfers: dict[Digest, _Transfer] = {}
+        self._transfers: dict[Digest, Transfer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._manifest_flights: SingleFlight[tuple[object, ...], ManifestResult] = SingleFlight()
         self._on_close = list(on_close)
@@ -373,26 +220,21 @@ class TieredFetcher:
         if t is not None and (not from_peer or home or t.source_kind == "upstream"):
             size, _ = await asyncio.shield(t.ready)
             return size
-        if from_peer:
-            if not home:
-                raise NotFoundError(f"blob {digest} is not on this node")
-            sources: list[Source] = [self._upstream]
-        else:
+        if not from_peer:
             known = self._sizes.get(digest)
             if known is not None:
                 return known
-            sources = [*self._home_peer_sources(digest), self._upstream]
-        failures = _Failures()
-        for source in sources:
-            try:
-                size = await source.stat_blob(registry, repository, digest)
-            except SourceError as e:
-                self._source_failed(source, e, registry)
-                failures.add(source, e)
-                continue
-            self._sizes.put(digest, size)
-            return size
-        raise failures.error(f"blob {digest}")
+        steps = self._steps("stat", digest, from_peer=from_peer)
+        _, size = await self._runner.run(
+            steps,
+            f"blob {digest}",
+            registry,
+            repository,
+            digest,
+            lambda source: source.stat_blob(registry, repository, digest),
+        )
+        self._sizes.put(digest, size)
+        return size
 
     # -- more for the agent ----------------------------------------------------------------
 
@@ -424,7 +266,7 @@ class TieredFetcher:
         self._sizes.put(digest, size)
 
     def status(self) -> FetcherStatus:
-        now = time.monotonic()
+        now = self._clock()
         transfers = tuple(
             TransferStatus(
                 str(t.digest), t.registry, t.repository, t.source_name, t.size, now - t.started
@@ -487,15 +329,38 @@ class TieredFetcher:
             return None
         return BlobResult(digest, size, "local", path=self._store.blob_path(digest))
 
+    def _steps(
+        self,
+        what: What,
+        digest: Digest,
+        *,
+        from_peer: bool,
+        excluded: Iterable[str] = (),
+        as_home: bool = False,
+    ) -> tuple[Step, ...]:
+        """Where to look for ``digest`` (:func:`plan_sources`), from the peer ring and health
+        as they are now (``as_home``: plan as the digest's home, whatever the ring says now)."""
+        home_url = self.router.home(digest)
+        excluded = set(excluded)
+        return plan_sources(
+            what,
+            from_peer=from_peer,
+            home=None if as_home or home_url == self.router.self_url else home_url,
+            peers=self.router.candidates(digest, (), len(self.router.nodes())),
+            max_probes=self.config.max_peer_probes,
+            excluded=excluded,
+            upstream=self._upstream.name not in excluded,
+        )
+
     async def _blob(
         self, registry: str, repository: str, digest: Digest, *, from_peer: bool
-    ) -> tuple[BlobResult, _Transfer | None]:
+    ) -> tuple[BlobResult, Transfer | None]:
         local = self._local_blob(digest)
         if local is not None:
             return local, None
         t = self._transfers.get(digest)
         if t is None:
-            if from_peer and not self.router.is_home(digest):
+            if from_peer and self._steps("blob", digest, from_peer=True) == (NotHere(),):
                 raise NotFoundError(f"blob {digest} is not on this node")
             t = self._start(registry, repository, digest, from_peer)
         size, kind = await asyncio.shield(t.ready)
@@ -507,28 +372,33 @@ class TieredFetcher:
             digest, size, kind, open_stream=lambda start: self._stream(joined, start)
         ), t
 
-    def _start(self, registry: str, repository: str, digest: Digest, from_peer: bool) -> _Transfer:
+    def _start(self, registry: str, repository: str, digest: Digest, from_peer: bool) -> Transfer:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[tuple[int, str]] = loop.create_future()
         ready.add_done_callback(_retrieve)
-        t = _Transfer(registry, repository, digest, self._sizes.get(digest), from_peer, ready)
+        known = self._sizes.get(digest)
+        t = Transfer(registry, repository, digest, known, from_peer, ready, self._clock())
         self._transfers[digest] = t
         task = loop.create_task(self._run(t), name=f"warmstart-transfer-{digest.short}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return t
 
-    async def _run(self, t: _Transfer) -> None:
+    async def _run(self, t: Transfer) -> None:
         what = f"blob {t.digest} of {t.registry}/{t.repository}"
         excluded: set[str] = set()
-        failures = _Failures()
+        failures = Failures()
         try:
             for _round in range(MAX_ROUNDS):
-                attempt = _Attempt(self, t, excluded, failures)
+                # A peer's transfer was let in because this node was the home: it stays so.
+                steps = self._steps(
+                    "blob", t.digest, from_peer=t.from_peer, excluded=excluded, as_home=t.from_peer
+                )
+                attempt = Attempt(self._runner, t, steps, failures)
                 try:
                     try:
                         source, first = await attempt.open_first(self._resume_offset(t))
-                    except _Exhausted:
+                    except Exhausted:
                         raise failures.error(what) from None
                     size = t.known_size if t.known_size is not None else first.size
                     t.size, t.source_kind, t.source_name = size, source.kind, source.name
@@ -540,7 +410,7 @@ class TieredFetcher:
                             # Registers the store's flight before it first waits, so readers
                             # woken by ``attempt_open`` find the write in progress.
                             await self._store.fetch(t.digest, size, attempt.blob_source)
-                    except _Exhausted:
+                    except Exhausted:
                         raise failures.error(what) from None
                     except (StoreDigestMismatch, StoreSizeMismatch) as e:
                         bad = attempt.contributors or {source.name}
@@ -576,7 +446,7 @@ class TieredFetcher:
             if self._transfers.get(t.digest) is t:
                 del self._transfers[t.digest]
 
-    def _resume_offset(self, t: _Transfer) -> int:
+    def _resume_offset(self, t: Transfer) -> int:
         """Where the store will resume the blob from (a partial a dead agent left), so the
         first request already asks for the rest; 0 if nothing is there, if it is too long, or
         if the blob's size is unknown (an offset past the end would read as a corrupt source)."""
@@ -586,22 +456,20 @@ class TieredFetcher:
         offset = self._store.partial_size(t.digest)
         return offset if offset <= known else 0
 
-    def _corrupt(self, name: str, t: _Transfer, error: Exception, failures: _Failures) -> None:
+    def _corrupt(self, name: str, t: Transfer, error: Exception, failures: Failures) -> None:
         source: Source = self._upstream
         if name != self._upstream.name:
-            source = self._peer(name) or self._upstream
-        e = SourceCorrupt(str(error))
-        self._source_failed(source, e, t.registry)
-        failures.add(source, e)
+            source = self._runner.peer(name) or self._upstream
+        self._runner.failed(source, SourceCorrupt(str(error)), t.registry, failures)
 
-    def _stored(self, t: _Transfer) -> None:
+    def _stored(self, t: Transfer) -> None:
         if t.size is not None:
             self._sizes.put(t.digest, t.size)
         if t.source_kind == "upstream":
             self.access.note_members(t.registry, t.repository, [t.digest])
         self._record(self._images.complete(self._store.has, blob=t.digest))
 
-    async def _stream(self, t: _Transfer, start: int) -> AsyncIterator[bytes]:
+    async def _stream(self, t: Transfer, start: int) -> AsyncIterator[bytes]:
         """The blob from ``start`` while the transfer writes it; raises as soon as the attempt
         it follows turns out corrupt (its bytes so far were wrong: the client must retry)."""
         while True:
@@ -653,48 +521,6 @@ class TieredFetcher:
             stop.cancel()
             await aclose_quietly(reader)
 
-    async def _plan(self, t: _Transfer, excluded: set[str]) -> AsyncGenerator[Source, None]:
-        """The sources to try for a transfer, best first, decided as they are needed."""
-        if not t.from_peer:
-            asked: set[str] = set()
-            for peer in self._home_peer_sources(t.digest):
-                asked.add(peer.name)
-                if peer.name not in excluded:
-                    yield peer
-            urls = self.router.candidates(t.digest, asked, self.config.max_peer_probes)
-            probes = [p for p in map(self._peer, urls) if p is not None and p.name not in excluded]
-            if probes:
-                holder = await self._probe(t, probes)
-                if holder is not None:
-                    yield holder
-        if self._upstream.name not in excluded:
-            yield self._upstream
-
-    async def _probe(self, t: _Transfer, peers: list[Source]) -> Source | None:
-        """Ask peers in parallel whether they hold the blob; the first to say yes wins."""
-        tasks = {
-            asyncio.create_task(p.stat_blob(t.registry, t.repository, t.digest)): p for p in peers
-        }
-        try:
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    peer = tasks[task]
-                    error = task.exception()
-                    if error is None:
-                        if t.known_size is None or task.result() == t.known_size:
-                            return peer
-                    elif isinstance(error, SourceError):
-                        self._source_failed(peer, error, t.registry)
-                    else:
-                        log.warning("probing %s failed: %r", peer.name, error)
-            return None
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
     # -- manifests -------------------------------------------------------------------------
 
     async def _manifest_by_digest(
@@ -723,27 +549,19 @@ class TieredFetcher:
             else:
                 return self._served(registry, repository, local, "local")
 
+        async def verified(source: Source) -> SourceManifest:
+            got = await source.get_manifest(registry, repository, str(digest), accept)
+            if Digest.of(got.body, digest.algorithm) != digest:
+                raise SourceCorrupt(f"manifest content does not hash to {digest}")
+            return SourceManifest(digest, got.media_type, got.body)
+
         async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
-            if from_peer:
-                if not self.router.is_home(digest):
-                    raise NotFoundError(f"manifest {digest} is not on this node")
-                sources: list[Source] = [self._upstream]
-            else:
-                sources = [*self._home_peer_sources(digest), self._upstream]
-            failures = _Failures()
-            for source in sources:
-                try:
-                    got = await source.get_manifest(registry, repository, str(digest), accept)
-                    if Digest.of(got.body, digest.algorithm) != digest:
-                        raise SourceCorrupt(f"manifest content does not hash to {digest}")
-                except SourceError as e:
-                    self._source_failed(source, e, registry)
-                    failures.add(source, e)
-                    continue
-                got = SourceManifest(digest, got.media_type, got.body)
-                self._keep_manifest(got)
-                return self._served(registry, repository, got, source.kind)
-            raise failures.error(f"manifest {digest}")
+            steps = self._steps("manifest", digest, from_peer=from_peer)
+            source, got = await self._runner.run(
+                steps, f"manifest {digest}", registry, repository, digest, verified
+            )
+            self._keep_manifest(got)
+            return self._served(registry, repository, got, source.kind)
 
         key = ("digest", registry, repository, digest, accept, from_peer)
         return await self._manifest_flights.do(key, fetch)
@@ -763,11 +581,11 @@ class TieredFetcher:
             try:
                 got = await upstream.get_manifest(registry, repository, tag, accept)
             except SourceNotFound as e:
-                self._source_failed(upstream, e, registry)
+                self._runner.failed(upstream, e, registry)
                 self._tags.pop(key)
                 raise NotFoundError(f"manifest {repository}:{tag} not found: {e}") from None
             except SourceError as e:
-                self._source_failed(upstream, e, registry)
+                self._runner.failed(upstream, e, registry)
                 stale = self._tags.get(key)
                 if stale is not None:
                     cached = self._cached_tag(key, stale.value)
@@ -841,31 +659,6 @@ class TieredFetcher:
                 )
             except (StoreError, sqlite3.Error, ValueError) as e:
                 log.warning("could not record image %s: %s", image.reference, e)
-
-    # -- sources ---------------------------------------------------------------------------
-
-    def _peer(self, url: str) -> Source | None:
-        return self._peer_source(url) if self._peer_source is not None else None
-
-    def _home_peer_sources(self, digest: Digest) -> list[Source]:
-        """The digest's home as a source, unless that is this node (or there are no peers)."""
-        home = self.router.home(digest)
-        if home == self.router.self_url:
-            return []
-        peer = self._peer(home)
-        return [peer] if peer is not None else []
-
-    def _source_failed(self, source: Source, error: SourceError, registry: str) -> None:
-        if source.kind == "peer":
-            if isinstance(error, SourceUnreachable):
-                self.health.mark_down(source.name)
-            if not isinstance(error, SourceNotFound):
-                self._metrics.peer_error(error.kind)
-                log.info("peer %s: %s", source.name, error)
-        elif source.kind == "upstream":
-            self._metrics.upstream_error(registry, error.kind)
-            if not isinstance(error, SourceNotFound):
-                log.info("upstream %s: %s", registry, error)
 
 
 __all__ = ["FetcherStatus", "TieredFetcher", "TransferStatus"]

@@ -492,3 +492,19 @@ async def test_fetcher_needs_an_access_checker(tmp_path: Path) -> None:
             TieredFetcher(store, FetcherConfig(node_id="n", self_url=A), FetcherPeer(B, None))  # type: ignore[arg-type]
     finally:
         store.close()
+
+
+async def test_status_ages_transfers_on_the_injected_clock(
+    cluster_factory, upstream: MemorySource
+) -> None:
+    digest = upstream.add_blob(os.urandom(1000), REPO)
+    upstream.gate = asyncio.Event()
+    clock = FakeClock()
+    node = cluster_factory(upstream, [A], clock=clock)[A]
+    await node.fetcher.get_blob(REG, REPO, digest, ANON)
+    clock.tick(7.5)
+    (transfer,) = node.fetcher.status().transfers
+    assert (transfer.digest, transfer.source, transfer.seconds) == (str(digest), "upstream", 7.5)
+    upstream.gate.set()
+    await node.fetcher.wait_idle()
+    assert node.fetcher.status().transfers == ()
