@@ -59,10 +59,11 @@ from warmstart.registry.errors import (
 )
 from warmstart.registry.ranges import (
     RangeError,
-    check_partial,
+    SizeConflict,
     parse_content_range,
     parse_unsatisfied_range,
     range_header,
+    resume_answer,
 )
 from warmstart.registry.tokens import (
     MAX_TOKEN_RESPONSE_BYTES,
@@ -504,27 +505,20 @@ class RegistryClient:
     ) -> tuple[int, int | None, bool]:
         """(bytes to skip, total length, already done) for an answer to a blob GET at ``pos``."""
         status = resp.status
-        if status == 200:
-            length = resp.content_length
-            if length is not None:
-                if total is not None and length != total:
-                    raise SizeMismatch(f"{what}: registry says it is {length} bytes, not {total}")
-                total = length
-            return pos, total, False  # a 200 starts at 0: skip what we already have
-        if status == 206:
+        if status in (200, 206):
             try:
-                cr = check_partial(
-                    resp.headers.get("Content-Range"),
+                skip, total = resume_answer(
+                    status,
                     pos,
-                    size=total,
+                    content_range=resp.headers.get("Content-Range"),
                     content_length=resp.content_length,
+                    size=total,
                 )
+            except SizeConflict as e:
+                raise SizeMismatch(f"{what}: {e}") from None
             except RangeError as e:
-                cr_total = _content_range_total(resp.headers.get("Content-Range"))
-                if total is not None and cr_total is not None and cr_total != total:
-                    raise SizeMismatch(f"{what}: {e}") from None
                 raise ProtocolError(f"{what}: {e}") from None
-            return 0, cr.total if cr.total is not None else total, False
+            return skip, total, False
         if status == 416:
             have = parse_unsatisfied_range(resp.headers.get("Content-Range"))
             if pos > 0 and have == pos and total in (None, pos):
@@ -987,13 +981,6 @@ async def _discard(resp: aiohttp.ClientResponse) -> None:
 def _fmt(code: str | None, message: str | None) -> str:
     parts = [p for p in (code, message) if p]
     return (" " + ": ".join(parts)) if parts else ""
-
-
-def _content_range_total(value: str | None) -> int | None:
-    try:
-        return parse_content_range(value).total
-    except RangeError:
-        return None
 
 
 __all__ = ["MANIFEST_ACCEPT", "ClientOptions", "FetchedManifest", "RegistryClient"]
