@@ -53,8 +53,6 @@ from warmstart.registry.errors import (
     ProtocolError,
     RegistryError,
     SizeMismatch,
-    UpstreamUnavailable,
-    one_line,
     parse_error_body,
 )
 from warmstart.registry.ranges import (
@@ -65,6 +63,7 @@ from warmstart.registry.ranges import (
     range_header,
     resume_answer,
 )
+from warmstart.registry.retry import Attempts, Retry, describe
 from warmstart.registry.tokens import (
     MAX_TOKEN_RESPONSE_BYTES,
     TokenCache,
@@ -123,14 +122,6 @@ class FetchedManifest:
     manifest: Manifest = field(repr=False)
 
 
-class _Retry(Exception):
-    """An attempt failed in a way a later attempt may not (5xx, 429, short read)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class _Sent(NamedTuple):
     """What authorization went with a request, to decide what to do on a 401."""
 
@@ -144,15 +135,6 @@ def _is_retryable_error(exc: BaseException) -> bool:
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
         return False
     return isinstance(exc, _RETRYABLE_ERRORS)
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no attempt made"
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return one_line(text)
 
 
 def _pull_scope(repository: str) -> tuple[str, ...]:
@@ -410,12 +392,10 @@ class RegistryClient:
         scopes = _pull_scope(repository)
         hasher = digest.hasher() if verify and offset == 0 else None
         chunk_size = self.options.chunk_size
-        max_attempts = self._policy.max_attempts
+        attempts = self._attempts(what)
 
         pos = offset
         total = size  # full length of the blob, once known
-        failures = 0
-        retry_index = 0  # backoff exponent; reset when an attempt made progress
         while total is None or pos < total:
             resp: aiohttp.ClientResponse | None = None
             complete = False
@@ -449,33 +429,14 @@ class RegistryClient:
                     progressed = True
                     yield chunk
                 if skip:
-                    raise _Retry(f"answer ended before the {pos} bytes we already have")
+                    raise Retry(f"answer ended before the {pos} bytes we already have")
                 complete = True
                 if total is None or pos >= total:
                     break
                 complete = False
-                raise _Retry(f"short read: got {pos} of {total} bytes")
+                raise Retry(f"short read: got {pos} of {total} bytes")
             except Exception as e:
-                if not isinstance(e, _Retry) and not _is_retryable_error(e):
-                    wrapped = self._wrap(e, what)
-                    if wrapped is e:
-                        raise
-                    raise wrapped from e
-                failures += 1
-                if failures >= max_attempts:
-                    raise UpstreamUnavailable(
-                        f"{what}: {_describe(e)} (gave up after {failures} attempts at byte {pos})"
-                    ) from e
-                if progressed:
-                    retry_index = 0
-                retry_after = e.retry_after if isinstance(e, _Retry) else None
-                delay = self._policy.wait_before(retry_index, self._random, retry_after)
-                retry_index += 1
-                if delay is None:
-                    raise UpstreamUnavailable(
-                        f"{what}: registry asked to retry after {retry_after:.0f} s; giving up"
-                    ) from e
-                await self._sleep(delay)
+                await attempts.failed(e, progressed=progressed, where=f" at byte {pos}")
                 if on_resume is not None:
                     on_resume(pos)
             finally:
@@ -593,35 +554,18 @@ class RegistryClient:
 
     # -- requests, auth, redirects ---------------------------------------------------------
 
+    def _attempts(self, what: str) -> Attempts:
+        return Attempts(
+            what,
+            self._policy,
+            sleep=self._sleep,
+            rand=self._random,
+            is_retryable=_is_retryable_error,
+            wrap=self._wrap,
+        )
+
     async def _retrying(self, what: str, once: Callable[[], Awaitable[T]]) -> T:
-        """Run ``once`` until it succeeds, fails for good, or attempts run out."""
-        last: BaseException | None = None
-        attempts = self._policy.max_attempts
-        for attempt in range(attempts):
-            try:
-                return await once()
-            except _Retry as e:
-                last, retry_after = e, e.retry_after
-            except RegistryError:
-                raise
-            except Exception as e:
-                if not _is_retryable_error(e):
-                    wrapped = self._wrap(e, what)
-                    if wrapped is e:
-                        raise
-                    raise wrapped from e
-                last, retry_after = e, None
-            if attempt + 1 >= attempts:
-                break
-            delay = self._policy.wait_before(attempt, self._random, retry_after)
-            if delay is None:
-                raise UpstreamUnavailable(
-                    f"{what}: registry asked to retry after {retry_after:.0f} s; giving up"
-                ) from last
-            await self._sleep(delay)
-        raise UpstreamUnavailable(
-            f"{what}: {_describe(last)} (gave up after {attempts} attempts)"
-        ) from last
+        return await self._attempts(what).run(once)
 
     @staticmethod
     def _wrap(exc: BaseException, what: str) -> BaseException:
@@ -629,7 +573,7 @@ class RegistryClient:
         if isinstance(exc, RegistryError):
             return exc
         if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-            text = _describe(exc)
+            text = describe(exc)
             if isinstance(exc, aiohttp.ClientConnectorCertificateError):
                 hint = " (pass ca_file with the registry's CA?)"
             elif "WRONG_VERSION_NUMBER" in text:
@@ -640,7 +584,7 @@ class RegistryClient:
         if isinstance(exc, OCIError):
             return exc
         if isinstance(exc, aiohttp.ClientError):
-            return RegistryError(f"{what}: {_describe(exc)}")
+            return RegistryError(f"{what}: {describe(exc)}")
         return exc
 
     async def _request(
@@ -830,7 +774,7 @@ class RegistryClient:
                         raise ProtocolError(f"{what}: {where}: {e}") from None
                 code, message = await self._error_details(resp)
                 if is_retryable_status(resp.status):
-                    raise _Retry(
+                    raise Retry(
                         f"{where} answered {resp.status}",
                         retry_after=self._retry_after(resp),
                     )
@@ -936,18 +880,18 @@ class RegistryClient:
     async def _fail(
         self, resp: aiohttp.ClientResponse, what: str, endpoint: Endpoint | None = None
     ) -> NoReturn:
-        """Raise the error an unexpected answer stands for (:class:`_Retry` if retryable)."""
+        """Raise the error an unexpected answer stands for (:class:`Retry` if retryable)."""
         status = resp.status
         code, message = await self._error_details(resp)
         detail = _fmt(code, message)
         if is_retryable_status(status) or code == "TOOMANYREQUESTS":
-            raise _Retry(f"registry answered {status}{detail}", retry_after=self._retry_after(resp))
+            raise Retry(f"registry answered {status}{detail}", retry_after=self._retry_after(resp))
         host = resp.url.host or "?"
         if endpoint is not None and _url_origin(resp.url) != endpoint.origin:
             if status in (401, 403):
                 # Storage behind a redirect refusing an (expired?) pre-signed URL: asking the
                 # registry again gets a fresh one.
-                raise _Retry(f"storage at {host} answered {status}{detail}")
+                raise Retry(f"storage at {host} answered {status}{detail}")
         if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
             raise AuthError(f"{what}: access denied ({status}{detail})", status=status, code=code)
         if status == 404 or (code is not None and code.endswith("_UNKNOWN")):
