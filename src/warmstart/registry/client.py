@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -29,13 +29,14 @@ from warmstart.oci.digest import Digest
 from warmstart.oci.errors import InvalidDigest, OCIError
 from warmstart.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from warmstart.oci.reference import Reference, validate_repository
+from warmstart.registry import auth
 from warmstart.registry.backoff import (
     RETRYABLE_BUILTIN_ERRORS,
     BackoffPolicy,
     is_retryable_status,
     parse_retry_after,
 )
-from warmstart.registry.challenge import Challenge, parse_challenges, select_challenge
+from warmstart.registry.challenge import Challenge
 from warmstart.registry.credentials import Credentials, CredentialStore
 from warmstart.registry.endpoints import (
     Endpoint,
@@ -70,7 +71,6 @@ from warmstart.registry.tokens import (
     TokenError,
     TokenKey,
     TokenResponse,
-    make_key,
     parse_token_response,
 )
 
@@ -120,15 +120,6 @@ class FetchedManifest:
     media_type: str
     body: bytes = field(repr=False)
     manifest: Manifest = field(repr=False)
-
-
-class _Sent(NamedTuple):
-    """What authorization went with a request, to decide what to do on a 401."""
-
-    kind: str  # "none", "cached", "fresh", "basic"
-    header: str | None = None
-    key: TokenKey | None = None
-    token: str | None = None
 
 
 def _is_retryable_error(exc: BaseException) -> bool:
@@ -603,51 +594,56 @@ class RegistryClient:
         credentials sent); a second 401 is an :class:`AuthError`.
         """
         url = URL(endpoint.url(path), encoded=True)
-        sent = await self._authorization(endpoint, scopes, what)
-        resp = await self._send(method, url, headers, sent.header, endpoint.origin)
+        creds = self._credentials.get(endpoint.registry)
+        has_basic = creds is not None and creds.has_basic
+        action = auth.before_request(
+            self._challenges.get(endpoint.registry), scopes, has_basic=has_basic
+        )
+        sent, header = await self._act(action, endpoint, what)
+        resp = await self._send(method, url, headers, header, endpoint.origin)
         if resp.status != 401 or _url_origin(resp.url) != endpoint.origin:
             return resp
-        challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
+        www_authenticate = resp.headers.getall("WWW-Authenticate", [])
         code, message = await self._error_details(resp)
         resp.close()
-        challenge = select_challenge(challenges)
-        if challenge is None:
-            raise AuthError(
-                f"{what}: {endpoint.registry} answered 401 without a usable challenge"
-                + self._hint(endpoint),
-                status=401,
-                code=code,
-            )
-        self._challenges[endpoint.registry] = challenge
-        retry_key: TokenKey | None = None  # the token sent on the retry, to drop if rejected
-        retry_token: str | None = None
-        if challenge.scheme == "bearer":
-            all_scopes = tuple(sorted(set(scopes) | set(challenge.scopes)))
-            key = self._bearer_key(challenge, all_scopes)
-            if sent.kind == "fresh" and sent.key == key:
-                if sent.token is not None:
-                    self._tokens.invalidate(key, sent.token)
-                raise self._denied(endpoint, what, 401, code, message)
-            if sent.kind == "cached" and sent.key is not None and sent.token is not None:
-                self._tokens.invalidate(sent.key, sent.token)
-            retry_token, _ = await self._bearer_token(
-                endpoint, challenge, all_scopes, what, stale=sent.token
-            )
-            retry_key = key
-            header = f"Bearer {retry_token}"
-        else:
-            creds = self._credentials.get(endpoint.registry)
-            if sent.kind == "basic" or creds is None or not creds.has_basic:
-                raise self._denied(endpoint, what, 401, code, message)
-            header = creds.basic_header()
+        decision = auth.on_unauthorized(www_authenticate, sent, scopes, has_basic=has_basic)
+        if decision.challenge is not None:
+            self._challenges[endpoint.registry] = decision.challenge
+        self._forget(decision)
+        if isinstance(decision.action, auth.GiveUp):
+            if decision.action.no_challenge:
+                raise AuthError(
+                    f"{what}: {endpoint.registry} answered 401 without a usable challenge"
+                    + self._hint(endpoint),
+                    status=401,
+                    code=code,
+                )
+            raise self._denied(endpoint, what, 401, code, message)
+        sent, header = await self._act(decision.action, endpoint, what)
         resp = await self._send(method, url, headers, header, endpoint.origin)
         if resp.status == 401 and _url_origin(resp.url) == endpoint.origin:
             code, message = await self._error_details(resp)
             resp.close()
-            if retry_key is not None and retry_token is not None:
-                self._tokens.invalidate(retry_key, retry_token)  # do not offer it again
+            self._forget(auth.after_retry(sent))  # do not offer that token again
             raise self._denied(endpoint, what, 401, code, message)
         return resp
+
+    async def _act(
+        self, action: auth.Action, endpoint: Endpoint, what: str
+    ) -> tuple[auth.Sent, str | None]:
+        """Carry out what :mod:`.auth` decided: (what is sent, the Authorization header)."""
+        if isinstance(action, auth.GetToken):
+            kind, token = await self._bearer_token(endpoint, action, what)
+            return auth.Sent(kind, action.key, token), f"Bearer {token}"
+        if isinstance(action, auth.UseBasic):
+            creds = self._credentials.get(endpoint.registry)
+            assert creds is not None
+            return auth.Sent("basic"), creds.basic_header()
+        return auth.Sent("none"), None
+
+    def _forget(self, decision: auth.Decision) -> None:
+        if decision.invalidate is not None:
+            self._tokens.invalidate(*decision.invalidate)
 
     async def _send(
         self,
@@ -698,45 +694,22 @@ class RegistryClient:
                 method, data = "GET", None
         raise ProtocolError(f"more than {MAX_REDIRECTS} redirects, last to {url.host}")
 
-    async def _authorization(self, endpoint: Endpoint, scopes: tuple[str, ...], what: str) -> _Sent:
-        """What to send before any challenge, from what we learned of this registry."""
-        challenge = self._challenges.get(endpoint.registry)
-        if challenge is None:
-            return _Sent("none")
-        if challenge.scheme == "bearer":
-            token, kind = await self._bearer_token(endpoint, challenge, scopes, what)
-            return _Sent(kind, f"Bearer {token}", self._bearer_key(challenge, scopes), token)
-        creds = self._credentials.get(endpoint.registry)
-        if creds is not None and creds.has_basic:
-            return _Sent("basic", creds.basic_header())
-        return _Sent("none")
-
-    @staticmethod
-    def _bearer_key(challenge: Challenge, scopes: tuple[str, ...]) -> TokenKey:
-        return make_key(challenge.realm or "", challenge.service, scopes)
-
     async def _bearer_token(
-        self,
-        endpoint: Endpoint,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        what: str,
-        *,
-        stale: str | None = None,
-    ) -> tuple[str, str]:
-        """(token, "cached" or "fresh") for the scopes; one fetch at a time per key."""
-        key = self._bearer_key(challenge, scopes)
+        self, endpoint: Endpoint, get: auth.GetToken, what: str
+    ) -> tuple[auth.SentKind, str]:
+        """("cached" or "fresh", token) for the scopes; one fetch at a time per key."""
+        key = get.key
         token = self._tokens.get(key)
-        if token is not None and token != stale:
-            return token, "cached"
+        if token is not None and token != get.stale:
+            return "cached", token
         lock = self._token_locks.setdefault(key, asyncio.Lock())
         async with lock:
             token = self._tokens.get(key)
-            if token is not None and token != stale:
-                return token, "cached"
-            response = await self._fetch_token(endpoint, challenge, scopes, what)
+            if token is not None and token != get.stale:
+                return "cached", token
+            response = await self._fetch_token(endpoint, get.challenge, get.scopes, what)
             self._tokens.put(key, response)
-            return response.token, "fresh"
+            return "fresh", response.token
 
     async def _fetch_token(
         self, endpoint: Endpoint, challenge: Challenge, scopes: tuple[str, ...], what: str
