@@ -1,9 +1,11 @@
 """An async client of the OCI Distribution API, read side (manifests and blobs).
 
-The only module of :mod:`warmstart.registry` that does I/O. The rules it applies live in small
-pure modules next to it: :mod:`.challenge` (WWW-Authenticate), :mod:`.tokens` (token cache),
-:mod:`.backoff` (what to retry, how long to wait), :mod:`.ranges` (Range/Content-Range),
-:mod:`.credentials` and :mod:`.endpoints`.
+It sends through a :class:`~.transport.Transport` (:mod:`.aiohttp_transport` unless given one,
+e.g. an in-memory :class:`~.transport.MemoryTransport` in tests). The rules it applies live in
+small pure modules next to it: :mod:`.auth` (what to do on a 401), :mod:`.challenge`
+(WWW-Authenticate), :mod:`.tokens` (token cache), :mod:`.retry` and :mod:`.backoff` (what to
+retry, how long to wait), :mod:`.ranges` (Range/Content-Range), :mod:`.credentials` and
+:mod:`.endpoints`.
 
 Redirects are followed by hand so that ``Authorization`` never leaves the registry's origin
 (scheme, host, port): registries such as ECR or anything on S3 send blob downloads to storage
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +31,12 @@ from warmstart.oci.errors import InvalidDigest, OCIError
 from warmstart.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from warmstart.oci.reference import Reference, validate_repository
 from warmstart.registry import auth
+from warmstart.registry.aiohttp_transport import (
+    AiohttpTransport,
+    is_retryable_error,
+    wrap_error,
+)
 from warmstart.registry.backoff import (
-    RETRYABLE_BUILTIN_ERRORS,
     BackoffPolicy,
     is_retryable_status,
     parse_retry_after,
@@ -64,7 +69,7 @@ from warmstart.registry.ranges import (
     range_header,
     resume_answer,
 )
-from warmstart.registry.retry import Attempts, Retry, describe
+from warmstart.registry.retry import Attempts, Retry
 from warmstart.registry.tokens import (
     MAX_TOKEN_RESPONSE_BYTES,
     TokenCache,
@@ -73,20 +78,13 @@ from warmstart.registry.tokens import (
     TokenResponse,
     parse_token_response,
 )
+from warmstart.registry.transport import Request, Response, Transport
 
 MANIFEST_ACCEPT: tuple[str, ...] = mt.MANIFEST_ACCEPT
 MAX_REDIRECTS = 5
 MAX_ERROR_BODY = 64 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DOCKER_CONTENT_DIGEST = "Docker-Content-Digest"
-
-# Failures of one attempt that a new attempt may fix. TLS failures are OSErrors too, but retrying
-# a bad certificate only delays the error, so they are excluded in :func:`_is_retryable_error`.
-_RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    *RETRYABLE_BUILTIN_ERRORS,
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-)
 
 T = TypeVar("T")
 
@@ -122,12 +120,6 @@ class FetchedManifest:
     manifest: Manifest = field(repr=False)
 
 
-def _is_retryable_error(exc: BaseException) -> bool:
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return False
-    return isinstance(exc, _RETRYABLE_ERRORS)
-
-
 def _pull_scope(repository: str) -> tuple[str, ...]:
     return (f"repository:{repository}:pull",)
 
@@ -147,8 +139,8 @@ def _url_origin(url: URL) -> tuple[str, str, int]:
 class RegistryClient:
     """Read-side client of the Distribution API. Use as ``async with RegistryClient() as c``.
 
-    One instance holds its own token cache and auth state (nothing is global); it owns its
-    :class:`aiohttp.ClientSession` unless one is passed in, which it then leaves open.
+    One instance holds its own token cache and auth state (nothing is global). It sends through
+    ``transport``, or else through an aiohttp session: its own, or ``session`` (left open).
     """
 
     def __init__(
@@ -156,29 +148,26 @@ class RegistryClient:
         options: ClientOptions | None = None,
         *,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.options = options or ClientOptions()
         if self.options.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self._policy = self.options.backoff_policy()
-        self._session = session
-        self._owns_session = session is None
+        if transport is not None and session is not None:
+            raise ValueError("pass a transport or a session, not both")
+        self._transport: Transport = transport or AiohttpTransport(
+            session=session,
+            ca_file=self.options.ca_file,
+            connect_timeout=self.options.connect_timeout,
+            read_timeout=self.options.read_timeout,
+            read_bufsize=max(1 << 16, min(self.options.chunk_size, 1 << 22)),
+        )
         self._closed = False
         self._credentials = self.options.credentials or CredentialStore()
         self._tokens = TokenCache()
         self._challenges: dict[str, Challenge] = {}
         self._token_locks: dict[TokenKey, asyncio.Lock] = {}
-        self._ssl: ssl.SSLContext | bool = True
-        if self.options.ca_file:
-            ctx = ssl.create_default_context()
-            ctx.load_verify_locations(cafile=self.options.ca_file)
-            self._ssl = ctx
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.options.connect_timeout,
-            sock_read=self.options.read_timeout,
-        )
-        self._read_bufsize = max(1 << 16, min(self.options.chunk_size, 1 << 22))
         # Seams for tests: how to wait and where jitter comes from.
         self._sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
         self._random: Callable[[], float] = random.Random().random
@@ -187,33 +176,20 @@ class RegistryClient:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> RegistryClient:
-        self._get_session()
+        if self._closed:
+            raise RegistryError("registry client is closed")
+        if isinstance(self._transport, AiohttpTransport):
+            self._transport.open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session if this client created it. The client cannot be used after."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None and self._owns_session and not session.closed:
-            await session.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RegistryError("registry client is closed")
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=64)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                read_bufsize=self._read_bufsize,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-            )
-        return self._session
+        """Close the transport (which leaves a caller's session open). No use after this."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
 
     def endpoint(self, registry: str) -> Endpoint:
         try:
@@ -388,7 +364,7 @@ class RegistryClient:
         pos = offset
         total = size  # full length of the blob, once known
         while total is None or pos < total:
-            resp: aiohttp.ClientResponse | None = None
+            resp: Response | None = None
             complete = False
             progressed = False
             try:
@@ -402,7 +378,7 @@ class RegistryClient:
                 if done:
                     complete = True
                     break
-                async for chunk in resp.content.iter_chunked(chunk_size):
+                async for chunk in resp.chunks(chunk_size):
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -449,7 +425,7 @@ class RegistryClient:
 
     async def _check_blob_answer(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         endpoint: Endpoint,
         pos: int,
         total: int | None,
@@ -504,7 +480,7 @@ class RegistryClient:
 
     # -- manifests -----------------------------------------------------------------------
 
-    async def _read_limited(self, resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    async def _read_limited(self, resp: Response, limit: int, what: str) -> bytes:
         """The body, but never more than ``limit + 1`` bytes read (to notice an overflow)."""
         length = resp.content_length
         if length is not None and length > limit:
@@ -551,32 +527,12 @@ class RegistryClient:
             self._policy,
             sleep=self._sleep,
             rand=self._random,
-            is_retryable=_is_retryable_error,
-            wrap=self._wrap,
+            is_retryable=is_retryable_error,
+            wrap=wrap_error,
         )
 
     async def _retrying(self, what: str, once: Callable[[], Awaitable[T]]) -> T:
         return await self._attempts(what).run(once)
-
-    @staticmethod
-    def _wrap(exc: BaseException, what: str) -> BaseException:
-        """Non-retryable errors as :class:`RegistryError` (ours pass through unchanged)."""
-        if isinstance(exc, RegistryError):
-            return exc
-        if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-            text = describe(exc)
-            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                hint = " (pass ca_file with the registry's CA?)"
-            elif "WRONG_VERSION_NUMBER" in text:
-                hint = " (the server does not speak TLS: mark it insecure?)"
-            else:
-                hint = ""
-            return RegistryError(f"{what}: TLS failure: {text}{hint}")
-        if isinstance(exc, OCIError):
-            return exc
-        if isinstance(exc, aiohttp.ClientError):
-            return RegistryError(f"{what}: {describe(exc)}")
-        return exc
 
     async def _request(
         self,
@@ -587,7 +543,7 @@ class RegistryClient:
         scopes: tuple[str, ...],
         headers: dict[str, str],
         what: str,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """One request with authorization and redirects; the caller closes the response.
 
         A 401 from the registry is answered once (token fetched or refreshed, or Basic
@@ -654,13 +610,14 @@ class RegistryClient:
         auth_origin: tuple[str, str, int],
         *,
         data: dict[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send, following up to :data:`MAX_REDIRECTS` redirects by hand.
 
         ``Authorization`` goes only to ``auth_origin`` and, over plain HTTP, only to loopback or
         insecure hosts (else :class:`InsecureCredentials`).
         """
-        session = self._get_session()
+        if self._closed:
+            raise RegistryError("registry client is closed")
         for _hop in range(MAX_REDIRECTS + 1):
             h = {"User-Agent": self.options.user_agent, **headers}
             if authorization is not None and _url_origin(url) == auth_origin:
@@ -670,17 +627,7 @@ class RegistryClient:
                         "use https, or mark the registry insecure"
                     )
                 h["Authorization"] = authorization
-            resp = await session.request(
-                method,
-                url,
-                headers=h,
-                data=data,
-                allow_redirects=False,
-                timeout=self._timeout,
-                ssl=self._ssl,
-                auto_decompress=False,
-                read_bufsize=self._read_bufsize,
-            )
+            resp = await self._transport.handle_request(Request(method, url, h, data))
             if resp.status not in REDIRECT_STATUSES:
                 return resp
             location = resp.headers.get("Location")
@@ -771,7 +718,7 @@ class RegistryClient:
         scopes: tuple[str, ...],
         creds: Credentials | None,
         auth_origin: tuple[str, str, int],
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         query: list[tuple[str, str]] = list(realm.query.items())
         if challenge.service:
             query.append(("service", challenge.service))
@@ -792,7 +739,7 @@ class RegistryClient:
         scopes: tuple[str, ...],
         creds: Credentials,
         auth_origin: tuple[str, str, int],
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         form = {
             "grant_type": "refresh_token",
             "refresh_token": creds.identity_token or "",
@@ -838,7 +785,7 @@ class RegistryClient:
             code=code,
         )
 
-    async def _error_details(self, resp: aiohttp.ClientResponse) -> tuple[str | None, str | None]:
+    async def _error_details(self, resp: Response) -> tuple[str | None, str | None]:
         if resp.method == "HEAD":
             return None, None
         try:
@@ -847,12 +794,10 @@ class RegistryClient:
             return None, None
         return parse_error_body(body)
 
-    def _retry_after(self, resp: aiohttp.ClientResponse) -> float | None:
+    def _retry_after(self, resp: Response) -> float | None:
         return parse_retry_after(resp.headers.get("Retry-After"), self._clock())
 
-    async def _fail(
-        self, resp: aiohttp.ClientResponse, what: str, endpoint: Endpoint | None = None
-    ) -> NoReturn:
+    async def _fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:
         """Raise the error an unexpected answer stands for (:class:`Retry` if retryable)."""
         status = resp.status
         code, message = await self._error_details(resp)
@@ -872,24 +817,24 @@ class RegistryClient:
         raise RegistryError(f"{what}: {host} answered {status}{detail}", status=status, code=code)
 
 
-async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def _read_at_most(resp: Response, limit: int) -> bytes:
     """The body up to ``limit`` bytes; never reads more than that from the stream."""
     buf = bytearray()
     while len(buf) < limit:
-        chunk = await resp.content.read(limit - len(buf))
+        chunk = await resp.read(limit - len(buf))
         if not chunk:
             break
         buf += chunk
     return bytes(buf)
 
 
-async def _discard(resp: aiohttp.ClientResponse) -> None:
+async def _discard(resp: Response) -> None:
     """Drop a small body so the connection can be reused; close it if the body is big."""
     length = resp.content_length
     if resp.method != "HEAD" and length is not None and length <= MAX_ERROR_BODY:
         try:
-            await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
+            await _read_at_most(resp, length)
+        except (aiohttp.ClientError, TimeoutError, ConnectionError):
             resp.close()
             return
     resp.release()
