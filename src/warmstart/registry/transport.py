@@ -156,7 +156,7 @@ class MemoryTransport:
 
     async def handle_request(self, request: Request) -> Response:
         self.requests.append(request)
-        answer = await self.handler(request)
+        answer = await asyncio.wait_for(self.handler(request), self.read_timeout)
         body = answer.body
         stream = _chunks_of(body) if isinstance(body, bytes) else body
         reader: Reader = _empty
