@@ -5,11 +5,8 @@ e.g. an in-memory :class:`~.transport.MemoryTransport` in tests). The rules it a
 small pure modules next to it: :mod:`.auth` (what to do on a 401), :mod:`.challenge`
 (WWW-Authenticate), :mod:`.tokens` (token cache), :mod:`.retry` and :mod:`.backoff` (what to
 retry, how long to wait), :mod:`.ranges` (Range/Content-Range), :mod:`.credentials` and
-:mod:`.endpoints`.
-
-Redirects are followed by hand so that ``Authorization`` never leaves the registry's origin
-(scheme, host, port): registries such as ECR or anything on S3 send blob downloads to storage
-with a pre-signed URL. Blob streams resume with ``Range`` after a dropped connection and are
+:mod:`.endpoints`, :mod:`.answers` (what an error answer means); :mod:`.sending` follows
+redirects by hand so that ``Authorization`` never leaves the registry's origin. Blob streams resume with ``Range`` after a dropped connection and are
 hashed while they stream; no blob is ever held in memory as a whole.
 """
 
@@ -30,7 +27,7 @@ from warmstart.oci.digest import Digest
 from warmstart.oci.errors import InvalidDigest, OCIError
 from warmstart.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from warmstart.oci.reference import Reference, validate_repository
-from warmstart.registry import auth
+from warmstart.registry import answers, auth
 from warmstart.registry.aiohttp_transport import (
     AiohttpTransport,
     is_retryable_error,
@@ -39,14 +36,12 @@ from warmstart.registry.aiohttp_transport import (
 from warmstart.registry.backoff import (
     BackoffPolicy,
     is_retryable_status,
-    parse_retry_after,
 )
 from warmstart.registry.challenge import Challenge
 from warmstart.registry.credentials import Credentials, CredentialStore
 from warmstart.registry.endpoints import (
     Endpoint,
     may_send_credentials,
-    origin_of,
     resolve_endpoint,
 )
 from warmstart.registry.errors import (
@@ -55,11 +50,9 @@ from warmstart.registry.errors import (
     InsecureCredentials,
     InvalidManifest,
     ManifestTooLarge,
-    NotFound,
     ProtocolError,
     RegistryError,
     SizeMismatch,
-    parse_error_body,
 )
 from warmstart.registry.ranges import (
     RangeError,
@@ -70,6 +63,7 @@ from warmstart.registry.ranges import (
     resume_answer,
 )
 from warmstart.registry.retry import Attempts, Retry
+from warmstart.registry.sending import read_at_most, send, url_origin
 from warmstart.registry.tokens import (
     MAX_TOKEN_RESPONSE_BYTES,
     TokenCache,
@@ -78,12 +72,9 @@ from warmstart.registry.tokens import (
     TokenResponse,
     parse_token_response,
 )
-from warmstart.registry.transport import Request, Response, Transport
+from warmstart.registry.transport import Response, Transport
 
 MANIFEST_ACCEPT: tuple[str, ...] = mt.MANIFEST_ACCEPT
-MAX_REDIRECTS = 5
-MAX_ERROR_BODY = 64 * 1024
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DOCKER_CONTENT_DIGEST = "Docker-Content-Digest"
 
 T = TypeVar("T")
@@ -122,18 +113,6 @@ class FetchedManifest:
 
 def _pull_scope(repository: str) -> tuple[str, ...]:
     return (f"repository:{repository}:pull",)
-
-
-def _join_url(base: URL, location: str) -> URL:
-    """Resolve a Location header, keeping its percent-encoding as is (pre-signed URLs)."""
-    target = URL(location, encoded=True)
-    if target.is_absolute():
-        return target
-    return base.join(target)
-
-
-def _url_origin(url: URL) -> tuple[str, str, int]:
-    return origin_of(str(url))
 
 
 class RegistryClient:
@@ -314,7 +293,7 @@ class RegistryClient:
         async def once() -> tuple[bool, int | None]:
             resp = await self._request("HEAD", endpoint, path, scopes=scopes, headers={}, what=what)
             try:
-                foreign = _url_origin(resp.url) != endpoint.origin
+                foreign = url_origin(resp.url) != endpoint.origin
                 if resp.status == 200:
                     return True, resp.content_length
                 if resp.status == 404 and not foreign:
@@ -487,7 +466,7 @@ class RegistryClient:
             raise ManifestTooLarge(
                 f"{what}: manifest is {length} bytes, over the {limit} byte limit"
             )
-        buf = await _read_at_most(resp, limit + 1)
+        buf = await read_at_most(resp, limit + 1)
         if len(buf) > limit:
             raise ManifestTooLarge(f"{what}: manifest is over the {limit} byte limit")
         return buf
@@ -557,10 +536,10 @@ class RegistryClient:
         )
         sent, header = await self._act(action, endpoint, what)
         resp = await self._send(method, url, headers, header, endpoint.origin)
-        if resp.status != 401 or _url_origin(resp.url) != endpoint.origin:
+        if resp.status != 401 or url_origin(resp.url) != endpoint.origin:
             return resp
         www_authenticate = resp.headers.getall("WWW-Authenticate", [])
-        code, message = await self._error_details(resp)
+        code, message = await answers.error_details(resp)
         resp.close()
         decision = auth.on_unauthorized(www_authenticate, sent, scopes, has_basic=has_basic)
         if decision.challenge is not None:
@@ -577,8 +556,8 @@ class RegistryClient:
             raise self._denied(endpoint, what, 401, code, message)
         sent, header = await self._act(decision.action, endpoint, what)
         resp = await self._send(method, url, headers, header, endpoint.origin)
-        if resp.status == 401 and _url_origin(resp.url) == endpoint.origin:
-            code, message = await self._error_details(resp)
+        if resp.status == 401 and url_origin(resp.url) == endpoint.origin:
+            code, message = await answers.error_details(resp)
             resp.close()
             self._forget(auth.after_retry(sent))  # do not offer that token again
             raise self._denied(endpoint, what, 401, code, message)
@@ -611,35 +590,19 @@ class RegistryClient:
         *,
         data: dict[str, str] | None = None,
     ) -> Response:
-        """Send, following up to :data:`MAX_REDIRECTS` redirects by hand.
-
-        ``Authorization`` goes only to ``auth_origin`` and, over plain HTTP, only to loopback or
-        insecure hosts (else :class:`InsecureCredentials`).
-        """
         if self._closed:
             raise RegistryError("registry client is closed")
-        for _hop in range(MAX_REDIRECTS + 1):
-            h = {"User-Agent": self.options.user_agent, **headers}
-            if authorization is not None and _url_origin(url) == auth_origin:
-                if not may_send_credentials(str(url), self.options.insecure):
-                    raise InsecureCredentials(
-                        f"refusing to send credentials over plain HTTP to {url.host}: "
-                        "use https, or mark the registry insecure"
-                    )
-                h["Authorization"] = authorization
-            resp = await self._transport.handle_request(Request(method, url, h, data))
-            if resp.status not in REDIRECT_STATUSES:
-                return resp
-            location = resp.headers.get("Location")
-            await _discard(resp)
-            if not location:
-                raise ProtocolError(f"{url.host} answered {resp.status} without a Location")
-            url = _join_url(url, location)
-            if url.scheme not in ("http", "https") or not url.host:
-                raise ProtocolError(f"redirect to an unsupported URL {location[:100]!r}")
-            if resp.status == 303 and method == "POST":
-                method, data = "GET", None
-        raise ProtocolError(f"more than {MAX_REDIRECTS} redirects, last to {url.host}")
+        return await send(
+            self._transport,
+            method,
+            url,
+            headers,
+            authorization,
+            auth_origin,
+            user_agent=self.options.user_agent,
+            insecure=self.options.insecure,
+            data=data,
+        )
 
     async def _bearer_token(
         self, endpoint: Endpoint, get: auth.GetToken, what: str
@@ -672,7 +635,7 @@ class RegistryClient:
                     f"{what}: refusing to send credentials for {endpoint.registry} over plain "
                     f"HTTP to the token server {realm_url.host}; use https or mark it insecure"
                 )
-        auth_origin = _url_origin(realm_url)
+        auth_origin = url_origin(realm_url)
         where = f"token server {realm_url.host}"
 
         async def once() -> TokenResponse:
@@ -685,18 +648,18 @@ class RegistryClient:
                 resp = await self._token_get(realm_url, challenge, scopes, creds, auth_origin)
             try:
                 if resp.status == 200:
-                    body = await _read_at_most(resp, MAX_TOKEN_RESPONSE_BYTES + 1)
+                    body = await read_at_most(resp, MAX_TOKEN_RESPONSE_BYTES + 1)
                     if len(body) > MAX_TOKEN_RESPONSE_BYTES:
                         raise ProtocolError(f"{what}: {where} answered with an oversized token")
                     try:
                         return parse_token_response(body)
                     except TokenError as e:
                         raise ProtocolError(f"{what}: {where}: {e}") from None
-                code, message = await self._error_details(resp)
+                code, message = await answers.error_details(resp)
                 if is_retryable_status(resp.status):
                     raise Retry(
                         f"{where} answered {resp.status}",
-                        retry_after=self._retry_after(resp),
+                        retry_after=answers.retry_after(resp, self._clock()),
                     )
                 if resp.status in (401, 403):
                     raise self._denied(endpoint, what, resp.status, code, message, where=where)
@@ -756,12 +719,7 @@ class RegistryClient:
     # -- errors ------------------------------------------------------------------------------
 
     def _hint(self, endpoint: Endpoint) -> str:
-        if self._credentials.get(endpoint.registry) is None:
-            return (
-                f"; no credentials for {endpoint.registry}: pass credentials "
-                f"(username/password) or run 'docker login {endpoint.registry}'"
-            )
-        return ""
+        return answers.hint(self._credentials.get(endpoint.registry), endpoint.registry)
 
     def _denied(
         self,
@@ -774,75 +732,10 @@ class RegistryClient:
         where: str | None = None,
     ) -> AuthError:
         creds = self._credentials.get(endpoint.registry)
-        who = where or endpoint.registry
-        if creds is None:
-            text = f"{what}: {who} requires authentication ({status}{_fmt(code, message)})"
-            return AuthError(text + self._hint(endpoint), status=status, code=code)
-        user = creds.username or "identity token"
-        return AuthError(
-            f"{what}: {who} denied access to {user} ({status}{_fmt(code, message)})",
-            status=status,
-            code=code,
-        )
-
-    async def _error_details(self, resp: Response) -> tuple[str | None, str | None]:
-        if resp.method == "HEAD":
-            return None, None
-        try:
-            body = await _read_at_most(resp, MAX_ERROR_BODY)
-        except (aiohttp.ClientError, TimeoutError, ConnectionError):
-            return None, None
-        return parse_error_body(body)
-
-    def _retry_after(self, resp: Response) -> float | None:
-        return parse_retry_after(resp.headers.get("Retry-After"), self._clock())
+        return answers.denied(creds, endpoint, what, status, code, message, where=where)
 
     async def _fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:
-        """Raise the error an unexpected answer stands for (:class:`Retry` if retryable)."""
-        status = resp.status
-        code, message = await self._error_details(resp)
-        detail = _fmt(code, message)
-        if is_retryable_status(status) or code == "TOOMANYREQUESTS":
-            raise Retry(f"registry answered {status}{detail}", retry_after=self._retry_after(resp))
-        host = resp.url.host or "?"
-        if endpoint is not None and _url_origin(resp.url) != endpoint.origin:
-            if status in (401, 403):
-                # Storage behind a redirect refusing an (expired?) pre-signed URL: asking the
-                # registry again gets a fresh one.
-                raise Retry(f"storage at {host} answered {status}{detail}")
-        if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
-            raise AuthError(f"{what}: access denied ({status}{detail})", status=status, code=code)
-        if status == 404 or (code is not None and code.endswith("_UNKNOWN")):
-            raise NotFound(f"{what}: not found ({status}{detail})", status=status, code=code)
-        raise RegistryError(f"{what}: {host} answered {status}{detail}", status=status, code=code)
-
-
-async def _read_at_most(resp: Response, limit: int) -> bytes:
-    """The body up to ``limit`` bytes; never reads more than that from the stream."""
-    buf = bytearray()
-    while len(buf) < limit:
-        chunk = await resp.read(limit - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-async def _discard(resp: Response) -> None:
-    """Drop a small body so the connection can be reused; close it if the body is big."""
-    length = resp.content_length
-    if resp.method != "HEAD" and length is not None and length <= MAX_ERROR_BODY:
-        try:
-            await _read_at_most(resp, length)
-        except (aiohttp.ClientError, TimeoutError, ConnectionError):
-            resp.close()
-            return
-    resp.release()
-
-
-def _fmt(code: str | None, message: str | None) -> str:
-    parts = [p for p in (code, message) if p]
-    return (" " + ": ".join(parts)) if parts else ""
+        await answers.fail(resp, what, endpoint, self._clock())
 
 
 __all__ = ["MANIFEST_ACCEPT", "ClientOptions", "FetchedManifest", "RegistryClient"]
