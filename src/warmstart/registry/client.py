@@ -1,13 +1,16 @@
 """An async client of the OCI Distribution API, read side (manifests and blobs).
 
 It sends through a :class:`~.transport.Transport` (:mod:`.aiohttp_transport` unless given one,
-e.g. an in-memory :class:`~.transport.MemoryTransport` in tests). The rules it applies live in
-small pure modules next to it: :mod:`.auth` (what to do on a 401), :mod:`.challenge`
-(WWW-Authenticate), :mod:`.tokens` (token cache), :mod:`.retry` and :mod:`.backoff` (what to
-retry, how long to wait), :mod:`.ranges` (Range/Content-Range), :mod:`.credentials` and
-:mod:`.endpoints`, :mod:`.answers` (what an error answer means); :mod:`.sending` follows
-redirects by hand so that ``Authorization`` never leaves the registry's origin. Blob streams resume with ``Range`` after a dropped connection and are
-hashed while they stream; no blob is ever held in memory as a whole.
+e.g. an in-memory :class:`~.transport.MemoryTransport` in tests); :mod:`.sending` follows
+redirects by hand so that ``Authorization`` never leaves the registry's origin. The rules it
+applies live in small modules next to it: :mod:`.auth` (what to do on a 401),
+:mod:`.token_fetch` (asking a token server), :mod:`.challenge` (WWW-Authenticate),
+:mod:`.tokens` (token cache), :mod:`.retry` and :mod:`.backoff` (what to retry, how long to
+wait), :mod:`.answers` (what an error answer means), :mod:`.ranges` (Range/Content-Range),
+:mod:`.credentials` and :mod:`.endpoints`.
+
+Blob streams resume with ``Range`` after a dropped connection and are hashed while they
+stream; no blob is ever held in memory as a whole.
 """
 
 from __future__ import annotations
@@ -35,19 +38,16 @@ from warmstart.registry.aiohttp_transport import (
 )
 from warmstart.registry.backoff import (
     BackoffPolicy,
-    is_retryable_status,
 )
 from warmstart.registry.challenge import Challenge
-from warmstart.registry.credentials import Credentials, CredentialStore
+from warmstart.registry.credentials import CredentialStore
 from warmstart.registry.endpoints import (
     Endpoint,
-    may_send_credentials,
     resolve_endpoint,
 )
 from warmstart.registry.errors import (
     AuthError,
     DigestMismatch,
-    InsecureCredentials,
     InvalidManifest,
     ManifestTooLarge,
     ProtocolError,
@@ -64,13 +64,11 @@ from warmstart.registry.ranges import (
 )
 from warmstart.registry.retry import Attempts, Retry
 from warmstart.registry.sending import read_at_most, send, url_origin
+from warmstart.registry.token_fetch import fetch_token
 from warmstart.registry.tokens import (
-    MAX_TOKEN_RESPONSE_BYTES,
     TokenCache,
-    TokenError,
     TokenKey,
     TokenResponse,
-    parse_token_response,
 )
 from warmstart.registry.transport import Response, Transport
 
@@ -624,96 +622,16 @@ class RegistryClient:
     async def _fetch_token(
         self, endpoint: Endpoint, challenge: Challenge, scopes: tuple[str, ...], what: str
     ) -> TokenResponse:
-        realm = challenge.realm or ""
-        realm_url = URL(realm)
-        if realm_url.scheme not in ("http", "https") or not realm_url.host:
-            raise AuthError(f"{what}: unusable token realm {realm[:100]!r}")
-        creds = self._credentials.get(endpoint.registry)
-        if creds is not None and not creds.is_empty:
-            if not may_send_credentials(realm, self.options.insecure):
-                raise InsecureCredentials(
-                    f"{what}: refusing to send credentials for {endpoint.registry} over plain "
-                    f"HTTP to the token server {realm_url.host}; use https or mark it insecure"
-                )
-        auth_origin = url_origin(realm_url)
-        where = f"token server {realm_url.host}"
-
-        async def once() -> TokenResponse:
-            if creds is not None and creds.identity_token:
-                resp = await self._token_post(realm_url, challenge, scopes, creds, auth_origin)
-                if resp.status in (404, 405):
-                    resp.close()  # no OAuth2 endpoint: fall back to the plain GET
-                    resp = await self._token_get(realm_url, challenge, scopes, creds, auth_origin)
-            else:
-                resp = await self._token_get(realm_url, challenge, scopes, creds, auth_origin)
-            try:
-                if resp.status == 200:
-                    body = await read_at_most(resp, MAX_TOKEN_RESPONSE_BYTES + 1)
-                    if len(body) > MAX_TOKEN_RESPONSE_BYTES:
-                        raise ProtocolError(f"{what}: {where} answered with an oversized token")
-                    try:
-                        return parse_token_response(body)
-                    except TokenError as e:
-                        raise ProtocolError(f"{what}: {where}: {e}") from None
-                code, message = await answers.error_details(resp)
-                if is_retryable_status(resp.status):
-                    raise Retry(
-                        f"{where} answered {resp.status}",
-                        retry_after=answers.retry_after(resp, self._clock()),
-                    )
-                if resp.status in (401, 403):
-                    raise self._denied(endpoint, what, resp.status, code, message, where=where)
-                raise AuthError(
-                    f"{what}: {where} answered {resp.status}"
-                    + (f" ({code or ''} {message or ''})".rstrip() if code or message else ""),
-                    status=resp.status,
-                    code=code,
-                )
-            finally:
-                resp.release()
-
-        return await self._retrying(what, once)
-
-    async def _token_get(
-        self,
-        realm: URL,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        creds: Credentials | None,
-        auth_origin: tuple[str, str, int],
-    ) -> Response:
-        query: list[tuple[str, str]] = list(realm.query.items())
-        if challenge.service:
-            query.append(("service", challenge.service))
-        query.extend(("scope", s) for s in scopes)
-        authorization = None
-        if creds is not None and creds.has_basic:
-            query.append(("account", creds.username or ""))
-            authorization = creds.basic_header()
-        url = realm.with_query(query)
-        return await self._send(
-            "GET", url, {"Accept": "application/json"}, authorization, auth_origin
-        )
-
-    async def _token_post(
-        self,
-        realm: URL,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        creds: Credentials,
-        auth_origin: tuple[str, str, int],
-    ) -> Response:
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": creds.identity_token or "",
-            "client_id": self.options.user_agent.split("/", 1)[0] or "warmstart",
-        }
-        if challenge.service:
-            form["service"] = challenge.service
-        if scopes:
-            form["scope"] = " ".join(scopes)
-        return await self._send(
-            "POST", realm, {"Accept": "application/json"}, None, auth_origin, data=form
+        return await fetch_token(
+            self._send,
+            self._attempts(what),
+            endpoint=endpoint,
+            challenge=challenge,
+            scopes=scopes,
+            creds=self._credentials.get(endpoint.registry),
+            insecure=self.options.insecure,
+            client_id=self.options.user_agent.split("/", 1)[0] or "warmstart",
+            clock=self._clock,
         )
 
     # -- errors ------------------------------------------------------------------------------
