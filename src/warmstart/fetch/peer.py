@@ -31,7 +31,7 @@ from warmstart.fetch.source import (
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidDigest
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.errors import one_line, parse_error_body
-from warmstart.registry.ranges import RangeError, check_partial, range_header
+from warmstart.registry.ranges import RangeError, range_header, resume_answer
 
 MAX_ERROR_BODY = 4096
 
@@ -183,20 +183,17 @@ class PeerSource:
         url = self._url(registry, repository, "blobs", str(digest))
         resp = await self._client.request("GET", url, headers)
         try:
-            skip = 0
-            if resp.status == 200:
-                total, skip = resp.content_length, offset
-            elif resp.status == 206 and offset:
+            if resp.status == 200 or (resp.status == 206 and offset):
                 try:
-                    cr = check_partial(
-                        resp.headers.get("Content-Range"),
+                    skip, total = resume_answer(
+                        resp.status,
                         offset,
-                        size=size,
+                        content_range=resp.headers.get("Content-Range"),
                         content_length=resp.content_length,
+                        size=size,
                     )
                 except RangeError as e:
                     raise SourceCorrupt(f"{what}: {e}") from None
-                total = cr.total if cr.total is not None else size
             else:
                 raise await _fail(resp, what)
             if total is None:

@@ -1,7 +1,8 @@
 """Async client of the OCI Distribution API (read side): auth, manifests, resumable blobs.
 
-Pure rules live in small modules without aiohttp (``challenge``, ``tokens``, ``backoff``,
-``ranges``, ``credentials``, ``endpoints``, ``errors``); all I/O is in ``client``.
+Pure rules live in small modules without aiohttp (``auth``, ``challenge``, ``tokens``,
+``retry``, ``backoff``, ``ranges``, ``credentials``, ``endpoints``, ``errors``); ``client`` sends
+through a ``transport.Transport``: ``aiohttp_transport`` for real, ``MemoryTransport`` in tests.
 """
 
 from __future__ import annotations

@@ -1,25 +1,26 @@
 """An async client of the OCI Distribution API, read side (manifests and blobs).
 
-The only module of :mod:`warmstart.registry` that does I/O. The rules it applies live in small
-pure modules next to it: :mod:`.challenge` (WWW-Authenticate), :mod:`.tokens` (token cache),
-:mod:`.backoff` (what to retry, how long to wait), :mod:`.ranges` (Range/Content-Range),
+It sends through a :class:`~.transport.Transport` (:mod:`.aiohttp_transport` unless given one,
+e.g. an in-memory :class:`~.transport.MemoryTransport` in tests); :mod:`.sending` follows
+redirects by hand so that ``Authorization`` never leaves the registry's origin. The rules it
+applies live in small modules next to it: :mod:`.auth` (what to do on a 401),
+:mod:`.token_fetch` (asking a token server), :mod:`.challenge` (WWW-Authenticate),
+:mod:`.tokens` (token cache), :mod:`.retry` and :mod:`.backoff` (what to retry, how long to
+wait), :mod:`.answers` (what an error answer means), :mod:`.ranges` (Range/Content-Range),
 :mod:`.credentials` and :mod:`.endpoints`.
 
-Redirects are followed by hand so that ``Authorization`` never leaves the registry's origin
-(scheme, host, port): registries such as ECR or anything on S3 send blob downloads to storage
-with a pre-signed URL. Blob streams resume with ``Range`` after a dropped connection and are
-hashed while they stream; no blob is ever held in memory as a whole.
+Blob streams resume with ``Range`` after a dropped connection and are hashed while they
+stream; no blob is ever held in memory as a whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -29,64 +30,50 @@ from warmstart.oci.digest import Digest
 from warmstart.oci.errors import InvalidDigest, OCIError
 from warmstart.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from warmstart.oci.reference import Reference, validate_repository
-from warmstart.registry.backoff import (
-    RETRYABLE_BUILTIN_ERRORS,
-    BackoffPolicy,
-    is_retryable_status,
-    parse_retry_after,
+from warmstart.registry import answers, auth
+from warmstart.registry.aiohttp_transport import (
+    AiohttpTransport,
+    is_retryable_error,
+    wrap_error,
 )
-from warmstart.registry.challenge import Challenge, parse_challenges, select_challenge
-from warmstart.registry.credentials import Credentials, CredentialStore
+from warmstart.registry.backoff import (
+    BackoffPolicy,
+)
+from warmstart.registry.challenge import Challenge
+from warmstart.registry.credentials import CredentialStore
 from warmstart.registry.endpoints import (
     Endpoint,
-    may_send_credentials,
-    origin_of,
     resolve_endpoint,
 )
 from warmstart.registry.errors import (
     AuthError,
     DigestMismatch,
-    InsecureCredentials,
     InvalidManifest,
     ManifestTooLarge,
-    NotFound,
     ProtocolError,
     RegistryError,
     SizeMismatch,
-    UpstreamUnavailable,
-    one_line,
-    parse_error_body,
 )
 from warmstart.registry.ranges import (
     RangeError,
-    check_partial,
+    SizeConflict,
     parse_content_range,
     parse_unsatisfied_range,
     range_header,
+    resume_answer,
 )
+from warmstart.registry.retry import Attempts, Retry
+from warmstart.registry.sending import read_at_most, send, url_origin
+from warmstart.registry.token_fetch import fetch_token
 from warmstart.registry.tokens import (
-    MAX_TOKEN_RESPONSE_BYTES,
     TokenCache,
-    TokenError,
     TokenKey,
     TokenResponse,
-    make_key,
-    parse_token_response,
 )
+from warmstart.registry.transport import Response, Transport
 
 MANIFEST_ACCEPT: tuple[str, ...] = mt.MANIFEST_ACCEPT
-MAX_REDIRECTS = 5
-MAX_ERROR_BODY = 64 * 1024
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DOCKER_CONTENT_DIGEST = "Docker-Content-Digest"
-
-# Failures of one attempt that a new attempt may fix. TLS failures are OSErrors too, but retrying
-# a bad certificate only delays the error, so they are excluded in :func:`_is_retryable_error`.
-_RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    *RETRYABLE_BUILTIN_ERRORS,
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-)
 
 T = TypeVar("T")
 
@@ -122,59 +109,15 @@ class FetchedManifest:
     manifest: Manifest = field(repr=False)
 
 
-class _Retry(Exception):
-    """An attempt failed in a way a later attempt may not (5xx, 429, short read)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Sent(NamedTuple):
-    """What authorization went with a request, to decide what to do on a 401."""
-
-    kind: str  # "none", "cached", "fresh", "basic"
-    header: str | None = None
-    key: TokenKey | None = None
-    token: str | None = None
-
-
-def _is_retryable_error(exc: BaseException) -> bool:
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return False
-    return isinstance(exc, _RETRYABLE_ERRORS)
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no attempt made"
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return one_line(text)
-
-
 def _pull_scope(repository: str) -> tuple[str, ...]:
     return (f"repository:{repository}:pull",)
-
-
-def _join_url(base: URL, location: str) -> URL:
-    """Resolve a Location header, keeping its percent-encoding as is (pre-signed URLs)."""
-    target = URL(location, encoded=True)
-    if target.is_absolute():
-        return target
-    return base.join(target)
-
-
-def _url_origin(url: URL) -> tuple[str, str, int]:
-    return origin_of(str(url))
 
 
 class RegistryClient:
     """Read-side client of the Distribution API. Use as ``async with RegistryClient() as c``.
 
-    One instance holds its own token cache and auth state (nothing is global); it owns its
-    :class:`aiohttp.ClientSession` unless one is passed in, which it then leaves open.
+    One instance holds its own token cache and auth state (nothing is global). It sends through
+    ``transport``, or else through an aiohttp session: its own, or ``session`` (left open).
     """
 
     def __init__(
@@ -182,29 +125,26 @@ class RegistryClient:
         options: ClientOptions | None = None,
         *,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.options = options or ClientOptions()
         if self.options.chunk_size < 1:
             raise ValueError("chunk_size must be positive")
         self._policy = self.options.backoff_policy()
-        self._session = session
-        self._owns_session = session is None
+        if transport is not None and session is not None:
+            raise ValueError("pass a transport or a session, not both")
+        self._transport: Transport = transport or AiohttpTransport(
+            session=session,
+            ca_file=self.options.ca_file,
+            connect_timeout=self.options.connect_timeout,
+            read_timeout=self.options.read_timeout,
+            read_bufsize=max(1 << 16, min(self.options.chunk_size, 1 << 22)),
+        )
         self._closed = False
         self._credentials = self.options.credentials or CredentialStore()
         self._tokens = TokenCache()
         self._challenges: dict[str, Challenge] = {}
         self._token_locks: dict[TokenKey, asyncio.Lock] = {}
-        self._ssl: ssl.SSLContext | bool = True
-        if self.options.ca_file:
-            ctx = ssl.create_default_context()
-            ctx.load_verify_locations(cafile=self.options.ca_file)
-            self._ssl = ctx
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.options.connect_timeout,
-            sock_read=self.options.read_timeout,
-        )
-        self._read_bufsize = max(1 << 16, min(self.options.chunk_size, 1 << 22))
         # Seams for tests: how to wait and where jitter comes from.
         self._sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
         self._random: Callable[[], float] = random.Random().random
@@ -213,33 +153,20 @@ class RegistryClient:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> RegistryClient:
-        self._get_session()
+        if self._closed:
+            raise RegistryError("registry client is closed")
+        if isinstance(self._transport, AiohttpTransport):
+            self._transport.open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session if this client created it. The client cannot be used after."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None and self._owns_session and not session.closed:
-            await session.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RegistryError("registry client is closed")
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=64)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                read_bufsize=self._read_bufsize,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-            )
-        return self._session
+        """Close the transport (which leaves a caller's session open). No use after this."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
 
     def endpoint(self, registry: str) -> Endpoint:
         try:
@@ -364,7 +291,7 @@ class RegistryClient:
         async def once() -> tuple[bool, int | None]:
             resp = await self._request("HEAD", endpoint, path, scopes=scopes, headers={}, what=what)
             try:
-                foreign = _url_origin(resp.url) != endpoint.origin
+                foreign = url_origin(resp.url) != endpoint.origin
                 if resp.status == 200:
                     return True, resp.content_length
                 if resp.status == 404 and not foreign:
@@ -409,14 +336,12 @@ class RegistryClient:
         scopes = _pull_scope(repository)
         hasher = digest.hasher() if verify and offset == 0 else None
         chunk_size = self.options.chunk_size
-        max_attempts = self._policy.max_attempts
+        attempts = self._attempts(what)
 
         pos = offset
         total = size  # full length of the blob, once known
-        failures = 0
-        retry_index = 0  # backoff exponent; reset when an attempt made progress
         while total is None or pos < total:
-            resp: aiohttp.ClientResponse | None = None
+            resp: Response | None = None
             complete = False
             progressed = False
             try:
@@ -430,7 +355,7 @@ class RegistryClient:
                 if done:
                     complete = True
                     break
-                async for chunk in resp.content.iter_chunked(chunk_size):
+                async for chunk in resp.chunks(chunk_size):
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -448,33 +373,14 @@ class RegistryClient:
                     progressed = True
                     yield chunk
                 if skip:
-                    raise _Retry(f"answer ended before the {pos} bytes we already have")
+                    raise Retry(f"answer ended before the {pos} bytes we already have")
                 complete = True
                 if total is None or pos >= total:
                     break
                 complete = False
-                raise _Retry(f"short read: got {pos} of {total} bytes")
+                raise Retry(f"short read: got {pos} of {total} bytes")
             except Exception as e:
-                if not isinstance(e, _Retry) and not _is_retryable_error(e):
-                    wrapped = self._wrap(e, what)
-                    if wrapped is e:
-                        raise
-                    raise wrapped from e
-                failures += 1
-                if failures >= max_attempts:
-                    raise UpstreamUnavailable(
-                        f"{what}: {_describe(e)} (gave up after {failures} attempts at byte {pos})"
-                    ) from e
-                if progressed:
-                    retry_index = 0
-                retry_after = e.retry_after if isinstance(e, _Retry) else None
-                delay = self._policy.wait_before(retry_index, self._random, retry_after)
-                retry_index += 1
-                if delay is None:
-                    raise UpstreamUnavailable(
-                        f"{what}: registry asked to retry after {retry_after:.0f} s; giving up"
-                    ) from e
-                await self._sleep(delay)
+                await attempts.failed(e, progressed=progressed, where=f" at byte {pos}")
                 if on_resume is not None:
                     on_resume(pos)
             finally:
@@ -496,7 +402,7 @@ class RegistryClient:
 
     async def _check_blob_answer(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         endpoint: Endpoint,
         pos: int,
         total: int | None,
@@ -504,27 +410,20 @@ class RegistryClient:
     ) -> tuple[int, int | None, bool]:
         """(bytes to skip, total length, already done) for an answer to a blob GET at ``pos``."""
         status = resp.status
-        if status == 200:
-            length = resp.content_length
-            if length is not None:
-                if total is not None and length != total:
-                    raise SizeMismatch(f"{what}: registry says it is {length} bytes, not {total}")
-                total = length
-            return pos, total, False  # a 200 starts at 0: skip what we already have
-        if status == 206:
+        if status in (200, 206):
             try:
-                cr = check_partial(
-                    resp.headers.get("Content-Range"),
+                skip, total = resume_answer(
+                    status,
                     pos,
-                    size=total,
+                    content_range=resp.headers.get("Content-Range"),
                     content_length=resp.content_length,
+                    size=total,
                 )
+            except SizeConflict as e:
+                raise SizeMismatch(f"{what}: {e}") from None
             except RangeError as e:
-                cr_total = _content_range_total(resp.headers.get("Content-Range"))
-                if total is not None and cr_total is not None and cr_total != total:
-                    raise SizeMismatch(f"{what}: {e}") from None
                 raise ProtocolError(f"{what}: {e}") from None
-            return 0, cr.total if cr.total is not None else total, False
+            return skip, total, False
         if status == 416:
             have = parse_unsatisfied_range(resp.headers.get("Content-Range"))
             if pos > 0 and have == pos and total in (None, pos):
@@ -558,14 +457,14 @@ class RegistryClient:
 
     # -- manifests -----------------------------------------------------------------------
 
-    async def _read_limited(self, resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    async def _read_limited(self, resp: Response, limit: int, what: str) -> bytes:
         """The body, but never more than ``limit + 1`` bytes read (to notice an overflow)."""
         length = resp.content_length
         if length is not None and length > limit:
             raise ManifestTooLarge(
                 f"{what}: manifest is {length} bytes, over the {limit} byte limit"
             )
-        buf = await _read_at_most(resp, limit + 1)
+        buf = await read_at_most(resp, limit + 1)
         if len(buf) > limit:
             raise ManifestTooLarge(f"{what}: manifest is over the {limit} byte limit")
         return buf
@@ -599,55 +498,18 @@ class RegistryClient:
 
     # -- requests, auth, redirects ---------------------------------------------------------
 
-    async def _retrying(self, what: str, once: Callable[[], Awaitable[T]]) -> T:
-        """Run ``once`` until it succeeds, fails for good, or attempts run out."""
-        last: BaseException | None = None
-        attempts = self._policy.max_attempts
-        for attempt in range(attempts):
-            try:
-                return await once()
-            except _Retry as e:
-                last, retry_after = e, e.retry_after
-            except RegistryError:
-                raise
-            except Exception as e:
-                if not _is_retryable_error(e):
-                    wrapped = self._wrap(e, what)
-                    if wrapped is e:
-                        raise
-                    raise wrapped from e
-                last, retry_after = e, None
-            if attempt + 1 >= attempts:
-                break
-            delay = self._policy.wait_before(attempt, self._random, retry_after)
-            if delay is None:
-                raise UpstreamUnavailable(
-                    f"{what}: registry asked to retry after {retry_after:.0f} s; giving up"
-                ) from last
-            await self._sleep(delay)
-        raise UpstreamUnavailable(
-            f"{what}: {_describe(last)} (gave up after {attempts} attempts)"
-        ) from last
+    def _attempts(self, what: str) -> Attempts:
+        return Attempts(
+            what,
+            self._policy,
+            sleep=self._sleep,
+            rand=self._random,
+            is_retryable=is_retryable_error,
+            wrap=wrap_error,
+        )
 
-    @staticmethod
-    def _wrap(exc: BaseException, what: str) -> BaseException:
-        """Non-retryable errors as :class:`RegistryError` (ours pass through unchanged)."""
-        if isinstance(exc, RegistryError):
-            return exc
-        if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-            text = _describe(exc)
-            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                hint = " (pass ca_file with the registry's CA?)"
-            elif "WRONG_VERSION_NUMBER" in text:
-                hint = " (the server does not speak TLS: mark it insecure?)"
-            else:
-                hint = ""
-            return RegistryError(f"{what}: TLS failure: {text}{hint}")
-        if isinstance(exc, OCIError):
-            return exc
-        if isinstance(exc, aiohttp.ClientError):
-            return RegistryError(f"{what}: {_describe(exc)}")
-        return exc
+    async def _retrying(self, what: str, once: Callable[[], Awaitable[T]]) -> T:
+        return await self._attempts(what).run(once)
 
     async def _request(
         self,
@@ -658,58 +520,63 @@ class RegistryClient:
         scopes: tuple[str, ...],
         headers: dict[str, str],
         what: str,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """One request with authorization and redirects; the caller closes the response.
 
         A 401 from the registry is answered once (token fetched or refreshed, or Basic
         credentials sent); a second 401 is an :class:`AuthError`.
         """
         url = URL(endpoint.url(path), encoded=True)
-        sent = await self._authorization(endpoint, scopes, what)
-        resp = await self._send(method, url, headers, sent.header, endpoint.origin)
-        if resp.status != 401 or _url_origin(resp.url) != endpoint.origin:
-            return resp
-        challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
-        code, message = await self._error_details(resp)
-        resp.close()
-        challenge = select_challenge(challenges)
-        if challenge is None:
-            raise AuthError(
-                f"{what}: {endpoint.registry} answered 401 without a usable challenge"
-                + self._hint(endpoint),
-                status=401,
-                code=code,
-            )
-        self._challenges[endpoint.registry] = challenge
-        retry_key: TokenKey | None = None  # the token sent on the retry, to drop if rejected
-        retry_token: str | None = None
-        if challenge.scheme == "bearer":
-            all_scopes = tuple(sorted(set(scopes) | set(challenge.scopes)))
-            key = self._bearer_key(challenge, all_scopes)
-            if sent.kind == "fresh" and sent.key == key:
-                if sent.token is not None:
-                    self._tokens.invalidate(key, sent.token)
-                raise self._denied(endpoint, what, 401, code, message)
-            if sent.kind == "cached" and sent.key is not None and sent.token is not None:
-                self._tokens.invalidate(sent.key, sent.token)
-            retry_token, _ = await self._bearer_token(
-                endpoint, challenge, all_scopes, what, stale=sent.token
-            )
-            retry_key = key
-            header = f"Bearer {retry_token}"
-        else:
-            creds = self._credentials.get(endpoint.registry)
-            if sent.kind == "basic" or creds is None or not creds.has_basic:
-                raise self._denied(endpoint, what, 401, code, message)
-            header = creds.basic_header()
+        creds = self._credentials.get(endpoint.registry)
+        has_basic = creds is not None and creds.has_basic
+        action = auth.before_request(
+            self._challenges.get(endpoint.registry), scopes, has_basic=has_basic
+        )
+        sent, header = await self._act(action, endpoint, what)
         resp = await self._send(method, url, headers, header, endpoint.origin)
-        if resp.status == 401 and _url_origin(resp.url) == endpoint.origin:
-            code, message = await self._error_details(resp)
+        if resp.status != 401 or url_origin(resp.url) != endpoint.origin:
+            return resp
+        www_authenticate = resp.headers.getall("WWW-Authenticate", [])
+        code, message = await answers.error_details(resp)
+        resp.close()
+        decision = auth.on_unauthorized(www_authenticate, sent, scopes, has_basic=has_basic)
+        if decision.challenge is not None:
+            self._challenges[endpoint.registry] = decision.challenge
+        self._forget(decision)
+        if isinstance(decision.action, auth.GiveUp):
+            if decision.action.no_challenge:
+                raise AuthError(
+                    f"{what}: {endpoint.registry} answered 401 without a usable challenge"
+                    + self._hint(endpoint),
+                    status=401,
+                    code=code,
+                )
+            raise self._denied(endpoint, what, 401, code, message)
+        sent, header = await self._act(decision.action, endpoint, what)
+        resp = await self._send(method, url, headers, header, endpoint.origin)
+        if resp.status == 401 and url_origin(resp.url) == endpoint.origin:
+            code, message = await answers.error_details(resp)
             resp.close()
-            if retry_key is not None and retry_token is not None:
-                self._tokens.invalidate(retry_key, retry_token)  # do not offer it again
+            self._forget(auth.after_retry(sent))  # do not offer that token again
             raise self._denied(endpoint, what, 401, code, message)
         return resp
+
+    async def _act(
+        self, action: auth.Action, endpoint: Endpoint, what: str
+    ) -> tuple[auth.Sent, str | None]:
+        """Carry out what :mod:`.auth` decided: (what is sent, the Authorization header)."""
+        if isinstance(action, auth.GetToken):
+            kind, token = await self._bearer_token(endpoint, action, what)
+            return auth.Sent(kind, action.key, token), f"Bearer {token}"
+        if isinstance(action, auth.UseBasic):
+            creds = self._credentials.get(endpoint.registry)
+            assert creds is not None
+            return auth.Sent("basic"), creds.basic_header()
+        return auth.Sent("none"), None
+
+    def _forget(self, decision: auth.Decision) -> None:
+        if decision.invalidate is not None:
+            self._tokens.invalidate(*decision.invalidate)
 
     async def _send(
         self,
@@ -720,190 +587,57 @@ class RegistryClient:
         auth_origin: tuple[str, str, int],
         *,
         data: dict[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Send, following up to :data:`MAX_REDIRECTS` redirects by hand.
-
-        ``Authorization`` goes only to ``auth_origin`` and, over plain HTTP, only to loopback or
-        insecure hosts (else :class:`InsecureCredentials`).
-        """
-        session = self._get_session()
-        for _hop in range(MAX_REDIRECTS + 1):
-            h = {"User-Agent": self.options.user_agent, **headers}
-            if authorization is not None and _url_origin(url) == auth_origin:
-                if not may_send_credentials(str(url), self.options.insecure):
-                    raise InsecureCredentials(
-                        f"refusing to send credentials over plain HTTP to {url.host}: "
-                        "use https, or mark the registry insecure"
-                    )
-                h["Authorization"] = authorization
-            resp = await session.request(
-                method,
-                url,
-                headers=h,
-                data=data,
-                allow_redirects=False,
-                timeout=self._timeout,
-                ssl=self._ssl,
-                auto_decompress=False,
-                read_bufsize=self._read_bufsize,
-            )
-            if resp.status not in REDIRECT_STATUSES:
-                return resp
-            location = resp.headers.get("Location")
-            await _discard(resp)
-            if not location:
-                raise ProtocolError(f"{url.host} answered {resp.status} without a Location")
-            url = _join_url(url, location)
-            if url.scheme not in ("http", "https") or not url.host:
-                raise ProtocolError(f"redirect to an unsupported URL {location[:100]!r}")
-            if resp.status == 303 and method == "POST":
-                method, data = "GET", None
-        raise ProtocolError(f"more than {MAX_REDIRECTS} redirects, last to {url.host}")
-
-    async def _authorization(self, endpoint: Endpoint, scopes: tuple[str, ...], what: str) -> _Sent:
-        """What to send before any challenge, from what we learned of this registry."""
-        challenge = self._challenges.get(endpoint.registry)
-        if challenge is None:
-            return _Sent("none")
-        if challenge.scheme == "bearer":
-            token, kind = await self._bearer_token(endpoint, challenge, scopes, what)
-            return _Sent(kind, f"Bearer {token}", self._bearer_key(challenge, scopes), token)
-        creds = self._credentials.get(endpoint.registry)
-        if creds is not None and creds.has_basic:
-            return _Sent("basic", creds.basic_header())
-        return _Sent("none")
-
-    @staticmethod
-    def _bearer_key(challenge: Challenge, scopes: tuple[str, ...]) -> TokenKey:
-        return make_key(challenge.realm or "", challenge.service, scopes)
+    ) -> Response:
+        if self._closed:
+            raise RegistryError("registry client is closed")
+        return await send(
+            self._transport,
+            method,
+            url,
+            headers,
+            authorization,
+            auth_origin,
+            user_agent=self.options.user_agent,
+            insecure=self.options.insecure,
+            data=data,
+        )
 
     async def _bearer_token(
-        self,
-        endpoint: Endpoint,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        what: str,
-        *,
-        stale: str | None = None,
-    ) -> tuple[str, str]:
-        """(token, "cached" or "fresh") for the scopes; one fetch at a time per key."""
-        key = self._bearer_key(challenge, scopes)
+        self, endpoint: Endpoint, get: auth.GetToken, what: str
+    ) -> tuple[auth.SentKind, str]:
+        """("cached" or "fresh", token) for the scopes; one fetch at a time per key."""
+        key = get.key
         token = self._tokens.get(key)
-        if token is not None and token != stale:
-            return token, "cached"
+        if token is not None and token != get.stale:
+            return "cached", token
         lock = self._token_locks.setdefault(key, asyncio.Lock())
         async with lock:
             token = self._tokens.get(key)
-            if token is not None and token != stale:
-                return token, "cached"
-            response = await self._fetch_token(endpoint, challenge, scopes, what)
+            if token is not None and token != get.stale:
+                return "cached", token
+            response = await self._fetch_token(endpoint, get.challenge, get.scopes, what)
             self._tokens.put(key, response)
-            return response.token, "fresh"
+            return "fresh", response.token
 
     async def _fetch_token(
         self, endpoint: Endpoint, challenge: Challenge, scopes: tuple[str, ...], what: str
     ) -> TokenResponse:
-        realm = challenge.realm or ""
-        realm_url = URL(realm)
-        if realm_url.scheme not in ("http", "https") or not realm_url.host:
-            raise AuthError(f"{what}: unusable token realm {realm[:100]!r}")
-        creds = self._credentials.get(endpoint.registry)
-        if creds is not None and not creds.is_empty:
-            if not may_send_credentials(realm, self.options.insecure):
-                raise InsecureCredentials(
-                    f"{what}: refusing to send credentials for {endpoint.registry} over plain "
-                    f"HTTP to the token server {realm_url.host}; use https or mark it insecure"
-                )
-        auth_origin = _url_origin(realm_url)
-        where = f"token server {realm_url.host}"
-
-        async def once() -> TokenResponse:
-            if creds is not None and creds.identity_token:
-                resp = await self._token_post(realm_url, challenge, scopes, creds, auth_origin)
-                if resp.status in (404, 405):
-                    resp.close()  # no OAuth2 endpoint: fall back to the plain GET
-                    resp = await self._token_get(realm_url, challenge, scopes, creds, auth_origin)
-            else:
-                resp = await self._token_get(realm_url, challenge, scopes, creds, auth_origin)
-            try:
-                if resp.status == 200:
-                    body = await _read_at_most(resp, MAX_TOKEN_RESPONSE_BYTES + 1)
-                    if len(body) > MAX_TOKEN_RESPONSE_BYTES:
-                        raise ProtocolError(f"{what}: {where} answered with an oversized token")
-                    try:
-                        return parse_token_response(body)
-                    except TokenError as e:
-                        raise ProtocolError(f"{what}: {where}: {e}") from None
-                code, message = await self._error_details(resp)
-                if is_retryable_status(resp.status):
-                    raise _Retry(
-                        f"{where} answered {resp.status}",
-                        retry_after=self._retry_after(resp),
-                    )
-                if resp.status in (401, 403):
-                    raise self._denied(endpoint, what, resp.status, code, message, where=where)
-                raise AuthError(
-                    f"{what}: {where} answered {resp.status}"
-                    + (f" ({code or ''} {message or ''})".rstrip() if code or message else ""),
-                    status=resp.status,
-                    code=code,
-                )
-            finally:
-                resp.release()
-
-        return await self._retrying(what, once)
-
-    async def _token_get(
-        self,
-        realm: URL,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        creds: Credentials | None,
-        auth_origin: tuple[str, str, int],
-    ) -> aiohttp.ClientResponse:
-        query: list[tuple[str, str]] = list(realm.query.items())
-        if challenge.service:
-            query.append(("service", challenge.service))
-        query.extend(("scope", s) for s in scopes)
-        authorization = None
-        if creds is not None and creds.has_basic:
-            query.append(("account", creds.username or ""))
-            authorization = creds.basic_header()
-        url = realm.with_query(query)
-        return await self._send(
-            "GET", url, {"Accept": "application/json"}, authorization, auth_origin
-        )
-
-    async def _token_post(
-        self,
-        realm: URL,
-        challenge: Challenge,
-        scopes: tuple[str, ...],
-        creds: Credentials,
-        auth_origin: tuple[str, str, int],
-    ) -> aiohttp.ClientResponse:
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": creds.identity_token or "",
-            "client_id": self.options.user_agent.split("/", 1)[0] or "warmstart",
-        }
-        if challenge.service:
-            form["service"] = challenge.service
-        if scopes:
-            form["scope"] = " ".join(scopes)
-        return await self._send(
-            "POST", realm, {"Accept": "application/json"}, None, auth_origin, data=form
+        return await fetch_token(
+            self._send,
+            self._attempts(what),
+            endpoint=endpoint,
+            challenge=challenge,
+            scopes=scopes,
+            creds=self._credentials.get(endpoint.registry),
+            insecure=self.options.insecure,
+            client_id=self.options.user_agent.split("/", 1)[0] or "warmstart",
+            clock=self._clock,
         )
 
     # -- errors ------------------------------------------------------------------------------
 
     def _hint(self, endpoint: Endpoint) -> str:
-        if self._credentials.get(endpoint.registry) is None:
-            return (
-                f"; no credentials for {endpoint.registry}: pass credentials "
-                f"(username/password) or run 'docker login {endpoint.registry}'"
-            )
-        return ""
+        return answers.hint(self._credentials.get(endpoint.registry), endpoint.registry)
 
     def _denied(
         self,
@@ -916,84 +650,10 @@ class RegistryClient:
         where: str | None = None,
     ) -> AuthError:
         creds = self._credentials.get(endpoint.registry)
-        who = where or endpoint.registry
-        if creds is None:
-            text = f"{what}: {who} requires authentication ({status}{_fmt(code, message)})"
-            return AuthError(text + self._hint(endpoint), status=status, code=code)
-        user = creds.username or "identity token"
-        return AuthError(
-            f"{what}: {who} denied access to {user} ({status}{_fmt(code, message)})",
-            status=status,
-            code=code,
-        )
+        return answers.denied(creds, endpoint, what, status, code, message, where=where)
 
-    async def _error_details(self, resp: aiohttp.ClientResponse) -> tuple[str | None, str | None]:
-        if resp.method == "HEAD":
-            return None, None
-        try:
-            body = await _read_at_most(resp, MAX_ERROR_BODY)
-        except (aiohttp.ClientError, TimeoutError, ConnectionError):
-            return None, None
-        return parse_error_body(body)
-
-    def _retry_after(self, resp: aiohttp.ClientResponse) -> float | None:
-        return parse_retry_after(resp.headers.get("Retry-After"), self._clock())
-
-    async def _fail(
-        self, resp: aiohttp.ClientResponse, what: str, endpoint: Endpoint | None = None
-    ) -> NoReturn:
-        """Raise the error an unexpected answer stands for (:class:`_Retry` if retryable)."""
-        status = resp.status
-        code, message = await self._error_details(resp)
-        detail = _fmt(code, message)
-        if is_retryable_status(status) or code == "TOOMANYREQUESTS":
-            raise _Retry(f"registry answered {status}{detail}", retry_after=self._retry_after(resp))
-        host = resp.url.host or "?"
-        if endpoint is not None and _url_origin(resp.url) != endpoint.origin:
-            if status in (401, 403):
-                # Storage behind a redirect refusing an (expired?) pre-signed URL: asking the
-                # registry again gets a fresh one.
-                raise _Retry(f"storage at {host} answered {status}{detail}")
-        if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
-            raise AuthError(f"{what}: access denied ({status}{detail})", status=status, code=code)
-        if status == 404 or (code is not None and code.endswith("_UNKNOWN")):
-            raise NotFound(f"{what}: not found ({status}{detail})", status=status, code=code)
-        raise RegistryError(f"{what}: {host} answered {status}{detail}", status=status, code=code)
-
-
-async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body up to ``limit`` bytes; never reads more than that from the stream."""
-    buf = bytearray()
-    while len(buf) < limit:
-        chunk = await resp.content.read(limit - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-async def _discard(resp: aiohttp.ClientResponse) -> None:
-    """Drop a small body so the connection can be reused; close it if the body is big."""
-    length = resp.content_length
-    if resp.method != "HEAD" and length is not None and length <= MAX_ERROR_BODY:
-        try:
-            await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
-            resp.close()
-            return
-    resp.release()
-
-
-def _fmt(code: str | None, message: str | None) -> str:
-    parts = [p for p in (code, message) if p]
-    return (" " + ": ".join(parts)) if parts else ""
-
-
-def _content_range_total(value: str | None) -> int | None:
-    try:
-        return parse_content_range(value).total
-    except RangeError:
-        return None
+    async def _fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:
+        await answers.fail(resp, what, endpoint, self._clock())
 
 
 __all__ = ["MANIFEST_ACCEPT", "ClientOptions", "FetchedManifest", "RegistryClient"]

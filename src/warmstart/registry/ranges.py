@@ -17,6 +17,10 @@ class RangeError(ValueError):
     """A Content-Range header that is malformed or does not answer what we asked."""
 
 
+class SizeConflict(RangeError):
+    """The answer says the blob has another length than the one we expect."""
+
+
 def range_header(start: int, end: int | None = None) -> str:
     """``Range`` value for bytes ``start`` to ``end`` (inclusive), or to the end if None."""
     if start < 0:
@@ -90,11 +94,50 @@ def check_partial(
     return cr
 
 
+def resume_answer(
+    status: int,
+    start: int,
+    *,
+    content_range: str | None,
+    content_length: int | None,
+    size: int | None = None,
+) -> tuple[int, int | None]:
+    """(bytes to skip, full length or None) of a 200 or 206 answer to ``Range: bytes=<start>-``.
+
+    A 200 starts at byte 0, so its first ``start`` bytes are skipped; a 206 must start at
+    ``start`` (:func:`check_partial`). :class:`SizeConflict` if the answer's full length is not
+    ``size``, :class:`RangeError` for any other bad Content-Range.
+    """
+    if status == 200:
+        if size is not None and content_length is not None and content_length != size:
+            raise SizeConflict(f"the answer says the blob is {content_length} bytes, not {size}")
+        return start, content_length if content_length is not None else size
+    if status != 206:
+        raise ValueError(f"status {status} is not an answer with a body to resume")
+    try:
+        cr = check_partial(content_range, start, size=size, content_length=content_length)
+    except RangeError as e:
+        total = _total_or_none(content_range)
+        if size is not None and total is not None and total != size:
+            raise SizeConflict(str(e)) from None
+        raise
+    return 0, cr.total if cr.total is not None else size
+
+
+def _total_or_none(content_range: str | None) -> int | None:
+    try:
+        return parse_content_range(content_range).total
+    except RangeError:
+        return None
+
+
 __all__ = [
     "ContentRange",
     "RangeError",
+    "SizeConflict",
     "check_partial",
     "parse_content_range",
     "parse_unsatisfied_range",
     "range_header",
+    "resume_answer",
 ]

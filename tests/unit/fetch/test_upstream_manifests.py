@@ -12,15 +12,22 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.unit.registry.fakes import FakeRegistry, error, image_manifest, serve_bytes
+from tests.unit.registry.fakes import (
+    FakeRegistry,
+    Req,
+    aiohttp_app,
+    error,
+    image_manifest,
+    serve_bytes,
+)
 from warmstart.fetch import UpstreamSettings
 from warmstart.fetch.source import Access, Probe, SourceNotManifest, SourceUnavailable
 from warmstart.fetch.upstream import UpstreamSource
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest
 from warmstart.oci import mediatypes as mt
+from warmstart.registry.transport import Answer
 
 REG = "reg.example"
 REPO = "team/app"
@@ -28,15 +35,15 @@ BIG = os.urandom(MAX_MANIFEST_BYTES + 1000)
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
 
 
-def manifest_route_digest(request: web.Request) -> str | None:
-    tail = request.match_info.get("tail", "")
+def manifest_route_digest(request: Req) -> str | None:
+    tail = request.path
     if "/manifests/sha256:" not in tail:
         return None
     return tail.rsplit("/", 1)[1]
 
 
 def blob_on_manifest_route(fake: FakeRegistry):  # a registry that answers with the blob
-    async def hook(request: web.Request) -> web.StreamResponse | None:
+    async def hook(request: Req) -> Answer | None:
         ref = manifest_route_digest(request)
         if ref is None or ref not in fake.blobs:
             return None
@@ -46,7 +53,7 @@ def blob_on_manifest_route(fake: FakeRegistry):  # a registry that answers with 
 
 
 def server_error_on_manifest_route(only: set[str] | None = None):  # distribution 2.8
-    async def hook(request: web.Request) -> web.StreamResponse | None:
+    async def hook(request: Req) -> Answer | None:
         ref = manifest_route_digest(request)
         if ref is None or (only is not None and ref not in only):
             return None
@@ -58,7 +65,7 @@ def server_error_on_manifest_route(only: set[str] | None = None):  # distributio
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeRegistry, UpstreamSource]]:
     registry = FakeRegistry()
-    server = TestServer(registry.app(), host="127.0.0.1")
+    server = TestServer(aiohttp_app(registry.app()), host="127.0.0.1")
     await server.start_server()
     source = UpstreamSource(
         {REG: UpstreamSettings(url=f"http://127.0.0.1:{server.port}")}, max_attempts=2

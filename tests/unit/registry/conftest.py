@@ -1,35 +1,45 @@
-"""Fixtures for the registry client's tests: in-loop aiohttp servers on 127.0.0.1."""
+"""Fixtures for the registry client's tests: in-memory servers behind a MemoryTransport.
+
+No test here opens a socket: :func:`no_sockets` makes any attempt to connect fail the test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from warmstart.registry import ClientOptions, RegistryClient
+from warmstart.registry.transport import MemoryTransport
 
-from .fakes import FakeRegistry
+from .fakes import FakeRegistry, Handler, Net, Server
 
-Serve = Callable[[web.Application], Awaitable[TestServer]]
+Serve = Callable[[Handler], Server]
 MakeClient = Callable[..., RegistryClient]
 
 
+@pytest.fixture(autouse=True)
+def no_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The registry's unit tests run on a MemoryTransport: connecting anywhere is a bug."""
+
+    def refuse(self: socket.socket, *args: object, **kwargs: object) -> None:
+        raise AssertionError("a registry unit test tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    yield
+
+
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    servers: list[TestServer] = []
+def net() -> Net:
+    return Net()
 
-    async def start(app: web.Application, host: str = "127.0.0.1") -> TestServer:
-        server = TestServer(app, host=host)
-        await server.start_server()
-        servers.append(server)
-        return server
 
-    yield start
-    for server in reversed(servers):
-        await server.close()
+@pytest.fixture
+def serve(net: Net) -> Serve:
+    return net.serve
 
 
 @pytest.fixture
@@ -38,14 +48,14 @@ def fake() -> FakeRegistry:
 
 
 @pytest.fixture
-async def fake_host(fake: FakeRegistry, serve: Serve) -> str:
-    """``127.0.0.1:<port>`` of the running ``fake`` registry."""
-    server = await serve(fake.app())
+def fake_host(fake: FakeRegistry, serve: Serve) -> str:
+    """``127.0.0.1:<port>`` of the ``fake`` registry."""
+    server = serve(fake.app())
     return f"127.0.0.1:{server.port}"
 
 
 @pytest.fixture
-async def make_client() -> AsyncIterator[MakeClient]:
+async def make_client(net: Net) -> AsyncIterator[MakeClient]:
     clients: list[RegistryClient] = []
 
     def make(host: str | None = None, **options: Any) -> RegistryClient:
@@ -54,7 +64,9 @@ async def make_client() -> AsyncIterator[MakeClient]:
             insecure.add(host)
         options.setdefault("backoff_base", 0.001)
         options.setdefault("backoff_max", 0.01)
-        client = RegistryClient(ClientOptions(insecure=frozenset(insecure), **options))
+        opts = ClientOptions(insecure=frozenset(insecure), **options)
+        transport = MemoryTransport(net.handle, read_timeout=opts.read_timeout)
+        client = RegistryClient(opts, transport=transport)
         clients.append(client)
         return client
 

@@ -1,7 +1,9 @@
 """An in-memory Distribution API server (and token server) for the client's tests.
 
-It runs in the test's own event loop on 127.0.0.1. ``hooks`` let a test answer (or break) any
-request before the normal handling: the first hook returning a response wins.
+Servers here are handler functions behind a :class:`Net` of ``127.0.0.1:<port>`` addresses that
+a :class:`~warmstart.registry.transport.MemoryTransport` routes to: no socket is opened.
+``hooks`` let a test answer (or break) any request before the normal handling: the first hook
+returning an answer wins.
 """
 
 from __future__ import annotations
@@ -11,15 +13,84 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict, MultiDictProxy
 
 from warmstart.oci import Digest
 from warmstart.oci import mediatypes as mt
+from warmstart.registry.transport import Answer, Request, respond
 
-Hook = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+class Req:
+    """A request as a server handler sees it (the few parts of aiohttp's the fakes used)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.method = request.method
+        self.path = request.url.path
+        self.query: MultiDictProxy[str] = request.url.query
+        self.headers: CIMultiDict[str] = CIMultiDict(request.headers)
+        self.host = f"{request.url.host}:{request.url.port}"
+
+    async def post(self) -> Mapping[str, str]:
+        return dict(self.request.form or {})
+
+
+Handler = Callable[[Req], Awaitable[Answer]]
+Hook = Callable[[Req], Awaitable[Answer | None]]
+
+
+def response(
+    status: int = 200,
+    *,
+    body: bytes = b"",
+    text: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = None,
+) -> Answer:
+    h = dict(headers or {})
+    if text is not None:
+        body = text.encode()
+        content_type = content_type or "text/plain"
+    if content_type is not None:
+        h.setdefault("Content-Type", content_type)
+    return respond(status, body, h)
+
+
+def json_response(doc: object, status: int = 200) -> Answer:
+    return response(status, body=json.dumps(doc).encode(), content_type="application/json")
+
+
+@dataclass
+class Server:
+    port: int
+
+
+class Net:
+    """``127.0.0.1:<port>`` (or ``localhost:<port>``) to handler; nothing else answers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[int, Handler] = {}
+        self._next = 40000
+
+    def serve(self, handler: Handler) -> Server:
+        self._next += 1
+        self.handlers[self._next] = handler
+        return Server(self._next)
+
+    async def handle(self, request: Request) -> Answer:
+        handler = self.handlers.get(request.url.port or 0)
+        if request.url.host not in ("127.0.0.1", "localhost") or handler is None:
+            raise ConnectionRefusedError(f"nothing listens at {request.url.host}")
+        if request.url.scheme == "https":  # every server here speaks plain HTTP
+            raise ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+        return await handler(Req(request))
+
+
 SERVICE = "fake-registry"
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
@@ -37,7 +108,7 @@ class Seen:
         return self.headers.get("Authorization")
 
 
-def record(request: web.Request, form: dict[str, str] | None = None) -> Seen:
+def record(request: Req, form: dict[str, str] | None = None) -> Seen:
     query: dict[str, list[str]] = {}
     for k, v in request.query.items():
         query.setdefault(k, []).append(v)
@@ -48,11 +119,9 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
 
 
-def error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+    return response(
+        status,
         body=error_body(code, message),
         content_type="application/json",
         headers=headers,
@@ -136,20 +205,25 @@ class FakeRegistry:
 
     # -- app --------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/token", self._token_get)
-        app.router.add_post("/token", self._token_post)
-        app.router.add_route("*", "/v2/{tail:.*}", self._registry)
-        return app
+    def app(self) -> Handler:
+        return self._route
 
-    async def _registry(self, request: web.Request) -> web.StreamResponse:
+    async def _route(self, request: Req) -> Answer:
+        if request.path == "/token" and request.method == "GET":
+            return await self._token_get(request)
+        if request.path == "/token" and request.method == "POST":
+            return await self._token_post(request)
+        if request.path.startswith("/v2/"):
+            return await self._registry(request)
+        return response(404, text="404: Not Found")
+
+    async def _registry(self, request: Req) -> Answer:
         self.requests.append(record(request))
         for hook in self.hooks:
             answer = await hook(request)
             if answer is not None:
                 return answer
-        tail = request.match_info["tail"]
+        tail = request.path[len("/v2/") :]
         repo: str | None = None
         kind = ref = ""
         m = re.match(r"^(.+)/(manifests|blobs)/([^/]+)$", tail)
@@ -162,12 +236,12 @@ class FakeRegistry:
             self._unauthorized += 1
             return denied
         if repo is None:
-            return web.json_response({})
+            return json_response({})
         if kind == "manifests":
             return self._manifest(repo, ref)
         return await self._blob(request, ref)
 
-    def _check_auth(self, request: web.Request, repo: str | None) -> web.Response | None:
+    def _check_auth(self, request: Req, repo: str | None) -> Answer | None:
         header = request.headers.get("Authorization", "")
         scope = f"repository:{repo}:pull" if repo else ""
         if self.auth == "bearer":
@@ -205,31 +279,31 @@ class FakeRegistry:
             return None
         return user if self.users.get(user) == password else None
 
-    def _issue(self, scopes: list[str], allowed: bool) -> web.Response:
+    def _issue(self, scopes: list[str], allowed: bool) -> Answer:
         token = secrets.token_hex(8)
         self.issued[token] = " ".join(scopes) if allowed else ""
         doc: dict[str, object] = {"token": token}
         if self.token_ttl is not None:
             doc["expires_in"] = self.token_ttl
-        return web.json_response(doc)
+        return json_response(doc)
 
-    async def _token_get(self, request: web.Request) -> web.StreamResponse:
+    async def _token_get(self, request: Req) -> Answer:
         self.token_requests.append(record(request))
         for hook in self.hooks:
             answer = await hook(request)
             if answer is not None:
                 return answer
         if request.query.get("service") != SERVICE:
-            return web.json_response({"details": "wrong service"}, status=400)
+            return json_response({"details": "wrong service"}, status=400)
         header = request.headers.get("Authorization", "")
         if header:
             user = self._basic_user(header)
             if user is None:
-                return web.json_response({"details": "bad credentials"}, status=401)
+                return json_response({"details": "bad credentials"}, status=401)
             return self._issue(request.query.getall("scope", []), True)
         return self._issue(request.query.getall("scope", []), self.anonymous_pull)
 
-    async def _token_post(self, request: web.Request) -> web.StreamResponse:
+    async def _token_post(self, request: Req) -> Answer:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.token_requests.append(record(request, form))
         for hook in self.hooks:
@@ -237,13 +311,13 @@ class FakeRegistry:
             if answer is not None:
                 return answer
         if form.get("grant_type") != "refresh_token" or form.get("service") != SERVICE:
-            return web.json_response({"error": "invalid_request"}, status=400)
+            return json_response({"error": "invalid_request"}, status=400)
         if form.get("refresh_token") not in self.identity_tokens:
-            return web.json_response({"error": "invalid_grant"}, status=401)
+            return json_response({"error": "invalid_grant"}, status=401)
         response = self._issue(form.get("scope", "").split(), True)
         return response
 
-    def _manifest(self, repo: str, ref: str) -> web.Response:
+    def _manifest(self, repo: str, ref: str) -> Answer:
         entry = self.manifests.get((repo, ref))
         if entry is None:
             return error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {ref}")
@@ -251,9 +325,9 @@ class FakeRegistry:
         headers = {"Content-Type": media_type}
         if self.send_digest_header:
             headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(body).hexdigest()
-        return web.Response(body=body, headers=headers)
+        return response(body=body, headers=headers)
 
-    async def _blob(self, request: web.Request, ref: str) -> web.StreamResponse:
+    async def _blob(self, request: Req, ref: str) -> Answer:
         data = self.blobs.get(ref)
         if data is None:
             return error(404, "BLOB_UNKNOWN", f"blob unknown: {ref}")
@@ -261,13 +335,13 @@ class FakeRegistry:
 
 
 async def serve_bytes(
-    request: web.Request,
+    request: Req,
     data: bytes,
     chunk: int = 64 * 1024,
     *,
     honour_range: bool = True,
     cut_after: int | None = None,
-) -> web.StreamResponse:
+) -> Answer:
     """Answer with ``data`` (206 for a Range), optionally dropping the connection midway."""
     start, end = 0, len(data) - 1
     status = 200
@@ -278,26 +352,48 @@ async def serve_bytes(
         if m.group(2):
             end = min(int(m.group(2)), len(data) - 1)
         if start >= len(data):
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+            return response(416, headers={"Content-Range": f"bytes */{len(data)}"})
         status = 206
-    resp = web.StreamResponse(status=status)
-    resp.content_length = end - start + 1
-    resp.content_type = "application/octet-stream"
+    headers = {"Content-Length": str(end - start + 1), "Content-Type": "application/octet-stream"}
     if status == 206:
-        resp.headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-    await resp.prepare(request)
-    if request.method == "HEAD":
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+
+    async def body() -> AsyncIterator[bytes]:
+        pos = start
+        while pos <= end:
+            stop = min(pos + chunk, end + 1)
+            if cut_after is not None and stop - start > cut_after:
+                yield data[pos : start + cut_after]
+                raise ConnectionResetError("connection dropped by the fake server")
+            yield data[pos:stop]
+            pos = stop
+
+    return respond(status, body(), headers)
+
+
+def aiohttp_app(handler: Handler) -> web.Application:
+    """A handler behind a real aiohttp server, for tests of code that opens its own sessions."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        form = None
+        if request.method == "POST":
+            form = {k: str(v) for k, v in (await request.post()).items()}
+        req = Request(request.method, request.url, dict(request.headers), form)
+        answer = await handler(Req(req))
+        resp = web.StreamResponse(status=answer.status, headers=answer.headers)
+        body = answer.body
+        if isinstance(body, bytes):
+            resp.content_length = len(body)
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            if isinstance(body, bytes):
+                await resp.write(body)
+            else:
+                async for chunk in body:
+                    await resp.write(chunk)
+        await resp.write_eof()
         return resp
-    pos = start
-    while pos <= end:
-        stop = min(pos + chunk, end + 1)
-        if cut_after is not None and stop - start > cut_after:
-            stop = start + cut_after
-            await resp.write(data[pos:stop])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
-        await resp.write(data[pos:stop])
-        pos = stop
-    await resp.write_eof()
-    return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", serve)
+    return app

@@ -4,7 +4,6 @@ import asyncio
 import base64
 
 import pytest
-from aiohttp import web
 
 from warmstart.oci import Reference
 from warmstart.registry import (
@@ -15,9 +14,10 @@ from warmstart.registry import (
     UpstreamUnavailable,
 )
 from warmstart.registry.tokens import TokenCache
+from warmstart.registry.transport import Answer
 
 from .conftest import MakeClient, Serve
-from .fakes import SERVICE, FakeRegistry, image_manifest
+from .fakes import SERVICE, FakeRegistry, Req, image_manifest, response
 
 BODY = image_manifest(b"{}", (b"layer",))
 
@@ -31,7 +31,7 @@ class Clock:
 
 
 async def start(serve: Serve, fake: FakeRegistry) -> str:
-    server = await serve(fake.app())
+    server = serve(fake.app())
     return f"127.0.0.1:{server.port}"
 
 
@@ -233,8 +233,8 @@ async def test_identity_token_falls_back_to_get_without_an_oauth2_endpoint(
 ) -> None:
     fake = FakeRegistry(auth="bearer", users={"alice": "wonderland"}, anonymous_pull=False)
 
-    async def no_oauth(request: web.Request) -> web.StreamResponse | None:
-        return web.Response(status=404) if request.method == "POST" else None
+    async def no_oauth(request: Req) -> Answer | None:
+        return response(status=404) if request.method == "POST" else None
 
     fake.hooks.append(no_oauth)
     host = await start(serve, fake)
@@ -265,13 +265,13 @@ async def test_token_server_on_another_host_and_its_retries(
 ) -> None:
     # The realm is a separate server ("localhost" vs "127.0.0.1"): a different origin.
     tokens = FakeRegistry(auth="bearer", users={"alice": "wonderland"})
-    token_server = await serve(tokens.app())
+    token_server = serve(tokens.app())
     failures = {"left": 2}
 
-    async def flaky(request: web.Request) -> web.StreamResponse | None:
+    async def flaky(request: Req) -> Answer | None:
         if request.path == "/token" and failures["left"]:
             failures["left"] -= 1
-            return web.Response(status=503)
+            return response(status=503)
         return None
 
     tokens.hooks.append(flaky)
@@ -299,7 +299,7 @@ async def test_fresh_token_rejected_is_an_auth_error(serve: Serve, make_client: 
     host = await start(serve, fake)
     fake.add_manifest("app/web", "v1", BODY)
 
-    async def reject(request: web.Request) -> web.StreamResponse | None:
+    async def reject(request: Req) -> Answer | None:
         if request.path == "/token":
             return None
         fake.revoke_tokens()  # every token is rejected the moment it is used

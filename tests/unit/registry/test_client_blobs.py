@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from warmstart.oci import Digest
 from warmstart.registry import (
@@ -14,9 +14,10 @@ from warmstart.registry import (
     RegistryClient,
     SizeMismatch,
 )
+from warmstart.registry.transport import Answer, respond
 
 from .conftest import MakeClient, Serve
-from .fakes import FakeRegistry, serve_bytes
+from .fakes import FakeRegistry, Handler, Req, response, serve_bytes
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
 REPO = "app/web"
@@ -51,7 +52,7 @@ async def test_resume_after_a_mid_body_disconnect(
     digest = fake.add_blob(DATA)
     cuts = [1_000_000, 500_000]
 
-    async def drop(request: web.Request) -> web.StreamResponse | None:
+    async def drop(request: Req) -> Answer | None:
         if "/blobs/" in request.path and cuts:
             return await serve_bytes(request, DATA, cut_after=cuts.pop(0))
         return None
@@ -72,7 +73,7 @@ async def test_resume_without_a_known_size(
     digest = fake.add_blob(DATA)
     cuts = [123_457]
 
-    async def drop(request: web.Request) -> web.StreamResponse | None:
+    async def drop(request: Req) -> Answer | None:
         if "/blobs/" in request.path and cuts:
             return await serve_bytes(request, DATA, cut_after=cuts.pop(0))
         return None
@@ -87,7 +88,7 @@ async def test_server_answers_200_to_a_range_request(
     digest = fake.add_blob(DATA)
     calls = {"n": 0}
 
-    async def no_ranges(request: web.Request) -> web.StreamResponse | None:
+    async def no_ranges(request: Req) -> Answer | None:
         if "/blobs/" not in request.path:
             return None
         calls["n"] += 1
@@ -157,16 +158,15 @@ async def test_more_bytes_than_the_size_abort_without_content_length(
 ) -> None:
     digest = fake.add_blob(DATA)
 
-    async def chunked(request: web.Request) -> web.StreamResponse | None:
+    async def chunked(request: Req) -> Answer | None:
         if "/blobs/" not in request.path:
             return None
-        resp = web.StreamResponse()
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        for i in range(0, len(DATA), 65536):
-            await resp.write(DATA[i : i + 65536])
-        await resp.write_eof()
-        return resp
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(0, len(DATA), 65536):
+                yield DATA[i : i + 65536]
+
+        return respond(200, body())  # no Content-Length: chunked
 
     fake.hooks.append(chunked)
     received = 0
@@ -184,13 +184,13 @@ async def test_bad_content_range_is_a_protocol_error(
     digest = fake.add_blob(DATA)
     calls = {"n": 0}
 
-    async def wrong_range(request: web.Request) -> web.StreamResponse | None:
+    async def wrong_range(request: Req) -> Answer | None:
         if "/blobs/" not in request.path:
             return None
         calls["n"] += 1
         if calls["n"] == 1:
             return await serve_bytes(request, DATA, cut_after=1000)
-        return web.Response(
+        return response(
             status=206, body=DATA[:10], headers={"Content-Range": f"bytes 0-9/{len(DATA)}"}
         )
 
@@ -204,9 +204,9 @@ async def test_other_total_in_content_range_is_a_size_mismatch(
 ) -> None:
     digest = fake.add_blob(DATA)
 
-    async def other_total(request: web.Request) -> web.StreamResponse | None:
+    async def other_total(request: Req) -> Answer | None:
         if "/blobs/" in request.path and request.headers.get("Range"):
-            return web.Response(
+            return response(
                 status=206, body=b"x", headers={"Content-Range": "bytes 1000-1000/999999999"}
             )
         if "/blobs/" in request.path:
@@ -264,12 +264,12 @@ class Storage:
         self.cuts = list(cuts)  # drop the connection after this many bytes, once each
         self.seen: list[dict[str, str]] = []
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/bucket/{name}", self.get)
-        return app
+    def app(self) -> Handler:
+        return self.get
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
+    async def get(self, request: Req) -> Answer:
+        if request.method != "GET" or not request.path.startswith("/bucket/"):
+            return response(404)
         self.seen.append(dict(request.headers))
         assert request.query.get("X-Amz-Signature") == "a%2Fb"  # kept as encoded
         return await serve_bytes(
@@ -282,18 +282,18 @@ async def test_redirect_to_storage_never_carries_authorization(
     serve: Serve, make_client: MakeClient, status: int
 ) -> None:
     storage = Storage(DATA)
-    storage_server = await serve(storage.app())
+    storage_server = serve(storage.app())
     fake = FakeRegistry(auth="bearer")
     digest = fake.add_blob(DATA)
 
-    async def redirect(request: web.Request) -> web.StreamResponse | None:
+    async def redirect(request: Req) -> Answer | None:
         if "/blobs/" in request.path and request.headers.get("Authorization"):
             location = f"http://localhost:{storage_server.port}/bucket/blob?X-Amz-Signature=a%252Fb"
-            return web.Response(status=status, headers={"Location": location})
+            return response(status=status, headers={"Location": location})
         return None
 
     fake.hooks.append(redirect)
-    server = await serve(fake.app())
+    server = serve(fake.app())
     host = f"127.0.0.1:{server.port}"
     assert await collect(make_client(host), host, digest, size=len(DATA)) == DATA
     assert len(storage.seen) == 1
@@ -307,13 +307,13 @@ async def test_redirect_on_the_same_origin_keeps_authorization(
     fake = FakeRegistry(auth="bearer")
     digest = fake.add_blob(DATA)
 
-    async def relative(request: web.Request) -> web.StreamResponse | None:
+    async def relative(request: Req) -> Answer | None:
         if "/blobs/" in request.path and "hop" not in request.query:
-            return web.Response(status=307, headers={"Location": "?hop=1"})
+            return response(status=307, headers={"Location": "?hop=1"})
         return None
 
     fake.hooks.append(relative)
-    server = await serve(fake.app())
+    server = serve(fake.app())
     host = f"127.0.0.1:{server.port}"
     client = make_client(host)
     await client.ping(host)  # learn the challenge: the blob GET carries a token from the start
@@ -328,18 +328,18 @@ async def test_resume_through_a_redirect_keeps_the_range(
     serve: Serve, make_client: MakeClient
 ) -> None:
     storage = Storage(DATA, cuts=(99_999,))
-    storage_server = await serve(storage.app())
+    storage_server = serve(storage.app())
     fake = FakeRegistry()
     digest = fake.add_blob(DATA)
 
-    async def redirect(request: web.Request) -> web.StreamResponse | None:
+    async def redirect(request: Req) -> Answer | None:
         if "/blobs/" in request.path:
             location = f"http://localhost:{storage_server.port}/bucket/blob?X-Amz-Signature=a%252Fb"
-            return web.Response(status=307, headers={"Location": location})
+            return response(status=307, headers={"Location": location})
         return None
 
     fake.hooks.append(redirect)
-    server = await serve(fake.app())
+    server = serve(fake.app())
     host = f"127.0.0.1:{server.port}"
     assert await collect(make_client(host), host, digest, size=len(DATA)) == DATA
     assert [s.get("Range") for s in storage.seen] == [None, "bytes=99999-"]
@@ -351,8 +351,8 @@ async def test_too_many_redirects(
 ) -> None:
     digest = fake.add_blob(DATA)
 
-    async def loop(request: web.Request) -> web.StreamResponse | None:
-        return web.Response(status=302, headers={"Location": request.path + "x"})
+    async def loop(request: Req) -> Answer | None:
+        return response(status=302, headers={"Location": request.path + "x"})
 
     fake.hooks.append(loop)
     with pytest.raises(ProtocolError, match="redirects"):
@@ -365,25 +365,23 @@ async def test_head_blob_through_storage_that_refuses_head(
 ) -> None:
     fake = FakeRegistry()
     digest = fake.add_blob(DATA)
-    storage = web.Application()
 
-    async def signed_for_get_only(request: web.Request) -> web.StreamResponse:
+    async def signed_for_get_only(request: Req) -> Answer:
         if request.method == "HEAD":
-            return web.Response(status=403)
+            return response(status=403)
         return await serve_bytes(request, DATA)
 
-    storage.router.add_get("/b", signed_for_get_only)
-    storage_server = await serve(storage)
+    storage_server = serve(signed_for_get_only)
 
-    async def redirect(request: web.Request) -> web.StreamResponse | None:
+    async def redirect(request: Req) -> Answer | None:
         if "/blobs/" in request.path:
-            return web.Response(
+            return response(
                 status=307, headers={"Location": f"http://localhost:{storage_server.port}/b"}
             )
         return None
 
     fake.hooks.append(redirect)
-    server = await serve(fake.app())
+    server = serve(fake.app())
     host = f"127.0.0.1:{server.port}"
     assert await make_client(host).head_blob(host, REPO, digest) == len(DATA)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest, ImageManifest, Reference
 from warmstart.oci import mediatypes as mt
@@ -18,9 +18,10 @@ from warmstart.registry import (
     NotFound,
     RegistryError,
 )
+from warmstart.registry.transport import Answer, MemoryTransport, respond
 
 from .conftest import MakeClient, Serve
-from .fakes import FakeRegistry, error, image_manifest
+from .fakes import FakeRegistry, Req, error, image_manifest, response
 
 BODY = image_manifest(b'{"architecture":"amd64"}', (b"layer-1", b"layer-2"))
 
@@ -72,8 +73,8 @@ async def test_body_not_matching_header_digest(
 ) -> None:
     lie = str(Digest.of(b"other"))
 
-    async def hook(request: web.Request) -> web.StreamResponse | None:
-        return web.Response(
+    async def hook(request: Req) -> Answer | None:
+        return response(
             body=BODY, headers={"Docker-Content-Digest": lie, "Content-Type": mt.OCI_MANIFEST}
         )
 
@@ -89,11 +90,11 @@ async def test_body_not_matching_header_digest(
 async def test_unsupported_or_missing_header_digest_falls_back_to_sha256(
     fake: FakeRegistry, fake_host: str, make_client: MakeClient, header: str | None
 ) -> None:
-    async def hook(request: web.Request) -> web.StreamResponse | None:
+    async def hook(request: Req) -> Answer | None:
         headers = {"Content-Type": mt.OCI_MANIFEST}
         if header is not None:
             headers["Docker-Content-Digest"] = header
-        return web.Response(body=BODY, headers=headers)
+        return response(body=BODY, headers=headers)
 
     fake.hooks.append(hook)
     got = await make_client(fake_host).get_manifest(ref(fake_host))
@@ -105,8 +106,8 @@ async def test_sha512_header_digest_is_verified(
 ) -> None:
     d512 = Digest.of(BODY, "sha512")
 
-    async def hook(request: web.Request) -> web.StreamResponse | None:
-        return web.Response(
+    async def hook(request: Req) -> Answer | None:
+        return response(
             body=BODY, headers={"Docker-Content-Digest": str(d512), "Content-Type": mt.OCI_MANIFEST}
         )
 
@@ -119,17 +120,14 @@ async def test_oversized_manifest_with_honest_length_is_not_read(
 ) -> None:
     sent = {"bytes": 0}
 
-    async def hook(request: web.Request) -> web.StreamResponse | None:
-        resp = web.StreamResponse(headers={"Content-Type": mt.OCI_MANIFEST})
-        resp.content_length = 64 * MAX_MANIFEST_BYTES
-        await resp.prepare(request)
-        try:
+    async def hook(request: Req) -> Answer | None:
+        async def body() -> AsyncIterator[bytes]:
             for _ in range(64 * 16):
-                await resp.write(b" " * (MAX_MANIFEST_BYTES // 16))
+                yield b" " * (MAX_MANIFEST_BYTES // 16)
                 sent["bytes"] += MAX_MANIFEST_BYTES // 16
-        except (ConnectionError, RuntimeError):
-            pass
-        return resp
+
+        headers = {"Content-Type": mt.OCI_MANIFEST, "Content-Length": str(64 * MAX_MANIFEST_BYTES)}
+        return respond(200, body(), headers)
 
     fake.hooks.append(hook)
     with pytest.raises(ManifestTooLarge, match="over the"):
@@ -143,18 +141,14 @@ async def test_oversized_manifest_without_length_stops_after_the_limit(
 ) -> None:
     sent = {"bytes": 0, "finished": False}
 
-    async def hook(request: web.Request) -> web.StreamResponse | None:
-        resp = web.StreamResponse(headers={"Content-Type": mt.OCI_MANIFEST})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        try:
+    async def hook(request: Req) -> Answer | None:
+        async def body() -> AsyncIterator[bytes]:
             for _ in range(64 * 16):  # 64 times the limit, if anyone read it all
-                await resp.write(b" " * (MAX_MANIFEST_BYTES // 16))
+                yield b" " * (MAX_MANIFEST_BYTES // 16)
                 sent["bytes"] += MAX_MANIFEST_BYTES // 16
             sent["finished"] = True
-        except (ConnectionError, RuntimeError):
-            pass
-        return resp
+
+        return respond(200, body(), {"Content-Type": mt.OCI_MANIFEST})  # chunked
 
     fake.hooks.append(hook)
     with pytest.raises(ManifestTooLarge):
@@ -197,7 +191,7 @@ async def test_error_bodies_map_to_errors(
     exc: type[RegistryError],
     words: str,
 ) -> None:
-    async def hook(request: web.Request) -> web.StreamResponse | None:
+    async def hook(request: Req) -> Answer | None:
         return error(status, code, "it went\nwrong")
 
     fake.hooks.append(hook)
@@ -263,8 +257,10 @@ async def test_ping(
     await make_client(fake_host).ping(fake_host)
     assert fake.requests[-1].path == "/v2/"
 
-    other = web.Application()
-    server = await serve(other)
+    async def not_a_registry(request: Req) -> Answer:
+        return response(404, text="404: Not Found")
+
+    server = serve(not_a_registry)
     host = f"127.0.0.1:{server.port}"
     with pytest.raises(RegistryError, match="not an OCI registry"):
         await make_client(host).ping(host)
@@ -279,15 +275,18 @@ async def test_https_by_default_fails_on_plain_server(
         await client.ping(fake_host)
 
 
-async def test_caller_session_is_left_open(fake: FakeRegistry, fake_host: str) -> None:
+async def test_caller_session_is_left_open() -> None:
     import aiohttp
 
     from warmstart.registry import ClientOptions, RegistryClient
 
-    fake.add_manifest("app/web", "v1", BODY)
     async with aiohttp.ClientSession() as session:
-        async with RegistryClient(
-            ClientOptions(insecure=frozenset({fake_host})), session=session
-        ) as c:
-            await c.get_manifest(ref(fake_host))
+        async with RegistryClient(ClientOptions(), session=session):
+            pass
         assert not session.closed
+        with pytest.raises(ValueError, match="not both"):
+            RegistryClient(session=session, transport=MemoryTransport(not_found))
+
+
+async def not_found(request: object) -> Answer:
+    return respond(404)

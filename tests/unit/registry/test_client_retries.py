@@ -6,13 +6,13 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
 from warmstart.oci import Digest, Reference
 from warmstart.registry import RegistryClient, RegistryError, UpstreamUnavailable
+from warmstart.registry.transport import Answer, respond
 
 from .conftest import MakeClient
-from .fakes import FakeRegistry, Hook, error, image_manifest, serve_bytes
+from .fakes import FakeRegistry, Hook, Req, error, image_manifest, response, serve_bytes
 
 DATA = os.urandom(2 * 1024 * 1024)
 REPO = "app/web"
@@ -38,7 +38,7 @@ def failing(
 ) -> Hook:
     left = {"n": times}
 
-    async def hook(request: web.Request) -> web.StreamResponse | None:
+    async def hook(request: Req) -> Answer | None:
         if request.path.startswith(path) and left["n"] > 0:
             left["n"] -= 1
             return error(status, "UNAVAILABLE", "try later", headers)
@@ -150,19 +150,16 @@ async def test_stalled_body_times_out_and_resumes(
     digest = fake.add_blob(DATA)
     stalls = [1]
 
-    async def stall(request: web.Request) -> web.StreamResponse | None:
+    async def stall(request: Req) -> Answer | None:
         if "/blobs/" not in request.path or not stalls:
             return None
         stalls.pop()
-        resp = web.StreamResponse()
-        resp.content_length = len(DATA)
-        await resp.prepare(request)
-        await resp.write(DATA[:300_000])
-        try:
+
+        async def body() -> AsyncIterator[bytes]:
+            yield DATA[:300_000]
             await asyncio.wait_for(release.wait(), 10)
-        except (TimeoutError, ConnectionError):
-            pass
-        return resp
+
+        return respond(200, body(), {"Content-Length": str(len(DATA))})
 
     fake.hooks.append(stall)
     resumed: list[int] = []
@@ -177,12 +174,12 @@ async def test_stalled_body_times_out_and_resumes(
 async def test_timeout_everywhere_is_upstream_unavailable(
     fake: FakeRegistry, fake_host: str, make_client: MakeClient, release: asyncio.Event
 ) -> None:
-    async def hang(request: web.Request) -> web.StreamResponse | None:
+    async def hang(request: Req) -> Answer | None:
         try:
             await asyncio.wait_for(release.wait(), 10)
         except TimeoutError:
             pass
-        return web.Response(status=500)
+        return response(status=500)
 
     fake.hooks.append(hang)
     client = make_client(fake_host, read_timeout=0.2, max_attempts=2)
@@ -197,7 +194,7 @@ async def test_resume_counts_against_max_attempts(
 ) -> None:
     digest = fake.add_blob(DATA)
 
-    async def always_drop(request: web.Request) -> web.StreamResponse | None:
+    async def always_drop(request: Req) -> Answer | None:
         if "/blobs/" in request.path:
             return await serve_bytes(request, DATA, cut_after=1000)
         return None
@@ -216,7 +213,7 @@ async def test_backoff_resets_after_progress(
     digest = fake.add_blob(DATA)
     cuts = [100_000, 200_000, 300_000]
 
-    async def drop(request: web.Request) -> web.StreamResponse | None:
+    async def drop(request: Req) -> Answer | None:
         if "/blobs/" in request.path and cuts:
             return await serve_bytes(request, DATA, cut_after=cuts.pop(0))
         return None
@@ -235,14 +232,14 @@ async def test_503_from_storage_on_resume(
     digest = fake.add_blob(DATA)
     calls = {"n": 0}
 
-    async def flaky(request: web.Request) -> web.StreamResponse | None:
+    async def flaky(request: Req) -> Answer | None:
         if "/blobs/" not in request.path:
             return None
         calls["n"] += 1
         if calls["n"] == 1:
             return await serve_bytes(request, DATA, cut_after=5000)
         if calls["n"] == 2:
-            return web.Response(status=503)
+            return response(status=503)
         return None
 
     fake.hooks.append(flaky)

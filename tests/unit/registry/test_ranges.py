@@ -5,10 +5,12 @@ import pytest
 from warmstart.registry.ranges import (
     ContentRange,
     RangeError,
+    SizeConflict,
     check_partial,
     parse_content_range,
     parse_unsatisfied_range,
     range_header,
+    resume_answer,
 )
 
 
@@ -100,3 +102,23 @@ def test_check_partial_rejects(
 ) -> None:
     with pytest.raises(RangeError):
         check_partial(header, start, size=size, content_length=length)
+
+
+def test_resume_answer_200_skips_what_we_have() -> None:
+    assert resume_answer(200, 10, content_range=None, content_length=100) == (10, 100)
+    assert resume_answer(200, 10, content_range=None, content_length=None, size=100) == (10, 100)
+    with pytest.raises(SizeConflict):
+        resume_answer(200, 0, content_range=None, content_length=99, size=100)
+
+
+def test_resume_answer_206_starts_where_asked() -> None:
+    assert resume_answer(206, 10, content_range="bytes 10-99/100", content_length=90) == (0, 100)
+    assert resume_answer(206, 10, content_range="bytes 10-99/*", content_length=90, size=100) == (
+        0,
+        100,
+    )
+    with pytest.raises(SizeConflict):
+        resume_answer(206, 10, content_range="bytes 10-99/200", content_length=90, size=100)
+    with pytest.raises(RangeError) as info:
+        resume_answer(206, 10, content_range="bytes 0-99/100", content_length=100, size=100)
+    assert not isinstance(info.value, SizeConflict)
