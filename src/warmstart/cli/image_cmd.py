@@ -41,8 +41,7 @@ def build_example_cmd(
     """
     from warmstart.image.build import BuildOptions, build_example
     from warmstart.image.mirror import MirrorNotFound
-    from warmstart.image.tools import BuildError
-    from warmstart.testbed.tools import ToolMissing
+    from warmstart.image.tools import BuildError, ToolMissing
 
     if "/" in registry or ":" not in registry:
         fail(f"--registry must be HOST:PORT, not {registry!r}", code=2)

@@ -8,8 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from warmstart.image.tools import run
-from warmstart.testbed.tools import find_tool
+from warmstart.image.tools import find_tool, run
 
 # Removed after debootstrap: apt's caches and lists, and documentation nobody reads in a server.
 PRUNE = (

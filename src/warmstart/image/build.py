@@ -19,9 +19,9 @@ import warmstart.model_server as model_server_pkg
 from warmstart.image.base import base_rootfs
 from warmstart.image.mirror import find_debian_mirror
 from warmstart.image.model import fetch_model_files, write_padding
+from warmstart.image.push import push_layout
 from warmstart.image.umoci import Manifest, Umoci
 from warmstart.image.wheels import RUNTIME_REQUIREMENTS, SITE_PACKAGES, pip_download, unpack_wheels
-from warmstart.testbed.layout import push_layout
 
 # Keeps the debootstrap rootfs, the wheels and the OCI layout between builds. The one default:
 # the CLI's `image build-example` and `bench scaleout`, warmstart.bench.scaleout and the demo

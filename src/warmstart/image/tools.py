@@ -1,7 +1,9 @@
-"""Running the external tools of a build (debootstrap, pip, umoci) with readable failures."""
+"""Finding and running the external tools of a build (debootstrap, pip, umoci, skopeo) with
+readable failures."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +11,20 @@ from pathlib import Path
 
 class BuildError(RuntimeError):
     pass
+
+
+class ToolMissing(RuntimeError):
+    pass
+
+
+def find_tool(name: str) -> str:
+    """The path of ``name`` on PATH, or :class:`ToolMissing` saying how to install it."""
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissing(
+            f"{name} is not installed; run `make deps` (it installs the Debian packages)"
+        )
+    return path
 
 
 def run(argv: Sequence[str | Path], *, what: str, cwd: Path | None = None) -> str:

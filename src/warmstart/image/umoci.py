@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmstart.image.tools import BuildError, run
-from warmstart.testbed.tools import find_tool
+from warmstart.image.tools import BuildError, find_tool, run
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from warmstart.image.push import push_layout as push_layout  # re-exported for the harness
 from warmstart.oci import Digest
 from warmstart.oci import mediatypes as mt
 
@@ -173,30 +174,3 @@ def write_image(
         len(config_bytes),
         len(manifest_bytes),
     )
-
-
-def push_layout(layout: Path, tag: str, dest: str, *, tls_verify: bool = False) -> None:
-    """Push ``layout:tag`` to ``docker://dest`` with skopeo, digests unchanged.
-
-    Without ``--preserve-digests`` skopeo gzips uncompressed layers on the way, which changes
-    every digest (and costs a gzip pass over the layer).
-    """
-    import subprocess
-
-    from warmstart.testbed.tools import find_tool
-
-    proc = subprocess.run(
-        [
-            find_tool("skopeo"),
-            "copy",
-            "--quiet",
-            "--preserve-digests",
-            f"--dest-tls-verify={'true' if tls_verify else 'false'}",
-            f"oci:{layout}:{tag}",
-            f"docker://{dest}",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"skopeo could not push {dest}: {proc.stderr.strip()[-400:]}")

@@ -1,19 +1,7 @@
-"""Finding the external tools the testbed drives (docker-registry, skopeo, umoci, containerd)."""
+"""Finding the external tools the testbed drives: the image builder's (one place)."""
 
 from __future__ import annotations
 
-import shutil
+from warmstart.image.tools import ToolMissing, find_tool
 
-
-class ToolMissing(RuntimeError):
-    pass
-
-
-def find_tool(name: str) -> str:
-    """The path of ``name`` on PATH, or :class:`ToolMissing` saying how to install it."""
-    path = shutil.which(name)
-    if path is None:
-        raise ToolMissing(
-            f"{name} is not installed; run `make deps` (it installs the Debian packages)"
-        )
-    return path
+__all__ = ["ToolMissing", "find_tool"]
