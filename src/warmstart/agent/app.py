@@ -158,7 +158,8 @@ async def build_default_linker(
 def build_default_hot(config: AgentConfig) -> HotImages | None:
     if config.containerd_socket is None:
         return None
-    from warmstart.agent.containerd_state import ContainerdImages, Ctr
+    from warmstart.containerd.ctr import Ctr
+    from warmstart.containerd.images import ContainerdImages
 
     ctr = Ctr(config.containerd_socket, config.containerd_namespace, config.ctr_binary)
     return ContainerdImages(ctr, config.containerd_snapshotter)

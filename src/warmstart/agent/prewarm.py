@@ -26,9 +26,10 @@ from pathlib import Path
 
 from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
 from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
-from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
+from warmstart.containerd.ctr import Ctr, CtrError, last_error_line
+from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.oci import (
@@ -372,7 +373,7 @@ class Prewarmer:
                     "hot import of %s: ctr pull broke mid-transfer (%s); attempt %d of %d in "
                     "%.1f s",
                     ref,
-                    one_line(result.stderr),
+                    last_error_line(result.stderr),
                     attempts + 1,
                     IMPORT_ATTEMPTS,
                     delay,
@@ -380,7 +381,7 @@ class Prewarmer:
                 await self._sleep(delay)
         pull_seconds = self._clock() - pull_started
         if result.returncode != 0:
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             tries = f" (after {attempts} attempts)" if attempts > 1 else ""
             raise HotImportFailed(f"importing {ref} into containerd failed{tries}: {reason}")
         try:
