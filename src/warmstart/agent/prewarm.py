@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
-from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
 from warmstart.containerd.ctr import Ctr, CtrError, last_error_line
+from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult

@@ -479,7 +479,7 @@ def _unpacked(ctd: ContainerdProcess, ref: str) -> bool:
 def run_shaped_bench(
     size: int, rounds: int, rate: str, base: Path, images: Images, log: Log
 ) -> ScenarioResult:
-    from warmstart.agent.containerd_hosts import mirror_configs, mirror_host, write_hosts_dir
+    from warmstart.containerd.hosts import mirror_configs, mirror_host, write_hosts_dir
 
     link = ShapedLink.for_pid(os.getpid(), rate)
     registry: BoundRegistry | None = None

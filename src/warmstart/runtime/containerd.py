@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.agent.containerd_hosts import (
+from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line
+from warmstart.containerd.hosts import (
     HostsConfigError,
     HostsFile,
     canonical_registry,
@@ -44,7 +45,6 @@ from warmstart.agent.containerd_hosts import (
     upstream_server,
     write_hosts_dir,
 )
-from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.oci.errors import InvalidReference
 from warmstart.oci.reference import Reference
