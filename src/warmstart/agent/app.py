@@ -114,8 +114,8 @@ def build_default_prewarmer(
     grants: ImportGrants | None = None,
     linker: ImageLinker | None = None,
 ) -> Prewarmer | None:
-    from warmstart.agent.prewarm import ContainerdTarget
     from warmstart.agent.prewarm import Prewarmer as ContainerdPrewarmer
+    from warmstart.containerd.ctr import ContainerdTarget
 
     target = None
     if config.containerd_socket is not None:

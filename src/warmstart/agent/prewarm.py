@@ -27,7 +27,7 @@ from pathlib import Path
 from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
-from warmstart.containerd.ctr import Ctr, CtrError, last_error_line
+from warmstart.containerd.ctr import ContainerdTarget, CtrError, last_error_line, pull_args
 from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
@@ -108,32 +108,7 @@ def transient_pull_failure(returncode: int, stderr: str) -> bool:
     return any(marker in text for marker in TRANSIENT_PULL_ERRORS)
 
 
-def ctr_pull_args(
-    ref: Reference, hosts_dir: Path, platform: Platform | None, snapshotter: str | None
-) -> list[str]:
-    args = ["images", "pull", "--hosts-dir", str(hosts_dir)]
-    if platform is not None:
-        args += ["--platform", str(platform)]
-    if snapshotter:
-        args += ["--snapshotter", snapshotter]
-    return [*args, str(ref)]
-
-
 # -- the pre-warmer (I/O through the Fetcher, the store and ctr) --------------------------------
-
-
-@dataclass(frozen=True)
-class ContainerdTarget:
-    """The node's containerd, as the agent config names it."""
-
-    socket: Path
-    namespace: str = "default"  # Kubernetes (CRI) uses "k8s.io"
-    snapshotter: str | None = None  # None: containerd's default (overlayfs)
-    ctr_binary: str = "ctr"
-    prefix: tuple[str, ...] = ()  # e.g. ("nsenter", "--net=/run/netns/node1")
-
-    def ctr(self) -> Ctr:
-        return Ctr(self.socket, self.namespace, self.ctr_binary, self.prefix)
 
 
 @dataclass
@@ -355,7 +330,12 @@ class Prewarmer:
                 attempts += 1
                 try:
                     result = await ctr.run(
-                        *ctr_pull_args(ref, hosts_dir, platform, target.snapshotter),
+                        *pull_args(
+                            str(ref),
+                            hosts_dir,
+                            str(platform) if platform is not None else None,
+                            target.snapshotter,
+                        ),
                         time_limit=self._import_timeout,
                     )
                 except CtrError as e:

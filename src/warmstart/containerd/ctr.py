@@ -2,7 +2,9 @@
 
 containerd 1.6 has no Python client that works with current protobuf, so everything that talks
 to a containerd (the agent's image state and hot import, the runtime, serve) runs ``ctr``
-through :class:`Ctr`.
+through :class:`Ctr`. :class:`ContainerdTarget` is a node's containerd as the agent config names
+it; :func:`pull_args` builds ``ctr images pull`` for both the runtime's pulls and the agent's hot
+import.
 """
 
 from __future__ import annotations
@@ -78,3 +80,29 @@ class Ctr:
             out.decode("utf-8", "replace"),
             err.decode("utf-8", "replace"),
         )
+
+
+@dataclass(frozen=True)
+class ContainerdTarget:
+    """The node's containerd, as the agent config names it."""
+
+    socket: Path
+    namespace: str = "default"  # Kubernetes (CRI) uses "k8s.io"
+    snapshotter: str | None = None  # None: containerd's default (overlayfs)
+    ctr_binary: str = "ctr"
+    prefix: tuple[str, ...] = ()  # e.g. ("nsenter", "--net=/run/netns/node1")
+
+    def ctr(self) -> Ctr:
+        return Ctr(self.socket, self.namespace, self.ctr_binary, self.prefix)
+
+
+def pull_args(
+    reference: str, hosts_dir: Path, platform: str | None, snapshotter: str | None
+) -> list[str]:
+    """``ctr images pull --hosts-dir DIR [--platform P] [--snapshotter S] REF``'s arguments."""
+    args = ["images", "pull", "--hosts-dir", str(hosts_dir)]
+    if platform:
+        args += ["--platform", platform]
+    if snapshotter:
+        args += ["--snapshotter", snapshotter]
+    return [*args, reference]

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line
+from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line, pull_args
 from warmstart.containerd.hosts import (
     HostsConfigError,
     HostsFile,
@@ -201,17 +201,6 @@ def is_transient_pull_error(stderr: str) -> bool:
 def pull_retry_delay(attempt: int, base: float = PULL_RETRY_DELAY) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): base, 2 x base, ..."""
     return base * 2 ** max(attempt - 1, 0)
-
-
-def pull_args(
-    reference: str, hosts_dir: Path, platform: str | None, snapshotter: str | None
-) -> list[str]:
-    args = ["images", "pull", "--hosts-dir", str(hosts_dir)]
-    if platform:
-        args += ["--platform", platform]
-    if snapshotter:
-        args += ["--snapshotter", snapshotter]
-    return [*args, reference]
 
 
 # -- the driver ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.containerd.ctr import Ctr, last_error_line
+from warmstart.containerd.ctr import ContainerdTarget, Ctr, last_error_line, pull_args
 
 
 def _script(tmp_path: Path, body: str) -> Path:
@@ -26,3 +26,27 @@ async def test_ctr_timeout_kills_the_child(tmp_path: Path) -> None:
     ctr = _script(tmp_path, "import time; time.sleep(30)")
     with pytest.raises(TimeoutError):
         await Ctr(tmp_path / "c.sock", binary=str(ctr)).run("images", "check", time_limit=0.3)
+
+
+def test_pull_args(tmp_path: Path) -> None:
+    args = pull_args("127.0.0.1:5000/team/app:v1", tmp_path, "linux/arm64", "native")
+    assert args == [
+        "images",
+        "pull",
+        "--hosts-dir",
+        str(tmp_path),
+        "--platform",
+        "linux/arm64",
+        "--snapshotter",
+        "native",
+        "127.0.0.1:5000/team/app:v1",
+    ]
+    bare = pull_args("r.io/a:v1", tmp_path, None, None)
+    assert bare == ["images", "pull", "--hosts-dir", str(tmp_path), "r.io/a:v1"]
+
+
+def test_containerd_target_runs_ctr_against_its_socket_and_namespace() -> None:
+    target = ContainerdTarget(Path("/run/c.sock"), "k8s.io", ctr_binary="/bin/ctr", prefix=("x",))
+    assert target.ctr().command("images", "ls") == [
+        "x", "/bin/ctr", "--address", "/run/c.sock", "--namespace", "k8s.io", "images", "ls",
+    ]  # fmt: skip
