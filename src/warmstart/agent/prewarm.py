@@ -37,12 +37,12 @@ from warmstart.oci import (
     Digest,
     ImageIndex,
     ImageManifest,
-    InvalidManifest,
     Platform,
     Reference,
 )
 from warmstart.oci import mediatypes as mt
 from warmstart.oci.manifest import parse_manifest
+from warmstart.oci.resolve import resolve_image
 from warmstart.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -240,15 +240,14 @@ class Prewarmer:
     async def _resolve(
         self, ref: Reference, platform: Platform | None, identity: ClientIdentity
     ) -> tuple[_Manifest, _Manifest]:
-        top = await self._manifest(ref, ref.reference, identity)
-        if isinstance(top.manifest, ImageManifest):
-            return top, top
-        assert isinstance(top.manifest, ImageIndex)
-        chosen = top.manifest.choose((platform or Platform.host()).normalized())
-        child = await self._manifest(ref, str(chosen.digest), identity)
-        if not isinstance(child.manifest, ImageManifest):
-            raise InvalidManifest(f"{ref}: index entry {chosen.digest} is not an image manifest")
-        return top, child
+        resolved = await resolve_image(
+            ref,
+            (platform or Platform.host()).normalized(),
+            lambda digest: self._manifest(
+                ref, ref.reference if digest is None else str(digest), identity
+            ),
+        )
+        return resolved.top, resolved.image
 
     def _keep_manifests(self, manifests: list[_Manifest]) -> None:
         if self._store is None:
