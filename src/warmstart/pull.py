@@ -14,15 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from warmstart.oci import (
-    Descriptor,
-    Digest,
-    ImageIndex,
-    ImageManifest,
-    InvalidManifest,
-    Platform,
-    Reference,
-)
+from warmstart.oci import Descriptor, Digest, ImageManifest, Platform, Reference
+from warmstart.oci.resolve import resolve_image
 from warmstart.registry import FetchedManifest, RegistryClient
 from warmstart.store import BlobSource, ContentStore
 
@@ -90,15 +83,14 @@ class Puller:
         self, ref: Reference, platform: Platform
     ) -> tuple[FetchedManifest, FetchedManifest | None, Platform | None]:
         """The top-level manifest and, when it is an index, the chosen entry and its platform."""
-        top = await self._client.get_manifest(ref)
-        if isinstance(top.manifest, ImageManifest):
-            return top, None, None
-        assert isinstance(top.manifest, ImageIndex)
-        chosen = top.manifest.choose(platform)
-        child = await self._client.get_manifest(ref.with_digest(chosen.digest))
-        if not isinstance(child.manifest, ImageManifest):
-            raise InvalidManifest(f"{ref}: index entry {chosen.digest} is not an image manifest")
-        return top, child, chosen.platform
+        resolved = await resolve_image(
+            ref,
+            platform,
+            lambda digest: self._client.get_manifest(
+                ref if digest is None else ref.with_digest(digest)
+            ),
+        )
+        return resolved.top, resolved.image if resolved.is_index else None, resolved.platform
 
     async def pull(self, ref: Reference, platform: Platform | None = None) -> PullResult:
         started = time.monotonic()

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.containerd import ContainerdFactory, snapshot_count
 from tests.support.tools import require_tool
-from warmstart.agent.containerd_state import Ctr
+from warmstart.containerd.ctr import Ctr
 from warmstart.runtime import (
     ImageNotPresent,
     ImagePullError,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.agent.containerd_state import ContainerdImage, parse_images_check
+from warmstart.containerd.images import ContainerdImage, parse_images_check
 from warmstart.testbed.containerd import ContainerdProcess
 
 from .tools import require_tool

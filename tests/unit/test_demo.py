@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
-from warmstart.agent.containerd_hosts import mirror_configs, mirror_host, render_hosts_toml
 from warmstart.agent.metrics import AgentMetrics
+from warmstart.containerd.hosts import mirror_configs, mirror_host, render_hosts_toml
 from warmstart.demo import (
     AgentCounters,
     Claims,

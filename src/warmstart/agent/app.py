@@ -114,8 +114,8 @@ def build_default_prewarmer(
     grants: ImportGrants | None = None,
     linker: ImageLinker | None = None,
 ) -> Prewarmer | None:
-    from warmstart.agent.prewarm import ContainerdTarget
     from warmstart.agent.prewarm import Prewarmer as ContainerdPrewarmer
+    from warmstart.containerd.ctr import ContainerdTarget
 
     target = None
     if config.containerd_socket is not None:
@@ -158,7 +158,8 @@ async def build_default_linker(
 def build_default_hot(config: AgentConfig) -> HotImages | None:
     if config.containerd_socket is None:
         return None
-    from warmstart.agent.containerd_state import ContainerdImages, Ctr
+    from warmstart.containerd.ctr import Ctr
+    from warmstart.containerd.images import ContainerdImages
 
     ctr = Ctr(config.containerd_socket, config.containerd_namespace, config.ctr_binary)
     return ContainerdImages(ctr, config.containerd_snapshotter)

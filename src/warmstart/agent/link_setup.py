@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 from warmstart.agent.config import DEFAULT_CONTAINERD_ROOT, AgentConfig
-from warmstart.agent.containerd_state import Ctr, CtrError
 from warmstart.containerd.content_link import (
     ContentDirError,
     LinkMode,
@@ -24,6 +23,7 @@ from warmstart.containerd.content_link import (
     check_link_setup,
     looks_like_content_dir,
 )
+from warmstart.containerd.ctr import Ctr, CtrError
 from warmstart.containerd.plugins import ContentInfo, content_dir, detect_content
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
-from warmstart.agent.containerd_hosts import agent_only, write_hosts_dir
-from warmstart.agent.containerd_state import ContainerdImages, Ctr, CtrError, one_line
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
+from warmstart.containerd.ctr import ContainerdTarget, CtrError, last_error_line, pull_args
+from warmstart.containerd.hosts import agent_only, write_hosts_dir
+from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.oci import (
@@ -36,12 +37,12 @@ from warmstart.oci import (
     Digest,
     ImageIndex,
     ImageManifest,
-    InvalidManifest,
     Platform,
     Reference,
 )
 from warmstart.oci import mediatypes as mt
 from warmstart.oci.manifest import parse_manifest
+from warmstart.oci.resolve import resolve_image
 from warmstart.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -107,32 +108,7 @@ def transient_pull_failure(returncode: int, stderr: str) -> bool:
     return any(marker in text for marker in TRANSIENT_PULL_ERRORS)
 
 
-def ctr_pull_args(
-    ref: Reference, hosts_dir: Path, platform: Platform | None, snapshotter: str | None
-) -> list[str]:
-    args = ["images", "pull", "--hosts-dir", str(hosts_dir)]
-    if platform is not None:
-        args += ["--platform", str(platform)]
-    if snapshotter:
-        args += ["--snapshotter", snapshotter]
-    return [*args, str(ref)]
-
-
 # -- the pre-warmer (I/O through the Fetcher, the store and ctr) --------------------------------
-
-
-@dataclass(frozen=True)
-class ContainerdTarget:
-    """The node's containerd, as the agent config names it."""
-
-    socket: Path
-    namespace: str = "default"  # Kubernetes (CRI) uses "k8s.io"
-    snapshotter: str | None = None  # None: containerd's default (overlayfs)
-    ctr_binary: str = "ctr"
-    prefix: tuple[str, ...] = ()  # e.g. ("nsenter", "--net=/run/netns/node1")
-
-    def ctr(self) -> Ctr:
-        return Ctr(self.socket, self.namespace, self.ctr_binary, self.prefix)
 
 
 @dataclass
@@ -264,15 +240,14 @@ class Prewarmer:
     async def _resolve(
         self, ref: Reference, platform: Platform | None, identity: ClientIdentity
     ) -> tuple[_Manifest, _Manifest]:
-        top = await self._manifest(ref, ref.reference, identity)
-        if isinstance(top.manifest, ImageManifest):
-            return top, top
-        assert isinstance(top.manifest, ImageIndex)
-        chosen = top.manifest.choose((platform or Platform.host()).normalized())
-        child = await self._manifest(ref, str(chosen.digest), identity)
-        if not isinstance(child.manifest, ImageManifest):
-            raise InvalidManifest(f"{ref}: index entry {chosen.digest} is not an image manifest")
-        return top, child
+        resolved = await resolve_image(
+            ref,
+            (platform or Platform.host()).normalized(),
+            lambda digest: self._manifest(
+                ref, ref.reference if digest is None else str(digest), identity
+            ),
+        )
+        return resolved.top, resolved.image
 
     def _keep_manifests(self, manifests: list[_Manifest]) -> None:
         if self._store is None:
@@ -354,7 +329,12 @@ class Prewarmer:
                 attempts += 1
                 try:
                     result = await ctr.run(
-                        *ctr_pull_args(ref, hosts_dir, platform, target.snapshotter),
+                        *pull_args(
+                            str(ref),
+                            hosts_dir,
+                            str(platform) if platform is not None else None,
+                            target.snapshotter,
+                        ),
                         time_limit=self._import_timeout,
                     )
                 except CtrError as e:
@@ -372,7 +352,7 @@ class Prewarmer:
                     "hot import of %s: ctr pull broke mid-transfer (%s); attempt %d of %d in "
                     "%.1f s",
                     ref,
-                    one_line(result.stderr),
+                    last_error_line(result.stderr),
                     attempts + 1,
                     IMPORT_ATTEMPTS,
                     delay,
@@ -380,7 +360,7 @@ class Prewarmer:
                 await self._sleep(delay)
         pull_seconds = self._clock() - pull_started
         if result.returncode != 0:
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             tries = f" (after {attempts} attempts)" if attempts > 1 else ""
             raise HotImportFailed(f"importing {ref} into containerd failed{tries}: {reason}")
         try:

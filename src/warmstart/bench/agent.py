@@ -470,7 +470,7 @@ def _timed_ctr_pull(ctd: ContainerdProcess, ref: str, *args: str) -> float:
 
 
 def _unpacked(ctd: ContainerdProcess, ref: str) -> bool:
-    from warmstart.agent.containerd_state import parse_images_check
+    from warmstart.containerd.images import parse_images_check
 
     rows = parse_images_check(ctd.ctr("images", "check").stdout)
     return any(r.reference == ref and r.tier == "hot" for r in rows)
@@ -479,7 +479,7 @@ def _unpacked(ctd: ContainerdProcess, ref: str) -> bool:
 def run_shaped_bench(
     size: int, rounds: int, rate: str, base: Path, images: Images, log: Log
 ) -> ScenarioResult:
-    from warmstart.agent.containerd_hosts import mirror_configs, mirror_host, write_hosts_dir
+    from warmstart.containerd.hosts import mirror_configs, mirror_host, write_hosts_dir
 
     link = ShapedLink.for_pid(os.getpid(), rate)
     registry: BoundRegistry | None = None

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import aiohttp
 
-from warmstart.agent.containerd_state import Ctr
 from warmstart.bench.scaleout_types import BASELINE, REGISTRY_PROXY, WARMSTART
+from warmstart.containerd.ctr import Ctr
 from warmstart.runtime.api import Replica, ReplicaError, ReplicaSpec
 from warmstart.runtime.containerd import ContainerdRuntime
 from warmstart.serving.serve import NodeOption

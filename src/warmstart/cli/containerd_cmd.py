@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from warmstart.agent.containerd_hosts import (
+from warmstart.cli.common import fail, out_console
+from warmstart.containerd.hosts import (
     DEFAULT_DIAL_TIMEOUT,
     HostsConfigError,
     mirror_configs,
     mirror_host,
     write_hosts_dir,
 )
-from warmstart.cli.common import fail, out_console
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:

@@ -17,8 +17,8 @@ from rich.text import Text
 
 from warmstart.agent.api import PrewarmRequest, PrewarmResponse, RequestInvalid
 from warmstart.agent.client import AgentClient, AgentError
-from warmstart.agent.containerd_hosts import HostsConfigError, check_url
 from warmstart.cli.common import err_console, fail, out_console
+from warmstart.containerd.hosts import HostsConfigError, check_url
 from warmstart.units import format_size
 
 DEFAULT_TIMEOUT = 3600.0

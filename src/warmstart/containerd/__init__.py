@@ -1,1 +1,2 @@
-"""containerd, from the agent's side: what its content store is, and placing blobs in it."""
+"""Everything about containerd: running ``ctr``, its images and their tiers, ``hosts.toml``,
+its content store and placing blobs in it. Imports no ``agent``, ``runtime`` or ``serving``."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart.agent.containerd_state import Ctr, CtrError, one_line
+from warmstart.containerd.ctr import Ctr, CtrError, last_error_line
 
 CONTENT_PLUGIN = "io.containerd.content.v1"
 METADATA_PLUGIN = "io.containerd.metadata.v1"
@@ -87,6 +87,6 @@ async def detect_content(ctr: Ctr) -> ContentInfo:
     """Ask the running containerd (``ctr plugins ls --detailed``); raise CtrError."""
     result = await ctr.run("plugins", "ls", "--detailed")
     if result.returncode != 0:
-        reason = one_line(result.stderr) or f"exit status {result.returncode}"
+        reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
         raise CtrError(f"ctr plugins ls failed: {reason}")
     return parse_plugins(result.stdout)

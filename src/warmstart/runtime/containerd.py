@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.agent.containerd_hosts import (
+from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line, pull_args
+from warmstart.containerd.hosts import (
     HostsConfigError,
     HostsFile,
     canonical_registry,
@@ -44,7 +45,6 @@ from warmstart.agent.containerd_hosts import (
     upstream_server,
     write_hosts_dir,
 )
-from warmstart.agent.containerd_state import Ctr, CtrError, CtrResult, one_line
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.oci.errors import InvalidReference
 from warmstart.oci.reference import Reference
@@ -203,17 +203,6 @@ def pull_retry_delay(attempt: int, base: float = PULL_RETRY_DELAY) -> float:
     return base * 2 ** max(attempt - 1, 0)
 
 
-def pull_args(
-    reference: str, hosts_dir: Path, platform: str | None, snapshotter: str | None
-) -> list[str]:
-    args = ["images", "pull", "--hosts-dir", str(hosts_dir)]
-    if platform:
-        args += ["--platform", platform]
-    if snapshotter:
-        args += ["--snapshotter", snapshotter]
-    return [*args, reference]
-
-
 # -- the driver ----------------------------------------------------------------------------------
 
 
@@ -272,7 +261,7 @@ class ContainerdRuntime:
     async def _checked(self, *args: str) -> CtrResult:
         result = await self._ctr(*args)
         if result.returncode != 0:
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             if _NOT_FOUND.search(reason):
                 raise ReplicaNotFound(f"ctr {' '.join(args[:2])}: {reason}")
             raise RuntimeUnavailable(f"ctr {' '.join(args[:2])} failed: {reason}")
@@ -312,7 +301,7 @@ class ContainerdRuntime:
                 raise ImagePullError(too_long) from None
             if result.returncode == 0:
                 break
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             if not is_transient_pull_error(result.stderr):
                 raise ImagePullError(f"pulling {name} failed: {reason}")
             if attempt == attempts:
@@ -346,7 +335,7 @@ class ContainerdRuntime:
         result = await self._ctr(*create_args(spec, cid, image, self.snapshotter))
         elapsed = self.clock() - started
         if result.returncode != 0:
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             if _EXISTS.search(reason):
                 raise ReplicaExists(f"replica {spec.id!r} exists ({cid})")
             if _NOT_FOUND.search(reason) and "image" in reason:
@@ -363,7 +352,7 @@ class ContainerdRuntime:
         )
         elapsed = self.clock() - started
         if result.returncode != 0:
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             if _NOT_FOUND.search(reason):
                 raise ReplicaNotFound(f"replica {replica.id}: {reason}")
             # A failed start can leave a task in CREATED or STOPPED: remove it, keep the error.
@@ -429,7 +418,7 @@ class ContainerdRuntime:
         result = await self._ctr("tasks", "kill", "--all", "--signal", signal, cid)
         if result.returncode != 0 and not _NOT_FOUND.search(result.stderr):
             # "process already finished" and the like: the wait that follows sees it.
-            reason = one_line(result.stderr)
+            reason = last_error_line(result.stderr)
             if "finished" not in reason and "not running" not in reason:
                 raise RuntimeUnavailable(f"ctr tasks kill {cid} failed: {reason}")
 
@@ -455,12 +444,12 @@ class ContainerdRuntime:
             result = await self._ctr("tasks", "delete", "-f", cid)
             if result.returncode != 0 and not _NOT_FOUND.search(result.stderr):
                 raise RuntimeUnavailable(
-                    f"deleting the task of {replica.id} failed: {one_line(result.stderr)}"
+                    f"deleting the task of {replica.id} failed: {last_error_line(result.stderr)}"
                 )
         result = await self._ctr("containers", "delete", cid)  # with its rootfs snapshot
         if result.returncode != 0 and not _NOT_FOUND.search(result.stderr):
             raise RuntimeUnavailable(
-                f"deleting replica {replica.id} failed: {one_line(result.stderr)}"
+                f"deleting replica {replica.id} failed: {last_error_line(result.stderr)}"
             )
         self.log_path(cid).unlink(missing_ok=True)
 

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from warmstart.agent.api import PrewarmRequest
 from warmstart.agent.client import AgentClient
-from warmstart.agent.containerd_state import Ctr
+from warmstart.containerd.ctr import Ctr
 from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
 from warmstart.serving.controller import Controller, NodeHandle, StaticTiers

@@ -18,15 +18,14 @@ from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.prewarm import (
     IMPORT_ATTEMPTS,
     IMPORT_RETRY_DELAYS,
-    ContainerdTarget,
     HotImportFailed,
     HotImportUnavailable,
     Prewarmer,
     PrewarmIncomplete,
-    ctr_pull_args,
     image_blobs,
     transient_pull_failure,
 )
+from warmstart.containerd.ctr import ContainerdTarget
 from warmstart.fetch.api import ClientIdentity, NotFoundError
 from warmstart.oci import Platform, Reference
 from warmstart.oci import mediatypes as mt
@@ -265,19 +264,7 @@ async def test_without_a_store_the_bytes_still_flow(fetcher: FakeFetcher) -> Non
     assert result.blobs == 3 and len(fetcher.blob_calls) == 3
 
 
-def test_ctr_pull_args_and_unique_blobs(tmp_path: Path) -> None:
-    args = ctr_pull_args(REF, tmp_path, Platform.parse("linux/arm64"), "native")
-    assert args == [
-        "images",
-        "pull",
-        "--hosts-dir",
-        str(tmp_path),
-        "--platform",
-        "linux/arm64",
-        "--snapshotter",
-        "native",
-        str(REF),
-    ]
+def test_unique_blobs() -> None:
     from warmstart.oci.manifest import parse_manifest
 
     image = make_image([b"same", b"same"])

@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from warmstart.agent.api import PrewarmResponse
-from warmstart.agent.containerd_hosts import mirror_configs, mirror_host, render_hosts_toml
 from warmstart.cli import prewarm_cmd, serve_cmd
 from warmstart.cli.common import err_console, out_console
 from warmstart.cli.main import app
 from warmstart.cli.prewarm_cmd import Outcome
 from warmstart.cli.progress import RichPullProgress
+from warmstart.containerd.hosts import mirror_configs, mirror_host, render_hosts_toml
 from warmstart.oci import Digest, Platform, Reference
 
 MIRROR = "http://127.0.0.1:5050"

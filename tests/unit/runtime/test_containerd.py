@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.agent.containerd_state import Ctr, CtrResult
+from warmstart.containerd.ctr import Ctr, CtrResult
 from warmstart.containerd.pull_output import parse_go_duration, parse_pull_output
 from warmstart.runtime import (
     ImageNotPresent,

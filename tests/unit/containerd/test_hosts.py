@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from warmstart.agent.containerd_hosts import (
+from warmstart.cli.main import app
+from warmstart.containerd.hosts import (
     DOCKER_HUB_SERVER,
     HostsConfigError,
     HostsFile,
@@ -20,7 +21,6 @@ from warmstart.agent.containerd_hosts import (
     upstream_server,
     write_hosts_dir,
 )
-from warmstart.cli.main import app
 
 MIRROR = "http://127.0.0.1:5050"
 

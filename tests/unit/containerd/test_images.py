@@ -1,4 +1,4 @@
-"""``ctr images check`` parsing and the hot/warm/partial tiers (warmstart.agent.containerd_state)."""
+"""``ctr images check`` parsing and the hot/warm/partial tiers (warmstart.containerd.images)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.agent.containerd_state import (
+from warmstart.containerd.ctr import Ctr, CtrError
+from warmstart.containerd.images import (
     ContainerdImage,
     ContainerdImages,
-    Ctr,
-    CtrError,
     hot_names,
-    one_line,
     parse_images_check,
     tiers,
 )
@@ -68,11 +66,6 @@ def test_empty_and_garbage() -> None:
     assert parse_images_check("REF TYPE DIGEST STATUS SIZE UNPACKED\nnot a row\n") == []
 
 
-def test_one_line_takes_the_last_message() -> None:
-    assert one_line("a\n\nctr: failed: boom\n  \n") == "ctr: failed: boom"
-    assert one_line("") == ""
-
-
 def _script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "ctr"
     path.write_text(f"#!{sys.executable}\nimport sys\n{body}\n")
@@ -105,9 +98,3 @@ async def test_ctr_failure_without_rows_raises(tmp_path: Path) -> None:
 async def test_ctr_partial_failure_keeps_rows(tmp_path: Path) -> None:
     ctr = _script(tmp_path, f"print({CHECK!r}); sys.exit(1)")
     assert len(await ContainerdImages(Ctr(tmp_path / "c.sock", binary=str(ctr))).images()) == 5
-
-
-async def test_ctr_timeout_kills_the_child(tmp_path: Path) -> None:
-    ctr = _script(tmp_path, "import time; time.sleep(30)")
-    with pytest.raises(TimeoutError):
-        await Ctr(tmp_path / "c.sock", binary=str(ctr)).run("images", "check", time_limit=0.3)

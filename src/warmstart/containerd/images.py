@@ -2,9 +2,9 @@
 
 containerd 1.6 has no Python client that works with current protobuf, and ``ctr images check``
 already computes both facts per image (content complete for the host platform, snapshot
-unpacked for the snapshotter). Its table is parsed here (pure); :class:`Ctr` runs ``ctr``
-against one socket and namespace (the only I/O), and :class:`ContainerdImages` answers the
-agent's ``/status`` (``hot_references``).
+unpacked for the snapshotter). Its table is parsed here (pure), and :class:`ContainerdImages`
+runs it through a :class:`~warmstart.containerd.ctr.Ctr` (the only I/O) to answer the agent's
+``/status`` (``hot_references``).
 
 ``ctr images check`` prints, per image (tab-aligned)::
 
@@ -17,25 +17,18 @@ STATUS is ``complete (P/R)``, ``incomplete (P/R)``, ``unavailable (P/?)`` or ``e
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-CTR_TIMEOUT = 60.0
+from warmstart.containerd.ctr import Ctr, CtrError, last_error_line
+
 _CHECK_LINE = re.compile(
     r"^(?P<ref>\S+)\s+(?P<type>\S+)\s+(?P<digest>[a-z0-9]+:[a-f0-9]+)\s+"
     r"(?P<status>complete|incomplete|unavailable|error)"
     r"(?: \((?P<present>\d+)/(?P<required>\d+|\?)\))?"
     r"\s+(?P<size>.*?)\s+(?P<unpacked>true|false)\s*$"
 )
-
-
-class CtrError(RuntimeError):
-    """``ctr`` could not be run or failed; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -100,65 +93,6 @@ def tiers(images: Sequence[ContainerdImage]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def one_line(text: str, limit: int = 400) -> str:
-    """The last meaningful line of a tool's stderr (ctr prints the error last)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else "")[-limit:]
-
-
-@dataclass(frozen=True)
-class CtrResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@dataclass
-class Ctr:
-    """``ctr --address SOCKET --namespace NS ...`` as an asyncio subprocess."""
-
-    socket: Path
-    namespace: str = "default"
-    binary: str = "ctr"
-    prefix: Sequence[str] = field(default_factory=tuple)  # e.g. ("nsenter", "--net=...")
-    env: dict[str, str] | None = None
-
-    def command(self, *args: str) -> list[str]:
-        return [
-            *self.prefix,
-            self.binary,
-            "--address",
-            str(self.socket),
-            "--namespace",
-            self.namespace,
-            *args,
-        ]
-
-    async def run(self, *args: str, time_limit: float = CTR_TIMEOUT) -> CtrResult:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command(*args),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=None if self.env is None else {**os.environ, **self.env},
-            )
-        except OSError as e:
-            raise CtrError(f"cannot run {self.binary}: {e.strerror or e}") from None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), time_limit)
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()  # our own child, by PID
-            await proc.wait()
-            raise
-        return CtrResult(
-            proc.returncode if proc.returncode is not None else -1,
-            out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
-        )
-
-
 @dataclass
 class ContainerdImages:
     """The images of one containerd namespace; implements the agent's ``HotImages``."""
@@ -174,7 +108,7 @@ class ContainerdImages:
         images = parse_images_check(result.stdout)
         # ctr exits 1 when one image could not be checked, but still prints every row.
         if result.returncode != 0 and not images:
-            reason = one_line(result.stderr) or f"exit status {result.returncode}"
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
             raise CtrError(f"ctr images check failed: {reason}")
         return images
 
