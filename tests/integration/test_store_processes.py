@@ -197,16 +197,27 @@ def test_store_restarts_clean_after_a_writer_is_killed(
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait(timeout=10)
 
+    offsets: list[int] = []
+
     async def source(offset: int) -> AsyncIterator[bytes]:
+        offsets.append(offset)
         for i in range(offset, len(data), MiB):
             yield data[i : i + MiB]
 
+    kept = 0
+
     async def fetch_again() -> Path:
+        nonlocal kept
         async with ContentStore(root, poll_interval=0.005) as store:
-            assert os.listdir(store.layout.ingest_dir) == []
+            # the dead writer's partial is kept, and only it, to resume from
+            left = os.listdir(store.layout.ingest_dir)
+            assert left in ([], [partial.name])
+            kept = partial.stat().st_size if left else 0
             assert store._index.inflight() == []
             return await store.fetch(digest, len(data), source)
 
     path = asyncio.run(fetch_again())
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest.hex
     assert_clean(root, digest, data)
+    if offsets:  # the blob was not complete yet: resumed where the writer died, or from 0
+        assert offsets[0] in (0, kept)
