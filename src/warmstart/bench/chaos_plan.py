@@ -83,6 +83,7 @@ class ChaosConfig:
     sample_every: float = 5.0  # soak: RSS and fd sampling period
     flat_tolerance: float = 0.10
     time_limit: float = 600.0  # the whole run; classes not started by then are skipped
+    classes: tuple[str, ...] = FAULT_CLASSES  # which fault classes run (all, by default)
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> ChaosConfig:
@@ -111,6 +112,9 @@ class ChaosConfig:
         for name in ("soak_seconds", "outage_seconds", "pull_timeout", "sample_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        unknown = [c for c in self.classes if c not in FAULT_CLASSES]
+        if unknown:
+            raise ValueError(f"unknown fault class(es) {', '.join(unknown)}")
         if self.crash_injections < 1 or self.peer_injections < 1 or self.storm < 2:
             raise ValueError("at least one injection per class and a storm of 2 or more")
 
@@ -232,14 +236,15 @@ def largest(plan: ChaosPlan, tags: Sequence[str]) -> int:
 
 
 def storm_budget(plan: ChaosPlan, tags: Sequence[str]) -> int:
-    """A store budget that holds the storm's biggest layer (and the small ones) but not two
-    big layers at once: the storm must make the store evict or refuse."""
-    return largest(plan, tags) + 4 * SMALL_LAYER + 4 * MIB
+    """A store budget that holds the storm's biggest layer but never two big layers at once:
+    the storm must make the store evict or refuse."""
+    smallest = min(plan.image(t).big_bytes for t in tags)
+    return largest(plan, tags) + smallest // 2
 
 
 def tmpfs_bytes(plan: ChaosPlan, tags: Sequence[str]) -> int:
-    """A tmpfs that holds a bit more than one big layer of the storm: it fills up."""
-    return largest(plan, tags) + largest(plan, tags) // 2
+    """A tmpfs that holds one big layer of the storm (and the store's index), never two."""
+    return storm_budget(plan, tags) + MIB
 
 
 def corrupt_offset(size: int, fraction: float) -> int:

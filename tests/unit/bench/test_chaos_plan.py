@@ -96,13 +96,14 @@ def test_quick_config_overrides_and_validation() -> None:
         ChaosConfig(soak_seconds=0)
 
 
-def test_storm_sizes_force_the_fault() -> None:
-    plan = plan_chaos(ChaosConfig(seed=1))
+@pytest.mark.parametrize("layers", [(32, 96), (8, 12), (24, 32)])
+def test_storm_sizes_force_the_fault(layers: tuple[int, int]) -> None:
+    plan = plan_chaos(ChaosConfig(seed=1, layer_mib=layers, storm=2))
     storm = plan.of(STORE_BUDGET)[0].images
     sizes = sorted((plan.image(t).big_bytes for t in storm), reverse=True)
     budget = storm_budget(plan, storm)
-    assert sizes[0] < budget < sizes[0] + sizes[1]  # one big layer fits, two do not
-    assert sizes[0] < tmpfs_bytes(plan, storm) < sizes[0] + sizes[1]
+    assert sizes[0] < budget < sizes[0] + sizes[-1]  # one big layer fits, no two do
+    assert sizes[0] < tmpfs_bytes(plan, storm) < sizes[0] + sizes[-1]
 
 
 def test_corrupt_offset_is_inside_the_blob() -> None:
