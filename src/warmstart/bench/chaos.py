@@ -897,9 +897,13 @@ async def run_class(run: Run, fault: str) -> ClassResult:
         result.notes.append(f"{earlier} corrupt file(s) from earlier classes still kept")
     sent = await asyncio.to_thread(run.upstream.requests, mark)
     result.upstream_bytes = upstream_blob_bytes(sent)
+    result.upstream_direct_bytes = upstream_blob_bytes(
+        r for r in sent if r.user_agent.startswith("containerd")
+    )
     run.say(
         f"  {fault}: {checked} blob files re-hashed, {result.corrupt_kept} corrupt; upstream "
-        f"{result.upstream_bytes / 2**20:.0f} MiB"
+        f"{result.upstream_bytes / 2**20:.0f} MiB, of which containerd fetched "
+        f"{result.upstream_direct_bytes / 2**20:.0f} MiB itself"
     )
     return result
 

@@ -141,6 +141,7 @@ class ClassResult:
     corrupt_kept: int = 0
     corrupt_files: list[str] = field(default_factory=list)
     upstream_bytes: int = 0
+    upstream_direct_bytes: int = 0  # of which containerd fetched itself (mirror bypassed)
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # the class could not run to its end (harness failure)
 
@@ -181,6 +182,7 @@ class ClassRow:
     corrupt_kept: int
     recover_s: float | None
     upstream_bytes: int
+    upstream_direct_bytes: int
     notes: str
 
 
@@ -205,6 +207,7 @@ def summarize(result: ClassResult) -> ClassRow:
         corrupt_kept=result.corrupt_kept,
         recover_s=class_recovery(result),
         upstream_bytes=result.upstream_bytes,
+        upstream_direct_bytes=result.upstream_direct_bytes,
         notes="; ".join(notes),
     )
 
@@ -407,7 +410,8 @@ def _mark(met: bool | None) -> str:
 def class_table(classes: Sequence[ClassResult]) -> str:
     lines = [
         "| fault | injected | attempted | completed | failed, clear error | failed, unclear "
-        "| hung (target 0) | corrupt kept (target 0) | recover s | upstream MiB | notes |",
+        "| hung (target 0) | corrupt kept (target 0) | recover s "
+        "| upstream MiB (containerd direct) | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in sorted(classes, key=lambda c: FAULT_CLASSES.index(c.fault)):
@@ -415,7 +419,8 @@ def class_table(classes: Sequence[ClassResult]) -> str:
         lines.append(
             f"| {r.fault} | {r.injected}/{r.planned} | {r.attempted} | {r.completed} "
             f"| {r.failed_clear} | {r.failed_unclear} | {r.hung} | {r.corrupt_kept} "
-            f"| {_seconds(r.recover_s)} | {_mib(r.upstream_bytes)} | {r.notes} |"
+            f"| {_seconds(r.recover_s)} | {_mib(r.upstream_bytes)} "
+            f"({_mib(r.upstream_direct_bytes)}) | {r.notes} |"
         )
     return "\n".join(lines)
 

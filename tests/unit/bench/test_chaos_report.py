@@ -152,11 +152,14 @@ def test_summarize_counts_only_during_and_probe_pulls() -> None:
     ]
     result.corrupt_kept = 1
     result.upstream_bytes = 3 << 20
+    result.upstream_direct_bytes = 1 << 20
     row = summarize(result)
     assert (row.planned, row.injected, row.attempted) == (2, 1, 4)
     assert (row.completed, row.failed_clear, row.failed_unclear, row.hung) == (1, 1, 1, 1)
     assert row.recover_s == pytest.approx(1.0)
     assert row.corrupt_kept == 1 and row.upstream_bytes == 3 << 20
+    assert row.upstream_direct_bytes == 1 << 20
+    assert "| 1.0 | 3 (1) |" in class_table([result])
     assert "1 body(ies) served that did not match the digest" in row.notes
 
 
@@ -237,7 +240,7 @@ def test_markdown_and_json() -> None:
     )
     text = markdown(results)
     assert "seed 4, 3 nodes, quick run" in text and "sha_ni flags: 2" in text
-    assert "| upstream-outage | 1/1 | 4 | 2 | 2 | 0 | 0 | 0 | 1.0 | 0 |" in text
+    assert "| upstream-outage | 1/1 | 4 | 2 | 2 | 0 | 0 | 0 | 1.0 | 0 (0) |" in text
     assert "Skipped (time limit): disk-full" in text
     assert (
         "| starts of cached images during the upstream outage | 100 % succeed | 1/2 (50 %) " in text
