@@ -63,6 +63,7 @@ from warmstart.bench.chaos_plan import (
     HOT,
     PEER,
     STORE_BUDGET,
+    STREAMED,
     UNCACHED,
     UPSTREAM_OUTAGE,
     WARM,
@@ -413,38 +414,58 @@ def _log_count(agent: AgentProcess, offset: int, pattern: re.Pattern[str]) -> in
 # -- the fault classes ----------------------------------------------------------------------
 
 
+async def _set_link(run: Run, stack: NodeStack, on: bool) -> None:
+    """Restart the node's agent with linking into containerd on (its default) or off."""
+    agent = run.agent(stack)
+    if on == ("containerd_link" not in agent.settings):
+        return
+    if on:
+        agent.settings.pop("containerd_link", None)
+    else:
+        agent.settings["containerd_link"] = "off"
+    await asyncio.to_thread(agent.restart)
+
+
 async def agent_crash(run: Run, injections: Sequence[Injection], result: ClassResult) -> None:
     for inj in injections:
-        assert inj.image is not None and inj.twin is not None
-        stack = run.stacks[inj.node]
-        twin = await run.pull(
-            stack, inj.twin, fault=AGENT_CRASH, injection=inj.number, role=BASELINE
+        try:
+            await _agent_crash_once(run, inj, result)
+        finally:
+            await _set_link(run, run.stacks[inj.node], on=True)
+
+
+async def _agent_crash_once(run: Run, inj: Injection, result: ClassResult) -> None:
+    assert inj.image is not None and inj.twin is not None
+    stack = run.stacks[inj.node]
+    # streamed: containerd GETs every blob through the agent (for the twin too: same path)
+    await _set_link(run, stack, on=inj.variant != STREAMED)
+    twin = await run.pull(stack, inj.twin, fault=AGENT_CRASH, injection=inj.number, role=BASELINE)
+    result.pulls.append(twin)
+    digest, size = run.big(inj.image)
+    threshold = int(size * inj.fraction)
+    task = asyncio.create_task(
+        run.pull(stack, inj.image, fault=AGENT_CRASH, injection=inj.number, role=DURING)
+    )
+    fired = await run.wait_for_bytes([stack], digest, threshold, task)
+    start = end = None
+    if fired:
+        start, end = await run.crash_and_restart(stack)
+        run.say(
+            f"  agent on {stack.name} ({inj.variant}) killed at {inj.fraction:.0%} of "
+            f"{digest[:19]} ({size >> 20} MiB), healthy again after {end - start:.1f} s"
         )
-        result.pulls.append(twin)
-        digest, size = run.big(inj.image)
-        threshold = int(size * inj.fraction)
-        task = asyncio.create_task(
-            run.pull(stack, inj.image, fault=AGENT_CRASH, injection=inj.number, role=DURING)
+    rec = await task
+    result.pulls.append(rec)
+    result.injections.append(
+        InjectionRecord(
+            AGENT_CRASH, inj.number, stack.name, fired, start, end,
+            {"variant": inj.variant, "fraction": inj.fraction, "blob": digest,
+             "blob_bytes": size, "undisturbed_s": round(twin.seconds, 3),
+             "disturbed_s": round(rec.seconds, 3), "attempts": rec.attempts},
         )
-        fired = await run.wait_for_bytes([stack], digest, threshold, task)
-        start = end = None
-        if fired:
-            start, end = await run.crash_and_restart(stack)
-            run.say(
-                f"  agent on {stack.name} killed at {inj.fraction:.0%} of {digest[:19]} "
-                f"({size >> 20} MiB), healthy again after {end - start:.1f} s"
-            )
-        rec = await task
-        result.pulls.append(rec)
-        result.injections.append(
-            InjectionRecord(
-                AGENT_CRASH, inj.number, stack.name, fired, start, end,
-                {"fraction": inj.fraction, "blob": digest, "blob_bytes": size,
-                 "undisturbed_s": round(twin.seconds, 3), "disturbed_s": round(rec.seconds, 3)},
-            )
-        )  # fmt: skip
-        if fired:
-            await run.probe(stack, inj.image, AGENT_CRASH, inj.number, result, after=end)
+    )  # fmt: skip
+    if fired:
+        await run.probe(stack, inj.image, AGENT_CRASH, inj.number, result, after=end)
 
 
 async def home_crash(run: Run, injections: Sequence[Injection], result: ClassResult) -> None:

@@ -10,7 +10,11 @@ Fault classes (one table row each), in the order they run:
 
 - ``agent-crash``: SIGKILL of a node's agent while it streams a layer for a containerd pull on
   that node, restarted at once (as systemd or a DaemonSet would); the same pull of a twin image
-  (same layer sizes, other bytes) runs undisturbed first, for the 2x target;
+  (same layer sizes, other bytes) runs undisturbed first, for the 2x target. Two variants, in
+  turn: ``linked`` (the product's default: the agent fetches the image's blobs into its store
+  and hard-links them into containerd while containerd's manifest request waits) and
+  ``streamed`` (linking off: containerd GETs every blob through the agent, which streams it
+  while it arrives);
 - ``home-crash``: SIGKILL of a layer's home agent (rendezvous hashing, as the agents compute
   it) while the other nodes stream that layer from it, restarted at once;
 - ``wrong-peer``: a stand-in peer that answers blob GETs with bytes of the right length but the
@@ -52,6 +56,8 @@ FAULT_CLASSES = (
 # disk-corrupt variants
 AGENT_ONLY = "agent-only"  # containerd holds no link to the blob
 LINKED = "linked"  # the agent's file is also containerd's (hard link)
+# agent-crash variants: LINKED (blobs linked into containerd, the default) or
+STREAMED = "streamed"  # linking off: containerd streams every blob through the agent
 # upstream-outage: what each start finds
 HOT = "hot"  # unpacked in the node's containerd
 WARM = "warm"  # in the node's agent store only
@@ -71,7 +77,8 @@ class ChaosConfig:
     soak_seconds: float = 300.0
     outage_seconds: float = 30.0
     layer_mib: tuple[int, int] = (32, 96)  # the big layer of each image: drawn in this range
-    crash_injections: int = 3  # agent-crash and home-crash each
+    crash_injections: int = 4  # agent-crash (the variants in turn)
+    home_injections: int = 3  # home-crash
     peer_injections: int = 2  # wrong-peer
     pull_timeout: float = 60.0  # one pull or start, retries included: later than this is hung
     pull_retries: int = 3  # retries of a pull whose body broke (as the runtime will)
@@ -93,7 +100,8 @@ class ChaosConfig:
             "soak_seconds": 30.0,
             "outage_seconds": 10.0,
             "layer_mib": (24, 32),
-            "crash_injections": 1,
+            "crash_injections": 2,
+            "home_injections": 1,
             "peer_injections": 1,
             "pull_timeout": 30.0,
             "storm": 3,
@@ -115,7 +123,9 @@ class ChaosConfig:
         unknown = [c for c in self.classes if c not in FAULT_CLASSES]
         if unknown:
             raise ValueError(f"unknown fault class(es) {', '.join(unknown)}")
-        if self.crash_injections < 1 or self.peer_injections < 1 or self.storm < 2:
+        if min(self.crash_injections, self.home_injections, self.peer_injections) < 1 or (
+            self.storm < 2
+        ):
             raise ValueError("at least one injection per class and a storm of 2 or more")
 
 
@@ -142,7 +152,7 @@ class Injection:
     image: str | None = None  # tag of the image whose pull it disturbs
     twin: str | None = None  # agent-crash: the undisturbed twin's tag
     fraction: float = 0.5  # how far into the blob the fault fires (or the corrupt offset)
-    variant: str | None = None  # disk-corrupt: AGENT_ONLY or LINKED
+    variant: str | None = None  # agent-crash: LINKED or STREAMED; disk-corrupt: AGENT_ONLY, LINKED
     layer: str = "big"  # which layer: "big" or "small"
     images: tuple[str, ...] = ()  # storms: the images pulled at once
 
@@ -185,13 +195,18 @@ def plan_chaos(config: ChaosConfig) -> ChaosPlan:
         return rng.randrange(config.nodes)
 
     injections: list[Injection] = []
+    crash_variants = [LINKED, STREAMED]
+    rng.shuffle(crash_variants)
     for k in range(1, config.crash_injections + 1):
         image = new_image(f"crash{k}")
         twin = new_image(f"crash{k}-twin", images[-1].big_bytes)
+        variant = crash_variants[(k - 1) % 2]
         injections.append(
-            Injection(AGENT_CRASH, k, node(), image, twin=twin, fraction=_fraction(rng))
+            Injection(
+                AGENT_CRASH, k, node(), image, twin=twin, fraction=_fraction(rng), variant=variant
+            )
         )
-    for k in range(1, config.crash_injections + 1):
+    for k in range(1, config.home_injections + 1):
         injections.append(
             Injection(HOME_CRASH, k, -1, new_image(f"home{k}"), fraction=_fraction(rng))
         )
@@ -279,6 +294,7 @@ __all__ = [
     "LINKED",
     "PEER",
     "STORE_BUDGET",
+    "STREAMED",
     "UNCACHED",
     "UPSTREAM_OUTAGE",
     "WARM",

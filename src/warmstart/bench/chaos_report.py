@@ -268,20 +268,21 @@ def served_corrupt(result: ClassResult) -> int:
     return refused + sum(int(i.detail.get("corrupt_served", 0)) for i in result.injections)
 
 
-def crash_ratios(result: ClassResult) -> list[tuple[int, float | None]]:
-    """Per agent-crash injection that fired: disturbed pull time / its undisturbed twin's
-    (None if the disturbed pull did not complete)."""
-    out: list[tuple[int, float | None]] = []
+def crash_ratios(result: ClassResult) -> list[tuple[str, float | None]]:
+    """Per agent-crash injection that fired (``"#N variant"``): disturbed pull time / its
+    undisturbed twin's (None if the disturbed pull did not complete)."""
+    out: list[tuple[str, float | None]] = []
     for inj in result.injections:
         if not inj.fired:
             continue
+        name = " ".join(x for x in (f"#{inj.number}", inj.detail.get("variant")) if x)
         mine = [p for p in result.pulls if p.injection == inj.number]
         during = [p for p in mine if p.role == DURING]
         twin = [p for p in mine if p.role == BASELINE and p.ok]
         if not during or not twin or not during[0].ok:
-            out.append((inj.number, None))
+            out.append((name, None))
             continue
-        out.append((inj.number, during[0].seconds / twin[0].seconds))
+        out.append((name, during[0].seconds / twin[0].seconds))
     return out
 
 
@@ -335,7 +336,7 @@ def evaluate_targets(
             Target(
                 "pull interrupted by an agent crash",
                 "completes after restart in <= 2x its undisturbed time",
-                ", ".join(f"#{n} {_fmt_ratio(r)}" for n, r in ratios) or "no crash fired",
+                ", ".join(f"{n} {_fmt_ratio(r)}" for n, r in ratios) or "no crash fired",
                 all(r is not None and r <= 2.0 for _, r in ratios) if ratios else None,
             )
         )

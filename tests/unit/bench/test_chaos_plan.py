@@ -14,6 +14,7 @@ from warmstart.bench.chaos_plan import (
     LINKED,
     MIB,
     STORE_BUDGET,
+    STREAMED,
     UNCACHED,
     UPSTREAM_OUTAGE,
     WARM,
@@ -36,7 +37,7 @@ def test_same_seed_same_plan_other_seed_other_plan() -> None:
 
 
 def test_every_class_is_planned_with_its_count() -> None:
-    config = ChaosConfig(seed=3, crash_injections=3, peer_injections=2)
+    config = ChaosConfig(seed=3, crash_injections=3, home_injections=3, peer_injections=2)
     plan = plan_chaos(config)
     counts = {f: len(plan.of(f)) for f in FAULT_CLASSES}
     assert counts == {
@@ -70,6 +71,7 @@ def test_choices_stay_in_range(seed: int) -> None:
             assert FRACTION_RANGE[0] <= inj.fraction <= FRACTION_RANGE[1]
         else:
             assert 0 <= inj.fraction <= 1
+    assert {i.variant for i in plan.of(AGENT_CRASH)} == {LINKED, STREAMED}  # quick: 2 crashes
     crash = plan.of(AGENT_CRASH)[0]
     assert crash.twin is not None
     assert plan.image(crash.twin).big_bytes == plan.image(crash.image).big_bytes  # type: ignore[arg-type]

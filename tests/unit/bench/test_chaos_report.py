@@ -166,7 +166,7 @@ def test_summarize_counts_only_during_and_probe_pulls() -> None:
 def test_crash_ratio_against_the_twin() -> None:
     result = ClassResult(AGENT_CRASH)
     result.injections = [
-        InjectionRecord(AGENT_CRASH, 1, "node0", True, 1.0, 2.0),
+        InjectionRecord(AGENT_CRASH, 1, "node0", True, 1.0, 2.0, {"variant": "streamed"}),
         InjectionRecord(AGENT_CRASH, 2, "node0", True, 5.0, 6.0),
         InjectionRecord(AGENT_CRASH, 3, "node0", False),
     ]
@@ -176,7 +176,7 @@ def test_crash_ratio_against_the_twin() -> None:
         pull(role=BASELINE, start=3.0, end=4.0, injection=2),
         pull(role=DURING, start=4.0, end=9.0, ok=False, injection=2),
     ]
-    assert crash_ratios(result) == [(1, pytest.approx(1.5)), (2, None)]
+    assert crash_ratios(result) == [("#1 streamed", pytest.approx(1.5)), ("#2", None)]
 
 
 def soak(start: Sample, end: Sample, *samples: Sample) -> SoakResult:
