@@ -20,6 +20,7 @@ from typing import Any
 
 from warmstart.bench.chaos_plan import (
     AGENT_CRASH,
+    DISK_CORRUPT,
     FAULT_CLASSES,
     UNCACHED,
     UPSTREAM_OUTAGE,
@@ -362,6 +363,31 @@ def evaluate_targets(
                     else "none failed"
                 ),
                 None,
+            )
+        )
+    corrupt = by_fault.get(DISK_CORRUPT)
+    if corrupt is not None:
+        fired = [i for i in corrupt.injections if i.fired]
+        good = [
+            i
+            for i in fired
+            if all(
+                i.detail.get(k)
+                for k in ("verify_reported", "verify_removed", "next_pull_ok", "containerd_copy_ok")
+            )
+        ]
+        out.append(
+            Target(
+                "a blob corrupted on disk",
+                "store verify reports and removes it; the next pull gets the right bytes",
+                f"{len(good)}/{len(fired)} injections"
+                + "".join(
+                    f"; #{i.number} {i.detail.get('variant')}: containerd kept the same file "
+                    "until removed as verify advised"
+                    for i in fired
+                    if i.detail.get("corrupt_kept_after_verify")
+                ),
+                len(good) == len(fired) if fired else None,
             )
         )
     served = {c.fault: served_corrupt(c) for c in classes}

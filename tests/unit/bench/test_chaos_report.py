@@ -7,6 +7,7 @@ import pytest
 
 from warmstart.bench.chaos_plan import (
     AGENT_CRASH,
+    DISK_CORRUPT,
     DISK_FULL,
     HOT,
     PEER,
@@ -215,7 +216,20 @@ def test_targets() -> None:
     full = ClassResult(DISK_FULL, planned=1, corrupt_kept=0)
     full.pulls = [pull(ok=False, error=COMMIT, fault=DISK_FULL)]
     s = soak(Sample(0, 1000, 20), Sample(30, 1050, 23))
-    targets = {t.name: t for t in evaluate_targets([crash, outage_result(), peer, full], s)}
+    ok = {"verify_reported": True, "verify_removed": True, "next_pull_ok": True,
+          "containerd_copy_ok": True}  # fmt: skip
+    disk = ClassResult(DISK_CORRUPT, planned=2)
+    disk.injections = [
+        InjectionRecord(DISK_CORRUPT, 1, "node0", True, detail={**ok, "variant": "agent-only"}),
+        InjectionRecord(DISK_CORRUPT, 2, "node1", True, detail={
+            **ok, "variant": "linked", "corrupt_kept_after_verify": ["node1/containerd/ab"]}),
+    ]  # fmt: skip
+    classes = [crash, outage_result(), peer, full, disk]
+    targets = {t.name: t for t in evaluate_targets(classes, s)}
+    on_disk = targets["a blob corrupted on disk"]
+    assert on_disk.met is True and on_disk.measured.startswith("2/2 injections; #2 linked: ")
+    disk.injections[0].detail["next_pull_ok"] = False
+    assert evaluate_targets([disk], None)[2].met is False
     assert targets["corrupt blobs kept"].met is True
     assert targets["hung pulls"].met is True
     assert targets["pull interrupted by an agent crash"].met is True
