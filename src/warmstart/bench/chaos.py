@@ -782,7 +782,6 @@ async def _storm(
     result: ClassResult,
     store: Path,
     budget: int | None,
-    label: str,
     pattern: re.Pattern[str],
     what: str,
 ) -> None:
@@ -790,8 +789,7 @@ async def _storm(
     agent = run.agent(stack)
     original = agent.store
     await asyncio.to_thread(stack.reset_containerd)  # containerd holds none of the storm's images
-    await run.swap_store(stack, store, budget)
-    run.extra_stores[label] = store
+    await run.swap_store(stack, store, budget)  # scanned as the node's agent store meanwhile
     try:
         offset = _log_offset(agent)
         start = run.now()
@@ -815,7 +813,6 @@ async def _storm(
         _, bad = await run.scan()
         _count_corrupt(run, result, bad)
     finally:
-        run.extra_stores.pop(label, None)
         await run.swap_store(stack, original, None)
 
 
@@ -834,7 +831,7 @@ async def store_budget(run: Run, injections: Sequence[Injection], result: ClassR
         store = run.work / f"budget-store-{inj.node}"
         run.say(f"  {run.stacks[inj.node].name}: agent restarted with a {budget >> 20} MiB budget")
         try:
-            await _storm(run, inj, result, store, budget, "budget-store", _NO_ROOM, "the budget")
+            await _storm(run, inj, result, store, budget, _NO_ROOM, "the budget")
         finally:
             shutil.rmtree(store, ignore_errors=True)
 
@@ -870,9 +867,7 @@ async def disk_full(run: Run, injections: Sequence[Injection], result: ClassResu
         run.cleanup.callback(release)
         run.say(f"  {run.stacks[inj.node].name}: agent store on a {size >> 20} MiB tmpfs")
         try:
-            await _storm(
-                run, inj, result, mount / "store", None, "tmpfs-store", _NO_SPACE, "no space"
-            )
+            await _storm(run, inj, result, mount / "store", None, _NO_SPACE, "no space")
         finally:
             await asyncio.to_thread(_unmount, mount)
             shutil.rmtree(mount, ignore_errors=True)
