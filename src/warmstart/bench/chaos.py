@@ -578,6 +578,7 @@ async def wrong_peer(run: Run, injections: Sequence[Injection], result: ClassRes
             InjectionRecord(
                 WRONG_PEER, inj.number, stack.name, peer.gets > 0, start, end,
                 {"blob": digest, "blob_bytes": size, "peer_gets": peer.gets,
+                 "peer_asked": list(peer.asked),
                  "peer_heads": peer.heads, "wrong_bytes_sent": peer.bytes_sent,
                  "client_reads": reads, "corrupt_served": served},
             )
