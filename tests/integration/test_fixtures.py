@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -181,6 +182,27 @@ def test_blob_get_counting_with_dxf(registry: RegistryProcess, image_builder: Im
     ranged = registry.requests(after_get)[-1]
     assert (ranged.method, ranged.status, ranged.size) == ("GET", 206, 10)
     assert registry.blob_gets(digest, since=after_get) == 1
+
+
+def test_registry_restarts_on_the_same_port(tmp_path: Path) -> None:
+    """An outage and its end: stopped, started again where clients expect it, with its
+    storage and its access log going on."""
+    require_tool("docker-registry")
+    reg = RegistryProcess(tmp_path / "reg")
+    try:
+        port = reg.port
+        assert reg.http("GET", "/v2/")[0] == 200
+        before = reg.mark()
+        reg.stop()
+        assert not reg.running
+        with pytest.raises(OSError):
+            reg.http("GET", "/v2/", timeout=2)
+        reg.start(same_port=True)
+        assert reg.running and reg.port == port
+        assert reg.http("GET", "/v2/?after=1")[0] == 200
+        assert [r.path for r in reg.requests(before)] == ["/v2/?after=1"]
+    finally:
+        reg.stop()
 
 
 def test_token_auth_registry_with_dxf(

@@ -216,3 +216,51 @@ def scaleout(
         out_console.print(line, markup=False)
     for path in write_outputs(results, json_path, out_dir):
         out_console.print(f"wrote {path}")
+
+
+@app.command("chaos")
+def chaos(
+    seed: int = typer.Option(0, "--seed", help="Draws every fault's node, image and moment."),
+    nodes: int = typer.Option(3, "--nodes", min=3, max=8),
+    seconds: float | None = typer.Option(
+        None, "--seconds", min=5, help="Soak of one agent under load (default 300, quick 30)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="One injection per class: about 2 min."),
+    json_path: Path | None = typer.Option(Path("bench-results/chaos.json"), "--json"),
+    out_dir: Path | None = typer.Option(Path("bench-results"), "--out", help="Markdown table."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Default: a temp dir."),
+) -> None:
+    """Faults in the cluster in a box while it pulls: agent and home-peer crashes, a lying
+    peer, corrupt disks, an upstream outage, full stores; then a soak of one agent."""
+    import os
+    import shutil
+    import tempfile
+
+    from warmstart.bench.chaos import run_chaos, write_outputs
+    from warmstart.bench.chaos_plan import ChaosConfig
+    from warmstart.bench.chaos_report import markdown
+
+    if os.geteuid() != 0:
+        fail("bench chaos needs root (network namespaces, containerd, tmpfs mounts)", code=2)
+    overrides = {"seed": seed, "nodes": nodes, "soak_seconds": seconds}
+    try:
+        if quick:
+            config = ChaosConfig.quick_config(**overrides)
+        else:
+            config = ChaosConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValueError as e:
+        fail(str(e), code=2)
+    own = workdir is None
+    # Short: the nodes' containerd sockets live under it.
+    work = Path(tempfile.mkdtemp(prefix="wschaos-", dir="/tmp")) if own else workdir
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run_chaos(config, work, log=lambda line: err_console.print(line, markup=False))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        fail(f"benchmark failed: {e}")
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    out_console.print(markdown(results), markup=False)
+    for path in write_outputs(results, json_path, out_dir):
+        out_console.print(f"wrote {path}")

@@ -87,6 +87,7 @@ class BlobWriter:
         self._pending: deque[tuple[asyncio.Future[None], asyncio.Future[None]]] = deque()
         self._writeback_from = existing
         self._file_end = existing
+        self._write_error: OSError | None = None  # the first failed write: nothing after it
         self._flusher = _sync_file_range()
         self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         if threaded:
@@ -160,8 +161,18 @@ class BlobWriter:
             os.close(fd)
 
     def _write_chunk(self, data: bytes) -> None:
+        if self._write_error is not None:
+            # An earlier chunk was not (wholly) written. Chunks queued behind it must not be
+            # appended: they would land at the wrong offsets, and readers following the file
+            # (clients streaming the transfer) would be sent those bytes.
+            err = self._write_error
+            raise OSError(err.errno, f"not written after an earlier failure: {err.strerror}")
         fd = self._require_fd()
-        write_all(fd, data)
+        try:
+            write_all(fd, data)
+        except OSError as e:
+            self._write_error = e
+            raise
         self._file_end += len(data)  # touched by the (single) writing thread only
         end = self._file_end
         if self._flusher is not None and end - self._writeback_from >= WRITEBACK_EVERY:

@@ -47,6 +47,9 @@ class VerifyReport:
     bytes_checked: int = 0
     corrupt: tuple[Digest, ...] = ()  # found, removed from the store
     missing: tuple[tuple[str, Digest], ...] = ()  # (image reference, blob) not in the store
+    # Corrupt blobs whose file had other hard links: containerd's content store (the agent
+    # links blobs there) still holds the same corrupt file under its own name.
+    linked: tuple[Digest, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -61,6 +64,14 @@ class VerifyReport:
             shown = ", ".join(str(d) for d in self.corrupt[:3])
             more = f" and {len(self.corrupt) - 3} more" if len(self.corrupt) > 3 else ""
             parts.append(f"{len(self.corrupt)} corrupt and removed ({shown}{more})")
+        if self.linked:
+            shown = ", ".join(str(d) for d in self.linked[:3])
+            more = f" and {len(self.linked) - 3} more" if len(self.linked) > 3 else ""
+            parts.append(
+                f"{len(self.linked)} of them also hard-linked into another store, which still "
+                f"holds the same corrupt file ({shown}{more}): in containerd, remove it with "
+                "`ctr -n NAMESPACE content rm DIGEST` and pull the image again"
+            )
         if self.missing:
             refs = sorted({ref for ref, _ in self.missing})
             parts.append(

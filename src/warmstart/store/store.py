@@ -760,10 +760,11 @@ class ContentStore:
         self._check_open()
         files = list(self._layout.iter_blob_files())
 
-        def check(item: tuple[Digest, Path]) -> tuple[str, int] | None:
+        def check(item: tuple[Digest, Path]) -> tuple[str, int, int] | None:
             digest, path = item
             try:
-                return hash_file(path, digest.algorithm)
+                hex_, size = hash_file(path, digest.algorithm)
+                return hex_, size, path.stat().st_nlink
             except FileNotFoundError:
                 return None
 
@@ -771,17 +772,20 @@ class ContentStore:
         with ThreadPoolExecutor(workers, thread_name_prefix="warmstart-verify") as pool:
             results = list(pool.map(check, files))
         corrupt: list[Digest] = []
+        linked: list[Digest] = []
         checked = checked_bytes = 0
         rows = self._index.blob_sizes()
         for (digest, _path), result in zip(files, results, strict=True):
             if result is None:
                 continue
-            hex_, size = result
+            hex_, size, links = result
             checked += 1
             checked_bytes += size
             if hex_ != digest.hex:
                 self._remove_corrupt(digest)
                 corrupt.append(digest)
+                if links > 1:
+                    linked.append(digest)
             elif rows.get(digest) != size:
                 self._index.add_blob(digest, size, None, self._clock())
         reconcile(self._layout, self._index, self._clock())
@@ -790,4 +794,4 @@ class ContentStore:
         for row in self._index.images():
             needed = {b.digest for b in image_blobs.get(row.reference, ())} | {row.manifest_digest}
             missing.extend((row.reference, d) for d in sorted(needed) if not self.has(d))
-        return VerifyReport(checked, checked_bytes, tuple(corrupt), tuple(missing))
+        return VerifyReport(checked, checked_bytes, tuple(corrupt), tuple(missing), tuple(linked))

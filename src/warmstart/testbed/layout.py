@@ -54,10 +54,12 @@ class _RandomReader:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: files of random bytes, ``(path in the image, size)``."""
+    """One layer: files of random bytes, ``(path in the image, size)``, and files copied from
+    this machine, ``(path in the image, path here)`` (mode kept; e.g. a binary to run)."""
 
     files: tuple[tuple[str, int], ...]
     seed: int = 0
+    host_files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,14 @@ def _write_layer(layout: Path, spec: LayerSpec) -> tuple[Digest, int, str]:
                 info.mode = 0o644
                 info.mtime = 0
                 tar.addfile(info, _RandomReader(size, spec.seed * 1000 + index))  # type: ignore[arg-type]
+            for name, source in spec.host_files:
+                st = os.stat(source)
+                info = tarfile.TarInfo(name.lstrip("/"))
+                info.size = st.st_size
+                info.mode = st.st_mode & 0o7777
+                info.mtime = 0
+                with open(source, "rb") as f:
+                    tar.addfile(info, f)
     digest = Digest("sha256", writer.hash.hexdigest())
     tmp.rename(_blob_path(layout, digest))
     return digest, writer.size, digest.hex

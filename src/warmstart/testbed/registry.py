@@ -227,11 +227,14 @@ class RegistryProcess:
                 cfg[key] = value
         return cfg
 
-    def start(self, timeout: float = 15) -> None:
+    def start(self, timeout: float = 15, *, same_port: bool = False) -> None:
+        """Start (again); ``same_port`` reuses the port of the last start, so clients that
+        know the registry's URL reach it again (an outage and its end)."""
         binary = find_tool("docker-registry")
         last_error = ""
-        for _attempt in range(5):
-            self.port = free_port()
+        keep = self.port if same_port and self.port else None
+        for _attempt in range(5 if keep is None else 1):
+            self.port = keep or free_port()
             # distribution reads YAML; JSON is valid YAML, so no YAML library is needed.
             self.config_file.write_text(json.dumps(self.config(), indent=2))
             access = open(self.access_log, "ab")  # closed in stop()

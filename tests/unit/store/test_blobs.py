@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,37 @@ async def test_write_error_surfaces(
         await w.finish()
     w.abort()
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_nothing_is_written_after_a_failed_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threaded: bool
+) -> None:
+    """A chunk written in part (the disk filled up) and later chunks that would fit again
+    (another write freed space meanwhile): the file must stay a prefix of the blob, since
+    clients streaming the transfer read it as it grows. (Found by ``bench chaos``: containerd
+    got bodies that did not hash to their digest from an agent whose store ran out of space.)"""
+    calls: list[int] = []
+    real = blobs.write_all
+
+    def flaky(fd: int, data: bytes) -> None:
+        calls.append(len(data))
+        if len(calls) == 2:
+            os.write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(blobs, "write_all", flaky)
+    data, _ = blob(8 * MiB)
+    w = BlobWriter(tmp_path / "p", hashlib.sha256(), threaded=threaded)
+    with pytest.raises(OSError, match="No space"):
+        for i in range(0, len(data), MiB):
+            await w.write(data[i : i + MiB])
+        await w.finish()
+    written = (tmp_path / "p").read_bytes()
+    assert len(written) == MiB + MiB // 2
+    assert data.startswith(written)
+    w.abort()
 
 
 async def test_store_reports_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

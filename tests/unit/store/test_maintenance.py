@@ -176,6 +176,31 @@ async def test_verify_finds_and_removes_a_corrupted_blob(root: Path) -> None:
         store.close()
 
 
+async def test_verify_says_when_a_corrupt_blob_is_also_linked_elsewhere(
+    root: Path, tmp_path: Path
+) -> None:
+    """The agent hard-links blobs into containerd's content store: corrupting the file
+    corrupts both names. verify removes the store's name and says the other holds it too.
+    (Found by ``bench chaos``, disk-corrupt on a linked blob.)"""
+    store = make_store(root)
+    try:
+        shared, alone = blob(MiB), blob(MiB + 1)
+        for data, digest in (shared, alone):
+            await store.fetch(digest, len(data), MemorySource(data))
+        other = tmp_path / "containerd-blob"
+        os.link(store.blob_path(shared[1]), other)
+        flip_byte(store.blob_path(shared[1]), 10)
+        flip_byte(store.blob_path(alone[1]), 10)
+        report = store.verify()
+        assert set(report.corrupt) == {shared[1], alone[1]}
+        assert report.linked == (shared[1],)
+        assert other.exists()  # not ours to remove
+        assert "1 of them also hard-linked into another store" in str(report)
+        assert "ctr -n NAMESPACE content rm DIGEST" in str(report)
+    finally:
+        store.close()
+
+
 async def test_verify_of_a_healthy_store(root: Path) -> None:
     store = make_store(root)
     try:
