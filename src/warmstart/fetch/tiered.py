@@ -55,7 +55,7 @@ from warmstart.fetch.api import (
 from warmstart.fetch.cache import LRUMap, TTLCache
 from warmstart.fetch.config import FetcherConfig
 from warmstart.fetch.images import ImageTracker, PendingImage
-from warmstart.fetch.local import LocalSource
+from warmstart.fetch.local import LocalSource, manifest_media_type
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
@@ -192,7 +192,9 @@ class TieredFetcher:
             return await self._manifest_by_digest(
                 registry, repository, digest, wanted, from_peer=client.peer is not None
             )
-        return await self._manifest_by_tag(registry, repository, reference, wanted)
+        return await self._manifest_by_tag(
+            registry, repository, reference, wanted, from_peer=client.peer is not None
+        )
 
     async def get_blob(
         self, registry: str, repository: str, digest: Digest, client: ClientIdentity
@@ -567,7 +569,13 @@ class TieredFetcher:
         return await self._manifest_flights.do(key, fetch)
 
     async def _manifest_by_tag(
-        self, registry: str, repository: str, tag: str, accept: tuple[str, ...]
+        self,
+        registry: str,
+        repository: str,
+        tag: str,
+        accept: tuple[str, ...],
+        *,
+        from_peer: bool = False,
     ) -> ManifestResult:
         key: TagKey = (registry, repository, tag, accept)
         hit = self._tags.get(key)
@@ -575,6 +583,13 @@ class TieredFetcher:
             cached = self._cached_tag(key, hit.value)
             if cached is not None:
                 return cached
+        if from_peer:
+            # A peer asks because its upstream failed: answer from what this node knows, never
+            # from the upstream (that is down for the peer too, and peers must not loop).
+            here = self._tag_known_here(key)
+            if here is None:
+                raise NotFoundError(f"manifest {repository}:{tag} is not known on this node")
+            return here
 
         async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
             upstream = self._upstream
@@ -586,21 +601,76 @@ class TieredFetcher:
                 raise NotFoundError(f"manifest {repository}:{tag} not found: {e}") from None
             except SourceError as e:
                 self._runner.failed(upstream, e, registry)
-                stale = self._tags.get(key)
-                if stale is not None:
-                    cached = self._cached_tag(key, stale.value)
-                    if cached is not None:
-                        log.warning(
-                            "%s/%s:%s: upstream failed (%s); serving the tag as of %.0f s ago",
-                            registry, repository, tag, e, stale.age,
-                        )  # fmt: skip
-                        return cached
+                # The upstream is down: the tag as this node last saw it (its tag cache, or the
+                # image recorded in the store, which outlives restarts), else as a peer saw it.
+                fallback = self._tag_known_here(key) or await self._tag_from_peers(key)
+                if fallback is not None:
+                    log.warning(
+                        "%s/%s:%s: upstream failed (%s); serving the tag as last known (%s)",
+                        registry, repository, tag, e, fallback.source,
+                    )  # fmt: skip
+                    return fallback
                 raise UnavailableError(f"manifest {repository}:{tag}: {e}") from None
             self._keep_manifest(got)
             self._tags.put(key, (got.digest, got.media_type))
             return self._served(registry, repository, got, "upstream", tag=tag)
 
         return await self._manifest_flights.do(("tag", *key), fetch)
+
+    def _tag_known_here(self, key: TagKey) -> ManifestResult | None:
+        """The tag from the tag cache (however old) or the store's record of the image."""
+        registry, repository, tag, _ = key
+        stale = self._tags.get(key)
+        if stale is not None:
+            cached = self._cached_tag(key, stale.value)
+            if cached is not None:
+                return cached
+        reference = f"{registry}/{repository}:{tag}"
+        try:
+            record = next((r for r in self._store.images() if r.reference == reference), None)
+        except (StoreError, sqlite3.Error):
+            return None
+        if record is None:
+            return None
+        try:
+            body = self._store.read_bytes(record.manifest_digest, MAX_MANIFEST_BYTES)
+        except StoreError:
+            return None
+        return self._cached_tag(key, (record.manifest_digest, manifest_media_type(body)))
+
+    async def _tag_from_peers(self, key: TagKey) -> ManifestResult | None:
+        """Ask every live peer for the tag at once (they answer from what they know); the first
+        answer whose body hashes to the digest it names wins."""
+        registry, repository, tag, accept = key
+        sources = [
+            s
+            for url in self.peers.others()
+            if not self.health.is_down(url) and (s := self._runner.peer(url)) is not None
+        ]
+        if not sources:
+            return None
+
+        async def ask(source: Source) -> SourceManifest:
+            got = await source.get_manifest(registry, repository, tag, accept)
+            if Digest.of(got.body, got.digest.algorithm) != got.digest:
+                raise SourceCorrupt(f"the tag's manifest does not hash to {got.digest}")
+            return got
+
+        tasks = [asyncio.create_task(ask(s)) for s in sources]
+        try:
+            for done in asyncio.as_completed(tasks):
+                try:
+                    got = await done
+                except (SourceError, OSError, TimeoutError):
+                    continue
+                self._keep_manifest(got)
+                self._tags.put(key, (got.digest, got.media_type))
+                return self._served(registry, repository, got, "peer", tag=tag)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return None
 
     def _cached_tag(self, key: TagKey, value: tuple[Digest, str]) -> ManifestResult | None:
         registry, repository, tag, _ = key
