@@ -94,6 +94,7 @@ from warmstart.bench.scaleout_nodes import AGENT_PORT, NodeStack, close_nodes, s
 from warmstart.bench.scaleout_report import environment_info
 from warmstart.bench.scaleout_types import WARMSTART
 from warmstart.fetch import rendezvous
+from warmstart.fetch.api import PEER_TOKEN_HEADER
 from warmstart.oci import mediatypes as mt
 from warmstart.runtime.api import ReplicaError
 from warmstart.testbed.agent import AgentProcess
@@ -531,9 +532,10 @@ async def _raw_blob_reads(url: str, digest: str, attempts: int, pause: float = 0
 
 
 async def _put_peers(agent: AgentProcess, peers: Sequence[str]) -> None:
+    headers = {PEER_TOKEN_HEADER: agent.peer_token} if agent.peer_token else {}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        session.put(f"{agent.url}/peers", json={"peers": list(peers)}) as resp,
+        session.put(f"{agent.url}/peers", json={"peers": list(peers)}, headers=headers) as resp,
     ):
         body = await resp.text()
         if resp.status != 200:
