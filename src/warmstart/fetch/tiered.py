@@ -57,7 +57,7 @@ from warmstart.fetch.config import FetcherConfig
 from warmstart.fetch.images import ImageTracker, PendingImage
 from warmstart.fetch.local import LocalSource, manifest_media_type
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
-from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
+from warmstart.fetch.peers import PeerHealth, PeerList, PeerRing, PeerView
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
@@ -148,7 +148,7 @@ class TieredFetcher:
         self._clock = clock
         self.peers: PeerView = peers if peers is not None else PeerList(config.self_url)
         self.health = PeerHealth(config.peer_retry_after, clock)
-        self.router = Router(self.peers, config.self_url, self.health)
+        self.ring = PeerRing(self.peers, config.self_url, self.health)
         self.access = AccessControl(
             checker,
             shared=config.shared,
@@ -215,7 +215,7 @@ class TieredFetcher:
         local = self._local_blob(digest)
         if local is not None:
             return local.size
-        home = self.router.is_home(digest)
+        home = self.ring.is_home(digest)
         t = self._transfers.get(digest)
         # A peer asking a non-home node is probing for holders: a transfer that may itself read
         # from a peer does not count (it could read from the asker).
@@ -277,7 +277,7 @@ class TieredFetcher:
         )
         return FetcherStatus(
             self.config.node_id,
-            self.router.self_url,
+            self.ring.self_url,
             tuple(self.peers.others()),
             tuple(self.health.down()),
             transfers,
@@ -342,13 +342,13 @@ class TieredFetcher:
     ) -> tuple[Step, ...]:
         """Where to look for ``digest`` (:func:`plan_sources`), from the peer ring and health
         as they are now (``as_home``: plan as the digest's home, whatever the ring says now)."""
-        home_url = self.router.home(digest)
+        home_url = self.ring.home(digest)
         excluded = set(excluded)
         return plan_sources(
             what,
             from_peer=from_peer,
-            home=None if as_home or home_url == self.router.self_url else home_url,
-            peers=self.router.candidates(digest, (), len(self.router.nodes())),
+            home=None if as_home or home_url == self.ring.self_url else home_url,
+            peers=self.ring.candidates(digest, (), len(self.ring.nodes())),
             max_probes=self.config.max_peer_probes,
             excluded=excluded,
             upstream=self._upstream.name not in excluded,
