@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
-from warmstart.fetch.peers import PeerHealth, PeerList, PeerRing, PeerView
+from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
 from warmstart.fetch.tiered import FetcherStatus, TieredFetcher, TransferStatus
 
 __all__ = [

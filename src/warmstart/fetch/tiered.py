@@ -57,7 +57,7 @@ from warmstart.fetch.config import FetcherConfig
 from warmstart.fetch.images import ImageTracker, PendingImage
 from warmstart.fetch.local import LocalSource, manifest_media_type
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
-from warmstart.fetch.peers import PeerHealth, PeerList, PeerRing, PeerView
+from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (

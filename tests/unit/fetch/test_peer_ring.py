@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.unit.fetch.helpers import FakeClock
-from warmstart.fetch.peers import PeerHealth, PeerList, PeerRing
+from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing
 from warmstart.fetch.rendezvous import rank
 from warmstart.oci import Digest
 
