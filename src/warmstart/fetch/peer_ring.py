@@ -1,6 +1,6 @@
 """Who the peers are, which are down, and which node is a digest's home. Pure (clock injected).
 
-The list of peers belongs to the agent (``warmstart.agent.peers.PeerSet``, replaced by
+The list of peers belongs to the agent (``warmstart.agent.peer_set.PeerSet``, replaced by
 ``PUT /peers``); the fetcher only reads it through :class:`PeerView`. :class:`PeerList` is a
 minimal implementation for tests and embedding.
 """
