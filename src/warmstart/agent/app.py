@@ -114,7 +114,7 @@ def build_default_prewarmer(
     grants: ImportGrants | None = None,
     linker: ImageLinker | None = None,
 ) -> Prewarmer | None:
-    from warmstart.agent.prewarm import Prewarmer as ContainerdPrewarmer
+    from warmstart.agent.prewarm import ContainerdPrewarmer
     from warmstart.containerd.ctr import ContainerdTarget
 
     target = None

@@ -123,7 +123,7 @@ class _Tally:
         self.by_source[source] = self.by_source.get(source, 0) + size
 
 
-class Prewarmer:
+class ContainerdPrewarmer:
     """Implements the agent's ``Prewarmer`` protocol (``warmstart.agent.hooks``)."""
 
     def __init__(
