@@ -6,8 +6,8 @@ from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
     BudgetExceeded,
-    DigestMismatch,
     SizeMismatch,
+    StoreDigestMismatch,
     StoreError,
 )
 from warmstart.store.eviction import EvictionPlan, ImageUsage, Snapshot, plan_eviction
@@ -29,7 +29,6 @@ __all__ = [
     "BlobTooLarge",
     "BudgetExceeded",
     "ContentStore",
-    "DigestMismatch",
     "EvictionPlan",
     "GCReport",
     "ImageRecord",
@@ -40,6 +39,7 @@ __all__ = [
     "RecoveryReport",
     "SizeMismatch",
     "Snapshot",
+    "StoreDigestMismatch",
     "StoreError",
     "VerifyReport",
     "plan_eviction",

@@ -11,7 +11,7 @@ class BlobNotFound(StoreError):
     """The blob is not in the store (and no write of it is in progress)."""
 
 
-class DigestMismatch(StoreError):
+class StoreDigestMismatch(StoreError):
     """The bytes received do not hash to the digest they were requested under."""
 
 
@@ -43,8 +43,8 @@ __all__ = [
     "BlobNotFound",
     "BlobTooLarge",
     "BudgetExceeded",
-    "DigestMismatch",
     "SizeMismatch",
+    "StoreDigestMismatch",
     "StoreError",
     "format_bytes",
 ]

@@ -33,8 +33,8 @@ from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
     BudgetExceeded,
-    DigestMismatch,
     SizeMismatch,
+    StoreDigestMismatch,
     StoreError,
     format_bytes,
 )
@@ -272,7 +272,7 @@ class ContentStore:
         self._check_open()
         actual = Digest.of(data, digest.algorithm)
         if actual != digest:
-            raise DigestMismatch(
+            raise StoreDigestMismatch(
                 f"data given for {digest} hashes to {actual}: refusing to store it"
             )
         if not self.has(digest):
@@ -396,7 +396,7 @@ class ContentStore:
                         raise self._disk_error(digest, e) from e
                     torn = actual != digest.hex and existing > 0
                     if actual != digest.hex and not torn:
-                        raise DigestMismatch(
+                        raise StoreDigestMismatch(
                             f"blob {digest} from the source hashes to {digest.algorithm}:{actual}: "
                             "the source sent other data; nothing was stored"
                         )

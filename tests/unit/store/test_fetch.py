@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.store.helpers import MemorySource, MiB, SourceFailed, blob, corrupt, wait_for_file
 from warmstart.oci import Digest
-from warmstart.store import ContentStore, DigestMismatch, SizeMismatch
+from warmstart.store import ContentStore, SizeMismatch, StoreDigestMismatch
 
 
 def assert_nothing_stored(store: ContentStore, digest: Digest) -> None:
@@ -94,7 +94,7 @@ async def test_corrupt_source_raises_and_stores_nothing(store: ContentStore) -> 
     results = await asyncio.gather(
         *(store.fetch(digest, len(data), source) for _ in range(16)), return_exceptions=True
     )
-    assert all(isinstance(r, DigestMismatch) for r in results)
+    assert all(isinstance(r, StoreDigestMismatch) for r in results)
     assert "nothing was stored" in str(results[0])
     assert source.calls == [0]
     assert_nothing_stored(store, digest)
@@ -156,7 +156,7 @@ async def test_more_resume_attempts(root: Path) -> None:
 async def test_a_new_fetch_after_a_failure_calls_the_source_again(store: ContentStore) -> None:
     data, digest = blob(MiB)
     bad = MemorySource(corrupt(data))
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(StoreDigestMismatch):
         await store.fetch(digest, len(data), bad)
     good = MemorySource(data)
     assert (await store.fetch(digest, len(data), good)).read_bytes() == data
@@ -225,7 +225,7 @@ async def test_waiting_store_takes_over_when_writer_fails(root: Path) -> None:
         ta = asyncio.create_task(a.fetch(digest, len(data), bad))
         await wait_for_file(a.layout.partial_path(digest))
         tb = asyncio.create_task(b.fetch(digest, len(data), good))
-        with pytest.raises(DigestMismatch):
+        with pytest.raises(StoreDigestMismatch):
             await ta
         assert (await tb).read_bytes() == data
         assert (bad.calls, good.calls) == ([0], [0])
