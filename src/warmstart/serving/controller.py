@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from warmstart.runtime.api import Replica as RuntimeReplica
 from warmstart.runtime.api import (
+    Replica,
     ReplicaError,
     ReplicaNotFound,
     ReplicaSpec,
@@ -41,7 +41,7 @@ from warmstart.runtime.api import (
     Runtime,
 )
 from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
-from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
+from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.router import Router
 from warmstart.serving.spec import EndpointSpec
@@ -131,7 +131,7 @@ class ManagedReplica:
     started_at: float
     state: str = "starting"  # starting, ready, stopping
     host: str = "127.0.0.1"
-    runtime_replica: RuntimeReplica | None = None
+    runtime_replica: Replica | None = None
     ready_seconds: float | None = None  # from "start a replica" to /ping 200
     tier: str = "cold"  # where the image's bytes were on the node when the replica started
     # Seconds per phase, in order (:data:`PHASES`); once ready they add up to ready_seconds.
@@ -329,9 +329,9 @@ class Controller:
             self._prewarmed.pop(name, None)
         self._known = known
 
-    def _placement_replicas(self) -> list[Replica]:
+    def _placement_replicas(self) -> list[PlacedReplica]:
         return [
-            Replica(r.id, r.node, ready=r.state == "ready", started_at=r.started_at)
+            PlacedReplica(r.id, r.node, ready=r.state == "ready", started_at=r.started_at)
             for r in self.replicas.values()
             if r.state != "stopping"
         ]

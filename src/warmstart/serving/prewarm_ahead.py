@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 from warmstart.serving.autoscaler import Snapshot, window_mean
-from warmstart.serving.placement import Node, Replica, Tier, place
+from warmstart.serving.placement import Node, PlacedReplica, Tier, place
 from warmstart.serving.spec import EndpointSpec
 
 
@@ -63,7 +63,7 @@ def prewarm_targets(
     spec: EndpointSpec,
     snapshot: Snapshot,
     nodes: Sequence[Node],
-    replicas: Sequence[Replica] = (),
+    replicas: Sequence[PlacedReplica] = (),
 ) -> list[Node]:
     """Nodes to pre-warm now (each once, in placement order): those of the next
     :func:`spare_count` replicas always (by default every node the endpoint may scale to), and

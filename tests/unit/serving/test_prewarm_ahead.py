@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from warmstart.serving.autoscaler import Snapshot
-from warmstart.serving.placement import Node, Replica, Tier
+from warmstart.serving.placement import Node, PlacedReplica, Tier
 from warmstart.serving.prewarm_ahead import (
     near_capacity,
     prewarm_targets,
@@ -19,7 +19,7 @@ from .helpers import NOW, snap, spec
 
 # five replicas fill the hot node; the next go to the warm node, then the cold one
 NODES = [Node("hot", 5, Tier.HOT), Node("warm", 2, Tier.WARM), Node("cold", 4, Tier.COLD)]
-ON_HOT = [Replica(f"r{i}", "hot") for i in range(5)]
+ON_HOT = [PlacedReplica(f"r{i}", "hot") for i in range(5)]
 # The demand-driven rows turn the spares off: by default every node the endpoint may scale to
 # is a target whatever the load, which would hide what demand adds.
 DEMAND_ONLY: dict[str, Any] = {"prewarm_spare": 0}
@@ -167,7 +167,7 @@ def test_prewarm_targets(
     fields: dict[str, Any],
     snapshot: Snapshot,
     nodes: list[Node],
-    replicas: list[Replica],
+    replicas: list[PlacedReplica],
     expected: list[str],
 ) -> None:
     targets = prewarm_targets(spec(**fields), snapshot, nodes, replicas)
@@ -199,7 +199,7 @@ def test_replicas_ahead() -> None:
 
 # Hot by default: four one-slot nodes, the one replica on "a" (where its image is hot).
 FOUR = [Node("a", 1, Tier.HOT), Node("b", 1), Node("c", 1), Node("d", 1)]
-ON_A = [Replica("r1", "a")]
+ON_A = [PlacedReplica("r1", "a")]
 IDLE = snap(1, (60, 0))
 
 
@@ -235,7 +235,7 @@ def default_spec(**fields: Any) -> EndpointSpec:
             {},
             snap(1, (60, 0), starting=2),
             FOUR,
-            [*ON_A, Replica("r2", "b", ready=False), Replica("r3", "c", ready=False)],
+            [*ON_A, PlacedReplica("r2", "b", ready=False), PlacedReplica("r3", "c", ready=False)],
             ["d"],
             id="starting-replicas-use-up-room",
         ),
@@ -269,7 +269,7 @@ def test_prewarm_targets_hot_by_default(
     fields: dict[str, Any],
     snapshot: Snapshot,
     nodes: list[Node],
-    replicas: list[Replica],
+    replicas: list[PlacedReplica],
     expected: list[str],
 ) -> None:
     targets = prewarm_targets(default_spec(**fields), snapshot, nodes, replicas)
