@@ -3,7 +3,7 @@ pre-warm ahead of scale-out. Nothing here reads a clock or touches the network."
 
 from __future__ import annotations
 
-from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
+from warmstart.serving.autoscaler import Decision, LoadSnapshot, ScalerState, decide
 from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spec, parse_spec
@@ -11,10 +11,10 @@ from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spe
 __all__ = [
     "Decision",
     "EndpointSpec",
+    "LoadSnapshot",
     "Node",
     "PlacedReplica",
     "ScalerState",
-    "Snapshot",
     "SpecError",
     "Tier",
     "build_spec",

@@ -29,7 +29,7 @@ from warmstart.serving.spec import EndpointSpec
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class LoadSnapshot:
     """What the controller saw at ``now``.
 
     ``samples`` are ``(t, concurrency)`` pairs, about one a second, where concurrency is the
@@ -163,7 +163,7 @@ def clamp_step(spec: EndpointSpec, wanted: int, current: int) -> tuple[int, str 
 
 
 def decide(
-    spec: EndpointSpec, snapshot: Snapshot, state: ScalerState
+    spec: EndpointSpec, snapshot: LoadSnapshot, state: ScalerState
 ) -> tuple[Decision, ScalerState]:
     """The number of replicas the endpoint should have now, why, and the next state."""
     now, current = snapshot.now, snapshot.current
@@ -224,8 +224,8 @@ def _join(reason: str, *notes: str | None) -> str:
 
 __all__ = [
     "Decision",
+    "LoadSnapshot",
     "ScalerState",
-    "Snapshot",
     "clamp_bounds",
     "clamp_step",
     "decide",

@@ -40,7 +40,7 @@ from warmstart.runtime.api import (
     ReplicaState,
     Runtime,
 )
-from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
+from warmstart.serving.autoscaler import Decision, LoadSnapshot, ScalerState, decide
 from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.router import Router
@@ -243,7 +243,9 @@ class Controller:
             self._samples.popleft()
         ready = sum(1 for r in self.replicas.values() if r.state == "ready")
         starting = sum(1 for r in self.replicas.values() if r.state == "starting")
-        snapshot = Snapshot(now=now, ready=ready, starting=starting, samples=tuple(self._samples))
+        snapshot = LoadSnapshot(
+            now=now, ready=ready, starting=starting, samples=tuple(self._samples)
+        )
         decision, self._state = decide(self.spec, snapshot, self._state)
         self.last_decision = decision
         current = ready + starting
@@ -259,7 +261,7 @@ class Controller:
                 self._spawn(self._stop_replica(self.replicas[victim.id]))
         if self._prewarm is not None:
             # Judge headroom with the replicas this tick started or stopped already counted.
-            after = Snapshot(
+            after = LoadSnapshot(
                 now=now,
                 ready=sum(1 for r in self.replicas.values() if r.state == "ready"),
                 starting=sum(1 for r in self.replicas.values() if r.state == "starting"),

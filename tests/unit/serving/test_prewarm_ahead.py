@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from warmstart.serving.autoscaler import Snapshot
+from warmstart.serving.autoscaler import LoadSnapshot
 from warmstart.serving.placement import Node, PlacedReplica, Tier
 from warmstart.serving.prewarm_ahead import (
     near_capacity,
@@ -165,7 +165,7 @@ DEMAND_ONLY: dict[str, Any] = {"prewarm_spare": 0}
 )
 def test_prewarm_targets(
     fields: dict[str, Any],
-    snapshot: Snapshot,
+    snapshot: LoadSnapshot,
     nodes: list[Node],
     replicas: list[PlacedReplica],
     expected: list[str],
@@ -178,7 +178,7 @@ def test_recent_demand_takes_the_larger_window() -> None:
     s = spec()
     assert recent_demand(s, snap(1, (54, 0), (6, 6))) == pytest.approx(6.0)
     assert recent_demand(s, snap(1, (54, 6), (6, 0))) == pytest.approx(5.4)
-    assert recent_demand(s, Snapshot(now=NOW, ready=1)) == 0.0
+    assert recent_demand(s, LoadSnapshot(now=NOW, ready=1)) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -267,7 +267,7 @@ def default_spec(**fields: Any) -> EndpointSpec:
 )
 def test_prewarm_targets_hot_by_default(
     fields: dict[str, Any],
-    snapshot: Snapshot,
+    snapshot: LoadSnapshot,
     nodes: list[Node],
     replicas: list[PlacedReplica],
     expected: list[str],
@@ -283,4 +283,4 @@ def test_prewarm_targets_hot_by_default(
 )  # fmt: skip
 def test_spare_count(spare: int | None, ready: int, starting: int, expected: int) -> None:
     s = default_spec() if spare is None else default_spec(prewarm_spare=spare)
-    assert spare_count(s, Snapshot(now=NOW, ready=ready, starting=starting)) == expected
+    assert spare_count(s, LoadSnapshot(now=NOW, ready=ready, starting=starting)) == expected
