@@ -10,7 +10,7 @@ from warmstart.store.errors import (
     StoreDigestMismatch,
     StoreError,
 )
-from warmstart.store.eviction import EvictionPlan, ImageUsage, Snapshot, plan_eviction
+from warmstart.store.eviction import EvictionPlan, ImageUsage, StoreSnapshot, plan_eviction
 from warmstart.store.layout import Layout
 from warmstart.store.models import (
     BlobSource,
@@ -38,9 +38,9 @@ __all__ = [
     "ProgressFn",
     "RecoveryReport",
     "SizeMismatch",
-    "Snapshot",
     "StoreDigestMismatch",
     "StoreError",
+    "StoreSnapshot",
     "VerifyReport",
     "plan_eviction",
 ]

@@ -40,7 +40,7 @@ from warmstart.store.errors import (
 )
 from warmstart.store.eviction import (
     ImageUsage,
-    Snapshot,
+    StoreSnapshot,
     orphans,
     plan_eviction,
     plan_removal,
@@ -611,7 +611,7 @@ class ContentStore:
         alive = self._alive_map(r.session for r in rows)
         return [r for r in rows if alive[r.session]]
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self) -> StoreSnapshot:
         pins = self._live_pins()
         pinned_refs = {p.reference for p in pins if p.reference is not None}
         pinned: set[Digest] = set()
@@ -629,7 +629,7 @@ class ContentStore:
             )
             for row in self._index.images()
         )
-        return Snapshot(images, self._index.blob_sizes(), frozenset(protected))
+        return StoreSnapshot(images, self._index.blob_sizes(), frozenset(protected))
 
     # -- images ----------------------------------------------------------------------------
 
