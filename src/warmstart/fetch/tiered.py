@@ -82,8 +82,7 @@ from warmstart.oci import (
 )
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.endpoints import canonical_registry
-from warmstart.store import ContentStore, StoreDigestMismatch, StoreError
-from warmstart.store import SizeMismatch as StoreSizeMismatch
+from warmstart.store import ContentStore, StoreDigestMismatch, StoreError, StoreSizeMismatch
 from warmstart.store.singleflight import Flight, SingleFlight
 
 log = logging.getLogger(__name__)

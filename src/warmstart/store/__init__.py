@@ -6,9 +6,9 @@ from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
     BudgetExceeded,
-    SizeMismatch,
     StoreDigestMismatch,
     StoreError,
+    StoreSizeMismatch,
 )
 from warmstart.store.eviction import EvictionPlan, ImageUsage, StoreSnapshot, plan_eviction
 from warmstart.store.layout import Layout
@@ -37,9 +37,9 @@ __all__ = [
     "Pin",
     "ProgressFn",
     "RecoveryReport",
-    "SizeMismatch",
     "StoreDigestMismatch",
     "StoreError",
+    "StoreSizeMismatch",
     "StoreSnapshot",
     "VerifyReport",
     "plan_eviction",

@@ -15,7 +15,7 @@ class StoreDigestMismatch(StoreError):
     """The bytes received do not hash to the digest they were requested under."""
 
 
-class SizeMismatch(StoreError):
+class StoreSizeMismatch(StoreError):
     """The source delivered more or fewer bytes than the declared size."""
 
 
@@ -43,8 +43,8 @@ __all__ = [
     "BlobNotFound",
     "BlobTooLarge",
     "BudgetExceeded",
-    "SizeMismatch",
     "StoreDigestMismatch",
     "StoreError",
+    "StoreSizeMismatch",
     "format_bytes",
 ]

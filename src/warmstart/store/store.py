@@ -33,9 +33,9 @@ from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
     BudgetExceeded,
-    SizeMismatch,
     StoreDigestMismatch,
     StoreError,
+    StoreSizeMismatch,
     format_bytes,
 )
 from warmstart.store.eviction import (
@@ -321,7 +321,7 @@ class ContentStore:
                 "fetched; pin blobs while they are in use"
             ) from None
         if size is not None and actual != size:
-            raise SizeMismatch(
+            raise StoreSizeMismatch(
                 f"blob {digest} in the store is {actual} bytes but {size} were expected: the "
                 "descriptor's size is wrong"
             )
@@ -464,7 +464,7 @@ class ContentStore:
                 try:
                     async for chunk in stream:
                         if size is not None and writer.accepted + len(chunk) > size:
-                            raise SizeMismatch(
+                            raise StoreSizeMismatch(
                                 f"the source sent more than the {size} bytes declared for "
                                 f"{digest}; aborted, nothing was stored"
                             )
@@ -492,7 +492,7 @@ class ContentStore:
             if attempts < self._resume_attempts:
                 attempts += 1  # the stream ended early: ask for the rest
                 continue
-            raise SizeMismatch(
+            raise StoreSizeMismatch(
                 f"the source ended after {writer.accepted} of the {size} bytes declared for "
                 f"{digest}; nothing was stored"
             )
