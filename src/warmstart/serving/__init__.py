@@ -3,17 +3,17 @@ pre-warm ahead of scale-out. Nothing here reads a clock or touches the network."
 
 from __future__ import annotations
 
-from warmstart.serving.autoscaler import Decision, LoadSnapshot, ScalerState, decide
+from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
 from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spec, parse_spec
 
 __all__ = [
-    "Decision",
     "EndpointSpec",
     "LoadSnapshot",
     "Node",
     "PlacedReplica",
+    "ScaleDecision",
     "ScalerState",
     "SpecError",
     "Tier",

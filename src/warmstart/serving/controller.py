@@ -40,7 +40,7 @@ from warmstart.runtime.api import (
     ReplicaState,
     Runtime,
 )
-from warmstart.serving.autoscaler import Decision, LoadSnapshot, ScalerState, decide
+from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
 from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.router import Router
@@ -218,7 +218,7 @@ class Controller:
         self._prewarm_failures: dict[str, PrewarmFailure] = {}  # node -> failures in a row
         self._known: set[str] = set()  # nodes the last tier answer named
         self._ids = itertools.count(1)
-        self.last_decision: Decision | None = None
+        self.last_decision: ScaleDecision | None = None
         self.node_tiers: dict[str, Tier] = {}  # from the last placement lookup
 
     # -- the loop ---------------------------------------------------------------------------
@@ -233,7 +233,7 @@ class Controller:
         finally:
             await self.shutdown()
 
-    async def tick(self) -> Decision:
+    async def tick(self) -> ScaleDecision:
         now = self._clock()
         await self._reap_crashed(now)
         snap = self.router.snapshot()

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from warmstart.serving.autoscaler import (
-    Decision,
     LoadSnapshot,
+    ScaleDecision,
     ScalerState,
     decide,
     latest_demand,
@@ -23,7 +23,7 @@ class Case:
     id: str
     snapshot: LoadSnapshot
     desired: int
-    reason: str  # a fragment of Decision.reason
+    reason: str  # a fragment of ScaleDecision.reason
     spec: dict[str, Any] = field(default_factory=dict)
     state: ScalerState = field(default_factory=ScalerState)
     panicking: bool = False
@@ -261,10 +261,10 @@ def test_decision_reports_concurrency() -> None:
     decision, _ = decide(spec(), snap(2, (54, 0), (6, 10)), ScalerState())
     assert decision.stable_concurrency == pytest.approx(1.0)
     assert decision.panic_concurrency == pytest.approx(10.0)
-    assert isinstance(decision, Decision)
+    assert isinstance(decision, ScaleDecision)
 
 
-def run(trace: list[float], ready_follows: bool = True, **fields: Any) -> list[Decision]:
+def run(trace: list[float], ready_follows: bool = True, **fields: Any) -> list[ScaleDecision]:
     """Feed ``decide`` one sample a second; replicas become ready at once when asked for."""
     s = spec(**fields)
     state, ready, samples = ScalerState(), 1, []
