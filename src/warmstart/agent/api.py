@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -29,11 +29,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from warmstart.oci import OCIError, Platform, Reference
+from warmstart.oci.tiers import StoredTier
 
 INVALID_REQUEST = "INVALID_REQUEST"
 NAME_INVALID = "NAME_INVALID"
 MAX_ERROR_CHARS = 300
-Tier = Literal["hot", "warm", "partial"]
 
 _REFERENCE_INVALID = "reference_invalid"
 
@@ -209,7 +209,7 @@ class ImageStatus(_Answer):
     reference: str
     digest: str
     size: int
-    tier: Tier  # hot: unpacked in containerd; warm: every blob stored; partial: some
+    tier: StoredTier  # hot: unpacked in containerd; warm: every blob stored; partial: some
     pinned: bool
     platform: str | None
     last_used: float  # seconds since the epoch
@@ -316,7 +316,6 @@ __all__ = [
     "RequestInvalid",
     "StatusResponse",
     "StoreStatus",
-    "Tier",
     "describe",
     "error_code",
     "error_message",

@@ -3,8 +3,9 @@ pre-warm ahead of scale-out. Nothing here reads a clock or touches the network."
 
 from __future__ import annotations
 
+from warmstart.oci.tiers import Tier
 from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
-from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
+from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spec, parse_spec
 

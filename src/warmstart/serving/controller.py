@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from warmstart.oci.tiers import Tier
 from warmstart.runtime.api import (
     Replica,
     ReplicaError,
@@ -41,7 +42,7 @@ from warmstart.runtime.api import (
     Runtime,
 )
 from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
-from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
+from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.router import Router
 from warmstart.serving.spec import EndpointSpec
@@ -133,7 +134,7 @@ class ManagedReplica:
     host: str = "127.0.0.1"
     runtime_replica: Replica | None = None
     ready_seconds: float | None = None  # from "start a replica" to /ping 200
-    tier: str = "cold"  # where the image's bytes were on the node when the replica started
+    tier: Tier = Tier.COLD  # where the image's bytes were on the node when the replica started
     # Seconds per phase, in order (:data:`PHASES`); once ready they add up to ready_seconds.
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -301,7 +302,7 @@ class Controller:
             nodes=[
                 {
                     "name": name,
-                    "tier": str(self.node_tiers.get(name, Tier.COLD)),
+                    "tier": self.node_tiers.get(name, Tier.COLD),
                     "replicas": sum(1 for r in self.replicas.values() if r.node == name),
                     "slots": node.slots,
                 }
@@ -358,7 +359,7 @@ class Controller:
             self._free_port(node),
             now,
             host=node.host,
-            tier=str(self.node_tiers.get(node_name, Tier.COLD)),
+            tier=self.node_tiers.get(node_name, Tier.COLD),
         )
         self.replicas[rid] = managed
         self._event(now, "started", f"{rid} on {node_name} (port {managed.port})")

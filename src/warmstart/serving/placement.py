@@ -10,25 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+
+from warmstart.oci.tiers import Tier
 
 VictimKey = tuple[bool, float, float, str]
-
-
-class Tier(StrEnum):
-    """Where the endpoint image's bytes are, as seen from one node (fastest first)."""
-
-    HOT = "hot"  # unpacked in the node's containerd, weights on local disk
-    WARM = "warm"  # every blob in the node's content store
-    PEER = "peer"  # blobs on another node of the cluster
-    COLD = "cold"  # only upstream
-
-    @property
-    def rank(self) -> int:
-        return _TIER_RANK[self]
-
-
-_TIER_RANK = {Tier.HOT: 0, Tier.WARM: 1, Tier.PEER: 2, Tier.COLD: 3}
 
 
 @dataclass(frozen=True)

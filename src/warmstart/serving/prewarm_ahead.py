@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from warmstart.oci.tiers import Tier
 from warmstart.serving.autoscaler import LoadSnapshot, window_mean
-from warmstart.serving.placement import Node, PlacedReplica, Tier, place
+from warmstart.serving.placement import Node, PlacedReplica, place
 from warmstart.serving.spec import EndpointSpec
 
 

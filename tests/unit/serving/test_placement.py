@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.serving.placement import Node, PlacedReplica, Tier, choose_victims, place
+from warmstart.oci.tiers import Tier
+from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
 
 
 def names(nodes: list[Node]) -> list[str]:

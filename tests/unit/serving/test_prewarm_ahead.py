@@ -4,8 +4,9 @@ from typing import Any
 
 import pytest
 
+from warmstart.oci.tiers import Tier
 from warmstart.serving.autoscaler import LoadSnapshot
-from warmstart.serving.placement import Node, PlacedReplica, Tier
+from warmstart.serving.placement import Node, PlacedReplica
 from warmstart.serving.prewarm_ahead import (
     near_capacity,
     prewarm_targets,
