@@ -88,7 +88,7 @@ PlatformName = Annotated[
 ]
 
 
-def _one_line(text: str) -> str:
+def _collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -111,7 +111,7 @@ def describe(error: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "body"
         message = _PLAIN.get(e["type"], e["msg"])
         parts.append(f"{where}: {message}")
-    return _one_line("; ".join(parts))[: MAX_ERROR_CHARS * 2]
+    return _collapse_whitespace("; ".join(parts))[: MAX_ERROR_CHARS * 2]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -258,7 +258,7 @@ class Health(_Answer):
 
     @classmethod
     def from_answer(cls, status: int, text: str) -> Self:
-        return cls(ok=status == 200, message=_one_line(text) or f"HTTP {status}")
+        return cls(ok=status == 200, message=_collapse_whitespace(text) or f"HTTP {status}")
 
 
 # -- error answers ----------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def error_message(status: int, body: bytes) -> str:
             message = doc["message"]
     if not message:
         message = body.decode("utf-8", "replace").strip()
-    message = _one_line(message)[:MAX_ERROR_CHARS]
+    message = _collapse_whitespace(message)[:MAX_ERROR_CHARS]
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 
