@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -29,11 +29,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from warmstart.oci import OCIError, Platform, Reference
+from warmstart.oci.tiers import StoredTier
 
 INVALID_REQUEST = "INVALID_REQUEST"
 NAME_INVALID = "NAME_INVALID"
 MAX_ERROR_CHARS = 300
-Tier = Literal["hot", "warm", "partial"]
 
 _REFERENCE_INVALID = "reference_invalid"
 
@@ -88,7 +88,7 @@ PlatformName = Annotated[
 ]
 
 
-def _one_line(text: str) -> str:
+def _collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -111,7 +111,7 @@ def describe(error: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "body"
         message = _PLAIN.get(e["type"], e["msg"])
         parts.append(f"{where}: {message}")
-    return _one_line("; ".join(parts))[: MAX_ERROR_CHARS * 2]
+    return _collapse_whitespace("; ".join(parts))[: MAX_ERROR_CHARS * 2]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -209,7 +209,7 @@ class ImageStatus(_Answer):
     reference: str
     digest: str
     size: int
-    tier: Tier  # hot: unpacked in containerd; warm: every blob stored; partial: some
+    tier: StoredTier  # hot: unpacked in containerd; warm: every blob stored; partial: some
     pinned: bool
     platform: str | None
     last_used: float  # seconds since the epoch
@@ -258,7 +258,7 @@ class Health(_Answer):
 
     @classmethod
     def from_answer(cls, status: int, text: str) -> Self:
-        return cls(ok=status == 200, message=_one_line(text) or f"HTTP {status}")
+        return cls(ok=status == 200, message=_collapse_whitespace(text) or f"HTTP {status}")
 
 
 # -- error answers ----------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def error_message(status: int, body: bytes) -> str:
             message = doc["message"]
     if not message:
         message = body.decode("utf-8", "replace").strip()
-    message = _one_line(message)[:MAX_ERROR_CHARS]
+    message = _collapse_whitespace(message)[:MAX_ERROR_CHARS]
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 
@@ -316,7 +316,6 @@ __all__ = [
     "RequestInvalid",
     "StatusResponse",
     "StoreStatus",
-    "Tier",
     "describe",
     "error_code",
     "error_message",

@@ -26,7 +26,7 @@ from warmstart.agent.import_grants import ImportGrants
 from warmstart.agent.link_setup import decide_link_setup
 from warmstart.agent.linking import ImageLinker
 from warmstart.agent.metrics import AgentMetrics
-from warmstart.agent.peers import PeerSet
+from warmstart.agent.peer_set import PeerSet
 from warmstart.agent.server import STATE, AgentState, add_routes, observe
 from warmstart.containerd.content_link import (
     ContentDirError,
@@ -114,7 +114,7 @@ def build_default_prewarmer(
     grants: ImportGrants | None = None,
     linker: ImageLinker | None = None,
 ) -> Prewarmer | None:
-    from warmstart.agent.prewarm import Prewarmer as ContainerdPrewarmer
+    from warmstart.agent.prewarm import ContainerdPrewarmer
     from warmstart.containerd.ctr import ContainerdTarget
 
     target = None

@@ -306,7 +306,7 @@ def normalize_peers(urls: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _one_line(error: ValidationError, source: str) -> str:
+def _describe_invalid_config(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
     message = str(first.get("msg", "invalid"))
@@ -340,7 +340,7 @@ def build_config(data: Mapping[str, Any], source: str = "config") -> AgentConfig
     try:
         return AgentConfig.model_validate(dict(data))
     except ValidationError as e:
-        raise ConfigError(_one_line(e, source)) from None
+        raise ConfigError(_describe_invalid_config(e, source)) from None
 
 
 def parse_upstream_flag(text: str) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """What the agent's HTTP layer calls but does not implement (structural protocols).
 
-``warmstart.agent.prewarm`` provides the real :class:`Prewarmer` (pull into the store, and with
-``hot`` import into containerd); :class:`HotImages` tells ``/status`` which images are already
+``warmstart.agent.prewarm.ContainerdPrewarmer`` is the real :class:`Prewarmer` (pull into the
+store, and with ``hot`` import into containerd); :class:`HotImages` tells ``/status`` which images are already
 unpacked in containerd. Tests plug in small fakes.
 """
 

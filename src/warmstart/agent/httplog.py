@@ -19,12 +19,9 @@ from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
+from warmstart.registry.errors import one_line
+
 MAX_REASON = 200
-
-
-def one_line(text: str, limit: int = MAX_REASON) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def unparsed(request: web.BaseRequest) -> bool:
@@ -41,7 +38,7 @@ class AgentAccessLogger(AccessLogger):
             super().log(request, response, time)
             return
         text = getattr(response, "text", None) if isinstance(response, web.Response) else None
-        reason = one_line(text or "") or "malformed request"
+        reason = one_line(text or "", MAX_REASON) or "malformed request"
         self.logger.warning(
             "%s bad request refused with %d: %s", request.remote, response.status, reason
         )
@@ -61,9 +58,11 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
         if isinstance(error, HttpProcessingError):
-            self.logger.debug("%s: %s", msg % args if args else msg, one_line(str(error)))
+            self.logger.debug(
+                "%s: %s", msg % args if args else msg, one_line(str(error), MAX_REASON)
+            )
             return
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
-__all__ = ["AgentAccessLogger", "ServerLog", "one_line", "unparsed"]
+__all__ = ["MAX_REASON", "AgentAccessLogger", "ServerLog", "unparsed"]

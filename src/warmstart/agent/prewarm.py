@@ -43,6 +43,7 @@ from warmstart.oci import (
 from warmstart.oci import mediatypes as mt
 from warmstart.oci.manifest import parse_manifest
 from warmstart.oci.resolve import resolve_image
+from warmstart.oci.tiers import Tier
 from warmstart.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class _Tally:
         self.by_source[source] = self.by_source.get(source, 0) + size
 
 
-class Prewarmer:
+class ContainerdPrewarmer:
     """Implements the agent's ``Prewarmer`` protocol (``warmstart.agent.hooks``)."""
 
     def __init__(
@@ -367,7 +368,7 @@ class Prewarmer:
             state = await ContainerdImages(ctr, target.snapshotter).image(str(ref))
         except CtrError as e:
             raise HotImportFailed(str(e)) from None
-        if state is None or state.tier != "hot":
+        if state is None or state.tier != Tier.HOT:
             shown = "missing" if state is None else f"{state.status}, unpacked={state.unpacked}"
             raise HotImportFailed(f"{ref} is not unpacked in containerd after the import ({shown})")
         return ContainerdImport(

@@ -45,7 +45,7 @@ from warmstart.agent.paths import (
     merge_accept,
     parse_v2_path,
 )
-from warmstart.agent.peers import PeerSet
+from warmstart.agent.peer_set import PeerSet
 from warmstart.agent.ranges import RangeKind, evaluate_range
 from warmstart.agent.sending import (
     StreamFailed,

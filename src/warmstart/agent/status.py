@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from warmstart.agent.api import ImageStatus, StatusResponse, StoreStatus, Tier
+from warmstart.agent.api import ImageStatus, StatusResponse, StoreStatus
+from warmstart.oci.tiers import StoredTier, Tier
 from warmstart.store import ImageRecord
 
 
-def image_tier(record: ImageRecord, hot: Collection[str]) -> Tier:
+def image_tier(record: ImageRecord, hot: Collection[str]) -> StoredTier:
     """``hot`` (unpacked in containerd), ``warm`` (every blob stored) or ``partial``."""
     if record.reference in hot or str(record.manifest_digest) in hot:
-        return "hot"
-    return "warm" if record.complete else "partial"
+        return Tier.HOT
+    return Tier.WARM if record.complete else Tier.PARTIAL
 
 
 def status_body(
@@ -62,7 +63,7 @@ def status_body(
                 reference=ref,
                 digest=digest,
                 size=0,  # nothing of it in the agent's store
-                tier="hot",
+                tier=Tier.HOT,
                 pinned=False,
                 platform=None,
                 last_used=0.0,

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from warmstart.containerd.ctr import Ctr, CtrError, last_error_line
+from warmstart.oci.tiers import StoredTier, Tier
 
 _CHECK_LINE = re.compile(
     r"^(?P<ref>\S+)\s+(?P<type>\S+)\s+(?P<digest>[a-z0-9]+:[a-f0-9]+)\s+"
@@ -46,11 +47,11 @@ class ContainerdImage:
         return self.status == "complete"
 
     @property
-    def tier(self) -> str:
+    def tier(self) -> StoredTier:
         """``hot`` (content complete and unpacked), ``warm`` (content complete) or ``partial``."""
         if self.complete and self.unpacked:
-            return "hot"
-        return "warm" if self.complete else "partial"
+            return Tier.HOT
+        return Tier.WARM if self.complete else Tier.PARTIAL
 
 
 def parse_images_check(text: str) -> list[ContainerdImage]:
@@ -79,7 +80,7 @@ def hot_names(images: Sequence[ContainerdImage]) -> frozenset[str]:
     """References and target digests of the hot images (what ``/status`` matches against)."""
     names: set[str] = set()
     for image in images:
-        if image.tier == "hot":
+        if image.tier == Tier.HOT:
             names.add(image.reference)
             names.add(image.digest)
     return frozenset(names)
@@ -87,7 +88,7 @@ def hot_names(images: Sequence[ContainerdImage]) -> frozenset[str]:
 
 def tiers(images: Sequence[ContainerdImage]) -> dict[str, list[str]]:
     """``{"hot": [...], "warm": [...], "partial": [...]}`` of image references, sorted."""
-    out: dict[str, list[str]] = {"hot": [], "warm": [], "partial": []}
+    out: dict[str, list[str]] = {Tier.HOT: [], Tier.WARM: [], Tier.PARTIAL: []}
     for image in images:
         out[image.tier].append(image.reference)
     return {k: sorted(v) for k, v in out.items()}
@@ -120,7 +121,7 @@ class ContainerdImages:
 
     async def hot_images(self) -> list[tuple[str, str]]:
         """(reference, target digest) of every image unpacked in this namespace."""
-        return [(i.reference, i.digest) for i in await self.images() if i.tier == "hot"]
+        return [(i.reference, i.digest) for i in await self.images() if i.tier == Tier.HOT]
 
     async def hot_references(self) -> frozenset[str]:
         return hot_names(await self.images())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
-from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
+from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
 from warmstart.fetch.tiered import FetcherStatus, TieredFetcher, TransferStatus
 
 __all__ = [
@@ -21,8 +21,8 @@ __all__ = [
     "NullMetrics",
     "PeerHealth",
     "PeerList",
+    "PeerRing",
     "PeerView",
-    "Router",
     "TieredFetcher",
     "TransferStatus",
     "UpstreamSettings",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from warmstart.fetch.config import FetcherConfig
 from warmstart.fetch.metrics import FetchMetrics
-from warmstart.fetch.peer import PeerClient
-from warmstart.fetch.peers import PeerView
+from warmstart.fetch.peer_ring import PeerView
+from warmstart.fetch.peer_source import PeerClient
 from warmstart.fetch.tiered import TieredFetcher
 from warmstart.fetch.upstream import UpstreamSource
 from warmstart.store import ContentStore

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from warmstart.fetch.api import FetchError, NotFoundError, UnavailableError
 from warmstart.fetch.metrics import FetchMetrics
-from warmstart.fetch.peers import PeerHealth
+from warmstart.fetch.peer_ring import PeerHealth
 from warmstart.fetch.plan import HomePeer, NotHere, ProbePeers, Step
 from warmstart.fetch.source import (
     OpenedBlob,

@@ -24,7 +24,8 @@ Blobs
 
 Manifests
     By digest: local store, home peer, upstream (verified). By tag: a tag cache with a TTL,
-    then the upstream; a stale entry is served when the upstream fails.
+    then the upstream; when the upstream fails, the tag as this node or a peer last saw it
+    (:mod:`warmstart.fetch.tags`).
 
 Access
     See :mod:`warmstart.fetch.access`. Peer requests skip the per-client check only with the
@@ -55,9 +56,9 @@ from warmstart.fetch.api import (
 from warmstart.fetch.cache import LRUMap, TTLCache
 from warmstart.fetch.config import FetcherConfig
 from warmstart.fetch.images import ImageTracker, PendingImage
-from warmstart.fetch.local import LocalSource, manifest_media_type
+from warmstart.fetch.local import LocalSource
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
-from warmstart.fetch.peers import PeerHealth, PeerList, PeerView, Router
+from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
@@ -67,10 +68,10 @@ from warmstart.fetch.source import (
     SourceCorrupt,
     SourceError,
     SourceManifest,
-    SourceNotFound,
     SourceNotManifest,
     aclose_quietly,
 )
+from warmstart.fetch.tags import TagResolver
 from warmstart.oci import (
     MAX_MANIFEST_BYTES,
     Digest,
@@ -82,15 +83,12 @@ from warmstart.oci import (
 )
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.endpoints import canonical_registry
-from warmstart.store import ContentStore, StoreError
-from warmstart.store import DigestMismatch as StoreDigestMismatch
-from warmstart.store import SizeMismatch as StoreSizeMismatch
+from warmstart.store import ContentStore, StoreDigestMismatch, StoreError, StoreSizeMismatch
 from warmstart.store.singleflight import Flight, SingleFlight
 
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 4  # transfer restarts after corrupt sources (each drops at least one source)
-TagKey = tuple[str, str, str, tuple[str, ...]]  # registry, repository, tag, accept
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,7 @@ class TieredFetcher:
         self._clock = clock
         self.peers: PeerView = peers if peers is not None else PeerList(config.self_url)
         self.health = PeerHealth(config.peer_retry_after, clock)
-        self.router = Router(self.peers, config.self_url, self.health)
+        self.ring = PeerRing(self.peers, config.self_url, self.health)
         self.access = AccessControl(
             checker,
             shared=config.shared,
@@ -160,14 +158,22 @@ class TieredFetcher:
         self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
         self._runner = PlanRunner(upstream, peer_source, self.health, self._metrics)
         self._local = LocalSource(store)
-        self._tags: TTLCache[TagKey, tuple[Digest, str]] = TTLCache(
-            config.tag_ttl, keep_stale=config.tag_keep_stale, clock=clock
-        )
         self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
         self._images = ImageTracker()
         self._transfers: dict[Digest, Transfer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._manifest_flights: SingleFlight[tuple[object, ...], ManifestResult] = SingleFlight()
+        self._tags = TagResolver(
+            store,
+            upstream,
+            self._runner,
+            self.peers,
+            self.health,
+            TTLCache(config.tag_ttl, keep_stale=config.tag_keep_stale, clock=clock),
+            self._manifest_flights,
+            keep=self._keep_manifest,
+            serve=self._served,
+        )
         self._on_close = list(on_close)
         self._closed = False
         # For the agent's own work (pre-warm authorised by the peer token): skips the
@@ -192,7 +198,7 @@ class TieredFetcher:
             return await self._manifest_by_digest(
                 registry, repository, digest, wanted, from_peer=client.peer is not None
             )
-        return await self._manifest_by_tag(
+        return await self._tags.manifest(
             registry, repository, reference, wanted, from_peer=client.peer is not None
         )
 
@@ -215,7 +221,7 @@ class TieredFetcher:
         local = self._local_blob(digest)
         if local is not None:
             return local.size
-        home = self.router.is_home(digest)
+        home = self.ring.is_home(digest)
         t = self._transfers.get(digest)
         # A peer asking a non-home node is probing for holders: a transfer that may itself read
         # from a peer does not count (it could read from the asker).
@@ -277,7 +283,7 @@ class TieredFetcher:
         )
         return FetcherStatus(
             self.config.node_id,
-            self.router.self_url,
+            self.ring.self_url,
             tuple(self.peers.others()),
             tuple(self.health.down()),
             transfers,
@@ -342,13 +348,13 @@ class TieredFetcher:
     ) -> tuple[Step, ...]:
         """Where to look for ``digest`` (:func:`plan_sources`), from the peer ring and health
         as they are now (``as_home``: plan as the digest's home, whatever the ring says now)."""
-        home_url = self.router.home(digest)
+        home_url = self.ring.home(digest)
         excluded = set(excluded)
         return plan_sources(
             what,
             from_peer=from_peer,
-            home=None if as_home or home_url == self.router.self_url else home_url,
-            peers=self.router.candidates(digest, (), len(self.router.nodes())),
+            home=None if as_home or home_url == self.ring.self_url else home_url,
+            peers=self.ring.candidates(digest, (), len(self.ring.nodes())),
             max_probes=self.config.max_peer_probes,
             excluded=excluded,
             upstream=self._upstream.name not in excluded,
@@ -567,120 +573,6 @@ class TieredFetcher:
 
         key = ("digest", registry, repository, digest, accept, from_peer)
         return await self._manifest_flights.do(key, fetch)
-
-    async def _manifest_by_tag(
-        self,
-        registry: str,
-        repository: str,
-        tag: str,
-        accept: tuple[str, ...],
-        *,
-        from_peer: bool = False,
-    ) -> ManifestResult:
-        key: TagKey = (registry, repository, tag, accept)
-        hit = self._tags.get(key)
-        if hit is not None and hit.fresh:
-            cached = self._cached_tag(key, hit.value)
-            if cached is not None:
-                return cached
-        if from_peer:
-            # A peer asks because its upstream failed: answer from what this node knows, never
-            # from the upstream (that is down for the peer too, and peers must not loop).
-            here = self._tag_known_here(key)
-            if here is None:
-                raise NotFoundError(f"manifest {repository}:{tag} is not known on this node")
-            return here
-
-        async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
-            upstream = self._upstream
-            try:
-                got = await upstream.get_manifest(registry, repository, tag, accept)
-            except SourceNotFound as e:
-                self._runner.failed(upstream, e, registry)
-                self._tags.pop(key)
-                raise NotFoundError(f"manifest {repository}:{tag} not found: {e}") from None
-            except SourceError as e:
-                self._runner.failed(upstream, e, registry)
-                # The upstream is down: the tag as this node last saw it (its tag cache, or the
-                # image recorded in the store, which outlives restarts), else as a peer saw it.
-                fallback = self._tag_known_here(key) or await self._tag_from_peers(key)
-                if fallback is not None:
-                    log.warning(
-                        "%s/%s:%s: upstream failed (%s); serving the tag as last known (%s)",
-                        registry, repository, tag, e, fallback.source,
-                    )  # fmt: skip
-                    return fallback
-                raise UnavailableError(f"manifest {repository}:{tag}: {e}") from None
-            self._keep_manifest(got)
-            self._tags.put(key, (got.digest, got.media_type))
-            return self._served(registry, repository, got, "upstream", tag=tag)
-
-        return await self._manifest_flights.do(("tag", *key), fetch)
-
-    def _tag_known_here(self, key: TagKey) -> ManifestResult | None:
-        """The tag from the tag cache (however old) or the store's record of the image."""
-        registry, repository, tag, _ = key
-        stale = self._tags.get(key)
-        if stale is not None:
-            cached = self._cached_tag(key, stale.value)
-            if cached is not None:
-                return cached
-        reference = f"{registry}/{repository}:{tag}"
-        try:
-            record = next((r for r in self._store.images() if r.reference == reference), None)
-        except (StoreError, sqlite3.Error):
-            return None
-        if record is None:
-            return None
-        try:
-            body = self._store.read_bytes(record.manifest_digest, MAX_MANIFEST_BYTES)
-        except StoreError:
-            return None
-        return self._cached_tag(key, (record.manifest_digest, manifest_media_type(body)))
-
-    async def _tag_from_peers(self, key: TagKey) -> ManifestResult | None:
-        """Ask every live peer for the tag at once (they answer from what they know); the first
-        answer whose body hashes to the digest it names wins."""
-        registry, repository, tag, accept = key
-        sources = [
-            s
-            for url in self.peers.others()
-            if not self.health.is_down(url) and (s := self._runner.peer(url)) is not None
-        ]
-        if not sources:
-            return None
-
-        async def ask(source: Source) -> SourceManifest:
-            got = await source.get_manifest(registry, repository, tag, accept)
-            if Digest.of(got.body, got.digest.algorithm) != got.digest:
-                raise SourceCorrupt(f"the tag's manifest does not hash to {got.digest}")
-            return got
-
-        tasks = [asyncio.create_task(ask(s)) for s in sources]
-        try:
-            for done in asyncio.as_completed(tasks):
-                try:
-                    got = await done
-                except (SourceError, OSError, TimeoutError):
-                    continue
-                self._keep_manifest(got)
-                self._tags.put(key, (got.digest, got.media_type))
-                return self._served(registry, repository, got, "peer", tag=tag)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return None
-
-    def _cached_tag(self, key: TagKey, value: tuple[Digest, str]) -> ManifestResult | None:
-        registry, repository, tag, _ = key
-        digest, media_type = value
-        try:
-            body = self._store.read_bytes(digest, MAX_MANIFEST_BYTES)
-        except StoreError:
-            return None
-        got = SourceManifest(digest, media_type, body)
-        return self._served(registry, repository, got, "cache", tag=tag)
 
     def _keep_manifest(self, got: SourceManifest) -> None:
         try:

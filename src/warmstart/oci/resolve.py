@@ -19,7 +19,7 @@ from warmstart.oci.platform import Platform
 from warmstart.oci.reference import Reference
 
 
-class FetchedManifest(Protocol):
+class ResolvableManifest(Protocol):
     """What the resolver reads of a fetched manifest."""
 
     @property
@@ -29,7 +29,7 @@ class FetchedManifest(Protocol):
     def manifest(self) -> Manifest: ...
 
 
-M = TypeVar("M", bound=FetchedManifest)
+M = TypeVar("M", bound=ResolvableManifest)
 
 
 @dataclass(frozen=True)

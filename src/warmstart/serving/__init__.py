@@ -3,18 +3,19 @@ pre-warm ahead of scale-out. Nothing here reads a clock or touches the network."
 
 from __future__ import annotations
 
-from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
-from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
+from warmstart.oci.tiers import Tier
+from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
+from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spec, parse_spec
 
 __all__ = [
-    "Decision",
     "EndpointSpec",
+    "LoadSnapshot",
     "Node",
-    "Replica",
+    "PlacedReplica",
+    "ScaleDecision",
     "ScalerState",
-    "Snapshot",
     "SpecError",
     "Tier",
     "build_spec",

@@ -29,7 +29,7 @@ from warmstart.serving.spec import EndpointSpec
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class LoadSnapshot:
     """What the controller saw at ``now``.
 
     ``samples`` are ``(t, concurrency)`` pairs, about one a second, where concurrency is the
@@ -49,7 +49,7 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class Decision:
+class ScaleDecision:
     desired: int
     reason: str
     panicking: bool = False
@@ -71,7 +71,7 @@ class ScalerState:
     last_panic_trigger: float | None = None
     panic_max: int = 0
     lower_since: float | None = None
-    last_decision: Decision | None = None
+    last_decision: ScaleDecision | None = None
 
     @property
     def panicking(self) -> bool:
@@ -163,8 +163,8 @@ def clamp_step(spec: EndpointSpec, wanted: int, current: int) -> tuple[int, str 
 
 
 def decide(
-    spec: EndpointSpec, snapshot: Snapshot, state: ScalerState
-) -> tuple[Decision, ScalerState]:
+    spec: EndpointSpec, snapshot: LoadSnapshot, state: ScalerState
+) -> tuple[ScaleDecision, ScalerState]:
     """The number of replicas the endpoint should have now, why, and the next state."""
     now, current = snapshot.now, snapshot.current
     stable = window_mean(snapshot.samples, now, spec.stable_window)
@@ -174,7 +174,7 @@ def decide(
         desired, bound_note = clamp_bounds(spec, current)
         desired, step_note = clamp_step(spec, desired, current)
         reason = f"no metrics in the last {spec.stable_window:g}s: hold {current}"
-        decision = Decision(
+        decision = ScaleDecision(
             desired, _join(reason, bound_note, step_note), state.panicking, None, None
         )
         return decision, replace(state, last_decision=decision)
@@ -214,7 +214,7 @@ def decide(
     if wanted == 0 and current > 0:
         notes.append("scale to zero")
 
-    decision = Decision(wanted, _join(reason, *notes), state.panicking, stable, panic)
+    decision = ScaleDecision(wanted, _join(reason, *notes), state.panicking, stable, panic)
     return decision, replace(state, last_decision=decision)
 
 
@@ -223,9 +223,9 @@ def _join(reason: str, *notes: str | None) -> str:
 
 
 __all__ = [
-    "Decision",
+    "LoadSnapshot",
+    "ScaleDecision",
     "ScalerState",
-    "Snapshot",
     "clamp_bounds",
     "clamp_step",
     "decide",

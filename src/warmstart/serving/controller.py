@@ -32,16 +32,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from warmstart.runtime.api import Replica as RuntimeReplica
+from warmstart.oci.tiers import Tier
 from warmstart.runtime.api import (
+    Replica,
     ReplicaError,
     ReplicaNotFound,
     ReplicaSpec,
     ReplicaState,
     Runtime,
 )
-from warmstart.serving.autoscaler import Decision, ScalerState, Snapshot, decide
-from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
+from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
+from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.router import Router
 from warmstart.serving.spec import EndpointSpec
@@ -131,9 +132,9 @@ class ManagedReplica:
     started_at: float
     state: str = "starting"  # starting, ready, stopping
     host: str = "127.0.0.1"
-    runtime_replica: RuntimeReplica | None = None
+    runtime_replica: Replica | None = None
     ready_seconds: float | None = None  # from "start a replica" to /ping 200
-    tier: str = "cold"  # where the image's bytes were on the node when the replica started
+    tier: Tier = Tier.COLD  # where the image's bytes were on the node when the replica started
     # Seconds per phase, in order (:data:`PHASES`); once ready they add up to ready_seconds.
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -218,7 +219,7 @@ class Controller:
         self._prewarm_failures: dict[str, PrewarmFailure] = {}  # node -> failures in a row
         self._known: set[str] = set()  # nodes the last tier answer named
         self._ids = itertools.count(1)
-        self.last_decision: Decision | None = None
+        self.last_decision: ScaleDecision | None = None
         self.node_tiers: dict[str, Tier] = {}  # from the last placement lookup
 
     # -- the loop ---------------------------------------------------------------------------
@@ -233,7 +234,7 @@ class Controller:
         finally:
             await self.shutdown()
 
-    async def tick(self) -> Decision:
+    async def tick(self) -> ScaleDecision:
         now = self._clock()
         await self._reap_crashed(now)
         snap = self.router.snapshot()
@@ -243,7 +244,9 @@ class Controller:
             self._samples.popleft()
         ready = sum(1 for r in self.replicas.values() if r.state == "ready")
         starting = sum(1 for r in self.replicas.values() if r.state == "starting")
-        snapshot = Snapshot(now=now, ready=ready, starting=starting, samples=tuple(self._samples))
+        snapshot = LoadSnapshot(
+            now=now, ready=ready, starting=starting, samples=tuple(self._samples)
+        )
         decision, self._state = decide(self.spec, snapshot, self._state)
         self.last_decision = decision
         current = ready + starting
@@ -259,7 +262,7 @@ class Controller:
                 self._spawn(self._stop_replica(self.replicas[victim.id]))
         if self._prewarm is not None:
             # Judge headroom with the replicas this tick started or stopped already counted.
-            after = Snapshot(
+            after = LoadSnapshot(
                 now=now,
                 ready=sum(1 for r in self.replicas.values() if r.state == "ready"),
                 starting=sum(1 for r in self.replicas.values() if r.state == "starting"),
@@ -299,7 +302,7 @@ class Controller:
             nodes=[
                 {
                     "name": name,
-                    "tier": str(self.node_tiers.get(name, Tier.COLD)),
+                    "tier": self.node_tiers.get(name, Tier.COLD),
                     "replicas": sum(1 for r in self.replicas.values() if r.node == name),
                     "slots": node.slots,
                 }
@@ -329,9 +332,9 @@ class Controller:
             self._prewarmed.pop(name, None)
         self._known = known
 
-    def _placement_replicas(self) -> list[Replica]:
+    def _placement_replicas(self) -> list[PlacedReplica]:
         return [
-            Replica(r.id, r.node, ready=r.state == "ready", started_at=r.started_at)
+            PlacedReplica(r.id, r.node, ready=r.state == "ready", started_at=r.started_at)
             for r in self.replicas.values()
             if r.state != "stopping"
         ]
@@ -356,7 +359,7 @@ class Controller:
             self._free_port(node),
             now,
             host=node.host,
-            tier=str(self.node_tiers.get(node_name, Tier.COLD)),
+            tier=self.node_tiers.get(node_name, Tier.COLD),
         )
         self.replicas[rid] = managed
         self._event(now, "started", f"{rid} on {node_name} (port {managed.port})")

@@ -10,25 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+
+from warmstart.oci.tiers import Tier
 
 VictimKey = tuple[bool, float, float, str]
-
-
-class Tier(StrEnum):
-    """Where the endpoint image's bytes are, as seen from one node (fastest first)."""
-
-    HOT = "hot"  # unpacked in the node's containerd, weights on local disk
-    WARM = "warm"  # every blob in the node's content store
-    PEER = "peer"  # blobs on another node of the cluster
-    COLD = "cold"  # only upstream
-
-    @property
-    def rank(self) -> int:
-        return _TIER_RANK[self]
-
-
-_TIER_RANK = {Tier.HOT: 0, Tier.WARM: 1, Tier.PEER: 2, Tier.COLD: 3}
 
 
 @dataclass(frozen=True)
@@ -52,7 +37,7 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Replica:
+class PlacedReplica:
     """One replica of the endpoint: its id, node, whether ``/ping`` passed, and when it was
     started (seconds, the caller's clock; larger is newer)."""
 
@@ -62,7 +47,7 @@ class Replica:
     started_at: float = 0.0
 
 
-def occupancy(nodes: Sequence[Node], replicas: Sequence[Replica]) -> dict[str, int]:
+def occupancy(nodes: Sequence[Node], replicas: Sequence[PlacedReplica]) -> dict[str, int]:
     """Slots taken on each node: other endpoints' plus this endpoint's replicas."""
     mine = Counter(r.node for r in replicas)
     return {n.name: n.used + mine[n.name] for n in nodes}
@@ -82,7 +67,7 @@ def placement_key(node: Node, taken: int) -> tuple[int, float, str]:
     return (node.tier.rank, load(node, taken), node.name)
 
 
-def place(count: int, nodes: Sequence[Node], replicas: Sequence[Replica] = ()) -> list[Node]:
+def place(count: int, nodes: Sequence[Node], replicas: Sequence[PlacedReplica] = ()) -> list[Node]:
     """The nodes for ``count`` new replicas, best first; shorter than ``count`` when the
     cluster runs out of slots. A node appears once per replica placed on it."""
     taken = occupancy(nodes, replicas)
@@ -98,7 +83,7 @@ def place(count: int, nodes: Sequence[Node], replicas: Sequence[Replica] = ()) -
     return out
 
 
-def victim_key(replica: Replica, taken: Counter[str], slots: dict[str, int]) -> VictimKey:
+def victim_key(replica: PlacedReplica, taken: Counter[str], slots: dict[str, int]) -> VictimKey:
     """Lower goes first: not ready, then the most-loaded node, then the newest, then id."""
     on_node = taken[replica.node]
     node_slots = slots.get(replica.node, 0)
@@ -107,8 +92,8 @@ def victim_key(replica: Replica, taken: Counter[str], slots: dict[str, int]) -> 
 
 
 def choose_victims(
-    count: int, replicas: Sequence[Replica], nodes: Sequence[Node] = ()
-) -> list[Replica]:
+    count: int, replicas: Sequence[PlacedReplica], nodes: Sequence[Node] = ()
+) -> list[PlacedReplica]:
     """The replicas to stop to shed ``count``: not-ready ones first, then ones on the
     most-loaded nodes (by slots when ``nodes`` are given, else by this endpoint's replica
     count), then the newest. Load is recounted after each pick, so removals spread too."""
@@ -116,7 +101,7 @@ def choose_victims(
     taken: Counter[str] = Counter({n.name: n.used for n in nodes})
     taken.update(r.node for r in replicas)
     left = list(replicas)
-    out: list[Replica] = []
+    out: list[PlacedReplica] = []
     for _ in range(min(max(0, count), len(left))):
         victim = min(left, key=lambda r: victim_key(r, taken, slots))
         left.remove(victim)
@@ -127,7 +112,7 @@ def choose_victims(
 
 __all__ = [
     "Node",
-    "Replica",
+    "PlacedReplica",
     "Tier",
     "choose_victims",
     "has_room",

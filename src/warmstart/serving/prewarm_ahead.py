@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from warmstart.serving.autoscaler import Snapshot, window_mean
-from warmstart.serving.placement import Node, Replica, Tier, place
+from warmstart.oci.tiers import Tier
+from warmstart.serving.autoscaler import LoadSnapshot, window_mean
+from warmstart.serving.placement import Node, PlacedReplica, place
 from warmstart.serving.spec import EndpointSpec
 
 
-def recent_demand(spec: EndpointSpec, snapshot: Snapshot) -> float:
+def recent_demand(spec: EndpointSpec, snapshot: LoadSnapshot) -> float:
     """The larger of the stable- and panic-window means (0 without samples)."""
     means = (
         window_mean(snapshot.samples, snapshot.now, spec.stable_window),
@@ -31,7 +32,7 @@ def recent_demand(spec: EndpointSpec, snapshot: Snapshot) -> float:
     return max((m for m in means if m is not None), default=0.0)
 
 
-def capacity(spec: EndpointSpec, snapshot: Snapshot) -> float:
+def capacity(spec: EndpointSpec, snapshot: LoadSnapshot) -> float:
     """Concurrency the existing and starting replicas carry at the target."""
     return snapshot.current * spec.target_concurrency
 
@@ -41,7 +42,7 @@ def near_capacity(spec: EndpointSpec, demand: float, cap: float) -> bool:
     return demand >= (1.0 - spec.prewarm_headroom) * cap
 
 
-def replicas_ahead(spec: EndpointSpec, snapshot: Snapshot, demand: float) -> int:
+def replicas_ahead(spec: EndpointSpec, snapshot: LoadSnapshot, demand: float) -> int:
     """How many replicas the next scale-out is likely to add: enough for the demand plus the
     headroom, at least one, within ``max_replicas`` and ``max_scale_up_step``."""
     wanted = math.ceil(demand * (1.0 + spec.prewarm_headroom) / spec.target_concurrency - 1e-9)
@@ -52,7 +53,7 @@ def replicas_ahead(spec: EndpointSpec, snapshot: Snapshot, demand: float) -> int
     return max(0, count)
 
 
-def spare_count(spec: EndpointSpec, snapshot: Snapshot) -> int:
+def spare_count(spec: EndpointSpec, snapshot: LoadSnapshot) -> int:
     """How many replicas ahead to keep hot whatever the load: every one the endpoint may still
     add (``max_replicas`` minus current) unless ``prewarm_spare`` sets a lower limit."""
     room = max(0, spec.max_replicas - snapshot.current)
@@ -61,9 +62,9 @@ def spare_count(spec: EndpointSpec, snapshot: Snapshot) -> int:
 
 def prewarm_targets(
     spec: EndpointSpec,
-    snapshot: Snapshot,
+    snapshot: LoadSnapshot,
     nodes: Sequence[Node],
-    replicas: Sequence[Replica] = (),
+    replicas: Sequence[PlacedReplica] = (),
 ) -> list[Node]:
     """Nodes to pre-warm now (each once, in placement order): those of the next
     :func:`spare_count` replicas always (by default every node the endpoint may scale to), and

@@ -132,7 +132,7 @@ class EndpointSpec(BaseModel):
         return self.min_replicas if self.scale_to_zero else max(1, self.min_replicas)
 
 
-def _one_line(error: ValidationError, source: str) -> str:
+def _describe_invalid_spec(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
     message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
@@ -151,7 +151,7 @@ def build_spec(data: Mapping[str, Any], source: str = "endpoint") -> EndpointSpe
     try:
         return EndpointSpec.model_validate(dict(data))
     except ValidationError as e:
-        raise SpecError(_one_line(e, source)) from None
+        raise SpecError(_describe_invalid_spec(e, source)) from None
 
 
 def parse_spec(text: str, source: str = "endpoint") -> EndpointSpec:

@@ -17,10 +17,9 @@ import aiohttp
 from warmstart.agent.api import ImageStatus, StatusResponse
 from warmstart.agent.client import AgentClient, AgentError
 from warmstart.oci import OCIError, parse_reference
-from warmstart.serving.placement import Tier
+from warmstart.oci.tiers import Tier
 
 STATUS_TIMEOUT = 2.0
-_AGENT_TIERS = {"hot": Tier.HOT, "warm": Tier.WARM}
 
 
 class HasAgent(Protocol):
@@ -42,8 +41,8 @@ def local_tier(images: Iterable[ImageStatus], image: str) -> Tier | None:
     for entry in images:
         if _canonical(entry.reference) != wanted:
             continue
-        tier = _AGENT_TIERS.get(entry.tier)
-        if tier is not None and (best is None or tier.rank < best.rank):
+        tier = entry.tier
+        if tier in (Tier.HOT, Tier.WARM) and (best is None or tier.rank < best.rank):
             best = tier
     return best
 

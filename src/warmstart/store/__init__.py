@@ -6,11 +6,11 @@ from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
     BudgetExceeded,
-    DigestMismatch,
-    SizeMismatch,
+    StoreDigestMismatch,
     StoreError,
+    StoreSizeMismatch,
 )
-from warmstart.store.eviction import EvictionPlan, ImageUsage, Snapshot, plan_eviction
+from warmstart.store.eviction import EvictionPlan, ImageUsage, StoreSnapshot, plan_eviction
 from warmstart.store.layout import Layout
 from warmstart.store.models import (
     BlobSource,
@@ -29,7 +29,6 @@ __all__ = [
     "BlobTooLarge",
     "BudgetExceeded",
     "ContentStore",
-    "DigestMismatch",
     "EvictionPlan",
     "GCReport",
     "ImageRecord",
@@ -38,9 +37,10 @@ __all__ = [
     "Pin",
     "ProgressFn",
     "RecoveryReport",
-    "SizeMismatch",
-    "Snapshot",
+    "StoreDigestMismatch",
     "StoreError",
+    "StoreSizeMismatch",
+    "StoreSnapshot",
     "VerifyReport",
     "plan_eviction",
 ]

@@ -11,11 +11,11 @@ class BlobNotFound(StoreError):
     """The blob is not in the store (and no write of it is in progress)."""
 
 
-class DigestMismatch(StoreError):
+class StoreDigestMismatch(StoreError):
     """The bytes received do not hash to the digest they were requested under."""
 
 
-class SizeMismatch(StoreError):
+class StoreSizeMismatch(StoreError):
     """The source delivered more or fewer bytes than the declared size."""
 
 
@@ -43,8 +43,8 @@ __all__ = [
     "BlobNotFound",
     "BlobTooLarge",
     "BudgetExceeded",
-    "DigestMismatch",
-    "SizeMismatch",
+    "StoreDigestMismatch",
     "StoreError",
+    "StoreSizeMismatch",
     "format_bytes",
 ]

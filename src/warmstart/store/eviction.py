@@ -29,7 +29,7 @@ class ImageUsage:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class StoreSnapshot:
     images: tuple[ImageUsage, ...]
     blob_sizes: Mapping[Digest, int]  # complete blobs in the store -> size
     protected: frozenset[Digest] = field(default_factory=frozenset)  # pinned or in flight
@@ -63,14 +63,14 @@ class EvictionPlan:
         return self.shortfall == 0
 
 
-def orphans(snapshot: Snapshot) -> tuple[Digest, ...]:
+def orphans(snapshot: StoreSnapshot) -> tuple[Digest, ...]:
     """Complete blobs no image references and nobody protects, largest first."""
     counts = snapshot.refcounts()
     found = [d for d in snapshot.blob_sizes if snapshot.deletable(d, counts)]
     return tuple(sorted(found, key=lambda d: (-snapshot.blob_sizes[d], d)))
 
 
-def plan_eviction(snapshot: Snapshot, need: int) -> EvictionPlan:
+def plan_eviction(snapshot: StoreSnapshot, need: int) -> EvictionPlan:
     """The least destructive way to free at least ``need`` bytes."""
     if need <= 0:
         return EvictionPlan()
@@ -114,7 +114,7 @@ def plan_eviction(snapshot: Snapshot, need: int) -> EvictionPlan:
     return EvictionPlan(kept, tuple(deleted), freed, max(0, need - freed))
 
 
-def plan_removal(snapshot: Snapshot, reference: str) -> tuple[Digest, ...]:
+def plan_removal(snapshot: StoreSnapshot, reference: str) -> tuple[Digest, ...]:
     """Blobs to delete when the image ``reference`` is removed on purpose."""
     image = next((i for i in snapshot.images if i.reference == reference), None)
     if image is None:
@@ -123,7 +123,7 @@ def plan_removal(snapshot: Snapshot, reference: str) -> tuple[Digest, ...]:
     return tuple(d for d in sorted(image.blobs) if snapshot.deletable(d, counts))
 
 
-def unfreeable_bytes(snapshot: Snapshot) -> int:
+def unfreeable_bytes(snapshot: StoreSnapshot) -> int:
     """Bytes no eviction may free: protected blobs and blobs of pinned images (shared blobs are
     not counted: the budget does not count them either)."""
     keep: set[Digest] = set(snapshot.protected)

@@ -62,7 +62,7 @@ async def follow(
     """Yield the blob's bytes from ``start``: from the finished file, or from the temp file of
     the write in progress, waiting for it to grow until it is renamed into place.
 
-    Raises the writer's error (e.g. ``DigestMismatch``) if it fails in this process, and
+    Raises the writer's error (e.g. ``StoreDigestMismatch``) if it fails in this process, and
     ``BlobNotFound`` if the blob is absent and nobody writes it, or a writer elsewhere stops.
     """
     if start < 0:

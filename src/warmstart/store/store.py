@@ -1,8 +1,8 @@
 """``ContentStore``: the node-local content-addressed store, as one façade.
 
 The modules beside this one each do one job (paths, blob files, index, locks, eviction choice,
-single-flight, following reads, recovery); this class wires them together and holds the only
-state: an open index, a session lock and the in-process transfers.
+room under the budget, single-flight, following reads, recovery); this class wires them
+together and holds the only state: an open index, a session lock and the in-process transfers.
 """
 
 from __future__ import annotations
@@ -29,26 +29,21 @@ from warmstart.store.blobs import (
     hash_prefix,
     write_file_atomic,
 )
+from warmstart.store.budget import Doomed, SpaceKeeper
 from warmstart.store.errors import (
     BlobNotFound,
     BlobTooLarge,
-    BudgetExceeded,
-    DigestMismatch,
-    SizeMismatch,
+    StoreDigestMismatch,
     StoreError,
-    format_bytes,
+    StoreSizeMismatch,
 )
 from warmstart.store.eviction import (
-    ImageUsage,
-    Snapshot,
     orphans,
-    plan_eviction,
     plan_removal,
-    unfreeable_bytes,
 )
-from warmstart.store.index import ImageBlob, Index, InflightRow, PinRow
+from warmstart.store.index import ImageBlob, Index
 from warmstart.store.layout import Layout
-from warmstart.store.locks import FileLock, Session, session_alive
+from warmstart.store.locks import FileLock, Session
 from warmstart.store.models import (
     BlobSource,
     GCReport,
@@ -71,7 +66,6 @@ from warmstart.store.singleflight import Flight, SingleFlight
 log = logging.getLogger(__name__)
 
 REHASH_LIMIT = 4 << 20  # verified_path hashes blobs up to this size again
-_Doomed = list[tuple[Digest, FileLock]]  # blobs whose rows are gone; files to unlink, locks held
 
 
 class ContentStore:
@@ -105,6 +99,7 @@ class ContentStore:
             self._session.close()
             raise
         self._flights: SingleFlight[Digest, Path] = SingleFlight()
+        self._space = SpaceKeeper(self._index, self._layout, self._session, self._flights, clock)
         self._closed = False
         try:
             self.recovery: RecoveryReport = self._recover()
@@ -158,7 +153,7 @@ class ContentStore:
 
     def _recover(self) -> RecoveryReport:
         now = self._clock()
-        pins_dropped = self._prune_sessions()
+        pins_dropped = self._space.prune_sessions()
         temp = clean_ingest(self._layout, now)
         rec = reconcile(self._layout, self._index, now)
         clean_locks(self._layout)
@@ -203,7 +198,7 @@ class ContentStore:
             return None
         row = self._index.blob(digest)
         if row is not None and row.size != st.st_size:
-            self._remove_corrupt(digest)  # changed on disk since it was verified
+            self._space.remove_corrupt(digest)  # changed on disk since it was verified
             return None
         if st.st_size != size:
             return None
@@ -213,21 +208,14 @@ class ContentStore:
             except FileNotFoundError:
                 return None
             if hex_ != digest.hex:
-                self._remove_corrupt(digest)
+                self._space.remove_corrupt(digest)
                 return None
         return path
 
     def shared_blobs(self) -> dict[Digest, int]:
         """Blobs whose file has other hard links (containerd's content store links them):
         deleting the store's name frees no disk space."""
-        out: dict[Digest, int] = {}
-        for digest, size in self._index.blob_sizes().items():
-            try:
-                if self.blob_path(digest).stat().st_nlink > 1:
-                    out[digest] = size
-            except FileNotFoundError:
-                continue
-        return out
+        return self._space.shared_blobs()
 
     def exclusive_usage(self) -> int:
         """Bytes the store alone holds on disk (what the budget limits): complete blobs that
@@ -260,7 +248,7 @@ class ContentStore:
         except FileNotFoundError:
             raise BlobNotFound(f"blob {digest} is not in the store at {self.root}") from None
         if Digest.of(data, digest.algorithm) != digest:
-            self._remove_corrupt(digest)
+            self._space.remove_corrupt(digest)
             raise BlobNotFound(
                 f"blob {digest} in the store at {self.root} was corrupt and has been removed; "
                 "fetch it again"
@@ -272,7 +260,7 @@ class ContentStore:
         self._check_open()
         actual = Digest.of(data, digest.algorithm)
         if actual != digest:
-            raise DigestMismatch(
+            raise StoreDigestMismatch(
                 f"data given for {digest} hashes to {actual}: refusing to store it"
             )
         if not self.has(digest):
@@ -321,7 +309,7 @@ class ContentStore:
                 "fetched; pin blobs while they are in use"
             ) from None
         if size is not None and actual != size:
-            raise SizeMismatch(
+            raise StoreSizeMismatch(
                 f"blob {digest} in the store is {actual} bytes but {size} were expected: the "
                 "descriptor's size is wrong"
             )
@@ -374,7 +362,7 @@ class ContentStore:
         partial = self._layout.partial_path(digest)
         final = self.blob_path(digest)
         resume = await asyncio.to_thread(self._adopt_partial, digest, size)
-        self._reserve(digest, size or 0)
+        self._space.reserve(digest, size or 0, self.budget)
         reserved = True
         try:
             while True:
@@ -396,7 +384,7 @@ class ContentStore:
                         raise self._disk_error(digest, e) from e
                     torn = actual != digest.hex and existing > 0
                     if actual != digest.hex and not torn:
-                        raise DigestMismatch(
+                        raise StoreDigestMismatch(
                             f"blob {digest} from the source hashes to {digest.algorithm}:{actual}: "
                             "the source sent other data; nothing was stored"
                         )
@@ -464,7 +452,7 @@ class ContentStore:
                 try:
                     async for chunk in stream:
                         if size is not None and writer.accepted + len(chunk) > size:
-                            raise SizeMismatch(
+                            raise StoreSizeMismatch(
                                 f"the source sent more than the {size} bytes declared for "
                                 f"{digest}; aborted, nothing was stored"
                             )
@@ -492,7 +480,7 @@ class ContentStore:
             if attempts < self._resume_attempts:
                 attempts += 1  # the stream ended early: ask for the rest
                 continue
-            raise SizeMismatch(
+            raise StoreSizeMismatch(
                 f"the source ended after {writer.accepted} of the {size} bytes declared for "
                 f"{digest}; nothing was stored"
             )
@@ -502,134 +490,6 @@ class ContentStore:
             f"cannot write {digest} under {self.root}: {error.strerror or error}; "
             "free disk space or check permissions"
         )
-
-    # -- budget and eviction ---------------------------------------------------------------
-
-    def _reserve(self, digest: Digest, size: int) -> None:
-        """Record a write in flight, evicting first if the budget needs room for ``size``."""
-        doomed: _Doomed = []
-        try:
-            with self._index.transaction():
-                if self.budget is not None:
-                    doomed = self._make_room(digest, size)
-                self._index.add_inflight(digest, size, self._session.id, os.getpid(), self._clock())
-        except BaseException:
-            for _, lock in doomed:
-                lock.release()
-            raise
-        self._delete_files(doomed)
-
-    def _make_room(self, digest: Digest, size: int) -> _Doomed:
-        """Inside a transaction: drop the rows of what must go; returns the files to delete."""
-        assert self.budget is not None
-        budget = self.budget
-        self._prune_sessions()
-        shared = self.shared_blobs()  # linked by containerd: deleting them frees nothing
-        usage = self._index.usage() - sum(shared.values())
-        reserved = sum(r.size for r in self._index.inflight() if r.digest != digest)
-        need = usage + reserved + size - budget
-        if need <= 0:
-            return []
-        if size > budget:
-            raise BudgetExceeded(
-                f"blob {digest} is {format_bytes(size)}, more than the whole store budget of "
-                f"{format_bytes(budget)}: raise the budget"
-            )
-        snap = replace(self._snapshot(), shared=frozenset(shared))
-        while True:
-            plan = plan_eviction(snap, need)
-            if not plan.ok:
-                blocked = unfreeable_bytes(snap)
-                pinned_images = sum(1 for i in snap.images if i.pinned)
-                raise BudgetExceeded(
-                    f"no room for {format_bytes(size)} ({digest.short}) in the store budget of "
-                    f"{format_bytes(budget)}: {format_bytes(usage)} is stored, "
-                    f"{format_bytes(blocked)} of it pinned or in use ({pinned_images} pinned "
-                    f"images), {format_bytes(reserved)} reserved by writes in progress; raise "
-                    "the budget or unpin images"
-                )
-            locked, busy = self._lock_all(plan.blobs)
-            if not busy:
-                break
-            for _, lock in locked:
-                lock.release()
-            snap = replace(snap, protected=snap.protected | busy)
-        self._index.remove_images(plan.images)
-        self._index.remove_blobs(d for d, _ in locked)
-        return locked
-
-    def _lock_all(self, digests: Iterable[Digest]) -> tuple[_Doomed, frozenset[Digest]]:
-        """Take the per-digest locks that are free; report the busy ones."""
-        locked: _Doomed = []
-        busy: set[Digest] = set()
-        for digest in digests:
-            lock = FileLock(self._layout.lock_path(digest))
-            if lock.try_acquire():
-                locked.append((digest, lock))
-            else:
-                busy.add(digest)
-        return locked, frozenset(busy)
-
-    def _delete_files(self, doomed: _Doomed) -> None:
-        for digest, lock in doomed:
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.blob_path(digest))
-            finally:
-                lock.release(unlink=True)
-
-    def _remove_corrupt(self, digest: Digest) -> bool:
-        locked, _ = self._lock_all([digest])
-        if not locked:
-            return False
-        try:
-            self._index.remove_blobs([digest])
-        except BaseException:
-            locked[0][1].release()
-            raise
-        self._delete_files(locked)
-        return True
-
-    def _alive(self, session: str) -> bool:
-        return session == self._session.id or session_alive(self._layout.sessions_dir, session)
-
-    def _prune_sessions(self) -> int:
-        """Drop pins and in-flight rows of stores that died; returns the pins dropped."""
-        dead = {s for s in self._index.sessions() if not self._alive(s)}
-        return self._index.drop_sessions(dead) if dead else 0
-
-    def _alive_map(self, sessions: Iterable[str]) -> dict[str, bool]:
-        return {s: self._alive(s) for s in set(sessions)}
-
-    def _live_pins(self) -> list[PinRow]:
-        pins = self._index.pins()
-        alive = self._alive_map(p.session for p in pins)
-        return [p for p in pins if alive[p.session]]
-
-    def _live_inflight(self) -> list[InflightRow]:
-        rows = self._index.inflight()
-        alive = self._alive_map(r.session for r in rows)
-        return [r for r in rows if alive[r.session]]
-
-    def _snapshot(self) -> Snapshot:
-        pins = self._live_pins()
-        pinned_refs = {p.reference for p in pins if p.reference is not None}
-        pinned: set[Digest] = set()
-        for p in pins:
-            pinned.update(p.digests)
-        protected = pinned | {r.digest for r in self._live_inflight()} | self._flights.keys()
-        image_blobs = self._index.image_blobs()
-        images = tuple(
-            ImageUsage(
-                row.reference,
-                row.last_used,
-                frozenset(b.digest for b in image_blobs.get(row.reference, ()))
-                | {row.manifest_digest},
-                pinned=row.reference in pinned_refs or row.manifest_digest in pinned,
-            )
-            for row in self._index.images()
-        )
-        return Snapshot(images, self._index.blob_sizes(), frozenset(protected))
 
     # -- images ----------------------------------------------------------------------------
 
@@ -658,7 +518,7 @@ class ContentStore:
     def images(self) -> list[ImageRecord]:
         self._check_open()
         present = self._index.blob_sizes()
-        pins = self._live_pins()
+        pins = self._space.live_pins()
         pinned_refs = {p.reference for p in pins if p.reference is not None}
         pinned: set[Digest] = set()
         for p in pins:
@@ -691,23 +551,23 @@ class ContentStore:
         and shared blobs stay, and so do all blobs of an image pinned by reference: gc or
         eviction collects them once unpinned). False if there was no such image."""
         self._check_open()
-        doomed: _Doomed = []
+        doomed: Doomed = []
         try:
             with self._index.transaction():
-                snap = self._snapshot()
+                snap = self._space.snapshot()
                 image = next((i for i in snap.images if i.reference == reference), None)
                 if image is None:
                     return False
                 if image.pinned:  # in use: drop the record, keep the bytes until unpinned
                     snap = replace(snap, protected=snap.protected | image.blobs)
-                doomed, _busy = self._lock_all(plan_removal(snap, reference))
+                doomed, _busy = self._space.lock_all(plan_removal(snap, reference))
                 self._index.remove_images([reference])
                 self._index.remove_blobs(d for d, _ in doomed)
         except BaseException:
             for _, lock in doomed:
                 lock.release()
             raise
-        self._delete_files(doomed)
+        self._space.delete_files(doomed)
         return True
 
     def pin(self, holder: str, digests: Iterable[Digest], reference: str | None = None) -> Pin:
@@ -735,14 +595,14 @@ class ContentStore:
         stale pins, and reconcile the index with the files."""
         self._check_open()
         now = self._clock()
-        pins_dropped = self._prune_sessions()
+        pins_dropped = self._space.prune_sessions()
         temp = clean_ingest(self._layout, now)
         reconcile(self._layout, self._index, now)
-        doomed: _Doomed = []
+        doomed: Doomed = []
         try:
             with self._index.transaction():
-                snap = self._snapshot()
-                doomed, _busy = self._lock_all(orphans(snap))
+                snap = self._space.snapshot()
+                doomed, _busy = self._space.lock_all(orphans(snap))
                 self._index.remove_blobs(d for d, _ in doomed)
         except BaseException:
             for _, lock in doomed:
@@ -750,7 +610,7 @@ class ContentStore:
             raise
         freed = sum(snap.blob_sizes[d] for d, _ in doomed)
         removed = tuple(d for d, _ in doomed)
-        self._delete_files(doomed)
+        self._space.delete_files(doomed)
         clean_locks(self._layout)
         clean_sessions(self._layout, self._session.id, now)
         return GCReport(len(removed), freed, temp, pins_dropped, removed)
@@ -782,7 +642,7 @@ class ContentStore:
             checked += 1
             checked_bytes += size
             if hex_ != digest.hex:
-                self._remove_corrupt(digest)
+                self._space.remove_corrupt(digest)
                 corrupt.append(digest)
                 if links > 1:
                     linked.append(digest)

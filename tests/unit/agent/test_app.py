@@ -21,7 +21,7 @@ from warmstart.agent.app import (
 )
 from warmstart.agent.config import build_config
 from warmstart.agent.metrics import AgentMetrics
-from warmstart.agent.peers import PeerSet
+from warmstart.agent.peer_set import PeerSet
 from warmstart.agent.server import STATE
 from warmstart.store import ContentStore
 

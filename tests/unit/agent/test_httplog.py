@@ -5,7 +5,8 @@ import logging
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
-from warmstart.agent.httplog import ServerLog, one_line
+from warmstart.agent.httplog import MAX_REASON, ServerLog
+from warmstart.registry.errors import one_line
 
 
 def test_a_parse_error_goes_to_debug_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
@@ -29,5 +30,5 @@ def test_other_errors_keep_their_traceback_at_error(caplog: pytest.LogCaptureFix
 
 
 def test_one_line() -> None:
-    assert one_line("a\n  b\r\n c") == "a b c"
-    assert len(one_line("x" * 1000)) == 200
+    assert one_line("a\n  b\r\n c", MAX_REASON) == "a b c"
+    assert len(one_line("x" * 1000, MAX_REASON)) == 200

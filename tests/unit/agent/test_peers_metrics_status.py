@@ -5,7 +5,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from warmstart.agent.metrics import AgentMetrics
-from warmstart.agent.peers import PeerSet
+from warmstart.agent.peer_set import PeerSet
 from warmstart.agent.status import image_tier, status_body
 from warmstart.oci import Digest
 from warmstart.store import ImageRecord

@@ -18,9 +18,9 @@ from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.prewarm import (
     IMPORT_ATTEMPTS,
     IMPORT_RETRY_DELAYS,
+    ContainerdPrewarmer,
     HotImportFailed,
     HotImportUnavailable,
-    Prewarmer,
     PrewarmIncomplete,
     image_blobs,
     transient_pull_failure,
@@ -61,13 +61,13 @@ def target(ctr: Path) -> ContainerdTarget:
 
 
 def test_prewarmer_satisfies_the_agents_protocol(fetcher: FakeFetcher, store: ContentStore) -> None:
-    assert isinstance(Prewarmer(fetcher, store, agent_url=AGENT), PrewarmerProtocol)
+    assert isinstance(ContainerdPrewarmer(fetcher, store, agent_url=AGENT), PrewarmerProtocol)
 
 
 async def test_warm_fetches_every_blob_into_the_store(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
-    result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
+    result = await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
     image = make_image([b"layer-one" * 100, b"layer-two" * 50])
     assert result.reference == str(REF)
     assert result.digest == result.manifest_digest == str(image.digest)
@@ -84,7 +84,7 @@ async def test_warm_fetches_every_blob_into_the_store(
 async def test_second_prewarm_is_local_and_asks_the_fetcher_for_nothing(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT)
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT)
     await prewarmer.prewarm(REF, None, False)
     fetcher.blob_calls.clear()
     result = await prewarmer.prewarm(REF, None, False)
@@ -96,7 +96,7 @@ async def test_blobs_served_as_files_count_under_their_source(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
     fetcher.mode = "path"
-    result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
+    result = await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
     assert result.sources == {"peer": result.bytes}
 
 
@@ -106,7 +106,7 @@ async def test_index_chooses_the_platform(store: ContentStore) -> None:
     fetcher.add_image(str(amd.digest), amd)
     fetcher.add_image(str(arm.digest), arm)
     fetcher.manifests["v1"] = (make_index({"linux/amd64": amd, "linux/arm64": arm}), mt.OCI_INDEX)
-    result = await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(
+    result = await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(
         REF, Platform.parse("linux/arm64"), False
     )
     assert result.manifest_digest == str(arm.digest)
@@ -122,7 +122,7 @@ async def test_short_stream_fails_and_records_nothing(
 ) -> None:
     fetcher.mode = "short"
     with pytest.raises(PrewarmIncomplete, match="stream ended after"):
-        await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
+        await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
     assert store.images() == []
 
 
@@ -130,7 +130,7 @@ async def test_blob_streamed_but_not_kept_is_an_error(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
     fetcher.mode = "forget"
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, settle_seconds=0.05)
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, settle_seconds=0.05)
     with pytest.raises(PrewarmIncomplete, match="not in the store"):
         await prewarmer.prewarm(REF, None, False)
 
@@ -139,7 +139,7 @@ async def test_unknown_image_propagates_the_fetch_error(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
     with pytest.raises(NotFoundError):
-        await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(
+        await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(
             Reference.parse("127.0.0.1:5000/team/app:nope"), None, False
         )
 
@@ -148,7 +148,7 @@ async def test_hot_without_containerd_is_refused_before_any_transfer(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
     with pytest.raises(HotImportUnavailable) as info:
-        await Prewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, True)
+        await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, True)
     assert info.value.status == 409
     assert fetcher.manifest_calls == [] and fetcher.blob_calls == []
 
@@ -164,7 +164,7 @@ async def test_hot_imports_through_the_agent_only(
     monkeypatch.setenv("FAKE_CTR_DIGEST", str(digest))
     grants = ImportGrants()
     asker = ClientIdentity(authorization="Basic YWxpY2U6c2VjcmV0")
-    prewarmer = Prewarmer(
+    prewarmer = ContainerdPrewarmer(
         fetcher, store, agent_url=AGENT + "/", containerd=target(ctr), grants=grants
     )
     result = await prewarmer.prewarm(REF, None, True, client=asker)
@@ -211,7 +211,7 @@ async def test_hot_import_failure_is_one_line(
 ) -> None:
     ctr, _ = fake_ctr
     monkeypatch.setenv("FAKE_CTR_MODE", "pull-fails")
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
     with pytest.raises(HotImportFailed) as info:
         await prewarmer.prewarm(REF, None, True)
     assert str(info.value) == (
@@ -232,7 +232,7 @@ async def test_hot_import_that_leaves_no_snapshot_fails(
     ctr, _ = fake_ctr
     monkeypatch.setenv("FAKE_CTR_MODE", "not-unpacked")
     monkeypatch.setenv("FAKE_CTR_DIGEST", "sha256:" + "a" * 64)
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
     with pytest.raises(HotImportFailed, match="not unpacked"):
         await prewarmer.prewarm(REF, None, True)
 
@@ -240,7 +240,7 @@ async def test_hot_import_that_leaves_no_snapshot_fails(
 async def test_missing_ctr_binary_is_a_clear_error(
     fetcher: FakeFetcher, store: ContentStore, tmp_path: Path
 ) -> None:
-    prewarmer = Prewarmer(
+    prewarmer = ContainerdPrewarmer(
         fetcher, store, agent_url=AGENT, containerd=target(tmp_path / "no-such-ctr")
     )
     with pytest.raises(HotImportFailed, match="cannot run"):
@@ -252,7 +252,7 @@ async def test_artifacts_can_be_warm_but_not_hot(
 ) -> None:
     fetcher = FakeFetcher(store)
     fetcher.add_image("v1", make_image([b"weights" * 99], config_type="application/x-model"))
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(fake_ctr[0]))
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, containerd=target(fake_ctr[0]))
     with pytest.raises(ValueError, match="not a container image"):
         await prewarmer.prewarm(REF, None, True)
     assert (await prewarmer.prewarm(REF, None, False)).blobs == 2
@@ -260,7 +260,7 @@ async def test_artifacts_can_be_warm_but_not_hot(
 
 async def test_without_a_store_the_bytes_still_flow(fetcher: FakeFetcher) -> None:
     fetcher.store = None
-    result = await Prewarmer(fetcher, None, agent_url=AGENT).prewarm(REF, None, False)
+    result = await ContainerdPrewarmer(fetcher, None, agent_url=AGENT).prewarm(REF, None, False)
     assert result.blobs == 3 and len(fetcher.blob_calls) == 3
 
 
@@ -308,7 +308,9 @@ async def test_hot_import_retries_a_pull_that_broke_mid_body(
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep)
+    prewarmer = ContainerdPrewarmer(
+        fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep
+    )
     result = await prewarmer.prewarm(REF, None, True)
     assert result.containerd is not None and result.containerd.unpacked is True
     assert result.containerd.pull_attempts == 2
@@ -332,7 +334,9 @@ async def test_hot_import_gives_up_after_three_broken_pulls(
     async def sleep(seconds: float) -> None:
         pass
 
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep)
+    prewarmer = ContainerdPrewarmer(
+        fetcher, store, agent_url=AGENT, containerd=target(ctr), sleep=sleep
+    )
     with pytest.raises(HotImportFailed, match=r"after 3 attempts.*unexpected EOF"):
         await prewarmer.prewarm(REF, None, True)
     assert len(ctr_calls(log)) == IMPORT_ATTEMPTS == 3
@@ -346,7 +350,7 @@ async def test_hot_import_does_not_retry_a_final_failure(
 ) -> None:
     ctr, log = fake_ctr
     monkeypatch.setenv("FAKE_CTR_MODE", "pull-fails")
-    prewarmer = Prewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, containerd=target(ctr))
     with pytest.raises(HotImportFailed, match="503"):
         await prewarmer.prewarm(REF, None, True)
     assert len(ctr_calls(log)) == 1

@@ -10,7 +10,7 @@ from tests.unit.fetch.helpers import REG, DeadPeer, FakeClock
 from warmstart.fetch.api import NotFoundError, UnavailableError
 from warmstart.fetch.memory import MemorySource
 from warmstart.fetch.metrics import NullMetrics
-from warmstart.fetch.peers import PeerHealth
+from warmstart.fetch.peer_ring import PeerHealth
 from warmstart.fetch.plan import HomePeer, NotHere, ProbePeers, Upstream
 from warmstart.fetch.run import PlanRunner
 from warmstart.fetch.source import Source

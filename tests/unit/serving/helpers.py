@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from warmstart.serving.autoscaler import Snapshot
+from warmstart.serving.autoscaler import LoadSnapshot
 from warmstart.serving.spec import EndpointSpec, build_spec
 
 NOW = 1000.0
@@ -40,5 +40,5 @@ def snap(
     *segments: tuple[int, float],
     starting: int = 0,
     now: float = NOW,
-) -> Snapshot:
-    return Snapshot(now=now, ready=ready, starting=starting, samples=series(*segments, now=now))
+) -> LoadSnapshot:
+    return LoadSnapshot(now=now, ready=ready, starting=starting, samples=series(*segments, now=now))

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from warmstart.serving.autoscaler import (
-    Decision,
+    LoadSnapshot,
+    ScaleDecision,
     ScalerState,
-    Snapshot,
     decide,
     latest_demand,
     replicas_for,
@@ -21,9 +21,9 @@ from .helpers import NOW, series, snap, spec
 @dataclass(frozen=True)
 class Case:
     id: str
-    snapshot: Snapshot
+    snapshot: LoadSnapshot
     desired: int
-    reason: str  # a fragment of Decision.reason
+    reason: str  # a fragment of ScaleDecision.reason
     spec: dict[str, Any] = field(default_factory=dict)
     state: ScalerState = field(default_factory=ScalerState)
     panicking: bool = False
@@ -182,24 +182,24 @@ CASES = [
         panicking=True,
     ),
     # -- no data ----------------------------------------------------------------------------
-    Case("no-metrics-hold", Snapshot(now=NOW, ready=3), 3, "no metrics"),
+    Case("no-metrics-hold", LoadSnapshot(now=NOW, ready=3), 3, "no metrics"),
     Case(
         "only-stale-metrics-hold",
-        Snapshot(now=NOW, ready=3, samples=series((10, 9), now=NOW - 100)),
+        LoadSnapshot(now=NOW, ready=3, samples=series((10, 9), now=NOW - 100)),
         3,
         "no metrics",
     ),
-    Case("no-metrics-at-zero-floor", Snapshot(now=NOW, ready=0), 1, "no metrics"),
+    Case("no-metrics-at-zero-floor", LoadSnapshot(now=NOW, ready=0), 1, "no metrics"),
     Case(
         "no-metrics-above-max-steps-down",
-        Snapshot(now=NOW, ready=13),
+        LoadSnapshot(now=NOW, ready=13),
         12,
         "limited to -1",
         {"max_scale_down_step": 1},
     ),
     Case(
         "future-samples-ignored",
-        Snapshot(now=NOW, ready=2, samples=((NOW - 1, 2.0), (NOW + 5, 99.0))),
+        LoadSnapshot(now=NOW, ready=2, samples=((NOW - 1, 2.0), (NOW + 5, 99.0))),
         2,
         "stable: 2 ",
     ),
@@ -261,10 +261,10 @@ def test_decision_reports_concurrency() -> None:
     decision, _ = decide(spec(), snap(2, (54, 0), (6, 10)), ScalerState())
     assert decision.stable_concurrency == pytest.approx(1.0)
     assert decision.panic_concurrency == pytest.approx(10.0)
-    assert isinstance(decision, Decision)
+    assert isinstance(decision, ScaleDecision)
 
 
-def run(trace: list[float], ready_follows: bool = True, **fields: Any) -> list[Decision]:
+def run(trace: list[float], ready_follows: bool = True, **fields: Any) -> list[ScaleDecision]:
     """Feed ``decide`` one sample a second; replicas become ready at once when asked for."""
     s = spec(**fields)
     state, ready, samples = ScalerState(), 1, []
@@ -272,7 +272,7 @@ def run(trace: list[float], ready_follows: bool = True, **fields: Any) -> list[D
     for i, value in enumerate(trace):
         now = float(i)
         samples.append((now, value))
-        decision, state = decide(s, Snapshot(now=now, ready=ready, samples=samples), state)
+        decision, state = decide(s, LoadSnapshot(now=now, ready=ready, samples=samples), state)
         decisions.append(decision)
         if ready_follows:
             ready = decision.desired

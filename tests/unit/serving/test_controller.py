@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from warmstart.oci.tiers import Tier
 from warmstart.runtime.api import ImagePullError, PullTiming, Replica, RuntimeUnavailable
 from warmstart.runtime.memory import MemoryRuntime, PhaseDurations
 from warmstart.serving.controller import PHASES, Controller, NodeHandle, StaticTiers
-from warmstart.serving.placement import Tier
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from warmstart.oci.tiers import Tier
 from warmstart.runtime.memory import MemoryRuntime
 from warmstart.serving.controller import (
     PREWARM_MEMORY_SECONDS,
@@ -20,7 +21,6 @@ from warmstart.serving.controller import (
     prewarm_failed,
     prewarm_retry_delay,
 )
-from warmstart.serving.placement import Tier
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 

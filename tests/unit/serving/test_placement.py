@@ -2,16 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.serving.placement import Node, Replica, Tier, choose_victims, place
+from warmstart.oci.tiers import Tier
+from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
 
 
 def names(nodes: list[Node]) -> list[str]:
     return [n.name for n in nodes]
 
 
-def on(node: str, count: int, *, ready: bool = True, start: float = 0.0) -> list[Replica]:
+def on(node: str, count: int, *, ready: bool = True, start: float = 0.0) -> list[PlacedReplica]:
     return [
-        Replica(id=f"{node}-{i}", node=node, ready=ready, started_at=start + i)
+        PlacedReplica(id=f"{node}-{i}", node=node, ready=ready, started_at=start + i)
         for i in range(count)
     ]
 
@@ -109,7 +110,9 @@ FOUR_TIERS = [
         ),
     ],
 )
-def test_place(count: int, nodes: list[Node], replicas: list[Replica], expected: list[str]) -> None:
+def test_place(
+    count: int, nodes: list[Node], replicas: list[PlacedReplica], expected: list[str]
+) -> None:
     assert names(place(count, nodes, replicas)) == expected
 
 
@@ -155,9 +158,9 @@ def test_tier_from_text() -> None:
         pytest.param(
             1,
             [
-                Replica("old", "a", started_at=10),
-                Replica("new", "a", started_at=30),
-                Replica("mid", "a", started_at=20),
+                PlacedReplica("old", "a", started_at=10),
+                PlacedReplica("new", "a", started_at=30),
+                PlacedReplica("mid", "a", started_at=20),
             ],
             [],
             ["new"],
@@ -188,7 +191,7 @@ def test_tier_from_text() -> None:
         pytest.param(0, on("a", 2), [], [], id="none"),
         pytest.param(
             1,
-            [Replica("y", "a", started_at=5), Replica("x", "a", started_at=5)],
+            [PlacedReplica("y", "a", started_at=5), PlacedReplica("x", "a", started_at=5)],
             [],
             ["x"],
             id="tie-break-by-id",
@@ -196,6 +199,6 @@ def test_tier_from_text() -> None:
     ],
 )
 def test_choose_victims(
-    count: int, replicas: list[Replica], nodes: list[Node], expected: list[str]
+    count: int, replicas: list[PlacedReplica], nodes: list[Node], expected: list[str]
 ) -> None:
     assert [r.id for r in choose_victims(count, replicas, nodes)] == expected

@@ -4,8 +4,9 @@ from typing import Any
 
 import pytest
 
-from warmstart.serving.autoscaler import Snapshot
-from warmstart.serving.placement import Node, Replica, Tier
+from warmstart.oci.tiers import Tier
+from warmstart.serving.autoscaler import LoadSnapshot
+from warmstart.serving.placement import Node, PlacedReplica
 from warmstart.serving.prewarm_ahead import (
     near_capacity,
     prewarm_targets,
@@ -19,7 +20,7 @@ from .helpers import NOW, snap, spec
 
 # five replicas fill the hot node; the next go to the warm node, then the cold one
 NODES = [Node("hot", 5, Tier.HOT), Node("warm", 2, Tier.WARM), Node("cold", 4, Tier.COLD)]
-ON_HOT = [Replica(f"r{i}", "hot") for i in range(5)]
+ON_HOT = [PlacedReplica(f"r{i}", "hot") for i in range(5)]
 # The demand-driven rows turn the spares off: by default every node the endpoint may scale to
 # is a target whatever the load, which would hide what demand adds.
 DEMAND_ONLY: dict[str, Any] = {"prewarm_spare": 0}
@@ -165,9 +166,9 @@ DEMAND_ONLY: dict[str, Any] = {"prewarm_spare": 0}
 )
 def test_prewarm_targets(
     fields: dict[str, Any],
-    snapshot: Snapshot,
+    snapshot: LoadSnapshot,
     nodes: list[Node],
-    replicas: list[Replica],
+    replicas: list[PlacedReplica],
     expected: list[str],
 ) -> None:
     targets = prewarm_targets(spec(**fields), snapshot, nodes, replicas)
@@ -178,7 +179,7 @@ def test_recent_demand_takes_the_larger_window() -> None:
     s = spec()
     assert recent_demand(s, snap(1, (54, 0), (6, 6))) == pytest.approx(6.0)
     assert recent_demand(s, snap(1, (54, 6), (6, 0))) == pytest.approx(5.4)
-    assert recent_demand(s, Snapshot(now=NOW, ready=1)) == 0.0
+    assert recent_demand(s, LoadSnapshot(now=NOW, ready=1)) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ def test_replicas_ahead() -> None:
 
 # Hot by default: four one-slot nodes, the one replica on "a" (where its image is hot).
 FOUR = [Node("a", 1, Tier.HOT), Node("b", 1), Node("c", 1), Node("d", 1)]
-ON_A = [Replica("r1", "a")]
+ON_A = [PlacedReplica("r1", "a")]
 IDLE = snap(1, (60, 0))
 
 
@@ -235,7 +236,7 @@ def default_spec(**fields: Any) -> EndpointSpec:
             {},
             snap(1, (60, 0), starting=2),
             FOUR,
-            [*ON_A, Replica("r2", "b", ready=False), Replica("r3", "c", ready=False)],
+            [*ON_A, PlacedReplica("r2", "b", ready=False), PlacedReplica("r3", "c", ready=False)],
             ["d"],
             id="starting-replicas-use-up-room",
         ),
@@ -267,9 +268,9 @@ def default_spec(**fields: Any) -> EndpointSpec:
 )
 def test_prewarm_targets_hot_by_default(
     fields: dict[str, Any],
-    snapshot: Snapshot,
+    snapshot: LoadSnapshot,
     nodes: list[Node],
-    replicas: list[Replica],
+    replicas: list[PlacedReplica],
     expected: list[str],
 ) -> None:
     targets = prewarm_targets(default_spec(**fields), snapshot, nodes, replicas)
@@ -283,4 +284,4 @@ def test_prewarm_targets_hot_by_default(
 )  # fmt: skip
 def test_spare_count(spare: int | None, ready: int, starting: int, expected: int) -> None:
     s = default_spec() if spare is None else default_spec(prewarm_spare=spare)
-    assert spare_count(s, Snapshot(now=NOW, ready=ready, starting=starting)) == expected
+    assert spare_count(s, LoadSnapshot(now=NOW, ready=ready, starting=starting)) == expected

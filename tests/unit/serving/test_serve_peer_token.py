@@ -21,8 +21,8 @@ from warmstart.agent.app import create_app, server_kwargs
 from warmstart.agent.client import AgentRefused
 from warmstart.cli.main import app as cli
 from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.oci.tiers import Tier
 from warmstart.serving import serve as serve_module
-from warmstart.serving.placement import Tier
 from warmstart.serving.serve import (
     EndpointService,
     NodeOption,

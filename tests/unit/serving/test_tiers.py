@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestServer
 
 from warmstart.agent.api import ImageStatus
 from warmstart.fetch.api import PEER_TOKEN_HEADER
-from warmstart.serving.placement import Tier
+from warmstart.oci.tiers import Tier
 from warmstart.serving.tiers import AgentTiers, cluster_tiers, local_tier
 
 IMAGE = "127.0.0.1:5000/models/embedder:v1"

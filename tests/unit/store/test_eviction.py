@@ -10,7 +10,7 @@ from warmstart.oci import Digest
 from warmstart.store.eviction import (
     EvictionPlan,
     ImageUsage,
-    Snapshot,
+    StoreSnapshot,
     orphans,
     plan_eviction,
     plan_removal,
@@ -26,8 +26,8 @@ def img(ref: str, last_used: float, *blobs: str, pinned: bool = False) -> ImageU
     return ImageUsage(ref, last_used, frozenset(d(b) for b in blobs), pinned)
 
 
-def snap(images: list[ImageUsage], sizes: dict[str, int], protected: str = "") -> Snapshot:
-    return Snapshot(
+def snap(images: list[ImageUsage], sizes: dict[str, int], protected: str = "") -> StoreSnapshot:
+    return StoreSnapshot(
         tuple(images),
         {d(k): v for k, v in sizes.items()},
         frozenset(d(p) for p in protected.split()),
@@ -204,7 +204,7 @@ def test_unfreeable_bytes() -> None:
 
 
 def test_shared_blobs_are_never_deleted_to_make_room() -> None:
-    s = Snapshot(
+    s = StoreSnapshot(
         (img("old", 1, "x", "y"), img("new", 2, "z")),
         {d("x"): 50, d("y"): 10, d("z"): 40},
         shared=frozenset({d("x")}),
@@ -217,5 +217,5 @@ def test_shared_blobs_are_never_deleted_to_make_room() -> None:
 
 
 def test_a_shared_orphan_is_not_deleted_to_make_room() -> None:
-    s = Snapshot((), {d("o"): 100}, shared=frozenset({d("o")}))
+    s = StoreSnapshot((), {d("o"): 100}, shared=frozenset({d("o")}))
     assert plan_eviction(s, 10).blobs == () and plan_eviction(s, 10).shortfall == 10

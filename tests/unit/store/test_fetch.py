@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.store.helpers import MemorySource, MiB, SourceFailed, blob, corrupt, wait_for_file
 from warmstart.oci import Digest
-from warmstart.store import ContentStore, DigestMismatch, SizeMismatch
+from warmstart.store import ContentStore, StoreDigestMismatch, StoreSizeMismatch
 
 
 def assert_nothing_stored(store: ContentStore, digest: Digest) -> None:
@@ -84,7 +84,7 @@ async def test_fetch_of_present_blob_does_not_call_source(store: ContentStore) -
 async def test_fetch_of_present_blob_with_wrong_size(store: ContentStore) -> None:
     data, digest = blob(1000)
     store.put_bytes(digest, data)
-    with pytest.raises(SizeMismatch, match="descriptor"):
+    with pytest.raises(StoreSizeMismatch, match="descriptor"):
         await store.fetch(digest, 999, MemorySource(data))
 
 
@@ -94,7 +94,7 @@ async def test_corrupt_source_raises_and_stores_nothing(store: ContentStore) -> 
     results = await asyncio.gather(
         *(store.fetch(digest, len(data), source) for _ in range(16)), return_exceptions=True
     )
-    assert all(isinstance(r, DigestMismatch) for r in results)
+    assert all(isinstance(r, StoreDigestMismatch) for r in results)
     assert "nothing was stored" in str(results[0])
     assert source.calls == [0]
     assert_nothing_stored(store, digest)
@@ -103,7 +103,7 @@ async def test_corrupt_source_raises_and_stores_nothing(store: ContentStore) -> 
 async def test_too_many_bytes_aborts_early(store: ContentStore) -> None:
     data, digest = blob(2 * MiB)
     source = MemorySource(data, extra=b"x" * (50 * MiB))
-    with pytest.raises(SizeMismatch, match="more than the 2097152 bytes"):
+    with pytest.raises(StoreSizeMismatch, match="more than the 2097152 bytes"):
         await store.fetch(digest, len(data), source)
     assert source.yielded <= len(data) + MiB  # stopped at the first chunk over the size
     assert_nothing_stored(store, digest)
@@ -112,7 +112,7 @@ async def test_too_many_bytes_aborts_early(store: ContentStore) -> None:
 async def test_too_few_bytes(store: ContentStore) -> None:
     data, digest = blob(2 * MiB)
     source = MemorySource(data[: MiB + 1])
-    with pytest.raises(SizeMismatch, match=f"ended after {MiB + 1} of the"):
+    with pytest.raises(StoreSizeMismatch, match=f"ended after {MiB + 1} of the"):
         await store.fetch(digest, len(data), source)
     assert source.calls == [0, MiB + 1]  # asked once more for the rest
     assert_nothing_stored(store, digest)
@@ -156,7 +156,7 @@ async def test_more_resume_attempts(root: Path) -> None:
 async def test_a_new_fetch_after_a_failure_calls_the_source_again(store: ContentStore) -> None:
     data, digest = blob(MiB)
     bad = MemorySource(corrupt(data))
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(StoreDigestMismatch):
         await store.fetch(digest, len(data), bad)
     good = MemorySource(data)
     assert (await store.fetch(digest, len(data), good)).read_bytes() == data
@@ -225,7 +225,7 @@ async def test_waiting_store_takes_over_when_writer_fails(root: Path) -> None:
         ta = asyncio.create_task(a.fetch(digest, len(data), bad))
         await wait_for_file(a.layout.partial_path(digest))
         tb = asyncio.create_task(b.fetch(digest, len(data), good))
-        with pytest.raises(DigestMismatch):
+        with pytest.raises(StoreDigestMismatch):
             await ta
         assert (await tb).read_bytes() == data
         assert (bad.calls, good.calls) == ([0], [0])

@@ -11,8 +11,8 @@ from warmstart.store import (
     BlobNotFound,
     BlobTooLarge,
     ContentStore,
-    DigestMismatch,
     ImageRecord,
+    StoreDigestMismatch,
 )
 
 LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -114,7 +114,7 @@ async def test_put_and_read_bytes(store: ContentStore) -> None:
 
 
 async def test_put_bytes_rejects_wrong_digest(store: ContentStore) -> None:
-    with pytest.raises(DigestMismatch, match="refusing"):
+    with pytest.raises(StoreDigestMismatch, match="refusing"):
         store.put_bytes(Digest.of(b"a"), b"b")
     assert store.usage() == 0
     assert not store.has(Digest.of(b"a"))

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.store.helpers import MemorySource, MiB, blob, corrupt, wait_for_file
 from warmstart.oci import Digest
-from warmstart.store import BlobNotFound, ContentStore, DigestMismatch
+from warmstart.store import BlobNotFound, ContentStore, StoreDigestMismatch
 
 
 async def read_all(store: ContentStore, digest: Digest, start: int = 0) -> bytes:
@@ -78,9 +78,9 @@ async def test_reader_sees_the_writers_failure(store: ContentStore) -> None:
     reader = asyncio.create_task(read_all(store, digest))
     await asyncio.sleep(0.01)
     gate.set()
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(StoreDigestMismatch):
         await fetch
-    with pytest.raises(DigestMismatch):
+    with pytest.raises(StoreDigestMismatch):
         await reader
 
 
@@ -120,7 +120,7 @@ async def test_reader_in_another_store_sees_a_failed_write(root: Path) -> None:
         reader = asyncio.create_task(read_all(other, digest))
         await asyncio.sleep(0.02)
         gate.set()
-        with pytest.raises(DigestMismatch):
+        with pytest.raises(StoreDigestMismatch):
             await fetch
         with pytest.raises(BlobNotFound, match="no transfer"):
             await reader

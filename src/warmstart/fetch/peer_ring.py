@@ -1,6 +1,6 @@
 """Who the peers are, which are down, and which node is a digest's home. Pure (clock injected).
 
-The list of peers belongs to the agent (``warmstart.agent.peers.PeerSet``, replaced by
+The list of peers belongs to the agent (``warmstart.agent.peer_set.PeerSet``, replaced by
 ``PUT /peers``); the fetcher only reads it through :class:`PeerView`. :class:`PeerList` is a
 minimal implementation for tests and embedding.
 """
@@ -80,7 +80,7 @@ class PeerHealth:
         return sorted(u for u in list(self._down_until) if self.is_down(u))
 
 
-class Router:
+class PeerRing:
     """Home nodes and fallback order of digests over the current peers plus this node."""
 
     def __init__(self, peers: PeerView, self_url: str, health: PeerHealth) -> None:
@@ -132,4 +132,4 @@ class Router:
         return out
 
 
-__all__ = ["PeerHealth", "PeerList", "PeerView", "Router"]
+__all__ = ["PeerHealth", "PeerList", "PeerRing", "PeerView"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.unit.fetch.helpers import FakeClock
-from warmstart.fetch.peers import PeerHealth, PeerList, Router
+from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing
 from warmstart.fetch.rendezvous import rank
 from warmstart.oci import Digest
 
@@ -43,7 +43,7 @@ def test_health_expires() -> None:
 def test_router_table() -> None:
     clock = FakeClock()
     health = PeerHealth(retry_after=5, clock=clock)
-    router = Router(PeerList(A, [A, B, C]), A, health)
+    ring = PeerRing(PeerList(A, [A, B, C]), A, health)
     # (rank order, peers down, home, A is home?, probe candidates excluding the home)
     table = [
         ([A, B, C], set(), A, True, [B, C]),
@@ -59,26 +59,26 @@ def test_router_table() -> None:
         for url in down:
             health.mark_down(url)
         d = digest_ranked(order)
-        assert router.ranked(d) == order
-        assert router.nominal_home(d) == order[0]
-        assert router.home(d) == want_home, (order, down)
-        assert router.is_home(d) is is_home, (order, down)
-        assert router.candidates(d, [want_home], limit=3) == probes, (order, down)
+        assert ring.ranked(d) == order
+        assert ring.nominal_home(d) == order[0]
+        assert ring.home(d) == want_home, (order, down)
+        assert ring.is_home(d) is is_home, (order, down)
+        assert ring.candidates(d, [want_home], limit=3) == probes, (order, down)
 
 
 def test_router_follows_replacements() -> None:
     peers = PeerList(A, [B])
-    router = Router(peers, A, PeerHealth())
-    assert router.nodes() == [A, B]
+    ring = PeerRing(peers, A, PeerHealth())
+    assert ring.nodes() == [A, B]
     peers.replace([A, B, C])
-    assert router.nodes() == [A, B, C]
+    assert ring.nodes() == [A, B, C]
     peers.replace([])
     d = Digest.of(b"x")
-    assert router.nodes() == [A] and router.home(d) == A and router.is_home(d)
+    assert ring.nodes() == [A] and ring.home(d) == A and ring.is_home(d)
 
 
 def test_candidates_limit() -> None:
-    router = Router(PeerList(A, [A, B, C]), A, PeerHealth())
+    ring = PeerRing(PeerList(A, [A, B, C]), A, PeerHealth())
     d = digest_ranked([A, B, C])
-    assert router.candidates(d, [], limit=1) == [B]
-    assert router.candidates(d, [], limit=0) == []
+    assert ring.candidates(d, [], limit=1) == [B]
+    assert ring.candidates(d, [], limit=0) == []
