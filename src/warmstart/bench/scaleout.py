@@ -31,10 +31,9 @@ import asyncio
 import contextlib
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,6 @@ from warmstart.bench.scaleout_nodes import (
 )
 from warmstart.bench.scaleout_report import environment_info, write_report
 from warmstart.bench.scaleout_types import (
-    BASELINE,
     MODES,
     REGISTRY_PROXY,
     WARMSTART,
@@ -82,8 +80,6 @@ LinkCounter = Callable[[], dict[str, dict[str, int]]]
 SCENARIOS = ("startup", "fanout", "spike")
 BUNDLED_TRACE = Path(__file__).resolve().parent / "traces" / "azure-llm-2023-conv.csv"
 REPOSITORY = "warmstart/example-minilm"
-MODE_TIERS = {BASELINE: ("cold",), REGISTRY_PROXY: ("cold", "warm"),
-              WARMSTART: ("cold", "peer", "warm", "hot")}  # fmt: skip
 
 
 @dataclass
@@ -572,12 +568,6 @@ async def run_spike(
 # -- all of it --------------------------------------------------------------------------------
 
 
-@dataclass
-class ScaleoutRun:
-    config: ScaleoutConfig
-    results: ScaleoutResults = field(default_factory=ScaleoutResults)
-
-
 async def _run_mode(
     net: NetCluster,
     mode: str,
@@ -717,7 +707,3 @@ def write_outputs(
     results: ScaleoutResults, json_path: Path | None, out_dir: Path | None
 ) -> list[Path]:
     return write_report(results, json_path, out_dir)
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
