@@ -36,7 +36,7 @@ from warmstart.serving.router import RouterConfig
 from warmstart.serving.serve import EndpointService, ServeOptions
 from warmstart.serving.spec import build_spec
 from warmstart.testbed.net import free_port
-from warmstart.testbed.netcluster import link_bytes_delta
+from warmstart.testbed.netns import link_bytes_delta
 from warmstart.testbed.registry import RegistryProcess
 
 if TYPE_CHECKING:
