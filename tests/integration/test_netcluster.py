@@ -25,16 +25,9 @@ import pytest
 from tests.support.images import ImageBuilder, push_blob
 from tests.support.tools import in_ci, require_tool
 from warmstart.testbed.net import port_open, wait_until
-from warmstart.testbed.netcluster import (
-    IFNAMSIZ,
-    AddressPlan,
-    NetCluster,
-    Node,
-    choose_octet,
-    nsenter_prefix,
-    parse_rate,
-    used_networks,
-)
+from warmstart.testbed.netcluster import NetCluster, Node, parse_rate
+from warmstart.testbed.netns import nsenter_prefix
+from warmstart.testbed.netplan import IFNAMSIZ, AddressPlan, choose_octet, used_networks
 from warmstart.testbed.registry import RegistryProcess
 
 RATE = "200mbit"

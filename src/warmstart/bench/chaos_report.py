@@ -30,7 +30,6 @@ COMPLETED = "completed"
 FAILED_CLEAR = "failed-clear"
 FAILED_UNCLEAR = "failed-unclear"
 HUNG = "hung"
-OUTCOMES = (COMPLETED, FAILED_CLEAR, FAILED_UNCLEAR, HUNG)
 
 # Roles of a pull in a class: what is counted in its row.
 SETUP = "setup"  # puts the cluster in the state the fault needs (not counted)

@@ -35,7 +35,8 @@ from warmstart.serving.serve import NodeOption
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.cluster import remove_containers
 from warmstart.testbed.containerd import ContainerdProcess
-from warmstart.testbed.netcluster import NetCluster, Node, nsenter_prefix
+from warmstart.testbed.netcluster import NetCluster, Node
+from warmstart.testbed.netns import nsenter_prefix
 from warmstart.testbed.registry import RegistryProcess
 
 NAMESPACE = "bench"

@@ -10,6 +10,19 @@ from rich.table import Table
 
 from warmstart.cli.common import err_console, fail, out_console, size_option
 
+
+def require_bench_extra(command: str) -> None:
+    """Exit with one line naming the extra if the harness's dependencies (the `bench` extra:
+    only bench/, testbed/ and the demo use them) are not installed."""
+    try:
+        import cryptography  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        fail(
+            f"{command} needs {e.name or 'the bench extra'}: pip install 'warmstart[bench]'", code=2
+        )
+
+
 app = typer.Typer(
     help="Benchmarks, each side by side with the peer a user would otherwise run.",
     no_args_is_help=True,
@@ -30,6 +43,7 @@ def pull(
     ),
 ) -> None:
     """Pull one large single-layer image from a local docker-registry: warmstart vs skopeo vs ctr."""
+    require_bench_extra("bench pull")
     from warmstart.bench.pull import CONTENDERS, markdown_table, run_pull_bench, write_report
 
     size_bytes = size_option(size)
@@ -75,6 +89,7 @@ def agent(
 ) -> None:
     """The agent vs docker-registry: a cached blob, 8 clients on one uncached image (upstream
     bytes), and containerd cold (shaped upstream link) vs warm (through the agent)."""
+    require_bench_extra("bench agent")
     from warmstart.bench.agent import SCENARIOS, markdown_table, run_agent_bench, write_report
 
     size_bytes = size_option(size)
@@ -162,6 +177,7 @@ def scaleout(
     workdir: Path | None = typer.Option(None, "--workdir", help="Default: a temp dir."),
 ) -> None:
     """The cluster in a box: baseline vs registry-proxy vs warmstart on startup, fanout, spike."""
+    require_bench_extra("bench scaleout")
     import os
     import shutil
     import tempfile
@@ -232,6 +248,7 @@ def chaos(
 ) -> None:
     """Faults in the cluster in a box while it pulls: agent and home-peer crashes, a lying
     peer, corrupt disks, an upstream outage, full stores; then a soak of one agent."""
+    require_bench_extra("bench chaos")
     import os
     import shutil
     import tempfile

@@ -39,6 +39,9 @@ def build_example_cmd(
     GET /ping, POST /invocations; model under /opt/ml/model. Only the package registries are
     contacted (the apt mirror of this machine, pip's index).
     """
+    from warmstart.cli.bench_cmd import require_bench_extra
+
+    require_bench_extra("image build-example")
     from warmstart.image.build import BuildOptions, build_example
     from warmstart.image.mirror import MirrorNotFound
     from warmstart.image.tools import BuildError, ToolMissing

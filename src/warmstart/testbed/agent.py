@@ -208,7 +208,7 @@ class AgentProcess:
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection(self.listen_host, self.port, timeout=timeout)
         if self.netns is not None:
-            from warmstart.testbed.netcluster import connect_in_netns
+            from warmstart.testbed.netns import connect_in_netns
 
             # http.client opens its socket through this attribute (set in __init__)
             conn._create_connection = partial(connect_in_netns, self.netns)  # type: ignore[attr-defined]

@@ -38,145 +38,31 @@ Nothing is deleted that this instance did not create.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import fcntl
-import ipaddress
-import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import tempfile
-import threading
-import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
-from warmstart.testbed.procs import stop_process
+from warmstart.testbed.netcluster_cleanup import EXIT_SIGNALS, Resources, S, cleanup_resources
+from warmstart.testbed.netns import link_stats, netns_path, nsenter_prefix, run_cmd, run_in_netns
+from warmstart.testbed.netplan import (
+    MAX_NODES,
+    AddressPlan,
+    Names,
+    choose_octet,
+    subnet_lock,
+    unique_names,
+    used_networks,
+)
 
 if TYPE_CHECKING:
     from warmstart.testbed.registry import RegistryProcess
 
-T = TypeVar("T")
-
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
-IFNAMSIZ = 15  # longest interface name Linux accepts
-MAX_NODES = 200
 DEFAULT_RATE = "800mbit"  # 100 MB/s
 TBF_LATENCY = "50ms"
-CMD_TIMEOUT = 30.0
-# Second octets tried for 10.B.0.0/16, in order. 10.213/16 belongs to bench.agent.ShapedLink.
-RESERVED_OCTETS = frozenset({213})
-CANDIDATE_OCTETS = (*range(214, 255), *range(150, 213))
-_LOCK_FILE = (
-    Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
-) / "warmstart-netcluster.lock"
-_instance_counter = iter(range(1, 1 << 30))
-
-
-# -- running things inside a namespace ----------------------------------------------------------
-
-
-def netns_path(netns: str) -> str:
-    """The bind mount of a named network namespace (what ``ip netns add`` creates)."""
-    return str(NETNS_DIR / netns)
-
-
-def nsenter_prefix(netns: str) -> list[str]:
-    """Command prefix that runs the rest of the command inside network namespace ``netns``."""
-    return ["nsenter", f"--net={netns_path(netns)}"]
-
-
-def _setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open as ``fd`` (Python 3.11: ctypes)."""
-    native = getattr(os, "setns", None)
-    if native is not None:
-        native(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Call ``fn`` in a short-lived thread that has joined network namespace ``netns``.
-
-    The namespace is per thread, so the caller's thread is never moved; sockets created by
-    ``fn`` stay in ``netns`` and can be used from any thread afterwards.
-    """
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, name=f"netns-{netns}", daemon=True)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
-def connect_in_netns(
-    netns: str,
-    address: tuple[str, int],
-    timeout: float | None = None,
-    source_address: tuple[str, int] | None = None,
-) -> socket.socket:
-    """``socket.create_connection`` made from inside ``netns`` (e.g. to a node's 127.0.0.1).
-
-    Its signature fits ``http.client.HTTPConnection._create_connection`` after binding ``netns``.
-    """
-    return run_in_netns(netns, lambda: socket.create_connection(address, timeout, source_address))
-
-
-def _run(
-    cmd: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT
-) -> subprocess.CompletedProcess[str]:
-    """Run a short command (ip, tc, ...); raise with its stderr if ``check`` and it fails."""
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
-def _link_stats(netns: str, dev: str) -> dict[str, int]:
-    """``{"rx": bytes, "tx": bytes}`` of one device (``ip -s -j link show``); {} if unknown."""
-    proc = _run([*nsenter_prefix(netns), "ip", "-s", "-j", "link", "show", "dev", dev], check=False)
-    if proc.returncode != 0:
-        return {}
-    try:
-        stats = json.loads(proc.stdout)[0]["stats64"]
-        return {"rx": int(stats["rx"]["bytes"]), "tx": int(stats["tx"]["bytes"])}
-    except (ValueError, LookupError, TypeError):
-        return {}
-
-
-def link_bytes_delta(
-    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]
-) -> dict[str, dict[str, int]]:
-    """Per node and counter, what crossed between two :meth:`NetCluster.link_bytes` readings."""
-    return {
-        node: {k: v - before.get(node, {}).get(k, 0) for k, v in counters.items()}
-        for node, counters in after.items()
-    }
 
 
 # -- rates ----------------------------------------------------------------------------------------
@@ -218,167 +104,6 @@ def tbf_burst(rate: str) -> int:
     return max(parse_rate(rate) // 8 // 100, 64 * 1024)
 
 
-# -- addresses and names --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AddressPlan:
-    """Every address of one cluster, all inside ``10.<octet>.0.0/16``."""
-
-    octet: int
-
-    @property
-    def subnet(self) -> ipaddress.IPv4Network:
-        return ipaddress.IPv4Network(f"10.{self.octet}.0.0/16")
-
-    def _ip(self, third: int, fourth: int) -> str:
-        return f"10.{self.octet}.{third}.{fourth}"
-
-    @property
-    def upstream_addr(self) -> str:
-        """The registry's address (a /32 on the upstream namespace's lo)."""
-        return self._ip(0, 1)
-
-    @property
-    def trunk_upstream(self) -> str:
-        return self._ip(1, 1)
-
-    @property
-    def trunk_wan(self) -> str:
-        return self._ip(1, 2)
-
-    @property
-    def ctl_root(self) -> str:
-        """The root namespace's end of its unshaped link to the upstream."""
-        return self._ip(2, 1)
-
-    @property
-    def ctl_upstream(self) -> str:
-        return self._ip(2, 2)
-
-    @property
-    def control_addr(self) -> str:
-        """The root namespace's address on the LAN."""
-        return self._ip(3, 1)
-
-    def lan_addr(self, index: int) -> str:
-        return self._ip(3, 10 + index)
-
-    def uplink_gateway(self, index: int) -> str:
-        """The wan router's end of node ``index``'s uplink."""
-        return self._ip(16 + index, 1)
-
-    def uplink_addr(self, index: int) -> str:
-        return self._ip(16 + index, 2)
-
-
-def used_networks() -> list[ipaddress.IPv4Network]:
-    """IPv4 networks of the root namespace's addresses and routes (all tables, no default)."""
-    nets: list[ipaddress.IPv4Network] = []
-    for entry in json.loads(_run(["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
-        for info in entry.get("addr_info", []):
-            iface = ipaddress.IPv4Interface(f"{info['local']}/{info['prefixlen']}")
-            nets.append(iface.network)
-    for route in json.loads(
-        _run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]"
-    ):
-        dst = route.get("dst", "default")
-        if dst != "default":
-            nets.append(ipaddress.IPv4Network(dst, strict=False))
-    return nets
-
-
-def choose_octet(used: Iterable[ipaddress.IPv4Network]) -> int:
-    """The first candidate ``B`` whose 10.B.0.0/16 overlaps none of ``used``."""
-    used = list(used)
-    for octet in CANDIDATE_OCTETS:
-        if octet in RESERVED_OCTETS:
-            continue
-        subnet = AddressPlan(octet).subnet
-        if not any(subnet.overlaps(net) for net in used):
-            return octet
-    raise RuntimeError("no free 10.x.0.0/16 for the network cluster (every candidate in use)")
-
-
-def _to_base(n: int, digits: str) -> str:
-    out = ""
-    while True:
-        n, r = divmod(n, len(digits))
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
-@dataclass(frozen=True)
-class Names:
-    """Namespace and interface names of one cluster, derived from ``ws<pid hex>k<counter hex>``.
-
-    Namespace names have no length limit; the two root-namespace interfaces stay within 15
-    characters. Interfaces inside the cluster's own namespaces use fixed short names.
-    """
-
-    tag: str
-
-    @classmethod
-    def for_instance(cls, pid: int, counter: int) -> Names:
-        return cls(f"ws{pid:x}k{_to_base(counter, '0123456789abcdef')}")
-
-    @property
-    def upstream_ns(self) -> str:
-        return f"{self.tag}-up"
-
-    @property
-    def wan_ns(self) -> str:
-        return f"{self.tag}-wan"
-
-    @property
-    def lan_ns(self) -> str:
-        return f"{self.tag}-lan"
-
-    def node_ns(self, index: int) -> str:
-        return f"{self.tag}-n{index}"
-
-    @property
-    def root_ctl_if(self) -> str:
-        """Root end of the unshaped root<->upstream link."""
-        return f"{self.tag}c"
-
-    @property
-    def root_lan_if(self) -> str:
-        """Root end of the root<->LAN-bridge link."""
-        return f"{self.tag}l"
-
-    def namespaces(self, nodes: int) -> list[str]:
-        return [self.upstream_ns, self.wan_ns, self.lan_ns, *map(self.node_ns, range(nodes))]
-
-    def in_use(self, nodes: int) -> bool:
-        """Whether any of these names exists already (a leftover of a dead process)."""
-        if any((NETNS_DIR / ns).exists() for ns in self.namespaces(nodes)):
-            return True
-        return any(Path("/sys/class/net", i).exists() for i in (self.root_ctl_if, self.root_lan_if))
-
-
-def _unique_names(nodes: int) -> Names:
-    for _ in range(1000):
-        names = Names.for_instance(os.getpid(), next(_instance_counter))
-        if len(names.root_ctl_if) > IFNAMSIZ:
-            break
-        if not names.in_use(nodes):
-            return names
-    raise RuntimeError("could not find unused names for the network cluster")
-
-
-@contextlib.contextmanager
-def _subnet_lock() -> Iterator[None]:
-    """Serialise choosing a subnet and claiming it with root addresses, across processes."""
-    with open(_LOCK_FILE, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 # -- nodes ----------------------------------------------------------------------------------------
 
 
@@ -408,135 +133,6 @@ class Node:
 
     def command(self, *args: str) -> list[str]:
         return [*self.prefix, *args]
-
-
-# -- cleanup state (held by the finalizer, so it must not reference the cluster) --------------
-
-
-class _Stoppable(Protocol):
-    """Anything with ``stop()`` (RegistryProcess, AgentProcess, ContainerdProcess)."""
-
-    def stop(self) -> None: ...
-
-
-S = TypeVar("S", bound=_Stoppable)
-
-
-@dataclass
-class _Resources:
-    """What one cluster created and must remove, newest last; entries go once removed."""
-
-    processes: list[subprocess.Popen[Any] | _Stoppable] = field(default_factory=list)
-    namespaces: list[str] = field(default_factory=list)
-    root_links: list[str] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.processes or self.namespaces or self.root_links)
-
-    def cleanup(self) -> None:
-        """Remove everything; each step runs even if an earlier one failed or was interrupted.
-
-        The first exception (e.g. a second Ctrl-C) is raised at the end; what could not be
-        removed stays listed so the finalizer can try again at exit.
-        """
-        errors: list[BaseException] = []
-        for proc in reversed(list(self.processes)):
-            self._step(errors, self.processes, proc, _stop_one)
-        for ns in reversed(list(self.namespaces)):
-            self._step(errors, self.namespaces, ns, _delete_netns)
-        for link in reversed(list(self.root_links)):
-            self._step(errors, self.root_links, link, _delete_root_link)
-        if errors:
-            raise errors[0]
-
-    @staticmethod
-    def _step(errors: list[BaseException], items: list[Any], item: Any, fn: Callable) -> None:
-        try:
-            fn(item)
-            items.remove(item)
-        except BaseException as exc:
-            errors.append(exc)
-
-
-def _stop_one(proc: subprocess.Popen[Any] | _Stoppable) -> None:
-    if isinstance(proc, subprocess.Popen):
-        stop_process(proc, timeout=5)
-    else:
-        proc.stop()
-
-
-def _delete_netns(ns: str) -> None:
-    if not (NETNS_DIR / ns).exists():
-        return
-    pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
-    if pids:
-        warnings.warn(
-            f"processes {', '.join(pids)} still run in network namespace {ns} (not started "
-            "through the cluster); it is unmounted now but lives on until they exit",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    proc = _run(["ip", "netns", "del", ns], check=False)
-    if proc.returncode != 0 and (NETNS_DIR / ns).exists():
-        raise RuntimeError(f"ip netns del {ns} failed: {proc.stderr.strip()}")
-
-
-def _delete_root_link(name: str) -> None:
-    """Delete a root veth end we created, if deleting its namespace did not already."""
-    if Path("/sys/class/net", name).exists():
-        _run(["ip", "link", "del", name], check=False)
-
-
-def _cleanup_resources(resources: _Resources) -> None:
-    """The finalizer: interpreter exit or garbage collection of an unclosed cluster."""
-    with contextlib.suppress(Exception):
-        resources.cleanup()
-
-
-# -- SIGTERM / SIGHUP -> SystemExit, so with-blocks and finalizers run ----------------------------
-
-
-class _ExitSignals:
-    """Turns SIGTERM/SIGHUP (and SIGINT if its handler is SIG_DFL) into ``SystemExit``.
-
-    Installed while at least one cluster is open, only over default handlers and only from the
-    main thread; the previous handlers come back when the last cluster closes.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._installed: list[signal.Signals] = []
-
-    @staticmethod
-    def _raise_exit(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    def acquire(self) -> None:
-        with self._lock:
-            self._users += 1
-            if self._users > 1 or threading.current_thread() is not threading.main_thread():
-                return
-            for sig in self.SIGNALS:
-                if signal.getsignal(sig) == signal.SIG_DFL:
-                    signal.signal(sig, self._raise_exit)
-                    self._installed.append(sig)
-
-    def release(self) -> None:
-        with self._lock:
-            self._users = max(0, self._users - 1)
-            if self._users or threading.current_thread() is not threading.main_thread():
-                return
-            for sig in self._installed:
-                if signal.getsignal(sig) == self._raise_exit:
-                    signal.signal(sig, signal.SIG_DFL)
-            self._installed = []
-
-
-_EXIT_SIGNALS = _ExitSignals()
 
 
 # -- the cluster ----------------------------------------------------------------------------------
@@ -569,7 +165,7 @@ class NetCluster:
         self.names: Names | None = None
         self.plan: AddressPlan | None = None
         self.nodes: list[Node] = []
-        self._resources = _Resources()
+        self._resources = Resources()
         self._finalizer: weakref.finalize | None = None
         self._signals_held = False
 
@@ -599,8 +195,8 @@ class NetCluster:
         (received through its shaped uplink), ``lan_rx`` and ``lan_tx`` (its LAN link)."""
         out: dict[str, dict[str, int]] = {}
         for node in self.nodes:
-            uplink = _link_stats(self.wan_netns, node.shaped_dev)
-            lan = _link_stats(node.netns, "lan")
+            uplink = link_stats(self.wan_netns, node.shaped_dev)
+            lan = link_stats(node.netns, "lan")
             out[node.name] = {
                 "upstream_rx": uplink.get("tx", 0),  # the wan side sends what the node receives
                 "lan_rx": lan.get("rx", 0),
@@ -638,8 +234,8 @@ class NetCluster:
         """Create the namespaces, links, addresses, routes and qdiscs; on failure undo all."""
         if self.is_open:
             return self
-        self._finalizer = weakref.finalize(self, _cleanup_resources, self._resources)
-        _EXIT_SIGNALS.acquire()
+        self._finalizer = weakref.finalize(self, cleanup_resources, self._resources)
+        EXIT_SIGNALS.acquire()
         self._signals_held = True
         try:
             self._build()
@@ -649,10 +245,10 @@ class NetCluster:
         return self
 
     def _build(self) -> None:
-        names = self.names = _unique_names(self.node_count)
+        names = self.names = unique_names(self.node_count)
         for ns in names.namespaces(self.node_count):
             self._add_netns(ns)
-        with _subnet_lock():
+        with subnet_lock():
             plan = self.plan = AddressPlan(choose_octet(used_networks()))
             self._build_root_links(names, plan)
         self._build_upstream(names, plan)
@@ -661,21 +257,21 @@ class NetCluster:
             self.nodes.append(self._build_node(i, names, plan))
 
     def _add_netns(self, ns: str) -> None:
-        _run(["ip", "netns", "add", ns])
+        run_cmd(["ip", "netns", "add", ns])
         self._resources.namespaces.append(ns)
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run_cmd(["ip", "-n", ns, "link", "set", "lo", "up"])
 
     def _add_veth(self, name: str, peer: str, peer_ns: str, ns: str | None = None) -> None:
         """``name`` in ``ns`` (root if None) paired with ``peer`` in ``peer_ns``."""
         where = ["-n", ns] if ns else []
-        _run(["ip", *where, "link", "add", name, "type", "veth", "peer", "name", peer,
+        run_cmd(["ip", *where, "link", "add", name, "type", "veth", "peer", "name", peer,
               "netns", peer_ns])  # fmt: skip
         if ns is None:
             self._resources.root_links.append(name)
 
     @staticmethod
     def _ip(ns: str | None, *args: str) -> None:
-        _run(["ip", *(["-n", ns] if ns else []), *args])
+        run_cmd(["ip", *(["-n", ns] if ns else []), *args])
 
     def _addr_up(self, ns: str | None, dev: str, cidr: str) -> None:
         self._ip(ns, "addr", "add", cidr, "dev", dev)
@@ -683,7 +279,7 @@ class NetCluster:
 
     @staticmethod
     def _tbf(ns: str, dev: str, rate: str) -> None:
-        _run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+        run_cmd(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
               "burst", str(tbf_burst(rate)), "latency", TBF_LATENCY])  # fmt: skip
 
     def _build_root_links(self, names: Names, plan: AddressPlan) -> None:
@@ -741,7 +337,7 @@ class NetCluster:
                 self._finalizer = None
             if self._signals_held:
                 self._signals_held = False
-                _EXIT_SIGNALS.release()
+                EXIT_SIGNALS.release()
             self.names = self.plan = None
             self.nodes = []
 
@@ -756,7 +352,7 @@ class NetCluster:
         self, netns: str, *args: str, check: bool = True, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run a command to completion inside ``netns`` (stdout/stderr captured as text)."""
-        return _run([*nsenter_prefix(netns), *args], check=check, timeout=timeout)
+        return run_cmd([*nsenter_prefix(netns), *args], check=check, timeout=timeout)
 
     def popen(self, netns: str, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a process inside ``netns``; :meth:`close` stops it (by PID) if still running."""

@@ -35,7 +35,7 @@ from typing import IO, Any, Self
 
 from warmstart.testbed.certs import CertificateAuthority, IssuedCert
 from warmstart.testbed.net import LOOPBACK, free_port
-from warmstart.testbed.netcluster import connect_in_netns, nsenter_prefix
+from warmstart.testbed.netns import connect_in_netns, nsenter_prefix
 from warmstart.testbed.procs import stop_process
 from warmstart.testbed.token_server import TokenRequest, TokenServer
 from warmstart.testbed.tools import find_tool

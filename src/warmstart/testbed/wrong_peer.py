@@ -22,7 +22,7 @@ from typing import Self
 
 from aiohttp import web
 
-from warmstart.testbed.netcluster import run_in_netns
+from warmstart.testbed.netns import run_in_netns
 
 _BLOB = re.compile(r"^/v2/.+/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")

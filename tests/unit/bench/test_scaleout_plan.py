@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.bench.scaleout import ScaleoutConfig, _load, plan_spike
+from warmstart.bench.scaleout import ScaleoutConfig
+from warmstart.bench.spike_plan import _load, plan_spike
 from warmstart.bench.trace import TraceRequest
 from warmstart.model_server.config import BenchCosts
 

@@ -1,0 +1,320 @@
+"""The scenarios of ``warmstart bench scaleout`` on one mode's nodes: startup (per tier),
+fanout, spike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from warmstart.bench.agent import upstream_blob_bytes
+from warmstart.bench.loadgen import LoadgenConfig, replay
+from warmstart.bench.scaleout_nodes import (
+    NAMESPACE,
+    NodeStack,
+    start_replica,
+    stop_replica,
+)
+from warmstart.bench.scaleout_types import (
+    REGISTRY_PROXY,
+    WARMSTART,
+    FanoutResult,
+    PrewarmResult,
+    ReplicaStatus,
+    SpikeResult,
+    StartupResult,
+)
+from warmstart.bench.spike_metrics import offered_demand, spike_metrics
+from warmstart.bench.spike_plan import DEMAND_SMOOTHING_S, SpikePlan, smooth
+from warmstart.model_server.config import BenchCosts
+from warmstart.serving.router import RouterConfig
+from warmstart.serving.serve import EndpointService, ServeOptions
+from warmstart.serving.spec import build_spec
+from warmstart.testbed.net import free_port
+from warmstart.testbed.netns import link_bytes_delta
+from warmstart.testbed.registry import RegistryProcess
+
+if TYPE_CHECKING:
+    from warmstart.bench.scaleout import ScaleoutConfig
+
+Log = Callable[[str], None]
+LinkCounter = Callable[[], dict[str, dict[str, int]]]
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+def bench_env(config: ScaleoutConfig, time_scale: float) -> dict[str, str]:
+    return {
+        "WARMSTART_BENCH_MODE": "1",
+        "MAX_CONCURRENCY": str(config.slots),
+        "WARMSTART_BENCH_TIME_SCALE": f"{time_scale:.6g}",
+    }
+
+
+async def _prewarm_hot(stack: NodeStack, image: str) -> dict[str, Any]:
+    assert stack.agent is not None
+    code, body = await asyncio.to_thread(stack.agent.prewarm, image, hot=True)
+    if code != 200:
+        raise RuntimeError(f"prewarm --hot on {stack.name} answered {code}: {body}")
+    return dict(body)
+
+
+async def _timed_prewarm(
+    stack: NodeStack, image: str, upstream: RegistryProcess, mode: str, tier: str, log: Log
+) -> PrewarmResult:
+    """A hot pre-warm of ``stack`` whose agent and containerd hold what ``tier`` says."""
+    mark = upstream.mark()
+    started = time.monotonic()
+    body = await _prewarm_hot(stack, image)
+    total = time.monotonic() - started
+    sent = upstream_blob_bytes(upstream.requests(since=mark))
+    imported = body.get("containerd") or {}
+    link = imported.get("link") or {}
+    result = PrewarmResult(
+        mode,
+        tier,
+        fetch_s=float(body.get("warm_seconds", 0.0)),
+        link_s=float(link.get("seconds", 0.0)),
+        import_s=float(imported.get("pull_seconds", 0.0)),
+        unpack_s=float(imported.get("unpack_seconds") or 0.0),
+        total_s=total,
+        upstream_bytes=sent,
+        linked=int(link.get("linked", 0)),
+    )
+    log(
+        f"  {mode} hot pre-warm from {tier} on {stack.name}: {total:.1f} s (fetch "
+        f"{result.fetch_s:.1f}, link {result.link_s:.2f}, import {result.import_s:.1f} of which "
+        f"unpack {result.unpack_s:.1f}); {result.linked} blobs linked; upstream "
+        f"{sent / 2**20:.0f} MiB"
+    )
+    return result
+
+
+async def _timed_start(
+    stack: NodeStack,
+    image: str,
+    rid: str,
+    env: dict[str, str],
+    upstream: RegistryProcess,
+    mode: str,
+    tier: str,
+    log: Log,
+    links: LinkCounter | None = None,
+) -> StartupResult:
+    mark = upstream.mark()
+    before = await asyncio.to_thread(links) if links is not None else None
+    timing, replica = await start_replica(stack, image, rid, env)
+    crossed = None
+    if links is not None and before is not None:
+        crossed = link_bytes_delta(before, await asyncio.to_thread(links))
+    await stop_replica(stack, replica)
+    sent = upstream_blob_bytes(upstream.requests(since=mark))
+    log(
+        f"  {mode} {tier} on {stack.name}: {timing.total_s:.1f} s (pull {timing.pull_s:.1f}, "
+        f"unpack {timing.unpack_s:.1f}, start {timing.start_s:.2f}, load {timing.load_s:.1f}); "
+        f"upstream {sent / 2**20:.0f} MiB"
+    )
+    if crossed is not None:
+        log("    bytes on links: " + "; ".join(
+            f"{node} upstream {c['upstream_rx'] / 2**20:.0f} MiB, LAN in "
+            f"{c['lan_rx'] / 2**20:.0f} MiB, out {c['lan_tx'] / 2**20:.0f} MiB"
+            for node, c in sorted(crossed.items())
+        ))  # fmt: skip
+    return StartupResult(
+        mode, tier, timing.pull_s, timing.unpack_s, timing.start_s,
+        timing.load_s + timing.first_answer_s, timing.total_s, sent, crossed,
+    )  # fmt: skip
+
+
+async def run_startup(
+    stacks: list[NodeStack],
+    mode: str,
+    image: str,
+    env: dict[str, str],
+    upstream: RegistryProcess,
+    log: Log,
+    prewarms: list[PrewarmResult],
+    links: LinkCounter | None = None,
+) -> list[StartupResult]:
+    """Each tier the mode has, on fresh containerd state where the tier says so; in warmstart
+    mode also the hot pre-warm from each tier (into ``prewarms``)."""
+    first = stacks[0]
+    second = stacks[1] if len(stacks) > 1 else None
+    results = [await _timed_start(first, image, "cold", env, upstream, mode, "cold", log, links)]
+    if mode in (REGISTRY_PROXY, WARMSTART):
+        # warm: the node's mirror holds the image, containerd does not.
+        first.reset_containerd()
+        results.append(await _timed_start(first, image, "warm", env, upstream, mode, "warm", log))
+    if mode == WARMSTART and second is not None:
+        # peer: another node's agent holds it; this node has nothing.
+        results.append(await _timed_start(second, image, "peer", env, upstream, mode, "peer", log))
+        # hot: pre-warmed --hot ahead (it happens before the replica is needed; timed apart).
+        await asyncio.to_thread(second.reset_containerd)
+        prewarms.append(await _timed_prewarm(second, image, upstream, mode, "warm", log))
+        results.append(await _timed_start(second, image, "hot", env, upstream, mode, "hot", log))
+        # What the hot pre-warm itself costs when this node's agent has nothing (peer), and
+        # when no agent has anything (cold).
+        await asyncio.to_thread(second.reset_containerd)
+        await asyncio.to_thread(second.reset_agent_store)
+        prewarms.append(await _timed_prewarm(second, image, upstream, mode, "peer", log))
+        await asyncio.to_thread(second.reset_containerd)
+        for stack in stacks:
+            await asyncio.to_thread(stack.reset_agent_store)
+        prewarms.append(await _timed_prewarm(second, image, upstream, mode, "cold", log))
+    return results
+
+
+async def run_fanout(
+    stacks: list[NodeStack],
+    mode: str,
+    image: str,
+    image_bytes: int,
+    env: dict[str, str],
+    upstream: RegistryProcess,
+    log: Log,
+) -> FanoutResult:
+    mark = upstream.mark()
+    started = time.monotonic()
+    outcomes = await asyncio.gather(
+        *(start_replica(s, image, f"fan{i}", env) for i, s in enumerate(stacks)),
+        return_exceptions=True,
+    )
+    wall = time.monotonic() - started
+    fetch = 0.0
+    for stack, outcome in zip(stacks, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            raise RuntimeError(f"fanout on {stack.name} failed: {outcome}")
+        fetch = max(fetch, outcome[0].pull_s)  # every node's pull began at ``started``
+        await stop_replica(stack, outcome[1])
+    sent = upstream_blob_bytes(upstream.requests(since=mark))
+    log(
+        f"  {mode} fanout x{len(stacks)}: {wall:.1f} s (all bytes on every node after "
+        f"{fetch:.1f} s), upstream {sent / 2**20:.0f} MiB ({sent / image_bytes:.2f}x the image)"
+    )
+    return FanoutResult(mode, len(stacks), wall, sent, image_bytes, fetch)
+
+
+async def run_spike(
+    stacks: list[NodeStack],
+    mode: str,
+    image: str,
+    plan: SpikePlan,
+    config: ScaleoutConfig,
+    upstream: RegistryProcess,
+    work_dir: Path,
+    log: Log,
+    prewarm_spare: int | None = None,
+    label: str | None = None,
+) -> SpikeResult:
+    """``prewarm_spare``: the spec's setting (None: the product's default, or the config's)."""
+    spare = prewarm_spare if prewarm_spare is not None else config.prewarm_spare
+    settings: dict[str, Any] = {
+        "name": "bench",
+        "image": image,
+        "min_replicas": 1,
+        "max_replicas": len(stacks),
+        "target_concurrency": float(config.slots),
+        # The trace is time-compressed: the autoscaler's windows are the endpoint's own.
+        "stable_window": 20.0,
+        "panic_window": 4.0,
+        "scale_down_delay": 600.0,
+        "replica_concurrency": config.slots,
+        "replica_start_timeout": 900.0,
+        "env": bench_env(config, plan.time_scale),
+    }
+    if spare is not None:  # otherwise the pre-warm policy is the product's default
+        settings["prewarm_spare"] = spare
+    spec = build_spec(settings)
+    label = label or mode
+    options = ServeOptions(
+        spec=spec,
+        nodes=[s.node_option(1) for s in stacks],
+        work_dir=work_dir,
+        namespace=NAMESPACE,
+        insecure_registries=frozenset({upstream.host}),
+        router=RouterConfig(queue_size=100_000, queue_timeout=600.0),
+        interval=0.5,
+        prewarm=True,
+        agent_api=mode == WARMSTART,
+        peer_token=stacks[0].peer_token,
+    )
+    service = EndpointService(options)
+    controller = await service.open()
+    runner = web.AppRunner(service.app(), handle_signals=False, access_log=None)
+    await runner.setup()
+    port = free_port()
+    stop = asyncio.Event()
+    loop_task: asyncio.Task[None] | None = None
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        loop_task = asyncio.create_task(controller.run(stop, options.interval))
+        deadline = time.monotonic() + 900
+        while not any(r.state == "ready" for r in controller.replicas.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{mode}: the first replica did not become ready")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # let the tiers settle (the first pull fed the peers)
+        wanted = config.spare_nodes(spare)
+        if options.prewarm and options.agent_api and wanted > 0:
+            # The endpoint runs a while before the surge: the spare nodes get pre-warmed.
+            t_prewarm = time.monotonic()
+            while time.monotonic() < t_prewarm + 900:
+                done = [e for e in controller.events if e.kind in ("prewarm", "prewarm-failed")]
+                if len(done) >= wanted and not controller.prewarms_in_flight:
+                    break
+                await asyncio.sleep(0.5)
+            log(
+                f"  {label}: {wanted} spare node(s) pre-warmed in "
+                f"{time.monotonic() - t_prewarm:.0f} s"
+            )
+
+        async def status() -> ReplicaStatus:
+            snap = service.router.snapshot()
+            states = [r.state for r in controller.replicas.values()]
+            return ReplicaStatus(
+                ready=states.count("ready"),
+                starting=states.count("starting"),
+                queue_length=snap.queue_length,
+                in_flight=snap.in_flight,
+            )
+
+        log(f"  {label} spike: replaying {len(plan.requests)} requests")
+        replayed = await replay(
+            f"http://127.0.0.1:{port}",
+            plan.requests,
+            LoadgenConfig(timeout_s=900.0),
+            status,
+            tail_s=1.0,
+        )
+    finally:
+        stop.set()
+        if loop_task is not None:
+            with contextlib.suppress(Exception):
+                await loop_task
+        await service.close()
+        await runner.cleanup()
+    costs = BenchCosts(time_scale=plan.time_scale)
+    demand = offered_demand(replayed.records, costs.service_seconds)
+    metrics = spike_metrics(
+        replayed.records,
+        replayed.timeline,
+        smooth(demand, DEMAND_SMOOTHING_S),
+        slots_per_replica=config.slots,
+        burst_start_s=plan.burst_start_s,
+        hold_s=config.hold_s,
+        until_s=plan.burst_end_s,
+    )
+    ttc = metrics.time_to_capacity_s
+    log(
+        f"  {label} spike: P50 {metrics.p50_s or 0:.2f} s, P99 {metrics.p99_s or 0:.2f} s, "
+        f"lost {metrics.lost}, time to capacity "
+        f"{'never' if ttc is None else f'{ttc:.1f} s'}"
+    )
+    events = [f"{e.kind}: {e.message}" for e in controller.events]
+    log("    " + "\n    ".join(e for e in events if not e.startswith("stopped")))
+    return SpikeResult(label, replayed.records, replayed.timeline, metrics, demand)
