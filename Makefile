@@ -34,6 +34,10 @@ deps-apt:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES) && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_LEAN_PACKAGES); \
 	fi
+	@# kubectl renders deploy/kubernetes (kubectl kustomize); Debian's kubernetes-client when the machine has none
+	@command -v kubectl >/dev/null 2>&1 || { echo "installing Debian package kubernetes-client (kubectl)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client; }
 
 $(STAMP_PY): pyproject.toml | deps-apt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
