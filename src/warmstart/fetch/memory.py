@@ -15,6 +15,7 @@ from warmstart.fetch.api import UnauthorizedError as FetchUnauthorized
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     Access,
+    BlobRequest,
     OpenedBlob,
     Probe,
     SourceDenied,
@@ -146,22 +147,15 @@ class MemorySource:
         self.stats.append(digest)
         return len(self._blob(repository, digest))
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        self.opens.append((digest, offset))
-        data = self._blob(repository, digest)
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        digest = want.digest
+        self.opens.append((digest, want.offset))
+        data = self._blob(want.repository, digest)
         if digest in self.corrupt and data:
             i = len(data) // 2
             data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
         cut = self.cut_after.pop(digest, None)
-        return OpenedBlob(len(data), self._chunks(data, offset, cut))
+        return OpenedBlob(len(data), self._chunks(data, want.offset, cut))
 
     async def _chunks(self, data: bytes, offset: int, cut: int | None) -> AsyncIterator[bytes]:
         if self.gate is not None:
@@ -250,18 +244,13 @@ class FetcherPeer:
         except FetchError as e:
             raise _source_error(e) from e
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        self._enter("blob", str(digest))
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        offset = want.offset
+        self._enter("blob", str(want.digest))
         try:
-            result = await self.fetcher.get_blob(registry, repository, digest, self.identity)
+            result = await self.fetcher.get_blob(
+                want.registry, want.repository, want.digest, self.identity
+            )
         except FetchError as e:
             raise _source_error(e) from e
         if result.path is not None:

@@ -19,6 +19,7 @@ from yarl import URL
 from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
+    BlobRequest,
     OpenedBlob,
     SourceCorrupt,
     SourceDenied,
@@ -167,20 +168,13 @@ class PeerSource:
         finally:
             resp.release()
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        what = f"blob {digest} from peer {self.name}"
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        offset, size = want.offset, want.size
+        what = f"blob {want.digest} from peer {self.name}"
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = range_header(offset)
-        url = self._url(registry, repository, "blobs", str(digest))
+        url = self._url(want.registry, want.repository, "blobs", str(want.digest))
         resp = await self._client.request("GET", url, headers)
         try:
             if resp.status == 200 or (resp.status == 206 and offset):

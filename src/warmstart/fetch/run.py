@@ -20,6 +20,7 @@ from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth
 from warmstart.fetch.plan import HomePeer, NotHere, ProbePeers, Step
 from warmstart.fetch.source import (
+    BlobRequest,
     OpenedBlob,
     Source,
     SourceCorrupt,
@@ -240,7 +241,7 @@ class Attempt:
 
         async def open_blob(source: Source) -> OpenedBlob:
             return await source.open_blob(
-                t.registry, t.repository, t.digest, offset=offset, size=size
+                BlobRequest(t.registry, t.repository, t.digest, offset, size)
             )
 
         self.source, blob = await self._runner.first(
@@ -302,7 +303,7 @@ class Attempt:
         t = self._t
         try:
             blob = await source.open_blob(
-                t.registry, t.repository, t.digest, offset=offset, size=t.size
+                BlobRequest(t.registry, t.repository, t.digest, offset, t.size)
             )
         except SourceError as e:
             self._runner.failed(source, e, t.registry, self._failures)

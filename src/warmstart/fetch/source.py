@@ -78,6 +78,18 @@ class OpenedBlob:
 
 
 @dataclass(frozen=True)
+class BlobRequest:
+    """What :meth:`Source.open_blob` is asked for: a blob of a repository from ``offset``;
+    ``size`` when the caller already knows it (a source may then skip asking for it)."""
+
+    registry: str
+    repository: str
+    digest: Digest
+    offset: int = 0
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class Probe:
     """What to ask the upstream when checking access to a repository."""
 
@@ -103,15 +115,7 @@ class Source(Protocol):
         """The blob's size; :class:`SourceNotFound` if the source does not have it."""
         ...
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
         """Send the request and wait for its answer (errors surface here), then stream."""
         ...
 
@@ -174,6 +178,7 @@ async def _chain(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterat
 __all__ = [
     "Access",
     "AccessChecker",
+    "BlobRequest",
     "OpenedBlob",
     "Probe",
     "Source",

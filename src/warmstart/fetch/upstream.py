@@ -16,6 +16,7 @@ import aiohttp
 from warmstart.fetch.config import UpstreamSettings
 from warmstart.fetch.source import (
     Access,
+    BlobRequest,
     OpenedBlob,
     Probe,
     SourceCorrupt,
@@ -159,15 +160,9 @@ class UpstreamSource:
             raise SourceNotFound(f"{what}: not found")
         return size
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        registry, repository, digest = want.registry, want.repository, want.digest
+        offset, size = want.offset, want.size
         reg = self._registry(registry)
         what = f"blob {digest} in {registry}/{repository}"
         if size is None:
