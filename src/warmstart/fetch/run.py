@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from warmstart.aio import cancel_all
 from warmstart.fetch.api import FetchError, NotFoundError, UnavailableError
 from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth
@@ -187,9 +188,7 @@ class PlanRunner:
                         log.warning("probing %s failed: %r", peer.name, error)
             return None
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
 
     def failed(
         self, source: Source, error: SourceError, registry: str, failures: Failures | None = None

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from warmstart.aio import cancel_all
 from warmstart.oci import Digest
 from warmstart.store.blobs import (
     INLINE_LIMIT,
@@ -129,10 +130,7 @@ class ContentStore:
         tasks = [
             f.task for f in self._flights.flights() if f.task is not None and not f.task.done()
         ]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         self.close()
 
     def __enter__(self) -> ContentStore:
