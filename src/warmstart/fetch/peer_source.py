@@ -31,6 +31,7 @@ from warmstart.fetch.source import (
 )
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidDigest
 from warmstart.oci import mediatypes as mt
+from warmstart.registry.aiohttp_transport import raw_session
 from warmstart.registry.errors import one_line, parse_error_body
 from warmstart.registry.ranges import RangeError, range_header, resume_answer
 
@@ -80,13 +81,7 @@ class PeerClient:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, ssl=self._ssl),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                read_bufsize=1 << 20,
-            )
+            self._session = raw_session(aiohttp.TCPConnector(limit=256, ssl=self._ssl))
         return self._session
 
     async def aclose(self) -> None:

@@ -42,6 +42,7 @@ from warmstart.registry import (
     RegistryError,
     UpstreamUnavailable,
 )
+from warmstart.registry.aiohttp_transport import raw_session
 from warmstart.registry.endpoints import canonical_registry
 
 PROBE_ATTEMPTS = 2  # access checks fail fast: a client is waiting
@@ -100,13 +101,7 @@ class UpstreamSource:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=128),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                read_bufsize=1 << 20,
-            )
+            self._session = raw_session(aiohttp.TCPConnector(limit=128))
         return self._session
 
     async def aclose(self) -> None:
