@@ -551,14 +551,14 @@ class RegistryClient:
                     status=401,
                     code=code,
                 )
-            raise self._denied(endpoint, what, 401, code, message)
+            raise self._denied(endpoint, what, code, message)
         sent, header = await self._act(decision.action, endpoint, what)
         resp = await self._send(method, url, headers, header, endpoint.origin)
         if resp.status == 401 and url_origin(resp.url) == endpoint.origin:
             code, message = await answers.error_details(resp)
             resp.close()
             self._forget(auth.after_retry(sent))  # do not offer that token again
-            raise self._denied(endpoint, what, 401, code, message)
+            raise self._denied(endpoint, what, code, message)
         return resp
 
     async def _act(
@@ -640,17 +640,11 @@ class RegistryClient:
         return answers.hint(self._credentials.get(endpoint.registry), endpoint.registry)
 
     def _denied(
-        self,
-        endpoint: Endpoint,
-        what: str,
-        status: int,
-        code: str | None,
-        message: str | None,
-        *,
-        where: str | None = None,
+        self, endpoint: Endpoint, what: str, code: str | None, message: str | None
     ) -> AuthError:
+        """The error for a 401 that another token or credentials will not fix."""
         creds = self._credentials.get(endpoint.registry)
-        return answers.denied(creds, endpoint, what, status, code, message, where=where)
+        return answers.denied(creds, endpoint, what, 401, code, message)
 
     async def _fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:
         await answers.fail(resp, what, endpoint, self._clock())
