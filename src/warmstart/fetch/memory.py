@@ -15,9 +15,9 @@ from warmstart.fetch.api import UnauthorizedError as FetchUnauthorized
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     Access,
+    AccessQuery,
     BlobRequest,
     OpenedBlob,
-    Probe,
     SourceDenied,
     SourceError,
     SourceManifest,
@@ -186,20 +186,15 @@ class MemorySource:
 
     # -- AccessChecker -------------------------------------------------------------------------
 
-    async def check_access(
-        self,
-        registry: str,
-        repository: str,
-        probe: Probe,
-        credentials: Credentials | None = None,
-        *,
-        as_agent: bool = False,
-    ) -> Access:
-        who = "agent" if as_agent else (credentials.username if credentials else None)
-        self.access_checks.append((repository, who, as_agent))
+    async def check_access(self, query: AccessQuery) -> Access:
+        repository, probe, credentials = query.repository, query.probe, query.credentials
+        who = "agent" if query.as_agent else (credentials.username if credentials else None)
+        self.access_checks.append((repository, who, query.as_agent))
         if self.fail is not None:
             raise self.fail
-        if not self._allowed(repository, self.agent_credentials if as_agent else credentials):
+        if query.as_agent:
+            credentials = self.agent_credentials
+        if not self._allowed(repository, credentials):
             return Access.DENIED
         if probe.is_digest:
             present = Digest.parse(probe.reference) in self.repos.get(repository, set())

@@ -101,6 +101,19 @@ class Probe:
         return is_digest(self.reference)
 
 
+@dataclass(frozen=True)
+class AccessQuery:
+    """What :meth:`AccessChecker.check_access` is asked: may ``credentials`` (None and not
+    ``as_agent``: anonymous; ``as_agent``: the agent's own configured credentials) read
+    ``probe`` through the repository?"""
+
+    registry: str
+    repository: str
+    probe: Probe
+    credentials: Credentials | None = field(default=None, repr=False)
+    as_agent: bool = False
+
+
 class Access(enum.Enum):
     DENIED = "denied"  # 401/403: these credentials (or none) may not pull from the repository
     PRESENT = "present"  # allowed, and the probed object is in the repository
@@ -130,18 +143,8 @@ class Source(Protocol):
 class AccessChecker(Protocol):
     """Asks the upstream whether someone may pull from a repository."""
 
-    async def check_access(
-        self,
-        registry: str,
-        repository: str,
-        probe: Probe,
-        credentials: Credentials | None = None,
-        *,
-        as_agent: bool = False,
-    ) -> Access:
-        """``credentials`` None and not ``as_agent``: anonymous. ``as_agent``: with the
-        agent's own configured credentials. Raises :class:`SourceUnavailable` if the upstream
-        cannot answer."""
+    async def check_access(self, query: AccessQuery) -> Access:
+        """Raises :class:`SourceUnavailable` if the upstream cannot answer."""
         ...
 
 
@@ -178,6 +181,7 @@ async def _chain(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterat
 __all__ = [
     "Access",
     "AccessChecker",
+    "AccessQuery",
     "BlobRequest",
     "OpenedBlob",
     "Probe",

@@ -16,6 +16,7 @@ import aiohttp
 from warmstart.fetch.config import UpstreamSettings
 from warmstart.fetch.source import (
     Access,
+    AccessQuery,
     BlobRequest,
     OpenedBlob,
     Probe,
@@ -34,7 +35,6 @@ from warmstart.oci.manifest import is_manifest_like, parse_manifest
 from warmstart.registry import (
     AuthError,
     ClientOptions,
-    Credentials,
     CredentialStore,
     DigestMismatch,
     NotFound,
@@ -227,22 +227,14 @@ class UpstreamSource:
 
     # -- AccessChecker -----------------------------------------------------------------------
 
-    async def check_access(
-        self,
-        registry: str,
-        repository: str,
-        probe: Probe,
-        credentials: Credentials | None = None,
-        *,
-        as_agent: bool = False,
-    ) -> Access:
-        reg = self._registry(registry)
-        if as_agent:
+    async def check_access(self, query: AccessQuery) -> Access:
+        reg, repository, probe = self._registry(query.registry), query.repository, query.probe
+        if query.as_agent:
             return await self._ask(reg, repository, probe, reg.client)
-        if credentials is None:
+        if query.credentials is None:
             return await self._ask(reg, repository, probe, reg.anonymous)
         store = CredentialStore()
-        store.add(reg.host, credentials)
+        store.add(reg.host, query.credentials)
         options = replace(reg.options, credentials=store, max_attempts=PROBE_ATTEMPTS)
         client = RegistryClient(options, session=self._get_session())
         try:
