@@ -186,6 +186,16 @@ class RegistryProcess:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     # -- lifecycle ------------------------------------------------------------------------
+    def _trust_and_log_in(self, ca: CertificateAuthority, users: dict[str, str]) -> None:
+        """What clients of a TLS registry with users need: ``ca_file``, ``cert_dir`` (only
+        ``ca.crt``, for skopeo), ``users`` and the first of them as ``username``/``password``."""
+        self.ca_file = ca.cert_file
+        self.cert_dir = self.workdir / "client-certs"
+        self.cert_dir.mkdir(exist_ok=True)
+        shutil.copy(ca.cert_file, self.cert_dir / "ca.crt")
+        self.users = users
+        self.username, self.password = next(iter(users.items()), (None, None))
+
     def config(self) -> dict[str, Any]:
         http_cfg: dict[str, Any] = {
             "addr": f"{self.bind_host}:{self.port}",
@@ -478,13 +488,7 @@ class TokenAuthRegistry(RegistryProcess):
                 start=False,
             )
             self._own_workdir = own
-            self.ca_file = self.ca.cert_file
-            self.cert_dir = workdir / "client-certs"
-            self.cert_dir.mkdir(exist_ok=True)
-            shutil.copy(self.ca.cert_file, self.cert_dir / "ca.crt")
-            first = next(iter(users.items()), (None, None))
-            self.username, self.password = first
-            self.users = users
+            self._trust_and_log_in(self.ca, users)
             self.start()
         except BaseException:
             self.token_server.stop()
@@ -548,12 +552,7 @@ class BasicAuthRegistry(RegistryProcess):
                 start=False,
             )
             self._own_workdir = own
-            self.ca_file = self.ca.cert_file
-            self.cert_dir = workdir / "client-certs"
-            self.cert_dir.mkdir(exist_ok=True)
-            shutil.copy(self.ca.cert_file, self.cert_dir / "ca.crt")
-            self.users = users
-            self.username, self.password = next(iter(users.items()), (None, None))
+            self._trust_and_log_in(self.ca, users)
             self.start()
         except BaseException:
             if own:
