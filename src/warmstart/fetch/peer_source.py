@@ -33,7 +33,7 @@ from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidDigest
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.aiohttp_transport import raw_session
 from warmstart.registry.errors import one_line, parse_error_body
-from warmstart.registry.ranges import RangeError, range_header, resume_answer
+from warmstart.registry.ranges import RangeError, range_header, resume_response
 
 MAX_ERROR_BODY = 4096
 
@@ -174,13 +174,7 @@ class PeerSource:
         try:
             if resp.status == 200 or (resp.status == 206 and offset):
                 try:
-                    skip, total = resume_answer(
-                        resp.status,
-                        offset,
-                        content_range=resp.headers.get("Content-Range"),
-                        content_length=resp.content_length,
-                        size=size,
-                    )
+                    skip, total = resume_response(resp, offset, size)
                 except RangeError as e:
                     raise SourceCorrupt(f"{what}: {e}") from None
             else:

@@ -60,7 +60,7 @@ from warmstart.registry.ranges import (
     parse_content_range,
     parse_unsatisfied_range,
     range_header,
-    resume_answer,
+    resume_response,
 )
 from warmstart.registry.retry import Attempts, Retry
 from warmstart.registry.sending import read_at_most, send, url_origin
@@ -412,13 +412,7 @@ class RegistryClient:
         status = resp.status
         if status in (200, 206):
             try:
-                skip, total = resume_answer(
-                    status,
-                    pos,
-                    content_range=resp.headers.get("Content-Range"),
-                    content_length=resp.content_length,
-                    size=total,
-                )
+                skip, total = resume_response(resp, pos, total)
             except SizeConflict as e:
                 raise SizeMismatch(f"{what}: {e}") from None
             except RangeError as e:
