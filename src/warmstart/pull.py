@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from warmstart.aio import run_all
 from warmstart.oci import Descriptor, Digest, ImageManifest, Platform, Reference
 from warmstart.oci.resolve import resolve_image
 from warmstart.registry import FetchedManifest, RegistryClient
@@ -150,12 +151,7 @@ class Puller:
                 self._progress.blob_finished(desc)
 
         tasks = [asyncio.create_task(one(d)) for d in blobs]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_all(tasks)
 
     def _source(self, ref: Reference, desc: Descriptor) -> BlobSource:
         def source(offset: int) -> AsyncIterator[bytes]:

@@ -54,10 +54,12 @@ from pydantic import (
 
 from warmstart.agent.linking import DEFAULT_LINK_WAIT
 from warmstart.containerd.content_link import LinkMode
+from warmstart.files import read_capped
 from warmstart.oci import InvalidReference
 from warmstart.oci.reference import validate_registry
 from warmstart.registry.endpoints import DOCKER_HUB, DOCKER_HUB_API_HOST, canonical_registry
 from warmstart.units import parse_size
+from warmstart.validation import describe_invalid
 
 DEFAULT_LISTEN = "127.0.0.1:5050"
 DEFAULT_STORE_PATH = "/var/lib/warmstart/store"
@@ -306,29 +308,11 @@ def normalize_peers(urls: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _describe_invalid_config(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
-    message = str(first.get("msg", "invalid"))
-    message = message.removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
-        message = "unknown setting"
-    more = len(error.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    text = f"{source}: {where}: {message}{tail}" if where else f"{source}: {message}{tail}"
-    return " ".join(text.split())
+_CONFIG_MESSAGES = {"extra_forbidden": "unknown setting"}
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    raw = read_capped(path, MAX_CONFIG_BYTES, f"config file {path}", ConfigError)
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -340,7 +324,7 @@ def build_config(data: Mapping[str, Any], source: str = "config") -> AgentConfig
     try:
         return AgentConfig.model_validate(dict(data))
     except ValidationError as e:
-        raise ConfigError(_describe_invalid_config(e, source)) from None
+        raise ConfigError(describe_invalid(e, source, _CONFIG_MESSAGES)) from None
 
 
 def parse_upstream_flag(text: str) -> tuple[str, str]:

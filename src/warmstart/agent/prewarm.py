@@ -27,6 +27,7 @@ from pathlib import Path
 from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
+from warmstart.aio import run_all
 from warmstart.containerd.ctr import ContainerdTarget, CtrError, last_error_line, pull_args
 from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
@@ -268,12 +269,7 @@ class ContainerdPrewarmer:
                 tally.add(source, desc.size)
 
         tasks = [asyncio.create_task(one(d)) for d in blobs]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_all(tasks)
 
     async def _fetch_blob(self, ref: Reference, desc: Descriptor, identity: ClientIdentity) -> str:
         if self._store is None:  # nothing to keep it in: read it through once

@@ -358,42 +358,6 @@ def run_fanout_bench(
 # -- (iii) containerd behind a shaped link ------------------------------------------------------
 
 
-class BoundRegistry(RegistryProcess):
-    """docker-registry listening on ``address`` (a veth address) instead of 127.0.0.1."""
-
-    def __init__(self, workdir: Path, address: str) -> None:
-        self.address = address
-        super().__init__(workdir, start=False)
-        self.start()
-
-    @property
-    def host(self) -> str:
-        return f"{self.address}:{self.port}"
-
-    def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        cfg["http"]["addr"] = self.host
-        return cfg
-
-    def http(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-        timeout: float = 30,
-    ) -> Any:
-        import http.client
-
-        conn = http.client.HTTPConnection(self.address, self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, resp.headers, resp.read()
-        finally:
-            conn.close()
-
-
 @dataclass
 class ShapedLink:
     """A network namespace joined to the root namespace by a veth pair; traffic from the root
@@ -482,12 +446,12 @@ def run_shaped_bench(
     from warmstart.containerd.hosts import mirror_configs, mirror_host, write_hosts_dir
 
     link = ShapedLink.for_pid(os.getpid(), rate)
-    registry: BoundRegistry | None = None
+    registry: RegistryProcess | None = None
     agent: AgentProcess | None = None
     ctd: ContainerdProcess | None = None
     try:
         link.open()
-        registry = BoundRegistry(base / "shaped-registry", link.host_addr)
+        registry = RegistryProcess(base / "shaped-registry", bind_host=link.host_addr)
         log(f"shaped: pushing a {size / 2**30:.2f} GiB 4-layer image ...")
         image = images.push(registry.host, "bench/shaped", size, 4)
         ref = f"{registry.host}/bench/shaped:v1"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -305,6 +305,16 @@ def _fmt_ratio(r: float | None) -> str:
     return "did not complete" if r is None else f"{r:.2f}x"
 
 
+def _all_zero(name: str, goal: str, counts: Mapping[str, int], nothing: str) -> Target:
+    """A target met when every count (by class) is 0; not judged (None) when none ran."""
+    return Target(
+        name,
+        goal,
+        ", ".join(f"{f} {n}" for f, n in counts.items()) or nothing,
+        all(n == 0 for n in counts.values()) if counts else None,
+    )
+
+
 def evaluate_targets(
     classes: Sequence[ClassResult], soak: SoakResult | None, tolerance: float = 0.10
 ) -> list[Target]:
@@ -312,23 +322,9 @@ def evaluate_targets(
     by_fault = {c.fault: c for c in classes}
     out: list[Target] = []
     kept = {f: r.corrupt_kept for f, r in rows.items()}
-    out.append(
-        Target(
-            "corrupt blobs kept",
-            "0 in every class",
-            ", ".join(f"{f} {n}" for f, n in kept.items()) or "no class ran",
-            all(n == 0 for n in kept.values()) if kept else None,
-        )
-    )
+    out.append(_all_zero("corrupt blobs kept", "0 in every class", kept, "no class ran"))
     hung = {f: r.hung for f, r in rows.items()}
-    out.append(
-        Target(
-            "hung pulls",
-            "0 in every class",
-            ", ".join(f"{f} {n}" for f, n in hung.items()) or "no class ran",
-            all(n == 0 for n in hung.values()) if hung else None,
-        )
-    )
+    out.append(_all_zero("hung pulls", "0 in every class", hung, "no class ran"))
     crash = by_fault.get(AGENT_CRASH)
     if crash is not None:
         ratios = crash_ratios(crash)
@@ -393,11 +389,11 @@ def evaluate_targets(
     if soak is not None:
         served["soak"] = soak.corrupt_served
     out.append(
-        Target(
+        _all_zero(
             "bodies served that were not the blob (to containerd or a client)",
             "0 (no client gets a complete body that is not the blob)",
-            ", ".join(f"{f} {n}" for f, n in served.items()) or "nothing ran",
-            all(n == 0 for n in served.values()) if served else None,
+            served,
+            "nothing ran",
         )
     )
     if soak is not None and soak.start is not None and soak.end is not None:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from warmstart.fetch.api import NotFoundError, UnauthorizedError, UnavailableError
 from warmstart.fetch.cache import LRUMap, TTLCache
-from warmstart.fetch.source import Access, AccessChecker, Probe, SourceError
+from warmstart.fetch.source import Access, AccessChecker, AccessQuery, Probe, SourceError
 from warmstart.registry.credentials import Credentials
 from warmstart.store.singleflight import Flight, SingleFlight
 
@@ -116,7 +116,9 @@ class AccessControl:
         if probe.is_digest and not self.is_member(registry, repository, probe.reference):
             access = await self._ask(
                 ("agent", registry, repository, probe.kind, probe.reference),
-                lambda: self._checker.check_access(registry, repository, probe, as_agent=True),
+                lambda: self._checker.check_access(
+                    AccessQuery(registry, repository, probe, as_agent=True)
+                ),
                 f"checking that {probe.reference} is in {registry}/{repository}",
             )
             if access is Access.ABSENT:
@@ -135,7 +137,7 @@ class AccessControl:
         try:
             access = await self._ask(
                 ("anonymous", registry, repository),
-                lambda: self._checker.check_access(registry, repository, probe),
+                lambda: self._checker.check_access(AccessQuery(registry, repository, probe)),
                 f"checking whether {registry}/{repository} needs credentials",
             )
         except UnavailableError:
@@ -162,7 +164,9 @@ class AccessControl:
         if allowed is None:
             access = await self._ask(
                 ("grant", key),
-                lambda: self._checker.check_access(registry, repository, probe, credentials),
+                lambda: self._checker.check_access(
+                    AccessQuery(registry, repository, probe, credentials)
+                ),
                 f"checking credentials for {where}",
             )
             allowed = access is not Access.DENIED

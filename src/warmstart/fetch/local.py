@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from warmstart.fetch.source import (
+    BlobRequest,
     OpenedBlob,
     SourceCorrupt,
     SourceManifest,
@@ -45,16 +46,9 @@ class LocalSource:
             raise SourceNotFound(f"blob {digest} is not in the local store")
         return size
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        total = await self.stat_blob(registry, repository, digest)
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        digest, offset = want.digest, want.offset
+        total = await self.stat_blob(want.registry, want.repository, digest)
         if offset > total:
             raise SourceCorrupt(f"offset {offset} is past the end of {digest} ({total} bytes)")
         return OpenedBlob(total, self._store.open_reader(digest, offset))

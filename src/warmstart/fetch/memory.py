@@ -15,8 +15,9 @@ from warmstart.fetch.api import UnauthorizedError as FetchUnauthorized
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     Access,
+    AccessQuery,
+    BlobRequest,
     OpenedBlob,
-    Probe,
     SourceDenied,
     SourceError,
     SourceManifest,
@@ -146,22 +147,15 @@ class MemorySource:
         self.stats.append(digest)
         return len(self._blob(repository, digest))
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        self.opens.append((digest, offset))
-        data = self._blob(repository, digest)
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        digest = want.digest
+        self.opens.append((digest, want.offset))
+        data = self._blob(want.repository, digest)
         if digest in self.corrupt and data:
             i = len(data) // 2
             data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
         cut = self.cut_after.pop(digest, None)
-        return OpenedBlob(len(data), self._chunks(data, offset, cut))
+        return OpenedBlob(len(data), self._chunks(data, want.offset, cut))
 
     async def _chunks(self, data: bytes, offset: int, cut: int | None) -> AsyncIterator[bytes]:
         if self.gate is not None:
@@ -192,20 +186,15 @@ class MemorySource:
 
     # -- AccessChecker -------------------------------------------------------------------------
 
-    async def check_access(
-        self,
-        registry: str,
-        repository: str,
-        probe: Probe,
-        credentials: Credentials | None = None,
-        *,
-        as_agent: bool = False,
-    ) -> Access:
-        who = "agent" if as_agent else (credentials.username if credentials else None)
-        self.access_checks.append((repository, who, as_agent))
+    async def check_access(self, query: AccessQuery) -> Access:
+        repository, probe, credentials = query.repository, query.probe, query.credentials
+        who = "agent" if query.as_agent else (credentials.username if credentials else None)
+        self.access_checks.append((repository, who, query.as_agent))
         if self.fail is not None:
             raise self.fail
-        if not self._allowed(repository, self.agent_credentials if as_agent else credentials):
+        if query.as_agent:
+            credentials = self.agent_credentials
+        if not self._allowed(repository, credentials):
             return Access.DENIED
         if probe.is_digest:
             present = Digest.parse(probe.reference) in self.repos.get(repository, set())
@@ -250,18 +239,13 @@ class FetcherPeer:
         except FetchError as e:
             raise _source_error(e) from e
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        self._enter("blob", str(digest))
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        offset = want.offset
+        self._enter("blob", str(want.digest))
         try:
-            result = await self.fetcher.get_blob(registry, repository, digest, self.identity)
+            result = await self.fetcher.get_blob(
+                want.registry, want.repository, want.digest, self.identity
+            )
         except FetchError as e:
             raise _source_error(e) from e
         if result.path is not None:

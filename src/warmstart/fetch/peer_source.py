@@ -19,6 +19,7 @@ from yarl import URL
 from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
+    BlobRequest,
     OpenedBlob,
     SourceCorrupt,
     SourceDenied,
@@ -30,8 +31,9 @@ from warmstart.fetch.source import (
 )
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest, InvalidDigest
 from warmstart.oci import mediatypes as mt
+from warmstart.registry.aiohttp_transport import raw_session
 from warmstart.registry.errors import one_line, parse_error_body
-from warmstart.registry.ranges import RangeError, range_header, resume_answer
+from warmstart.registry.ranges import RangeError, range_header, resume_response
 
 MAX_ERROR_BODY = 4096
 
@@ -79,13 +81,7 @@ class PeerClient:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, ssl=self._ssl),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                read_bufsize=1 << 20,
-            )
+            self._session = raw_session(aiohttp.TCPConnector(limit=256, ssl=self._ssl))
         return self._session
 
     async def aclose(self) -> None:
@@ -167,31 +163,18 @@ class PeerSource:
         finally:
             resp.release()
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
-        what = f"blob {digest} from peer {self.name}"
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        offset, size = want.offset, want.size
+        what = f"blob {want.digest} from peer {self.name}"
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = range_header(offset)
-        url = self._url(registry, repository, "blobs", str(digest))
+        url = self._url(want.registry, want.repository, "blobs", str(want.digest))
         resp = await self._client.request("GET", url, headers)
         try:
             if resp.status == 200 or (resp.status == 206 and offset):
                 try:
-                    skip, total = resume_answer(
-                        resp.status,
-                        offset,
-                        content_range=resp.headers.get("Content-Range"),
-                        content_length=resp.content_length,
-                        size=size,
-                    )
+                    skip, total = resume_response(resp, offset, size)
                 except RangeError as e:
                     raise SourceCorrupt(f"{what}: {e}") from None
             else:

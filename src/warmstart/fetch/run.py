@@ -15,11 +15,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from warmstart.aio import cancel_all
 from warmstart.fetch.api import FetchError, NotFoundError, UnavailableError
 from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth
 from warmstart.fetch.plan import HomePeer, NotHere, ProbePeers, Step
 from warmstart.fetch.source import (
+    BlobRequest,
     OpenedBlob,
     Source,
     SourceCorrupt,
@@ -186,9 +188,7 @@ class PlanRunner:
                         log.warning("probing %s failed: %r", peer.name, error)
             return None
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
 
     def failed(
         self, source: Source, error: SourceError, registry: str, failures: Failures | None = None
@@ -240,7 +240,7 @@ class Attempt:
 
         async def open_blob(source: Source) -> OpenedBlob:
             return await source.open_blob(
-                t.registry, t.repository, t.digest, offset=offset, size=size
+                BlobRequest(t.registry, t.repository, t.digest, offset, size)
             )
 
         self.source, blob = await self._runner.first(
@@ -302,7 +302,7 @@ class Attempt:
         t = self._t
         try:
             blob = await source.open_blob(
-                t.registry, t.repository, t.digest, offset=offset, size=t.size
+                BlobRequest(t.registry, t.repository, t.digest, offset, t.size)
             )
         except SourceError as e:
             self._runner.failed(source, e, t.registry, self._failures)

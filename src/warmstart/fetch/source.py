@@ -78,6 +78,18 @@ class OpenedBlob:
 
 
 @dataclass(frozen=True)
+class BlobRequest:
+    """What :meth:`Source.open_blob` is asked for: a blob of a repository from ``offset``;
+    ``size`` when the caller already knows it (a source may then skip asking for it)."""
+
+    registry: str
+    repository: str
+    digest: Digest
+    offset: int = 0
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class Probe:
     """What to ask the upstream when checking access to a repository."""
 
@@ -87,6 +99,19 @@ class Probe:
     @property
     def is_digest(self) -> bool:
         return is_digest(self.reference)
+
+
+@dataclass(frozen=True)
+class AccessQuery:
+    """What :meth:`AccessChecker.check_access` is asked: may ``credentials`` (None and not
+    ``as_agent``: anonymous; ``as_agent``: the agent's own configured credentials) read
+    ``probe`` through the repository?"""
+
+    registry: str
+    repository: str
+    probe: Probe
+    credentials: Credentials | None = field(default=None, repr=False)
+    as_agent: bool = False
 
 
 class Access(enum.Enum):
@@ -103,15 +128,7 @@ class Source(Protocol):
         """The blob's size; :class:`SourceNotFound` if the source does not have it."""
         ...
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
         """Send the request and wait for its answer (errors surface here), then stream."""
         ...
 
@@ -126,18 +143,8 @@ class Source(Protocol):
 class AccessChecker(Protocol):
     """Asks the upstream whether someone may pull from a repository."""
 
-    async def check_access(
-        self,
-        registry: str,
-        repository: str,
-        probe: Probe,
-        credentials: Credentials | None = None,
-        *,
-        as_agent: bool = False,
-    ) -> Access:
-        """``credentials`` None and not ``as_agent``: anonymous. ``as_agent``: with the
-        agent's own configured credentials. Raises :class:`SourceUnavailable` if the upstream
-        cannot answer."""
+    async def check_access(self, query: AccessQuery) -> Access:
+        """Raises :class:`SourceUnavailable` if the upstream cannot answer."""
         ...
 
 
@@ -174,6 +181,8 @@ async def _chain(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterat
 __all__ = [
     "Access",
     "AccessChecker",
+    "AccessQuery",
+    "BlobRequest",
     "OpenedBlob",
     "Probe",
     "Source",

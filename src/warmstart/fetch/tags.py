@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from typing import Protocol
 
+from warmstart.aio import cancel_all
 from warmstart.fetch.api import ManifestResult, NotFoundError, UnavailableError
 from warmstart.fetch.cache import TTLCache
 from warmstart.fetch.local import manifest_media_type
@@ -173,9 +174,7 @@ class TagResolver:
                 self._cache.put(key, (got.digest, got.media_type))
                 return self._serve(registry, repository, got, "peer", tag=tag)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(tasks)
         return None
 
     def _cached(self, key: TagKey, value: tuple[Digest, str]) -> ManifestResult | None:

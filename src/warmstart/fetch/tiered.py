@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmstart.aio import cancel_all
 from warmstart.fetch.access import AccessControl, peer_token_ok
 from warmstart.fetch.api import (
     BlobResult,
@@ -298,10 +299,7 @@ class TieredFetcher:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         for close in self._on_close:
             try:
                 await close()

@@ -16,6 +16,8 @@ import aiohttp
 from warmstart.fetch.config import UpstreamSettings
 from warmstart.fetch.source import (
     Access,
+    AccessQuery,
+    BlobRequest,
     OpenedBlob,
     Probe,
     SourceCorrupt,
@@ -33,7 +35,6 @@ from warmstart.oci.manifest import is_manifest_like, parse_manifest
 from warmstart.registry import (
     AuthError,
     ClientOptions,
-    Credentials,
     CredentialStore,
     DigestMismatch,
     NotFound,
@@ -41,6 +42,7 @@ from warmstart.registry import (
     RegistryError,
     UpstreamUnavailable,
 )
+from warmstart.registry.aiohttp_transport import raw_session
 from warmstart.registry.endpoints import canonical_registry
 
 PROBE_ATTEMPTS = 2  # access checks fail fast: a client is waiting
@@ -99,13 +101,7 @@ class UpstreamSource:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=128),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-                read_bufsize=1 << 20,
-            )
+            self._session = raw_session(aiohttp.TCPConnector(limit=128))
         return self._session
 
     async def aclose(self) -> None:
@@ -159,15 +155,9 @@ class UpstreamSource:
             raise SourceNotFound(f"{what}: not found")
         return size
 
-    async def open_blob(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        *,
-        offset: int = 0,
-        size: int | None = None,
-    ) -> OpenedBlob:
+    async def open_blob(self, want: BlobRequest) -> OpenedBlob:
+        registry, repository, digest = want.registry, want.repository, want.digest
+        offset, size = want.offset, want.size
         reg = self._registry(registry)
         what = f"blob {digest} in {registry}/{repository}"
         if size is None:
@@ -237,22 +227,14 @@ class UpstreamSource:
 
     # -- AccessChecker -----------------------------------------------------------------------
 
-    async def check_access(
-        self,
-        registry: str,
-        repository: str,
-        probe: Probe,
-        credentials: Credentials | None = None,
-        *,
-        as_agent: bool = False,
-    ) -> Access:
-        reg = self._registry(registry)
-        if as_agent:
+    async def check_access(self, query: AccessQuery) -> Access:
+        reg, repository, probe = self._registry(query.registry), query.repository, query.probe
+        if query.as_agent:
             return await self._ask(reg, repository, probe, reg.client)
-        if credentials is None:
+        if query.credentials is None:
             return await self._ask(reg, repository, probe, reg.anonymous)
         store = CredentialStore()
-        store.add(reg.host, credentials)
+        store.add(reg.host, query.credentials)
         options = replace(reg.options, credentials=store, max_attempts=PROBE_ATTEMPTS)
         client = RegistryClient(options, session=self._get_session())
         try:

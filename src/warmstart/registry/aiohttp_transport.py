@@ -8,6 +8,7 @@ Also what aiohttp's errors mean to the client: which a new attempt may fix
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import aiohttp
 
@@ -24,6 +25,20 @@ _RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
 )
+
+
+def raw_session(connector: aiohttp.BaseConnector, **options: Any) -> aiohttp.ClientSession:
+    """A session for registry traffic: bytes as sent (no decompression), no cookies, no proxy
+    settings from the environment. ``options`` go to the session (``read_bufsize``: 1 MiB
+    unless given)."""
+    options.setdefault("read_bufsize", 1 << 20)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        **options,
+    )
 
 
 def is_retryable_error(exc: BaseException) -> bool:
@@ -79,13 +94,8 @@ class AiohttpTransport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl, limit=64)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                read_bufsize=self._read_bufsize,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
+            self._session = raw_session(
+                connector, timeout=self._timeout, read_bufsize=self._read_bufsize
             )
         return self._session
 
@@ -120,4 +130,4 @@ class AiohttpTransport:
             await session.close()
 
 
-__all__ = ["AiohttpTransport", "is_retryable_error", "wrap_error"]
+__all__ = ["AiohttpTransport", "is_retryable_error", "raw_session", "wrap_error"]

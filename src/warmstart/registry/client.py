@@ -60,7 +60,7 @@ from warmstart.registry.ranges import (
     parse_content_range,
     parse_unsatisfied_range,
     range_header,
-    resume_answer,
+    resume_response,
 )
 from warmstart.registry.retry import Attempts, Retry
 from warmstart.registry.sending import read_at_most, send, url_origin
@@ -412,13 +412,7 @@ class RegistryClient:
         status = resp.status
         if status in (200, 206):
             try:
-                skip, total = resume_answer(
-                    status,
-                    pos,
-                    content_range=resp.headers.get("Content-Range"),
-                    content_length=resp.content_length,
-                    size=total,
-                )
+                skip, total = resume_response(resp, pos, total)
             except SizeConflict as e:
                 raise SizeMismatch(f"{what}: {e}") from None
             except RangeError as e:
@@ -551,14 +545,14 @@ class RegistryClient:
                     status=401,
                     code=code,
                 )
-            raise self._denied(endpoint, what, 401, code, message)
+            raise self._denied(endpoint, what, code, message)
         sent, header = await self._act(decision.action, endpoint, what)
         resp = await self._send(method, url, headers, header, endpoint.origin)
         if resp.status == 401 and url_origin(resp.url) == endpoint.origin:
             code, message = await answers.error_details(resp)
             resp.close()
             self._forget(auth.after_retry(sent))  # do not offer that token again
-            raise self._denied(endpoint, what, 401, code, message)
+            raise self._denied(endpoint, what, code, message)
         return resp
 
     async def _act(
@@ -640,17 +634,11 @@ class RegistryClient:
         return answers.hint(self._credentials.get(endpoint.registry), endpoint.registry)
 
     def _denied(
-        self,
-        endpoint: Endpoint,
-        what: str,
-        status: int,
-        code: str | None,
-        message: str | None,
-        *,
-        where: str | None = None,
+        self, endpoint: Endpoint, what: str, code: str | None, message: str | None
     ) -> AuthError:
+        """The error for a 401 that another token or credentials will not fix."""
         creds = self._credentials.get(endpoint.registry)
-        return answers.denied(creds, endpoint, what, status, code, message, where=where)
+        return answers.denied(creds, endpoint, what, 401, code, message)
 
     async def _fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:
         await answers.fail(resp, what, endpoint, self._clock())

@@ -7,7 +7,9 @@ starts exactly at ``N``, agrees with the blob size we expect and with its own Co
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 _CONTENT_RANGE_RE = re.compile(r"^bytes\s+(\d{1,19})-(\d{1,19})/(\d{1,19}|\*)$", re.IGNORECASE)
 _UNSATISFIED_RE = re.compile(r"^bytes\s+\*/(\d{1,19})$", re.IGNORECASE)
@@ -124,6 +126,30 @@ def resume_answer(
     return 0, cr.total if cr.total is not None else size
 
 
+class BlobAnswer(Protocol):
+    """What :func:`resume_response` reads of an HTTP answer (aiohttp's or the transport's)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+
+def resume_response(answer: BlobAnswer, start: int, size: int | None) -> tuple[int, int | None]:
+    """:func:`resume_answer` of a 200 or 206 answer's status and headers."""
+    return resume_answer(
+        answer.status,
+        start,
+        content_range=answer.headers.get("Content-Range"),
+        content_length=answer.content_length,
+        size=size,
+    )
+
+
 def _total_or_none(content_range: str | None) -> int | None:
     try:
         return parse_content_range(content_range).total
@@ -140,4 +166,5 @@ __all__ = [
     "parse_unsatisfied_range",
     "range_header",
     "resume_answer",
+    "resume_response",
 ]

@@ -42,7 +42,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from warmstart.files import read_capped
 from warmstart.oci import OCIError, Reference, parse_reference
+from warmstart.validation import describe_invalid
 
 MAX_SPEC_BYTES = 1 << 20
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -132,18 +134,7 @@ class EndpointSpec(BaseModel):
         return self.min_replicas if self.scale_to_zero else max(1, self.min_replicas)
 
 
-def _describe_invalid_spec(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
-        message = "unknown setting"
-    elif first.get("type") == "missing":
-        message = "required"
-    more = len(error.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    text = f"{source}: {where}: {message}{tail}" if where else f"{source}: {message}{tail}"
-    return " ".join(text.split())
+_SPEC_MESSAGES = {"extra_forbidden": "unknown setting", "missing": "required"}
 
 
 def build_spec(data: Mapping[str, Any], source: str = "endpoint") -> EndpointSpec:
@@ -151,7 +142,7 @@ def build_spec(data: Mapping[str, Any], source: str = "endpoint") -> EndpointSpe
     try:
         return EndpointSpec.model_validate(dict(data))
     except ValidationError as e:
-        raise SpecError(_describe_invalid_spec(e, source)) from None
+        raise SpecError(describe_invalid(e, source, _SPEC_MESSAGES)) from None
 
 
 def parse_spec(text: str, source: str = "endpoint") -> EndpointSpec:
@@ -165,15 +156,7 @@ def parse_spec(text: str, source: str = "endpoint") -> EndpointSpec:
 
 def load_spec(path: Path) -> EndpointSpec:
     """Read, parse and validate one spec file; raise :class:`SpecError`."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_SPEC_BYTES + 1)
-    except FileNotFoundError:
-        raise SpecError(f"endpoint spec {path} does not exist") from None
-    except OSError as e:
-        raise SpecError(f"cannot read endpoint spec {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"endpoint spec {path} is larger than {MAX_SPEC_BYTES} bytes")
+    raw = read_capped(path, MAX_SPEC_BYTES, f"endpoint spec {path}", SpecError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -18,7 +18,8 @@ from pathlib import Path
 _MAX_POLL = 0.02
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` names the file open as ``fd`` (False if nothing is there)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -56,7 +57,7 @@ class FileLock:
             except BaseException:
                 os.close(fd)
                 raise
-            if _same_file(fd, self.path):
+            if same_file(fd, self.path):
                 self._fd = fd
                 return True
             os.close(fd)  # the previous holder removed the file: lock the new one
@@ -103,7 +104,7 @@ def is_locked(path: Path) -> bool:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-            if _same_file(fd, path):
+            if same_file(fd, path):
                 return False
         finally:
             os.close(fd)

@@ -11,19 +11,10 @@ from warmstart.oci import Digest
 from warmstart.store.blobs import CHUNK
 from warmstart.store.errors import BlobNotFound, StoreError
 from warmstart.store.layout import Layout
-from warmstart.store.locks import is_locked
+from warmstart.store.locks import is_locked, same_file
 from warmstart.store.singleflight import Flight
 
 FlightLookup = Callable[[Digest], "Flight[Digest, Path] | None"]
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    fst = os.fstat(fd)
-    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
 
 
 def _open(path: Path) -> int | None:
@@ -108,15 +99,15 @@ async def follow(
             if is_final:
                 return
             # At the end of the temp file: finished, replaced, failed, or still being written?
-            if _same_file(fd, final):
+            if same_file(fd, final):
                 is_final = True  # renamed into place: read whatever came last, then stop
                 continue
-            if final.exists() or not _same_file(fd, partial):
+            if final.exists() or not same_file(fd, partial):
                 os.close(fd)  # finished by another writer, or a new writer took over
                 fd = None
                 continue
             if _writer_gone(flight, lock):
-                if _same_file(fd, final) or final.exists():
+                if same_file(fd, final) or final.exists():
                     continue
                 raise _failure(flight, digest)
             await wait()

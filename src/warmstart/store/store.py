@@ -14,12 +14,13 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from warmstart.aio import cancel_all
 from warmstart.oci import Digest
 from warmstart.store.blobs import (
     INLINE_LIMIT,
@@ -129,10 +130,7 @@ class ContentStore:
         tasks = [
             f.task for f in self._flights.flights() if f.task is not None and not f.task.done()
         ]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         self.close()
 
     def __enter__(self) -> ContentStore:
@@ -289,7 +287,9 @@ class ContentStore:
         if not self.has(digest):
             await self._flights.do(
                 digest,
-                lambda flight: self._transfer(flight, size, source, media_type),
+                lambda flight: self._transfer(
+                    flight, lambda: self._write(flight, size, source, media_type)
+                ),
                 on_progress,
             )
         return self._checked(digest, size)
@@ -316,12 +316,10 @@ class ContentStore:
         return path
 
     async def _transfer(
-        self,
-        flight: Flight[Digest, Path],
-        size: int | None,
-        source: BlobSource,
-        media_type: str | None,
+        self, flight: Flight[Digest, Path], write: Callable[[], Awaitable[Path]]
     ) -> Path:
+        """Take the blob's lock and ``write`` it, or follow whoever (another process) holds
+        the lock until the blob is there or the lock is free."""
         digest = flight.key
         final = self.blob_path(digest)
         lock = FileLock(self._layout.lock_path(digest))
@@ -341,7 +339,7 @@ class ContentStore:
                 delay = min(delay * 2, self._poll)
             if final.is_file():  # finished between our check and the lock
                 return final
-            return await self._write(flight, size, source, media_type)
+            return await write()
         finally:
             lock.release(unlink=True)
 

@@ -29,7 +29,7 @@ from typing import Any, Self
 from warmstart.containerd.hosts import toml_string
 from warmstart.fetch.api import PEER_TOKEN_HEADER
 from warmstart.testbed.net import LOOPBACK, free_port
-from warmstart.testbed.procs import stop_process, wait_ready
+from warmstart.testbed.procs import Daemon, stop_process, wait_ready
 
 
 def _toml_value(value: Any) -> str:
@@ -62,7 +62,7 @@ def render_config(settings: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class AgentProcess:
+class AgentProcess(Daemon):
     """One ``warmstart agent`` on 127.0.0.1:<free port> (inside ``netns`` if given)."""
 
     def __init__(
@@ -90,7 +90,7 @@ class AgentProcess:
         self.settings = dict(settings or {})
         self.extra_args = list(extra_args)
         self.netns = netns
-        self.listen_host = listen_host
+        self.bind_host = listen_host
         self.env = dict(env or {})
         self.port = port or free_port()
         self.log = self.workdir / "agent.log"
@@ -98,17 +98,9 @@ class AgentProcess:
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         if start:
-            try:
-                self.start()
-            except BaseException:
-                self.stop()
-                raise
+            self._start_now()
 
     # -- addresses --------------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return f"{self.listen_host}:{self.port}"
-
     @property
     def url(self) -> str:
         return f"http://{self.host}"
@@ -122,10 +114,6 @@ class AgentProcess:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     # -- lifecycle --------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -197,16 +185,13 @@ class AgentProcess:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
     # -- a tiny client (from inside the agent's netns, if it has one; the product's client is
     # warmstart.agent.client.AgentClient, which cannot dial into a netns) -----------------
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection(self.listen_host, self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.bind_host, self.port, timeout=timeout)
         if self.netns is not None:
             from warmstart.testbed.netns import connect_in_netns
 

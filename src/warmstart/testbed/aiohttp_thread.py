@@ -41,6 +41,10 @@ class ThreadedAiohttpServer:
     async def on_loop_stopping(self) -> None:
         """Hook run in the server loop after the site stopped (e.g. close client sessions)."""
 
+    def site(self, runner: web.AppRunner) -> web.BaseSite:
+        """Where the app listens: by default 127.0.0.1 on a free port."""
+        return web.TCPSite(runner, LOOPBACK, 0, ssl_context=self._ssl_context)
+
     # -- properties --------------------------------------------------------------------------
     @property
     def scheme(self) -> str:
@@ -97,8 +101,7 @@ class ThreadedAiohttpServer:
             self.build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=1
         )
         await runner.setup()
-        site = web.TCPSite(runner, LOOPBACK, 0, ssl_context=self._ssl_context)
-        await site.start()
+        await self.site(runner).start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
 

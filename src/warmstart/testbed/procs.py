@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 
 def wait_ready(
@@ -48,3 +49,40 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+class Daemon:
+    """What the test bed's daemon processes share: ``proc`` listening on ``bind_host:port``,
+    :meth:`start` and :meth:`stop` (also on leaving a ``with`` block)."""
+
+    proc: subprocess.Popen[bytes] | None
+    bind_host: str
+    port: int
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _start_now(self) -> None:
+        """Start; if that fails, stop what the attempt left behind before the error goes on."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def host(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

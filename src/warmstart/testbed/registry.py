@@ -31,12 +31,12 @@ import weakref
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 from warmstart.testbed.certs import CertificateAuthority, IssuedCert
 from warmstart.testbed.net import LOOPBACK, free_port
 from warmstart.testbed.netns import connect_in_netns, nsenter_prefix
-from warmstart.testbed.procs import stop_process
+from warmstart.testbed.procs import Daemon, stop_process
 from warmstart.testbed.token_server import TokenRequest, TokenServer
 from warmstart.testbed.tools import find_tool
 
@@ -96,7 +96,7 @@ def _stop_registry(proc: subprocess.Popen[bytes]) -> None:
     stop_process(proc, timeout=5)
 
 
-class RegistryProcess:
+class RegistryProcess(Daemon):
     """``docker-registry serve`` on 127.0.0.1:<free port> with storage in a temp dir.
 
     ``workdir`` (created if needed) holds ``config.yml``, ``storage/``, ``access.log`` and
@@ -156,17 +156,9 @@ class RegistryProcess:
         self.username: str | None = None
         self.password: str | None = None
         if start:
-            try:
-                self.start()
-            except BaseException:
-                self.stop()
-                raise
+            self._start_now()
 
     # -- addresses -----------------------------------------------------------------------
-    @property
-    def host(self) -> str:
-        return f"{self.bind_host}:{self.port}"
-
     @property
     def scheme(self) -> str:
         return "https" if self._tls is not None else "http"
@@ -186,6 +178,16 @@ class RegistryProcess:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
     # -- lifecycle ------------------------------------------------------------------------
+    def _trust_and_log_in(self, ca: CertificateAuthority, users: dict[str, str]) -> None:
+        """What clients of a TLS registry with users need: ``ca_file``, ``cert_dir`` (only
+        ``ca.crt``, for skopeo), ``users`` and the first of them as ``username``/``password``."""
+        self.ca_file = ca.cert_file
+        self.cert_dir = self.workdir / "client-certs"
+        self.cert_dir.mkdir(exist_ok=True)
+        shutil.copy(ca.cert_file, self.cert_dir / "ca.crt")
+        self.users = users
+        self.username, self.password = next(iter(users.items()), (None, None))
+
     def config(self) -> dict[str, Any]:
         http_cfg: dict[str, Any] = {
             "addr": f"{self.bind_host}:{self.port}",
@@ -294,16 +296,6 @@ class RegistryProcess:
         for f in self._log_files:
             f.close()
         self._log_files = []
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- a tiny raw HTTP client (no auth handling; see images.RegistryClient for that) -----
     def http(
@@ -478,13 +470,7 @@ class TokenAuthRegistry(RegistryProcess):
                 start=False,
             )
             self._own_workdir = own
-            self.ca_file = self.ca.cert_file
-            self.cert_dir = workdir / "client-certs"
-            self.cert_dir.mkdir(exist_ok=True)
-            shutil.copy(self.ca.cert_file, self.cert_dir / "ca.crt")
-            first = next(iter(users.items()), (None, None))
-            self.username, self.password = first
-            self.users = users
+            self._trust_and_log_in(self.ca, users)
             self.start()
         except BaseException:
             self.token_server.stop()
@@ -548,12 +534,7 @@ class BasicAuthRegistry(RegistryProcess):
                 start=False,
             )
             self._own_workdir = own
-            self.ca_file = self.ca.cert_file
-            self.cert_dir = workdir / "client-certs"
-            self.cert_dir.mkdir(exist_ok=True)
-            shutil.copy(self.ca.cert_file, self.cert_dir / "ca.crt")
-            self.users = users
-            self.username, self.password = next(iter(users.items()), (None, None))
+            self._trust_and_log_in(self.ca, users)
             self.start()
         except BaseException:
             if own:

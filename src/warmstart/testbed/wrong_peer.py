@@ -12,16 +12,14 @@ node's agent reaches it. :meth:`stop` closes it; it counts what it was asked and
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-import threading
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Self
 
 from aiohttp import web
 
+from warmstart.testbed.aiohttp_thread import ThreadedAiohttpServer
 from warmstart.testbed.netns import run_in_netns
 
 _BLOB = re.compile(r"^/v2/.+/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
@@ -30,33 +28,32 @@ PATTERN = bytes(range(256)) * 256  # 64 KiB of bytes no real blob here is made o
 _CHUNK = len(PATTERN)
 
 
-class WrongBytesPeer:
+class WrongBytesPeer(ThreadedAiohttpServer):
     def __init__(
         self, sizes: Mapping[str, int], *, host: str = "127.0.0.1", port: int = 0,
         netns: str | None = None,
     ) -> None:  # fmt: skip
+        super().__init__(name="wrong-bytes-peer")
         self.sizes = dict(sizes)
-        self.host = host
+        self.bind_host = host
         self.port = port
         self.netns = netns
         self.gets = 0
         self.heads = 0
         self.bytes_sent = 0
         self.asked: list[str] = []  # digests of the GETs, in order
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def host(self) -> str:
+        return f"{self.bind_host}:{self.port}"
 
     def _socket(self) -> socket.socket:
         def make() -> socket.socket:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((self.host, self.port))
+                sock.bind((self.bind_host, self.port))
                 sock.listen(64)
                 sock.setblocking(False)
             except BaseException:
@@ -100,51 +97,22 @@ class WrongBytesPeer:
         await resp.write_eof()
         return resp
 
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    def site(self, runner: web.AppRunner) -> web.BaseSite:
+        assert self._sock is not None
+        return web.SockSite(runner, self._sock)
+
     def start(self) -> Self:
-        sock = self._socket()
-        self.port = sock.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        ready: Future[None] = Future()
-
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await self._runner.setup()
-            await web.SockSite(self._runner, sock).start()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(serve())
-            except BaseException as exc:
-                sock.close()
-                ready.set_exception(exc)
-                loop.close()
-                return
-            ready.set_result(None)
-            try:
-                loop.run_forever()
-            finally:
-                if self._runner is not None:
-                    loop.run_until_complete(self._runner.cleanup())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="wrong-bytes-peer", daemon=True)
-        self._thread.start()
-        ready.result(timeout=10)
+        """Listen (the socket is made here, in ``netns`` if given) and serve."""
+        self._sock = self._socket()
+        self.port = self._sock.getsockname()[1]
+        try:
+            super().start()
+        except BaseException:
+            self._sock.close()
+            raise
         return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

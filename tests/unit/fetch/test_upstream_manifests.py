@@ -23,7 +23,13 @@ from tests.unit.registry.fakes import (
     serve_bytes,
 )
 from warmstart.fetch import UpstreamSettings
-from warmstart.fetch.source import Access, Probe, SourceNotManifest, SourceUnavailable
+from warmstart.fetch.source import (
+    Access,
+    AccessQuery,
+    Probe,
+    SourceNotManifest,
+    SourceUnavailable,
+)
 from warmstart.fetch.upstream import UpstreamSource
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest
 from warmstart.oci import mediatypes as mt
@@ -89,8 +95,8 @@ async def test_a_layer_served_on_the_manifest_route_is_not_a_manifest(fake) -> N
         with pytest.raises(SourceNotManifest):
             await source.get_manifest(REG, REPO, str(digest), mt.MANIFEST_ACCEPT)
     probe = manifest_probe(layer)
-    assert await source.check_access(REG, REPO, probe) is Access.ABSENT
-    assert await source.check_access(REG, REPO, probe, as_agent=True) is Access.ABSENT
+    assert await source.check_access(AccessQuery(REG, REPO, probe)) is Access.ABSENT
+    assert await source.check_access(AccessQuery(REG, REPO, probe, as_agent=True)) is Access.ABSENT
 
 
 async def test_a_server_error_for_a_layer_digest_is_judged_on_the_blob_route(fake) -> None:
@@ -101,8 +107,10 @@ async def test_a_server_error_for_a_layer_digest_is_judged_on_the_blob_route(fak
         with pytest.raises(SourceNotManifest):
             await source.get_manifest(REG, REPO, str(digest), mt.MANIFEST_ACCEPT)
     # access: the layer is in the repository, and no manifest of its size exists
-    assert await source.check_access(REG, REPO, manifest_probe(layer)) is Access.ABSENT
-    assert await source.check_access(REG, REPO, manifest_probe(config)) is Access.PRESENT
+    assert await source.check_access(AccessQuery(REG, REPO, manifest_probe(layer))) is Access.ABSENT
+    assert (
+        await source.check_access(AccessQuery(REG, REPO, manifest_probe(config))) is Access.PRESENT
+    )
     # a big blob is never read whole: HEAD only
     assert not [s for s in registry.requests if s.method == "GET" and str(layer) in s.path
                 and "/blobs/" in s.path]  # fmt: skip
@@ -125,7 +133,7 @@ async def test_a_server_error_for_an_unknown_digest_stays_unavailable(fake) -> N
     with pytest.raises(SourceUnavailable):
         await source.get_manifest(REG, REPO, str(missing), mt.MANIFEST_ACCEPT)
     with pytest.raises(SourceUnavailable):
-        await source.check_access(REG, REPO, manifest_probe(missing))
+        await source.check_access(AccessQuery(REG, REPO, manifest_probe(missing)))
 
 
 async def test_an_unreachable_upstream_is_not_asked_twice() -> None:
