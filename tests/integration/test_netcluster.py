@@ -25,7 +25,7 @@ import pytest
 from tests.support.images import ImageBuilder, push_blob
 from tests.support.tools import in_ci, require_tool
 from warmstart.testbed.net import port_open, wait_until
-from warmstart.testbed.netcluster import NetCluster, Node, parse_rate
+from warmstart.testbed.netcluster import NetCluster, NetNode, parse_rate
 from warmstart.testbed.netns import nsenter_prefix
 from warmstart.testbed.netplan import IFNAMSIZ, AddressPlan, choose_octet, used_networks
 from warmstart.testbed.registry import RegistryProcess
@@ -99,7 +99,7 @@ def _get(host: str, port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def _fetch_from(node: Node, url: str) -> str:
+def _fetch_from(node: NetNode, url: str) -> str:
     proc = subprocess.run(
         [*node.prefix, sys.executable, "-c", FETCH, url], capture_output=True, text=True, timeout=30
     )
@@ -310,7 +310,7 @@ def test_close_after_a_partial_open(monkeypatch: pytest.MonkeyPatch) -> None:
     real = NetCluster._build_node
     seen: list[str] = []
 
-    def failing(self: NetCluster, i: int, names: object, plan: AddressPlan) -> Node:
+    def failing(self: NetCluster, i: int, names: object, plan: AddressPlan) -> NetNode:
         assert self.names is not None
         seen.append(self.names.tag)
         if i == 1:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from warmstart.bench.scaleout_types import ReplicaStatus, RequestRecord, TimelinePoint
+from warmstart.bench.scaleout_types import EndpointLoad, RequestRecord, TimelinePoint
 from warmstart.bench.trace import TraceRequest
 
-StatusFn = Callable[[], Awaitable[ReplicaStatus]]
+StatusFn = Callable[[], Awaitable[EndpointLoad]]
 ERROR_BODY_CHARS = 200
 
 

@@ -35,7 +35,7 @@ from warmstart.serving.serve import NodeOption
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.cluster import remove_containers
 from warmstart.testbed.containerd import ContainerdProcess
-from warmstart.testbed.netcluster import NetCluster, Node
+from warmstart.testbed.netcluster import NetCluster, NetNode
 from warmstart.testbed.netns import nsenter_prefix
 from warmstart.testbed.registry import RegistryProcess
 
@@ -50,7 +50,7 @@ FIRST_REQUEST = {"input_tokens": 16, "output_tokens": 1}
 class NodeStack:
     """One node's containerd and its mirror (agent or proxy) for one mode."""
 
-    node: Node
+    node: NetNode
     mode: str
     containerd: ContainerdProcess
     work_dir: Path
@@ -124,7 +124,7 @@ class NodeStack:
 
 def _start_stack(
     net: NetCluster,
-    node: Node,
+    node: NetNode,
     mode: str,
     upstream: RegistryProcess,
     agent_urls: dict[str, str],

@@ -23,9 +23,9 @@ from warmstart.bench.scaleout_nodes import (
 from warmstart.bench.scaleout_types import (
     REGISTRY_PROXY,
     WARMSTART,
+    EndpointLoad,
     FanoutResult,
     PrewarmResult,
-    ReplicaStatus,
     SpikeResult,
     StartupResult,
 )
@@ -273,10 +273,10 @@ async def run_spike(
                 f"{time.monotonic() - t_prewarm:.0f} s"
             )
 
-        async def status() -> ReplicaStatus:
+        async def status() -> EndpointLoad:
             snap = service.router.snapshot()
             states = [r.state for r in controller.replicas.values()]
-            return ReplicaStatus(
+            return EndpointLoad(
                 ready=states.count("ready"),
                 starting=states.count("starting"),
                 queue_length=snap.queue_length,

@@ -53,7 +53,7 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
-class ReplicaStatus:
+class EndpointLoad:
     """What a status callback reports about the endpoint at one instant."""
 
     ready: int
@@ -64,7 +64,7 @@ class ReplicaStatus:
 
 @dataclass(frozen=True)
 class TimelinePoint:
-    """A :class:`ReplicaStatus` sampled at ``t_s`` (seconds since the replay started)."""
+    """A :class:`EndpointLoad` sampled at ``t_s`` (seconds since the replay started)."""
 
     t_s: float
     ready: int

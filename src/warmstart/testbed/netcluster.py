@@ -15,7 +15,7 @@ link of ``bench/agent.py`` lives there)::
       └── [lan ns: bridge br0] ── n{i} ───────── lan 10.B.3.(10+i)/24   (tbf lan_rate, optional)
 
 - Each node *receives* from the upstream through its own ``tbf`` (on the wan side of its
-  uplink, ``Node.shaped_dev`` in :attr:`NetCluster.wan_netns`), default 800mbit = 100 MB/s.
+  uplink, ``NetNode.shaped_dev`` in :attr:`NetCluster.wan_netns`), default 800mbit = 100 MB/s.
 - ``upstream_rate`` caps what all nodes together receive: the registry sits behind one ``trunk``
   veth whose upstream end carries a ``tbf``; every node's traffic crosses it before the wan
   router splits it to the per-node uplinks.
@@ -108,7 +108,7 @@ def tbf_burst(rate: str) -> int:
 
 
 @dataclass(frozen=True)
-class Node:
+class NetNode:
     """One node: its namespace, its LAN address and its shaped uplink to the upstream."""
 
     index: int
@@ -164,7 +164,7 @@ class NetCluster:
         self.lan_rate = lan_rate
         self.names: Names | None = None
         self.plan: AddressPlan | None = None
-        self.nodes: list[Node] = []
+        self.nodes: list[NetNode] = []
         self._resources = Resources()
         self._finalizer: weakref.finalize | None = None
         self._signals_held = False
@@ -311,7 +311,7 @@ class NetCluster:
         self._ip(lan, "link", "set", "br0", "up")
         self._ip(lan, "link", "set", "root", "master", "br0", "up")
 
-    def _build_node(self, i: int, names: Names, plan: AddressPlan) -> Node:
+    def _build_node(self, i: int, names: Names, plan: AddressPlan) -> NetNode:
         ns, wan, lan = names.node_ns(i), names.wan_ns, names.lan_ns
         port = f"n{i}"
         self._add_veth(port, "uplink", ns, ns=wan)
@@ -325,7 +325,7 @@ class NetCluster:
         if self.lan_rate is not None:
             self._tbf(lan, port, self.lan_rate)
             self._tbf(ns, "lan", self.lan_rate)
-        return Node(i, ns, plan.lan_addr(i), plan.uplink_addr(i), plan.uplink_gateway(i), port)
+        return NetNode(i, ns, plan.lan_addr(i), plan.uplink_addr(i), plan.uplink_gateway(i), port)
 
     def close(self) -> None:
         """Stop tracked processes and delete everything this cluster created (idempotent)."""
@@ -381,7 +381,7 @@ class NetCluster:
 
     def start_node_proxy(
         self,
-        node: Node,
+        node: NetNode,
         upstream: RegistryProcess,
         workdir: Path | None = None,
         *,

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from warmstart.bench.loadgen import LoadgenConfig, replay, retry_after_seconds
-from warmstart.bench.scaleout_types import ReplicaStatus
+from warmstart.bench.scaleout_types import EndpointLoad
 from warmstart.bench.trace import TraceRequest
 
 DELAY = 0.4  # the server's service time
@@ -120,14 +120,14 @@ async def test_unreachable_endpoint_is_recorded_not_raised():
 async def test_status_is_sampled_into_a_timeline(server: Server):
     calls = 0
 
-    async def status() -> ReplicaStatus:
+    async def status() -> EndpointLoad:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise RuntimeError("status endpoint down")
         if calls == 3:
             await asyncio.sleep(1)  # longer than the sample timeout
-        return ReplicaStatus(ready=calls, starting=1, queue_length=2, in_flight=3)
+        return EndpointLoad(ready=calls, starting=1, queue_length=2, in_flight=3)
 
     config = LoadgenConfig(status_interval_s=0.05, status_timeout_s=0.04)
     result = await replay(server.url, trace((0, OK), (0.1, OK)), config, status, tail_s=0.1)
