@@ -127,3 +127,21 @@ def test_dashboard_shape() -> None:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+def test_error_kinds_in_rules_are_real() -> None:
+    """``kind`` label values the rules match on are the fetcher's SourceError kinds."""
+    import re
+
+    from warmstart.fetch import source
+
+    kinds = {
+        cls.kind
+        for cls in vars(source).values()
+        if isinstance(cls, type) and issubclass(cls, source.SourceError)
+    }
+    used: set[str] = set()
+    for _, expr in rule_expressions(load_one(RULES_FILE)):
+        for value in re.findall(r'\bkind\s*(?:=|!=|=~|!~)\s*"([^"]*)"', expr):
+            used |= set(value.split("|"))
+    assert used and used <= kinds, used - kinds
