@@ -40,6 +40,11 @@ async def _reported(config: AgentConfig) -> ContentInfo | None:
         return None
 
 
+def mounted_under_prefix(here: Path, reported: Path) -> bool:
+    """``/host/var/lib/containerd/…`` is containerd's ``/var/lib/containerd/…`` mounted in a pod."""
+    return reported.is_absolute() and here.parts[-len(reported.parts) + 1 :] == reported.parts[1:]
+
+
 async def decide_link_setup(config: AgentConfig, store_dir: Path) -> LinkSetup:
     """Raise :class:`ContentDirError` for a ``containerd_root`` that is not containerd's."""
     if config.containerd_link is LinkMode.OFF:
@@ -54,7 +59,10 @@ async def decide_link_setup(config: AgentConfig, store_dir: Path) -> LinkSetup:
         )
     if config.containerd_root is not None:
         wanted = content_dir(config.containerd_root)
-        if reported is not None and reported.content_root not in (None, wanted):
+        seen = reported.content_root if reported is not None else None
+        if seen is not None and seen != wanted and mounted_under_prefix(wanted, seen):
+            log.info("containerd's content store %s is mounted here at %s", seen, wanted)
+        elif seen is not None and seen != wanted:
             log.warning(
                 "containerd_root says %s, but containerd reports its content store at %s",
                 wanted,

@@ -121,3 +121,12 @@ def test_setup_across_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert 'containerd_link = "copy"' in (off.message or "")
     copy = check_link_setup(ctd, store, LinkMode.COPY)
     assert copy.enabled and copy.mode is LinkMode.COPY
+
+
+def test_content_dir_seen_through_a_pod_mount():
+    from warmstart.agent.link_setup import mounted_under_prefix
+
+    reported = Path("/var/lib/containerd/io.containerd.content.v1.content")
+    assert mounted_under_prefix(Path("/host/var/lib/containerd/io.containerd.content.v1.content"), reported)
+    assert not mounted_under_prefix(Path("/srv/ctd/io.containerd.content.v1.content"), reported)
+    assert not mounted_under_prefix(Path("/host/var/lib/other/io.containerd.content.v1.content"), reported)
