@@ -1,20 +1,23 @@
 """Prometheus metrics of one endpoint, refreshed every second by ``warmstart serve``.
 
 ``GET /metrics`` on the router: in-flight requests per replica, the queue, replicas per state,
-the desired count, and the router's running totals (requests, errors, queue timeouts,
-rejections, retries).
+the desired count, the router's running totals (requests, errors, queue timeouts,
+rejections, retries), and a histogram of request latency at the router (arrival to last byte,
+queueing included) by status class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from warmstart.serving.router import RouterSnapshot
 
 REPLICA_STATES = ("starting", "ready", "stopping")
+# seconds: an inference answer takes milliseconds; a request queued behind a cold start, minutes
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -53,6 +56,18 @@ class EndpointMetrics:
             [*labels, "kind"],
             registry=self.registry,
         )
+        self.latency = Histogram(
+            "warmstart_endpoint_request_seconds",
+            "Requests through the router, arrival to last byte (queueing included), by status "
+            "class (2xx, 4xx, 5xx).",
+            [*labels, "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_request(self, seconds: float, status: int) -> None:
+        """The router's ``on_request_done``."""
+        self.latency.labels(self.endpoint, f"{status // 100}xx").observe(seconds)
 
     def update(
         self,

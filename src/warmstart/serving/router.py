@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -168,8 +169,16 @@ class Lease:
 class Router:
     """Replica registry, least-outstanding leases and the wait queue of one endpoint."""
 
-    def __init__(self, config: RouterConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig | None = None,
+        *,
+        on_request_done: Callable[[float, int], None] | None = None,
+    ) -> None:
+        """``on_request_done(seconds, status)``: after every proxied request's last byte (or
+        its error answer), with the time since it arrived, queueing included."""
         self.config = config or RouterConfig()
+        self.on_request_done = on_request_done
         self._replicas: dict[str, _Replica] = {}
         self._queue: WaitQueue[Lease] = WaitQueue(self.config.queue_size)
         self._next_order = 0
@@ -418,6 +427,20 @@ async def _body(request: web.Request, started: list[bool]) -> AsyncIterator[byte
 
 
 async def _proxy(request: web.Request) -> web.StreamResponse:
+    router = request.app[ROUTER_KEY]
+    if router.on_request_done is None:
+        return await _proxy_once(request)
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await _proxy_once(request)
+        status = response.status
+        return response
+    finally:
+        router.on_request_done(time.monotonic() - started, status)
+
+
+async def _proxy_once(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER_KEY]
     session = request.app[SESSION_KEY]
     config = router.config

@@ -200,7 +200,8 @@ class EndpointService:
             router_config = replace(
                 router_config, max_concurrency_per_replica=options.spec.replica_concurrency
             )
-        self.router = Router(router_config)
+        self.metrics = EndpointMetrics(options.spec.name)
+        self.router = Router(router_config, on_request_done=self.metrics.observe_request)
         self.runtimes = {n.name: build_runtime(n, options) for n in options.nodes}
         self.handles = [
             NodeHandle(
@@ -217,7 +218,6 @@ class EndpointService:
         self._prewarm_session: aiohttp.ClientSession | None = None
         self.controller: Controller | None = None
         self._clock = clock
-        self.metrics = EndpointMetrics(options.spec.name)
         self._refresher: asyncio.Task[None] | None = None
 
     async def open(self) -> Controller:

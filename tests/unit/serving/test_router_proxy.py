@@ -366,3 +366,36 @@ async def test_burst_while_replicas_come_and_go(
     snap = router.snapshot()
     assert snap.totals.requests == 200 and snap.totals.errors == 0
     assert snap.in_flight == 0 and snap.queue_length == 0
+
+
+async def test_request_latency_reaches_the_endpoint_histogram(backends: MakeBackend) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from warmstart.serving.metrics import EndpointMetrics
+
+    metrics = EndpointMetrics("embed")
+    router = Router(
+        RouterConfig(queue_size=1, queue_timeout=0.2), on_request_done=metrics.observe_request
+    )
+    client = TestClient(TestServer(create_router_app(router), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        async with client.post("/invocations", data=b"x") as resp:  # no replica: queue timeout
+            assert resp.status == 503
+        a = await backends("a")
+        router.add_replica("a", a.url, ready=True)
+        for _ in range(3):
+            async with client.post("/invocations", data=b"x") as resp:
+                assert resp.status == 200
+    finally:
+        await client.close()
+    got = {
+        (s.name, s.labels.get("code"), s.labels.get("le")): s.value
+        for f in text_string_to_metric_families(metrics.render().decode())
+        for s in f.samples
+    }
+    assert got[("warmstart_endpoint_request_seconds_count", "2xx", None)] == 3
+    assert got[("warmstart_endpoint_request_seconds_count", "5xx", None)] == 1
+    # the 503 waited out the 0.2 s queue timeout: not in the 0.1 s bucket, in the 0.25 s one
+    assert got[("warmstart_endpoint_request_seconds_bucket", "5xx", "0.1")] == 0
+    assert got[("warmstart_endpoint_request_seconds_bucket", "5xx", "0.25")] == 1
