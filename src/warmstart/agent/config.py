@@ -339,7 +339,9 @@ def read_token_file(path: Path) -> str:
         with path.open("rb") as f:
             raw = f.read(MAX_TOKEN_BYTES + 1)
     except OSError as e:
-        raise ValueError(f"peer_token_file {str(path)!r}: cannot read it: {e.strerror or e}") from None
+        raise ValueError(
+            f"peer_token_file {str(path)!r}: cannot read it: {e.strerror or e}"
+        ) from None
     if len(raw) > MAX_TOKEN_BYTES:
         raise ValueError(f"peer_token_file {str(path)!r} is larger than {MAX_TOKEN_BYTES} bytes")
     try:

@@ -111,7 +111,9 @@ async def start_kube_peers(config: AgentConfig, peers: PeerSet) -> KubePeersTask
     kube_config = kube_config_for(config)
     kube = KubeClient(kube_config)
     await kube.__aenter__()
-    follower = KubePeers(peers, kube, service=config.peers_service, port_name=config.peers_port_name)
+    follower = KubePeers(
+        peers, kube, service=config.peers_service, port_name=config.peers_port_name
+    )
     if config.peers:
         log.warning(
             "peers_from_kubernetes: the %d static peer(s) configured are replaced by the ready "
