@@ -28,12 +28,12 @@ class ContainerdFactory:
     started: list[ContainerdProcess] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
 
-    def __call__(self) -> ContainerdProcess:
+    def __call__(self, extra_config: str = "") -> ContainerdProcess:
         for tool in ("containerd", "ctr", "runc"):
             require_tool(tool)
         base = Path(tempfile.mkdtemp(prefix="wsc-", dir="/tmp"))
         self.dirs.append(base)
-        ctd = ContainerdProcess(base, namespace=self.namespace)
+        ctd = ContainerdProcess(base, namespace=self.namespace, extra_config=extra_config)
         self.started.append(ctd)
         ctd.start()
         return ctd

@@ -215,6 +215,29 @@ class ImageStatus(_Answer):
     last_used: float  # seconds since the epoch
 
 
+class PeerSource(_Answer):
+    """Where the peer list comes from: ``static`` (agent.toml, ``--peer``, ``PUT /peers``) or
+    ``kubernetes`` (the ready endpoints of ``service`` in ``namespace``)."""
+
+    kind: str = "static"
+    service: str | None = None
+    namespace: str | None = None
+    synced: bool = False  # kubernetes: the EndpointSlices were listed at least once
+    errors: int = 0  # kubernetes: failed list/watch attempts since start
+    changed_at: float | None = None  # seconds since the epoch of the last change of the list
+
+
+class NodeSetup(_Answer):
+    """What the agent did to the node at start (``containerd_certs_dir``)."""
+
+    certs_dir: str
+    hosts_written: list[str]  # hosts.toml files written now (new or changed)
+    hosts_unchanged: list[str] = []  # already as the agent would write them
+    hosts_skipped: list[str] = []  # not warmstart's (no marker): left alone
+    config_path_ok: bool  # containerd's CRI plugin reads hosts.toml from certs_dir
+    message: str  # one line: what to fix, or "" when all is well
+
+
 class StatusResponse(_Answer):
     node_id: str
     url: str
@@ -223,6 +246,8 @@ class StatusResponse(_Answer):
     peers: list[str]
     upstreams: list[str]
     default_upstream: str | None
+    peer_source: PeerSource = PeerSource()
+    node_setup: NodeSetup | None = None  # None: no containerd_certs_dir
 
 
 # -- GET / PUT /peers -------------------------------------------------------------------------
@@ -308,6 +333,8 @@ __all__ = [
     "ImageReference",
     "ImageStatus",
     "LinkSummary",
+    "NodeSetup",
+    "PeerSource",
     "PeersRequest",
     "PeersResponse",
     "PlatformName",

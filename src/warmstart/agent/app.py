@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from warmstart.agent.import_grants import ImportGrants
 from warmstart.agent.link_setup import decide_link_setup
 from warmstart.agent.linking import ImageLinker
 from warmstart.agent.metrics import AgentMetrics
+from warmstart.agent.node_setup import setup_node
 from warmstart.agent.peer_set import PeerSet
 from warmstart.agent.server import STATE, AgentState, add_routes, observe
 from warmstart.containerd.content_link import (
@@ -165,9 +167,23 @@ def build_default_hot(config: AgentConfig) -> HotImages | None:
     return ContainerdImages(ctr, config.containerd_snapshotter)
 
 
+async def _follow_kubernetes(config: AgentConfig, state: AgentState) -> object:
+    """Start keeping ``state.peers`` equal to the agents' EndpointSlices; the returned object's
+    ``stop()`` ends it. No API location configured stops the agent (AgentSetupError); an API
+    that cannot be reached does not."""
+    from warmstart.agent.kube_peers import KubeConfigError, start_kube_peers
+
+    try:
+        following = await start_kube_peers(config, state.peers)
+    except KubeConfigError as e:
+        raise AgentSetupError(f"peers_from_kubernetes: {e}") from None
+    state.peer_source = following.follower.status
+    return following
+
+
 async def _close(obj: object) -> None:
     """Await ``obj.aclose()`` or call ``obj.close()`` if it has one (fetchers, prewarmers)."""
-    for name in ("aclose", "close"):
+    for name in ("aclose", "close", "stop"):
         method = getattr(obj, name, None)
         if method is None:
             continue
@@ -213,6 +229,14 @@ def create_app(
         linker=linker,
     )
     injected = fetcher is not None
+
+    def peers_changed(_urls: tuple[str, ...]) -> None:
+        state.peers_changed_at = time.time()
+        state.metrics.set_peers(len(state.peers.others()), state.peers_changed_at)
+
+    state.peers.subscribe(peers_changed)
+    state.metrics.set_peers(len(state.peers.others()), None)
+    state.metrics.peers_from_kubernetes.set(1 if config.peers_from_kubernetes else 0)
     app = web.Application(middlewares=[observe], client_max_size=1 << 20)
     app[STATE] = state
     add_routes(app)
@@ -252,6 +276,11 @@ def create_app(
                     owned.append(state.prewarmer)
             if state.hot is None and (hot_factory is not None or not injected):
                 state.hot = (hot_factory or build_default_hot)(config)
+            if config.containerd_certs_dir is not None:
+                state.node_setup = await asyncio.to_thread(setup_node, config)
+            if config.peers_from_kubernetes:
+                following = await _follow_kubernetes(config, state)
+                owned.append(following)
             state.metrics.set_store(state.store.usage(), state.store.budget)
             yield
         finally:

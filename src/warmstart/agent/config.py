@@ -9,6 +9,13 @@ advertise_url = "http://10.0.0.1:5050"  # how peers reach this agent (default: f
 default_upstream = "registry.example"    # for clients that send no ?ns= (podman, skopeo)
 peers = ["http://10.0.0.2:5050"]
 peer_token = "cluster-secret"      # shared secret on peer requests and control routes
+peer_token_file = "/etc/warmstart/peer-token"  # or: the secret in a file (a mounted Secret)
+peers_from_kubernetes = false      # true: peers are the ready endpoints of peers_service
+peers_service = "warmstart-agent"  # the agents' headless Service (namespace: $POD_NAMESPACE)
+kube_api = "https://10.0.0.1:6443" # default: in-cluster service account ($WARMSTART_KUBE_API)
+kube_token_file = "/path/token"    # with kube_api: a bearer token file
+containerd_certs_dir = "/etc/containerd/certs.d"  # write <dir>/<registry>/hosts.toml at start
+containerd_config = "/etc/containerd/config.toml" # checked for the CRI config_path
 tag_ttl = 10                       # seconds a tag -> digest answer is reused
 peer_timeout = 1.0                 # connect timeout to a peer, seconds
 max_header_size = 8190             # longest request line / header field accepted
@@ -36,6 +43,7 @@ shared = false                     # true: cluster-shared, no per-client auth ch
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -71,6 +79,11 @@ DEFAULT_MAX_HEADER_SIZE = 8190  # aiohttp's default for a request line and one h
 DEFAULT_SHUTDOWN_GRACE = 30.0
 MAX_PEERS = 1024
 MAX_CONFIG_BYTES = 1 << 20
+MAX_TOKEN_BYTES = 64 << 10
+DEFAULT_PEERS_SERVICE = "warmstart-agent"
+DEFAULT_CONTAINERD_CONFIG = Path("/etc/containerd/config.toml")
+POD_IP_ENV = "POD_IP"
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -176,6 +189,14 @@ class AgentConfig(_Model):
     default_upstream: str | None = None
     peers: tuple[str, ...] = ()
     peer_token: str | None = Field(default=None, repr=False)
+    peer_token_file: Path | None = None  # read at start into peer_token
+    peers_from_kubernetes: bool = False
+    peers_service: str = DEFAULT_PEERS_SERVICE
+    peers_port_name: str = Field(default="http", max_length=15)
+    kube_api: str | None = None  # None: $WARMSTART_KUBE_API, else the in-cluster API
+    kube_token_file: Path | None = None
+    containerd_certs_dir: Path | None = None  # None: write no hosts.toml at start
+    containerd_config: Path = DEFAULT_CONTAINERD_CONFIG
     tag_ttl: float = Field(default=DEFAULT_TAG_TTL, ge=0)
     peer_timeout: float = Field(default=DEFAULT_PEER_TIMEOUT, gt=0, le=60)
     max_header_size: int = Field(default=DEFAULT_MAX_HEADER_SIZE, ge=1024, le=1 << 20)
@@ -242,6 +263,27 @@ class AgentConfig(_Model):
     def _advertise(cls, v: str) -> str:
         return normalize_base_url(v, "advertise_url") if v else v
 
+    @field_validator("peers_service")
+    @classmethod
+    def _service(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} is not a Service name (lower-case DNS label, up to 63)")
+        return v
+
+    @field_validator("kube_api")
+    @classmethod
+    def _kube_api(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else normalize_base_url(v, "kube_api")
+
+    @model_validator(mode="after")
+    def _token_file(self) -> AgentConfig:
+        if self.peer_token_file is None:
+            return self
+        if self.peer_token is not None:
+            raise ValueError("give peer_token or peer_token_file, not both")
+        object.__setattr__(self, "peer_token", read_token_file(self.peer_token_file))
+        return self
+
     @field_validator("node_id")
     @classmethod
     def _node_id(cls, v: str) -> str:
@@ -290,6 +332,29 @@ class AgentConfig(_Model):
 
     def upstream(self, registry: str) -> UpstreamConfig | None:
         return self.upstreams.get(canonical_registry(registry))
+
+
+def read_token_file(path: Path) -> str:
+    """A secret from a file (a mounted Secret): whitespace stripped; ValueError (one line)
+    when it cannot be read or is empty."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as e:
+        raise ValueError(
+            f"peer_token_file {str(path)!r}: cannot read it: {e.strerror or e}"
+        ) from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise ValueError(f"peer_token_file {str(path)!r} is larger than {MAX_TOKEN_BYTES} bytes")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"peer_token_file {str(path)!r} is not UTF-8 text") from None
+    if not token:
+        raise ValueError(f"peer_token_file {str(path)!r} is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ValueError(f"peer_token_file {str(path)!r} holds more than one word")
+    return token
 
 
 def normalize_peers(urls: Any) -> tuple[str, ...]:
@@ -345,12 +410,20 @@ def load_config(
     peers: list[str] | None = None,
     node_id: str | None = None,
     default_upstream: str | None = None,
+    peers_from_kubernetes: bool | None = None,
+    peers_service: str | None = None,
+    kube_api: str | None = None,
+    kube_token_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> AgentConfig:
     """The file's settings (if any), overridden by the given flags.
 
     ``upstreams`` (``REGISTRY=URL``) add a registry or replace the URL of one the file names;
-    ``peers``, when given, replace the file's list.
+    ``peers``, when given, replace the file's list. With peers from Kubernetes and no
+    ``advertise_url``, this agent's URL is ``http://$POD_IP:<listen port>`` (what its
+    EndpointSlice entry names), so it is left out of its own peers.
     """
+    env = os.environ if environ is None else environ
     data: dict[str, Any] = read_toml(path) if path is not None else {}
     source = str(path) if path is not None else "flags"
     if listen is not None:
@@ -365,6 +438,24 @@ def load_config(
         data["default_upstream"] = default_upstream
     if peers:
         data["peers"] = list(peers)
+    if peers_from_kubernetes:
+        data["peers_from_kubernetes"] = True
+    for key, value in (
+        ("peers_service", peers_service),
+        ("kube_api", kube_api),
+        ("kube_token_file", str(kube_token_file) if kube_token_file is not None else None),
+    ):
+        if value is not None:
+            data[key] = value
+    pod_ip = env.get(POD_IP_ENV, "").strip()
+    if data.get("peers_from_kubernetes") is True and not data.get("advertise_url") and pod_ip:
+        try:
+            _, port = split_listen(str(data.get("listen", DEFAULT_LISTEN)))
+        except ValueError:
+            pass  # reported by build_config
+        else:
+            host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+            data["advertise_url"] = f"http://{host}:{port}"
     if upstreams:
         table = data.get("upstreams", {})
         if not isinstance(table, dict):

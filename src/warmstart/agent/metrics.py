@@ -111,6 +111,21 @@ class AgentMetrics:
             "Bytes of the blobs placed in containerd's content store without a transfer",
             registry=r,
         )
+        self.peers = Gauge(
+            "warmstart_peers",
+            "Peer agents this agent uses now (itself not counted)",
+            registry=r,
+        )
+        self.peers_changed = Gauge(
+            "warmstart_peers_changed_timestamp_seconds",
+            "When the peer list last changed (seconds since the epoch; 0: never since start)",
+            registry=r,
+        )
+        self.peers_from_kubernetes = Gauge(
+            "warmstart_peers_from_kubernetes",
+            "1 when the peer list follows the agents' EndpointSlices in Kubernetes, else 0",
+            registry=r,
+        )
         self._hits = 0
         self._misses = 0
         for source in SOURCES:  # export zeros, so rates work from the first scrape
@@ -146,6 +161,10 @@ class AgentMetrics:
         self.store_usage.set(usage)
         self.store_shared.set(shared)
         self.store_budget.set(budget or 0)
+
+    def set_peers(self, count: int, changed_at: float | None) -> None:
+        self.peers.set(count)
+        self.peers_changed.set(changed_at or 0)
 
     def linked(self, outcome: str, nbytes: int) -> None:
         """One blob placed in containerd's content store (a hard link or a copy)."""

@@ -24,6 +24,8 @@ from aiohttp import web
 
 from warmstart.agent.api import (
     Health,
+    NodeSetup,
+    PeerSource,
     PeersRequest,
     PeersResponse,
     PrewarmRequest,
@@ -94,6 +96,10 @@ class AgentState:
     grants: ImportGrants = field(default_factory=ImportGrants)
     linker: ImageLinker | None = None  # links blobs into containerd's content store
     link_setup: LinkSetup | None = None
+    node_setup: NodeSetup | None = None  # hosts.toml files and containerd's config_path
+    peers_changed_at: float | None = None  # when the peer list last changed (epoch seconds)
+    # Where the peer list comes from: the running Kubernetes follower reports it.
+    peer_source: Callable[[float | None], PeerSource] | None = None
     # The tasks answering requests right now: a graceful stop waits for them, then cuts
     # those still running when the grace period ends.
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -555,6 +561,12 @@ async def status(request: web.Request) -> web.StreamResponse:
         peers=state.peers.urls,
         upstreams=state.config.upstreams,
         default_upstream=state.config.default_upstream,
+        peer_source=(
+            state.peer_source(state.peers_changed_at)
+            if state.peer_source is not None
+            else PeerSource(kind="static", changed_at=state.peers_changed_at)
+        ),
+        node_setup=state.node_setup,
     )
     return web.json_response(body.to_json())
 

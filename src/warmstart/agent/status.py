@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from warmstart.agent.api import ImageStatus, StatusResponse, StoreStatus
+from warmstart.agent.api import ImageStatus, NodeSetup, PeerSource, StatusResponse, StoreStatus
 from warmstart.oci.tiers import StoredTier, Tier
 from warmstart.store import ImageRecord
 
@@ -30,6 +30,8 @@ def status_body(
     peers: Iterable[str] = (),
     upstreams: Iterable[str] = (),
     default_upstream: str | None = None,
+    peer_source: PeerSource | None = None,
+    node_setup: NodeSetup | None = None,
 ) -> StatusResponse:
     records = sorted(images, key=lambda r: r.reference)
     known = {r.reference for r in records} | {str(r.manifest_digest) for r in records}
@@ -73,4 +75,6 @@ def status_body(
         peers=list(peers),
         upstreams=sorted(upstreams),
         default_upstream=default_upstream,
+        peer_source=peer_source or PeerSource(),
+        node_setup=node_setup,
     )

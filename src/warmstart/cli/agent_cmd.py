@@ -43,6 +43,24 @@ def agent(
     default_upstream: str | None = typer.Option(
         None, "--default-upstream", help="Registry for clients that send no ?ns= (podman, skopeo)."
     ),
+    peers_from_kubernetes: bool = typer.Option(
+        False,
+        "--peers-from-kubernetes",
+        help="Peers are the ready endpoints of the agents' Service (its EndpointSlices); "
+        "replaces --peer and the file's list.",
+    ),
+    peers_service: str | None = typer.Option(
+        None, "--peers-service", help="The agents' headless Service (default warmstart-agent)."
+    ),
+    kube_api: str | None = typer.Option(
+        None,
+        "--kube-api",
+        metavar="URL",
+        help="Kubernetes API URL (default $WARMSTART_KUBE_API, else in-cluster).",
+    ),
+    kube_token_file: Path | None = typer.Option(
+        None, "--kube-token-file", help="Bearer token file for --kube-api."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve the OCI Distribution API (read side) as a pull-through mirror for this node."""
@@ -63,6 +81,10 @@ def agent(
             peers=peer,
             node_id=node_id,
             default_upstream=default_upstream,
+            peers_from_kubernetes=peers_from_kubernetes or None,
+            peers_service=peers_service,
+            kube_api=kube_api,
+            kube_token_file=kube_token_file,
         )
     except ConfigError as e:
         fail(str(e), code=2)
@@ -73,10 +95,15 @@ def agent(
 
     def ready(addresses: str) -> None:
         upstreams = ", ".join(sorted(cfg.upstreams)) or "none"
+        peers = (
+            f"from Kubernetes Service {cfg.peers_service}"
+            if cfg.peers_from_kubernetes
+            else str(len(cfg.peers))
+        )
         err_console.print(
             f"warmstart agent {cfg.node_id} serving on {addresses} "
             f"(store {cfg.store}, upstreams: {upstreams}, default: {cfg.default_upstream or '-'}, "
-            f"peers: {len(cfg.peers)})",
+            f"peers: {peers})",
             markup=False,
         )
 

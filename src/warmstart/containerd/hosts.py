@@ -12,7 +12,11 @@ hosts.toml leniently (unknown keys are ignored, checked with a real pull on 1.6.
 fixed 30 s dial timeout; a node-local agent that is down refuses the connection at once, so the
 fallback is immediate there too. A remote mirror that does not answer costs 30 s a request on 1.6.
 
-Everything here is pure (rendering, validation) except :func:`write_hosts_dir`.
+Every file this module renders starts with ``# <registry>: written by `warmstart ...```, the
+marker by which the agent tells its own files from an operator's (:func:`written_by_warmstart`).
+
+Everything here is pure (rendering, validation) except :func:`write_hosts_dir` and
+:func:`write_hosts_file`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +39,8 @@ KNOWN_CAPABILITIES = frozenset({"pull", "resolve", "push"})
 DEFAULT_DIAL_TIMEOUT = "200ms"
 # containerd's fallback directory for registries without a directory of their own.
 DEFAULT_HOST_DIR = "_default"
+DEFAULT_WRITER = "warmstart containerd-config"
+_MARKER = re.compile(r"^# \S+: written by `warmstart[ `]")
 _GO_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
 
 
@@ -218,12 +225,18 @@ def _string_array(values: Iterable[str]) -> str:
     return "[" + ", ".join(toml_string(v) for v in values) + "]"
 
 
-def render_hosts_toml(config: HostsFile) -> str:
+def written_by_warmstart(text: str) -> bool:
+    """Whether a hosts.toml is one warmstart wrote (its first line is the marker)."""
+    return bool(_MARKER.match(text))
+
+
+def render_hosts_toml(config: HostsFile, writer: str = DEFAULT_WRITER) -> str:
+    """The file's text; its first line names ``writer`` (the marker of a warmstart file)."""
     if not config.hosts:
         # containerd 1.6 cannot parse a file without [host] tables and then ignores the file.
         raise HostsConfigError(f"{config.registry}: a hosts.toml needs at least one [host]")
     lines = [
-        f"# {config.registry}: written by `warmstart containerd-config`.",
+        f"# {config.registry}: written by `{writer}`.",
         "# containerd tries each [host] in order (adding ?ns=<registry>), then the server.",
     ]
     if config.server is not None:
@@ -252,22 +265,54 @@ def render_hosts_toml(config: HostsFile) -> str:
 # -- writing (the only I/O) ---------------------------------------------------------------------
 
 
+class WriteOutcome(StrEnum):
+    WRITTEN = "written"  # new or changed
+    UNCHANGED = "unchanged"  # the same text was there already: left alone
+    FOREIGN = "foreign"  # a file warmstart did not write: left alone
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    """Temp file in the same directory + rename: containerd re-reads the file on every pull
+    and must never see half of it."""
+    fd, tmp = tempfile.mkstemp(prefix=".hosts.toml.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_hosts_dir(out: Path, configs: Iterable[HostsFile]) -> list[Path]:
-    """Write ``out/<registry>/hosts.toml`` for each config (atomically: temp file + rename,
-    since containerd re-reads the file on every pull)."""
+    """Write ``out/<registry>/hosts.toml`` for each config (atomically), replacing any file."""
     written = []
     for config in configs:
         directory = Path(out) / config.directory
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / "hosts.toml"
-        fd, tmp = tempfile.mkstemp(prefix=".hosts.toml.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(render_hosts_toml(config))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _atomic_write(target, render_hosts_toml(config))
         written.append(target)
     return written
+
+
+def write_hosts_file(
+    out: Path, config: HostsFile, writer: str = DEFAULT_WRITER
+) -> tuple[Path, WriteOutcome]:
+    """Write ``out/<registry>/hosts.toml`` unless the same text is there already or the file
+    there is not warmstart's (no marker): an operator's own file is never replaced."""
+    text = render_hosts_toml(config, writer)
+    directory = Path(out) / config.directory
+    target = directory / "hosts.toml"
+    try:
+        current: str | None = target.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        current = None
+    if current == text:
+        return target, WriteOutcome.UNCHANGED
+    if current is not None and not written_by_warmstart(current):
+        return target, WriteOutcome.FOREIGN
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(target, text)
+    return target, WriteOutcome.WRITTEN

@@ -35,9 +35,15 @@ class ContainerdProcess:
     """``containerd`` with everything under ``base``; stop() ends it by PID."""
 
     def __init__(
-        self, base: Path, *, namespace: str = "warmstart", netns: str | None = None
+        self,
+        base: Path,
+        *,
+        namespace: str = "warmstart",
+        netns: str | None = None,
+        extra_config: str = "",
     ) -> None:
         self.base = Path(base)
+        self.extra_config = extra_config  # TOML appended to the config file
         self.namespace = namespace
         self.netns = netns
         self.root = self.base / "root"
@@ -57,6 +63,7 @@ class ContainerdProcess:
             d.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
             CONFIG_TEMPLATE.format(root=self.root, state=self.state, socket=self.socket)
+            + self.extra_config
         )
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
