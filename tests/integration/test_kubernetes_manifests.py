@@ -215,7 +215,11 @@ def test_agent_daemonset(which: str, request: pytest.FixtureRequest) -> None:
     assert not any(
         h.startswith(("/var/lib/warmstart", "/var/lib/containerd")) for h, _ in host_paths.values()
     ), "a separate mount for the store or containerd's root would make hard links fail (EXDEV)"
-    assert len(host_paths) == 3
+    # containerd's config, read-only: the agent checks the CRI plugin's config_path
+    assert host_paths["/etc/containerd"] == ("/etc/containerd", "DirectoryOrCreate")
+    assert mounts["/etc/containerd"].get("readOnly") is True
+    assert not mounts["/etc/containerd/certs.d"].get("readOnly")
+    assert len(host_paths) == 4
 
     sc = container["securityContext"]
     assert sc["privileged"] is False

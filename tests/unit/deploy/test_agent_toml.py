@@ -12,10 +12,6 @@ import pytest
 from tests.support.manifests import BASE, OVERLAY, load_one
 from warmstart.agent.config import AgentConfig, build_config
 
-# Keys the manifests need that the agent does not read yet (issue 11, agent side). Once
-# AgentConfig has a field of that name the test validates the key like any other.
-PENDING_KEYS = {"peer_token_file"}
-
 AGENT_TOMLS = [BASE / "agent.toml", OVERLAY / "agent.toml"]
 
 
@@ -23,28 +19,35 @@ def _load(path: Path) -> dict[str, Any]:
     return tomllib.loads(path.read_text())
 
 
+def _with_token_here(data: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The Secret's file is mounted in the pod, not here: point peer_token_file at a stand-in."""
+    assert data["peer_token_file"] == "/etc/warmstart/secret/peer_token"
+    token = tmp_path / "peer_token"
+    token.write_text("a-test-token\n")
+    return {**data, "peer_token_file": str(token)}
+
+
 @pytest.mark.parametrize("path", AGENT_TOMLS, ids=["base", "overlay"])
-def test_agent_toml_uses_real_keys(path: Path) -> None:
+def test_agent_toml_uses_real_keys(path: Path, tmp_path: Path) -> None:
     data = _load(path)
-    pending = {k for k in PENDING_KEYS if k not in AgentConfig.model_fields}
-    unknown = set(data) - set(AgentConfig.model_fields) - pending
+    unknown = set(data) - set(AgentConfig.model_fields)
     assert unknown == set(), f"{path}: keys the agent does not know: {sorted(unknown)}"
-    config = build_config({k: v for k, v in data.items() if k not in pending}, str(path))
+    config = build_config(_with_token_here(data, tmp_path), str(path))
+    assert config.peer_token == "a-test-token"
+    assert config.containerd_certs_dir == Path("/etc/containerd/certs.d")
     assert config.listen_host == "0.0.0.0"  # loopback for containerd, node IP for peers
     assert config.listen_port == 5050
     assert config.containerd_namespace == "k8s.io"
 
 
-def test_overlay_keeps_the_base_settings_and_adds_an_upstream() -> None:
+def test_overlay_keeps_the_base_settings_and_adds_an_upstream(tmp_path: Path) -> None:
     base, overlay = _load(AGENT_TOMLS[0]), _load(AGENT_TOMLS[1])
     for key, value in base.items():
         if key != "budget":
             assert overlay.get(key) == value, key
     assert overlay["budget"] != base["budget"]
     assert list(overlay["upstreams"]) == ["registry.example.internal"]
-    config = build_config(
-        {k: v for k, v in overlay.items() if k not in PENDING_KEYS - set(AgentConfig.model_fields)}
-    )
+    config = build_config(_with_token_here(overlay, tmp_path))
     assert config.default_upstream == "registry.example.internal"
     assert config.budget == 200 * 2**30
 
