@@ -92,6 +92,7 @@ class Operator:
         self.executor = AgentExecutor(peer_token=options.peer_token, on_done=self.kick)
         self.owners: dict[str, _Owner] = {}  # "ImageCache/ns/name", "Deployment/ns/name"
         self.ticks = 0
+        self.hint_patches = 0
         self.started = time.monotonic()
         self._snapshot: Cluster | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -311,6 +312,7 @@ class Operator:
             return
         path = resource_path("apps/v1", "deployments", work.namespace, work.name)
         await self.kube.patch(path, patch)
+        self.hint_patches += 1
         log.info("scheduling hint on %s: %d image(s)", work.key, len(digests))
 
     def forget(self, key: str) -> None:
