@@ -290,6 +290,8 @@ async def test_operator_end_to_end(
         patches = op.hint_patches
         await asyncio.sleep(3)  # more passes and timers: no new patch (no rollout loop)
         assert op.hint_patches == patches == 1
+        dep_meta = kmock.objects["apps/v1/deployments", NS, "web"].raw["metadata"]
+        assert not dep_meta.get("finalizers")  # deleting it never waits for the operator
 
         # A node that joins is pre-warmed for the ImageCache that wants every node.
         kmock.objects[nodes, None, "node-d"] = _node("node-d", {"pool": "cpu"})

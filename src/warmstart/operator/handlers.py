@@ -3,9 +3,9 @@
 ImageCache: on create/update/resume and on a timer every ``interval`` seconds its status is
 reconciled and written through kopf's ``patch`` (kopf sends it to the ``/status`` subresource
 when the CRD has one); on delete (kopf's finalizer) its pins are released. Deployments and
-InferenceServices annotated ``warmstart.dev/prewarm``: a timer pre-warms their spare nodes; an
-event without the annotation (or a deletion) forgets them. Node events start a pass at once, so
-a node that joins is pre-warmed without waiting for the timers. kopf logs in with the same
+InferenceServices annotated ``warmstart.dev/prewarm`` are handled by the operator's own pass
+(:meth:`Operator.tick`); their events, and Node events, start that pass at once, so a node that
+joins is pre-warmed without waiting for the interval. kopf logs in with the same
 :class:`~warmstart.kube.config.KubeConfig` as the operator's own client, runs standalone (no
 peering: one replica) and keeps its bookkeeping in annotations (the CRD's status schema has no
 room for kopf's own fields).
@@ -89,29 +89,17 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         for error in errors:  # an agent that is gone holds no pins: not worth blocking on
             logger.warning(error)
 
-    def workload(kind: str, resource: tuple[str, str, str]) -> None:
-        async def prewarm(body: Any, logger: Any, **_: Any) -> None:
-            try:
-                await op.reconcile_workload(kind, body)
-            except ValueError as e:
-                logger.warning("%s", e)  # a malformed annotation: say so, try no more
-            except KubeApiError as e:
-                raise kopf.TemporaryError(str(e), delay=interval) from e
+    def workload_event(body: Any, **_: Any) -> None:
+        # No timers here: kopf puts a finalizer on what it runs timers for. The operator's
+        # pass lists the annotated workloads; an event only makes it come sooner.
+        meta = body.get("metadata") or {}
+        if ANNOTATION in (meta.get("annotations") or {}) or any(
+            k.endswith(f"/{meta.get('namespace')}/{meta.get('name')}") for k in op.owners
+        ):
+            op.kick()
 
-        kopf.timer(*resource, registry=registry, interval=interval,
-                   annotations={ANNOTATION: kopf.PRESENT}, id="prewarm")(prewarm)  # fmt: skip
-
-        async def watch(event: Any, body: Any, **_: Any) -> None:
-            meta = body.get("metadata") or {}
-            key = f"{kind}/{meta.get('namespace')}/{meta.get('name')}"
-            annotated = ANNOTATION in (meta.get("annotations") or {})
-            if event.get("type") == "DELETED" or not annotated:
-                op.forget(key)
-
-        kopf.on.event(*resource, registry=registry, id="forget")(watch)
-
-    workload("Deployment", DEPLOYMENTS)
-    workload("InferenceService", KSERVE)
+    kopf.on.event(*DEPLOYMENTS, registry=registry, id="workload")(workload_event)
+    kopf.on.event(*KSERVE, registry=registry, id="workload")(workload_event)
 
     @kopf.on.event("", "v1", "nodes", registry=registry, id="node")
     def node_event(**_: Any) -> None:

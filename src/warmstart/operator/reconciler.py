@@ -6,7 +6,9 @@ offers the steps the kopf handlers call: reconcile an ImageCache (returns its ne
 release its pins when it is deleted, reconcile a workload (pre-warm its spare nodes, add the
 scheduling hint), and a periodic pass (``tick``) that pre-warms every managed image on nodes
 that need it (a node that joins is served on the next pass, which a Node event starts at once)
-and keeps the nodes' image labels in step with the agents' ``/status``.
+and keeps the nodes' image labels in step with the agents' ``/status``. Annotated workloads
+are found by that pass (listed, not watched by kopf: a kopf timer on a Deployment would put a
+finalizer on it); their events only start a pass sooner.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from warmstart.operator.plan import NodeImages, Plan, Want, plan_image_cache
 from warmstart.operator.pull_secrets import authorization_for, secret_credentials
 from warmstart.operator.spec import API_VERSION, PLURAL, ImageCacheSpec, validate_spec
 from warmstart.operator.workloads import (
+    ANNOTATION,
     Workload,
     deployment_workload,
     inference_service_workload,
@@ -268,9 +271,26 @@ class Operator:
             return []
         return items
 
-    async def reconcile_workload(self, kind: str, body: Mapping[str, Any]) -> Workload:
+    async def annotated_workloads(self) -> list[tuple[str, JsonObj]]:
+        """Deployments and InferenceServices (when KServe is installed) with the annotation."""
+        ns = self.options.namespace
+        found = [("Deployment", d) for d in await self._list_or_empty(
+            resource_path("apps/v1", "deployments", ns))]  # fmt: skip
+        found += [("InferenceService", i) for i in await self._list_or_empty(
+            resource_path("serving.kserve.io/v1beta1", "inferenceservices", ns))]  # fmt: skip
+        return [
+            (kind, body)
+            for kind, body in found
+            if ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {})
+            and not (body.get("metadata") or {}).get("deletionTimestamp")
+        ]
+
+    async def reconcile_workload(
+        self, kind: str, body: Mapping[str, Any], cluster: Cluster
+    ) -> Workload:
         """Pre-warm the workload's images hot on its spare nodes; for a Deployment, add the
-        scheduling hint on the images' node labels (patched only when it changes)."""
+        scheduling hint on the images' node labels (patched only when it changes). ValueError
+        (one line) for a malformed annotation."""
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
         if kind == "Deployment":
@@ -294,7 +314,6 @@ class Operator:
         )
         owner = _Owner(want, {}, owner.selected if owner else ())
         self.owners[work.key] = owner
-        cluster = await self.cluster()
         self._run(cluster, owner)
         if kind == "Deployment":
             await self._hint(body, work, cluster)
@@ -315,18 +334,26 @@ class Operator:
         self.hint_patches += 1
         log.info("scheduling hint on %s: %d image(s)", work.key, len(digests))
 
-    def forget(self, key: str) -> None:
-        if self.owners.pop(key, None) is not None:
-            self.kick()
-
     # -- the periodic pass ----------------------------------------------------------------------
 
     async def tick(self) -> None:
         """Pre-warm every managed image where it is missing; keep the node labels in step."""
         self._snapshot = None
         cluster = await self.cluster()
-        for owner in list(self.owners.values()):
-            self._run(cluster, owner)
+        seen: set[str] = set()
+        for kind, body in await self.annotated_workloads():
+            meta = body.get("metadata") or {}
+            try:
+                work = await self.reconcile_workload(kind, body, cluster)
+            except ValueError as e:  # a malformed annotation: say so, leave it alone
+                log.warning("%s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), e)
+                continue
+            seen.add(work.key)
+        for key in [k for k in self.owners if not k.startswith("ImageCache/") and k not in seen]:
+            del self.owners[key]  # no longer annotated, or gone
+        for key, owner in list(self.owners.items()):
+            if key.startswith("ImageCache/"):
+                self._run(cluster, owner)
         self.ticks += 1
         if time.monotonic() - self.started < self.options.interval:
             return  # just started: let kopf resume every owner before removing any label
