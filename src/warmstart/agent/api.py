@@ -144,16 +144,47 @@ class _Answer(_Body):
 
 
 class PrewarmRequest(_Request):
-    """``{"reference": "...", "platform": "linux/amd64" | null, "hot": false}``."""
+    """``{"reference": "...", "platform": "linux/amd64" | null, "hot": false, "pin": false}``.
+
+    ``pin``: after the pre-warm the agent keeps the image pinned (never evicted) until
+    ``POST /unpin`` names it or the agent restarts (the operator pins again on its next pass).
+    """
 
     reference: ImageReference
     platform: PlatformName | None = None  # None: the index entry for the agent's own platform
     hot: bool = False  # also import into the node's containerd, unpacked
+    pin: bool = False
 
     @classmethod
-    def of(cls, reference: str, platform: str | None = None, hot: bool = False) -> Self:
+    def of(
+        cls, reference: str, platform: str | None = None, hot: bool = False, pin: bool = False
+    ) -> Self:
         """From user input; :class:`RequestInvalid` (one line) if it does not fit."""
-        return parse_request(cls, {"reference": reference, "platform": platform, "hot": hot})
+        body: dict[str, Any] = {"reference": reference, "platform": platform, "hot": hot}
+        if pin:
+            body["pin"] = True
+        return parse_request(cls, body)
+
+    def to_json(self) -> dict[str, Any]:
+        """``pin`` only when set, so an agent that predates it still takes the request."""
+        body = super().to_json()
+        if not self.pin:
+            body.pop("pin", None)
+        return body
+
+
+# -- POST /unpin ------------------------------------------------------------------------------
+
+
+class UnpinRequest(_Request):
+    """``{"reference": "..."}``: release the pin a ``"pin": true`` pre-warm took."""
+
+    reference: ImageReference
+
+
+class UnpinResponse(_Answer):
+    reference: str
+    released: bool  # False: it was not pinned by a pre-warm on this agent
 
 
 class LinkSummary(_Answer):
@@ -343,6 +374,8 @@ __all__ = [
     "RequestInvalid",
     "StatusResponse",
     "StoreStatus",
+    "UnpinRequest",
+    "UnpinResponse",
     "describe",
     "error_code",
     "error_message",

@@ -23,6 +23,8 @@ from warmstart.agent.api import (
     PrewarmRequest,
     PrewarmResponse,
     StatusResponse,
+    UnpinRequest,
+    UnpinResponse,
     describe,
     error_code,
     error_message,
@@ -120,6 +122,11 @@ class AgentClient:
             headers=headers,
             time_limit=time_limit,
         )
+
+    async def unpin(self, reference: str, *, time_limit: float | None = None) -> UnpinResponse:
+        """``POST /unpin``: release the pin a ``pin=True`` pre-warm of ``reference`` took."""
+        body = UnpinRequest.model_validate({"reference": reference}).to_json()
+        return await self._json("POST", "/unpin", UnpinResponse, body=body, time_limit=time_limit)
 
     async def status(self, *, time_limit: float | None = None) -> StatusResponse:
         """``GET /status``: the node's store and the tier of each image."""

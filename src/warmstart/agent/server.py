@@ -29,7 +29,10 @@ from warmstart.agent.api import (
     PeersRequest,
     PeersResponse,
     PrewarmRequest,
+    PrewarmResponse,
     RequestInvalid,
+    UnpinRequest,
+    UnpinResponse,
     parse_request,
 )
 from warmstart.agent.config import AgentConfig
@@ -71,6 +74,7 @@ from warmstart.oci import Digest, ImageManifest, OCIError
 from warmstart.oci.manifest import parse_manifest
 from warmstart.registry.errors import AuthError, NotFound, RegistryError, UpstreamUnavailable
 from warmstart.store import ContentStore, StoreError
+from warmstart.store.pins import Pin
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,8 @@ class AgentState:
     # The tasks answering requests right now: a graceful stop waits for them, then cuts
     # those still running when the grace period ends.
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Pins taken by ``"pin": true`` pre-warms, by reference; released by POST /unpin.
+    pins: dict[str, Pin] = field(default_factory=dict)
 
     def cut_in_flight(self) -> int:
         """Cancel every request still being answered; how many there were."""
@@ -627,7 +633,37 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
         if resp is None:
             raise
         return resp
+    if wanted.pin and state.store is not None:
+        _hold_pin(state, str(ref), result)
     return web.json_response(result.to_json())
+
+
+def _hold_pin(state: AgentState, reference: str, result: PrewarmResponse) -> None:
+    """Pin the image by reference (and its top and platform manifests) until POST /unpin."""
+    assert state.store is not None
+    digests = {Digest.parse(result.digest), Digest.parse(result.manifest_digest)}
+    pin = state.store.pin(f"pinned:{reference}", digests, reference)
+    old = state.pins.pop(reference, None)
+    state.pins[reference] = pin
+    if old is not None:
+        old.release()
+
+
+async def unpin(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    if not _authorized(request, state.config.peer_token):
+        return _unauthorized()
+    try:
+        wanted = parse_request(UnpinRequest, await _json_body(request))
+    except RequestInvalid as e:
+        return _request_invalid(e)
+    except ValueError as e:
+        return _bad_request(str(e))
+    pin = state.pins.pop(str(wanted.reference), None)
+    if pin is not None:
+        pin.release()
+    answer = UnpinResponse(reference=str(wanted.reference), released=pin is not None)
+    return web.json_response(answer.to_json())
 
 
 def add_routes(app: web.Application) -> None:
@@ -640,3 +676,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz, name="healthz")
     r.add_get("/metrics", metrics, name="metrics")
     r.add_post("/prewarm", prewarm, name="prewarm")
+    r.add_post("/unpin", unpin, name="unpin")

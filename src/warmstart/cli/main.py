@@ -8,6 +8,7 @@ from warmstart import __version__
 from warmstart.cli import bench_cmd, image_cmd, store_cmd
 from warmstart.cli.agent_cmd import agent
 from warmstart.cli.containerd_cmd import containerd_config
+from warmstart.cli.operator_cmd import operator
 from warmstart.cli.prewarm_cmd import prewarm
 from warmstart.cli.pull_cmd import pull
 from warmstart.cli.serve_cmd import serve, status
@@ -32,6 +33,7 @@ app.command("containerd-config")(containerd_config)
 app.command("prewarm")(prewarm)
 app.command("serve")(serve)
 app.command("status")(status)
+app.command("operator")(operator)
 
 
 @app.command("version")

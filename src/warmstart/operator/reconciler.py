@@ -1,0 +1,381 @@
+"""The operator's work against the Kubernetes API and the agents (I/O; the decisions are the
+pure modules').
+
+:class:`Operator` keeps what it manages (ImageCaches' and annotated workloads' wants) and
+offers the steps the kopf handlers call: reconcile an ImageCache (returns its new status),
+release its pins when it is deleted, reconcile a workload (pre-warm its spare nodes, add the
+scheduling hint), and a periodic pass (``tick``) that pre-warms every managed image on nodes
+that need it (a node that joins is served on the next pass, which a Node event starts at once)
+and keeps the nodes' image labels in step with the agents' ``/status``. Annotated workloads
+are found by that pass (listed, not watched by kopf: a kopf timer on a Deployment would put a
+finalizer on it); their events only start a pass sooner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from warmstart.agent.config import DEFAULT_LISTEN, split_listen
+from warmstart.kube.client import JsonObj, KubeApiError, KubeClient, resource_path
+from warmstart.kube.config import KubeConfig
+from warmstart.operator.cache_status import NO_AGENT, cache_status, invalid_status
+from warmstart.operator.executor import AgentExecutor
+from warmstart.operator.labels import affinity_patch, label_patch, wanted_labels
+from warmstart.operator.nodes import (
+    DEFAULT_AGENT_SELECTOR,
+    NodeInfo,
+    agent_urls,
+    node_info,
+)
+from warmstart.operator.plan import NodeImages, Plan, Want, plan_image_cache
+from warmstart.operator.pull_secrets import authorization_for, secret_credentials
+from warmstart.operator.spec import API_VERSION, PLURAL, ImageCacheSpec, validate_spec
+from warmstart.operator.workloads import (
+    ANNOTATION,
+    Workload,
+    deployment_workload,
+    inference_service_workload,
+    replica_nodes,
+)
+from warmstart.registry.credentials import CredentialStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AGENT_PORT = split_listen(DEFAULT_LISTEN)[1]  # the agent's own default port
+SNAPSHOT_TTL = 1.0
+DEBOUNCE = 0.5
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    kube: KubeConfig
+    agent_namespace: str = "warmstart"
+    agent_selector: str = DEFAULT_AGENT_SELECTOR
+    agent_port: int = DEFAULT_AGENT_PORT
+    agent_urls: Mapping[str, str] = field(default_factory=dict)
+    peer_token: str | None = None
+    interval: float = 30.0
+    namespace: str | None = None  # None: every namespace
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One look at the cluster: nodes, their agents, what each agent holds."""
+
+    nodes: tuple[NodeInfo, ...]
+    node_labels: Mapping[str, Mapping[str, str]]
+    agents: Mapping[str, str]  # node -> agent URL
+    held: Mapping[str, NodeImages]  # node -> images (agents that answered)
+    errors: Mapping[str, str]  # node -> why its agent did not answer
+    at: float
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Owner:
+    want: Want
+    authorization: Mapping[str, str | None] = field(default_factory=dict)
+    selected: tuple[str, ...] = ()
+
+
+class Operator:
+    def __init__(self, options: OperatorOptions, kube: KubeClient) -> None:
+        self.options = options
+        self.kube = kube
+        self.kicked = asyncio.Event()
+        self.executor = AgentExecutor(peer_token=options.peer_token, on_done=self.kick)
+        self.owners: dict[str, _Owner] = {}  # "ImageCache/ns/name", "Deployment/ns/name"
+        self.ticks = 0
+        self.hint_patches = 0
+        self.started = time.monotonic()
+        self._snapshot: Cluster | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def kick(self) -> None:
+        """Something changed (a node, a finished pre-warm): look again soon."""
+        self._snapshot = None
+        self.kicked.set()
+
+    def lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def close(self) -> None:
+        await self.executor.close()
+
+    # -- the cluster ----------------------------------------------------------------------------
+
+    async def cluster(self) -> Cluster:
+        snap = self._snapshot
+        if snap is not None and time.monotonic() - snap.at < SNAPSHOT_TTL:
+            return snap
+        nodes, _ = await self.kube.list(resource_path("v1", "nodes"))
+        pods_path = resource_path("v1", "pods", self.options.agent_namespace)
+        try:
+            pods, _ = await self.kube.list(pods_path, label_selector=self.options.agent_selector)
+        except KubeApiError as e:
+            if e.status != 404:
+                raise
+            pods = []
+        agents = agent_urls(pods, self.options.agent_port, self.options.agent_urls)
+        infos = tuple(node_info(n) for n in nodes)
+        names = {n.name for n in infos}
+        agents = {n: u for n, u in agents.items() if n in names}
+        held, errors = await self.executor.statuses(agents)
+        labels = {n.name: n.labels for n in infos}
+        self._snapshot = Cluster(infos, labels, agents, held, errors, time.monotonic())
+        return self._snapshot
+
+    def _errors(self, cluster: Cluster, plan: Plan, images: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for node in plan.selected:
+            if node not in cluster.agents:
+                out[node] = NO_AGENT
+            elif node in cluster.errors:
+                out[node] = cluster.errors[node]
+            elif (err := self.executor.attempts.error(node, list(images))) is not None:
+                out[node] = err
+        return out
+
+    def _run(self, cluster: Cluster, owner: _Owner) -> Plan:
+        want = owner.want
+        plan = plan_image_cache(want, cluster.nodes, cluster.agents, cluster.held)
+        owner.selected = plan.selected
+        todo = {n: refs for n, refs in plan.prewarm.items() if n in cluster.held}
+        self.executor.start(
+            cluster.agents, todo, hot=want.hot, pin=want.pin, authorization=owner.authorization
+        )
+        return plan
+
+    # -- ImageCache -----------------------------------------------------------------------------
+
+    async def _authorizations(
+        self, namespace: str, spec: ImageCacheSpec
+    ) -> tuple[dict[str, str | None], list[str]]:
+        stores: list[CredentialStore] = []
+        problems: list[str] = []
+        for name in spec.pull_secrets:
+            try:
+                secret = await self.kube.get(resource_path("v1", "secrets", namespace, name))
+                stores.append(secret_credentials(secret))
+            except KubeApiError as e:
+                problems.append(f"imagePullSecret {name}: {e.message or e}")
+            except ValueError as e:
+                problems.append(str(e))
+        return {ref: authorization_for(ref, stores) for ref in spec.images}, problems
+
+    async def reconcile_cache(
+        self,
+        namespace: str,
+        name: str,
+        spec: Any,
+        status: Mapping[str, Any] | None,
+        generation: int | None,
+    ) -> dict[str, Any]:
+        """Pre-warm what is missing; the ImageCache's new status."""
+        key = f"ImageCache/{namespace}/{name}"
+        valid = validate_spec(spec)
+        if isinstance(valid, list):
+            self.owners.pop(key, None)
+            return invalid_status(valid, status, generation, _now())
+        auth, problems = await self._authorizations(namespace, valid)
+        previous = frozenset(
+            str(n.get("node")) for n in (status or {}).get("nodes") or () if isinstance(n, dict)
+        )
+        want = Want(
+            images=valid.images,
+            hot=valid.hot,
+            pin=True,
+            node_selector=valid.node_selector,
+            count=valid.nodes,
+            previous=previous,
+        )
+        owner = _Owner(want, auth)
+        self.owners[key] = owner
+        cluster = await self.cluster()
+        plan = self._run(cluster, owner)
+        dropped = previous - set(plan.selected)
+        if dropped:
+            await self._unpin(cluster, {n: cluster.agents[n] for n in dropped
+                                        if n in cluster.agents}, valid.images, key)  # fmt: skip
+        return cache_status(
+            images=valid.images,
+            hot=valid.hot,
+            plan=plan,
+            statuses=cluster.held,
+            errors=self._errors(cluster, plan, valid.images),
+            previous=status,
+            generation=generation,
+            now=_now(),
+            problems=problems,
+        )
+
+    async def _unpin(
+        self, cluster: Cluster, agents: Mapping[str, str], images: Sequence[str], key: str
+    ) -> list[str]:
+        """Unpin ``images`` on ``agents`` but those another ImageCache still pins there."""
+        others = await self._pinned_elsewhere(key)
+        errors: list[str] = []
+        for node, url in agents.items():
+            refs = [r for r in images if (node, r) not in others]
+            errors += await self.executor.unpin({node: url}, refs)
+        return errors
+
+    async def _pinned_elsewhere(self, key: str) -> set[tuple[str, str]]:
+        """(node, image) pairs other live ImageCaches keep, from the API (not only memory)."""
+        path = resource_path(API_VERSION, PLURAL, self.options.namespace)
+        items, _ = await self.kube.list(path)
+        out: set[tuple[str, str]] = set()
+        for item in items:
+            meta = item.get("metadata") or {}
+            if f"ImageCache/{meta.get('namespace')}/{meta.get('name')}" == key:
+                continue
+            if meta.get("deletionTimestamp"):
+                continue
+            valid = validate_spec(item.get("spec"))
+            if isinstance(valid, list):
+                continue
+            for entry in (item.get("status") or {}).get("nodes") or ():
+                out.update((str(entry.get("node")), r) for r in valid.images)
+        return out
+
+    async def delete_cache(self, namespace: str, name: str, spec: Any) -> list[str]:
+        """The ImageCache is going: release its pins on every agent; the errors."""
+        key = f"ImageCache/{namespace}/{name}"
+        self.owners.pop(key, None)
+        valid = validate_spec(spec)
+        if isinstance(valid, list):
+            return []
+        self._snapshot = None
+        cluster = await self.cluster()
+        errors = await self._unpin(cluster, cluster.agents, valid.images, key)
+        self.kick()
+        return errors
+
+    # -- workloads ------------------------------------------------------------------------------
+
+    async def _list_or_empty(self, path: str) -> list[JsonObj]:
+        try:
+            items, _ = await self.kube.list(path)
+        except KubeApiError as e:
+            if e.status != 404:
+                raise
+            return []
+        return items
+
+    async def annotated_workloads(self) -> list[tuple[str, JsonObj]]:
+        """Deployments and InferenceServices (when KServe is installed) with the annotation."""
+        ns = self.options.namespace
+        found = [("Deployment", d) for d in await self._list_or_empty(
+            resource_path("apps/v1", "deployments", ns))]  # fmt: skip
+        found += [("InferenceService", i) for i in await self._list_or_empty(
+            resource_path("serving.kserve.io/v1beta1", "inferenceservices", ns))]  # fmt: skip
+        return [
+            (kind, body)
+            for kind, body in found
+            if ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {})
+            and not (body.get("metadata") or {}).get("deletionTimestamp")
+        ]
+
+    async def reconcile_workload(
+        self, kind: str, body: Mapping[str, Any], cluster: Cluster
+    ) -> Workload:
+        """Pre-warm the workload's images hot on its spare nodes; for a Deployment, add the
+        scheduling hint on the images' node labels (patched only when it changes). ValueError
+        (one line) for a malformed annotation."""
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        if kind == "Deployment":
+            hpas = await self._list_or_empty(
+                resource_path("autoscaling/v2", "horizontalpodautoscalers", namespace)
+            )
+            work = deployment_workload(body, hpas)
+        else:
+            work = inference_service_workload(body)
+        pods = await self._list_or_empty(resource_path("v1", "pods", namespace))
+        running = replica_nodes(pods, work.pod_selector)
+        owner = self.owners.get(work.key)
+        want = Want(
+            images=work.images,
+            hot=True,
+            node_selector=work.node_selector,
+            count=work.spare,
+            tolerations=work.tolerations,
+            exclude=frozenset(running),
+            previous=frozenset(owner.selected) if owner else frozenset(),
+        )
+        owner = _Owner(want, {}, owner.selected if owner else ())
+        self.owners[work.key] = owner
+        self._run(cluster, owner)
+        if kind == "Deployment":
+            await self._hint(body, work, cluster)
+        return work
+
+    async def _hint(self, body: Mapping[str, Any], work: Workload, cluster: Cluster) -> None:
+        digests = set()
+        for ref in work.images:
+            for held in cluster.held.values():
+                if ref in held:
+                    digests.add(held[ref].digest)
+                    break
+        patch = affinity_patch(body, digests)
+        if patch is None:
+            return
+        path = resource_path("apps/v1", "deployments", work.namespace, work.name)
+        await self.kube.patch(path, patch)
+        self.hint_patches += 1
+        log.info("scheduling hint on %s: %d image(s)", work.key, len(digests))
+
+    # -- the periodic pass ----------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Pre-warm every managed image where it is missing; keep the node labels in step."""
+        self._snapshot = None
+        cluster = await self.cluster()
+        seen: set[str] = set()
+        for kind, body in await self.annotated_workloads():
+            meta = body.get("metadata") or {}
+            try:
+                work = await self.reconcile_workload(kind, body, cluster)
+            except ValueError as e:  # a malformed annotation: say so, leave it alone
+                log.warning("%s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), e)
+                continue
+            seen.add(work.key)
+        for key in [k for k in self.owners if not k.startswith("ImageCache/") and k not in seen]:
+            del self.owners[key]  # no longer annotated, or gone
+        for key, owner in list(self.owners.items()):
+            if key.startswith("ImageCache/"):
+                self._run(cluster, owner)
+        self.ticks += 1
+        if time.monotonic() - self.started < self.options.interval:
+            return  # just started: let kopf resume every owner before removing any label
+        managed = {r for o in self.owners.values() for r in o.want.images}
+        for node in cluster.nodes:
+            held = cluster.held.get(node.name)
+            if held is None:
+                continue  # no agent, or it did not answer: leave its labels as they are
+            patch = label_patch(node.labels, wanted_labels(held, managed))
+            if patch is not None:
+                await self.kube.patch(resource_path("v1", "nodes", name=node.name), patch)
+
+    async def run(self) -> None:
+        """``tick`` every ``interval`` seconds, or at once when kicked."""
+        while True:
+            self.kicked.clear()
+            try:
+                await self.tick()
+            except (KubeApiError, OSError) as e:
+                log.warning("operator pass failed: %s", e)
+            try:
+                await asyncio.wait_for(self.kicked.wait(), self.options.interval)
+            except TimeoutError:
+                pass
+            await asyncio.sleep(min(DEBOUNCE, self.options.interval))  # a burst of events: one pass
