@@ -132,14 +132,23 @@ def cache_status(
         message = f"{good}/{plan.wanted} nodes {tier}"
         if failed:
             message += f"; {failed[0].node}: {failed[0].last_error}"
-    return {
-        "observedGeneration": generation,
-        "nodes": [_node_entry(s, old_nodes.get(s.node), now) for s in states],
-        "conditions": [
-            condition(status, reason, message, previous.get("conditions") or (), now, generation)
-        ],
-        "summary": f"{good}/{plan.wanted} {tier}",
-    }
+    return _with_generation(
+        generation,
+        {
+            "nodes": [_node_entry(s, old_nodes.get(s.node), now) for s in states],
+            "conditions": [
+                condition(
+                    status, reason, message, previous.get("conditions") or (), now, generation
+                )
+            ],
+            "summary": f"{good}/{plan.wanted} {tier}",
+        },
+    )
+
+
+def _with_generation(generation: int | None, status: dict[str, Any]) -> dict[str, Any]:
+    """``observedGeneration`` first, and only when known (the CRD types it as an integer)."""
+    return status if generation is None else {"observedGeneration": generation, **status}
 
 
 def invalid_status(
@@ -148,13 +157,20 @@ def invalid_status(
     """The status of an ImageCache whose spec is wrong: ``Ready=False, reason=InvalidSpec``."""
     previous = previous or {}
     message = "; ".join(problems)
-    return {
-        "observedGeneration": generation,
-        "nodes": [],
-        "conditions": [
-            condition(
-                "False", "InvalidSpec", message, previous.get("conditions") or (), now, generation
-            )
-        ],
-        "summary": "invalid spec",
-    }
+    return _with_generation(
+        generation,
+        {
+            "nodes": [],
+            "conditions": [
+                condition(
+                    "False",
+                    "InvalidSpec",
+                    message,
+                    previous.get("conditions") or (),
+                    now,
+                    generation,
+                )
+            ],
+            "summary": "invalid spec",
+        },
+    )

@@ -55,6 +55,7 @@ def test_crd_names_scope_and_version(crd: dict[str, Any]) -> None:
         "Hot": ".spec.hot",
         "Nodes": ".spec.nodes",
         "Ready": '.status.conditions[?(@.type=="Ready")].status',
+        "Cached": ".status.summary",
         "Age": ".metadata.creationTimestamp",
     }
 

@@ -97,3 +97,27 @@ def test_invalid_spec_status() -> None:
     )
     assert cond["message"] == "spec.nodes must be ...; spec.hot ..."
     assert invalid_status(["x"], status, 4, "T2")["conditions"][0]["lastTransitionTime"] == "T"
+
+
+def test_every_status_the_operator_writes_fits_the_crd() -> None:
+    """The API server prunes what the CRD's schema does not name: each field must be there."""
+    from tests.support.manifests import CRD_FILE, crd_validator, load_one, schema_errors
+
+    validator = crd_validator(load_one(CRD_FILE))
+    now = "2026-12-06T16:00:00+00:00"
+    plan = Plan(("a", "b"), {}, eligible=1, wanted=2)
+    statuses = [
+        _status(plan, {"a": held(img(X, "warm")), "b": held()}, {"b": "x: HTTP 502"}, now=now),
+        _status(Plan(("a",), {}, eligible=1, wanted=1), {"a": held(img(X, "hot"))}, now=now),
+        invalid_status(["spec.images[0]: bad reference"], None, 3, now),
+        invalid_status(["x"], None, None, now),
+    ]
+    for status in statuses:
+        obj = {
+            "apiVersion": "warmstart.dev/v1alpha1",
+            "kind": "ImageCache",
+            "metadata": {"name": "c", "namespace": "default"},
+            "spec": {"images": [X]},
+            "status": status,
+        }
+        assert schema_errors(validator, obj) == []
