@@ -143,8 +143,9 @@ def schema_errors(validator: jsonschema.Draft202012Validator, obj: dict[str, Any
 
 # -- metric names ------------------------------------------------------------------------------
 
+# A constructor, or a module's factory named after one (``counter(``, ``self._gauge(``).
 _METRIC_CTOR = re.compile(
-    r"\b(Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*\"([a-zA-Z_:][\w:]*)\""
+    r"\b_?(Counter|Gauge|Histogram|Summary|Info|Enum|counter|gauge)\(\s*\"([a-zA-Z_:][\w:]*)\""
 )
 
 
@@ -155,7 +156,8 @@ def exported_metric_names(src: Path = SRC) -> dict[str, str]:
     names: dict[str, str] = {}
     for module in sorted(src.glob("**/metrics.py")):
         rel = str(module.relative_to(src.parent))
-        for kind, name in _METRIC_CTOR.findall(module.read_text()):
+        for found, name in _METRIC_CTOR.findall(module.read_text()):
+            kind = found.capitalize()
             if kind == "Counter":
                 base = name.removesuffix("_total")
                 series = [f"{base}_total", f"{base}_created"]

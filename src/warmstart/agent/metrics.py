@@ -7,8 +7,10 @@ bytes fetched). Cache hits are counted once, by the server, from each answer's `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,115 +18,102 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 SOURCES = ("local", "peer", "upstream")
 HIT_SOURCES = frozenset({"local", "cache"})
 
+M = TypeVar("M", Counter, Gauge)
+
+
+def _declare(
+    kind: type[M], registry: CollectorRegistry, name: str, doc: str, labels: Sequence[str] = ()
+) -> M:
+    """A ``kind`` metric with label names ``labels``, in ``registry``."""
+    return kind(name, doc, labels, registry=registry)
+
 
 class AgentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        counter = partial(_declare, Counter, self.registry)
+        gauge = partial(_declare, Gauge, self.registry)
+        self.requests = counter(
             "warmstart_agent_requests",
             "HTTP requests answered, by route, method and status",
-            ["route", "method", "status"],
-            registry=r,
+            ("route", "method", "status"),
         )
-        self.served_bytes = Counter(
+        self.served_bytes = counter(
             "warmstart_agent_served_bytes",
             "Blob and manifest bytes sent to clients, by where they came from",
-            ["source"],
-            registry=r,
+            ("source",),
         )
-        self.fetched_bytes = Counter(
+        self.fetched_bytes = counter(
             "warmstart_agent_fetched_bytes",
             "Bytes this node fetched from other places (peer, upstream)",
-            ["source"],
-            registry=r,
+            ("source",),
         )
-        self.cache_hits = Counter(
+        self.cache_hits = counter(
             "warmstart_agent_cache_hits",
             "Requests answered from this node's store, by kind (manifest, blob)",
-            ["kind"],
-            registry=r,
+            ("kind",),
         )
-        self.cache_misses = Counter(
+        self.cache_misses = counter(
             "warmstart_agent_cache_misses",
             "Requests that needed a peer or the upstream, by kind (manifest, blob)",
-            ["kind"],
-            registry=r,
+            ("kind",),
         )
-        self.cache_hit_ratio = Gauge(
+        self.cache_hit_ratio = gauge(
             "warmstart_agent_cache_hit_ratio",
             "Hits / (hits + misses) since start (0 before any request)",
-            registry=r,
         )
         self.cache_hit_ratio.set_function(self._ratio)
-        self.transfers_in_flight = Gauge(
+        self.transfers_in_flight = gauge(
             "warmstart_agent_transfers_in_flight",
             "Transfers (fetches from peers or upstream) running now, by source",
-            ["source"],
-            registry=r,
+            ("source",),
         )
-        self.responses_in_flight = Gauge(
-            "warmstart_agent_responses_in_flight",
-            "Blob bodies being sent to clients now",
-            registry=r,
+        self.responses_in_flight = gauge(
+            "warmstart_agent_responses_in_flight", "Blob bodies being sent to clients now"
         )
-        self.store_usage = Gauge(
-            "warmstart_agent_store_usage_bytes", "Bytes of complete blobs in the store", registry=r
+        self.store_usage = gauge(
+            "warmstart_agent_store_usage_bytes", "Bytes of complete blobs in the store"
         )
-        self.store_shared = Gauge(
+        self.store_shared = gauge(
             "warmstart_agent_store_shared_bytes",
             "Bytes of stored blobs that containerd's content store links too (one copy on disk;"
             " not counted against the budget)",
-            registry=r,
         )
-        self.store_budget = Gauge(
-            "warmstart_agent_store_budget_bytes",
-            "Disk budget of the store (0: unlimited)",
-            registry=r,
+        self.store_budget = gauge(
+            "warmstart_agent_store_budget_bytes", "Disk budget of the store (0: unlimited)"
         )
-        self.upstream_errors = Counter(
+        self.upstream_errors = counter(
             "warmstart_agent_upstream_errors",
             "Failed requests to upstream registries, by registry and kind",
-            ["registry", "kind"],
-            registry=r,
+            ("registry", "kind"),
         )
-        self.peer_errors = Counter(
-            "warmstart_agent_peer_errors",
-            "Failed requests to peer agents, by kind",
-            ["kind"],
-            registry=r,
+        self.peer_errors = counter(
+            "warmstart_agent_peer_errors", "Failed requests to peer agents, by kind", ("kind",)
         )
-        self.aborted_responses = Counter(
+        self.aborted_responses = counter(
             "warmstart_agent_aborted_responses",
             "Responses cut short because a transfer failed after the headers were sent",
-            registry=r,
         )
-        self.linked_blobs = Counter(
+        self.linked_blobs = counter(
             "warmstart_agent_linked_blobs",
             "Blobs placed in containerd's content store without a transfer, by outcome "
             "(linked, copied)",
-            ["outcome"],
-            registry=r,
+            ("outcome",),
         )
-        self.linked_bytes = Counter(
+        self.linked_bytes = counter(
             "warmstart_agent_linked_bytes",
             "Bytes of the blobs placed in containerd's content store without a transfer",
-            registry=r,
         )
-        self.peers = Gauge(
-            "warmstart_peers",
-            "Peer agents this agent uses now (itself not counted)",
-            registry=r,
+        self.peers = gauge(
+            "warmstart_peers", "Peer agents this agent uses now (itself not counted)"
         )
-        self.peers_changed = Gauge(
+        self.peers_changed = gauge(
             "warmstart_peers_changed_timestamp_seconds",
             "When the peer list last changed (seconds since the epoch; 0: never since start)",
-            registry=r,
         )
-        self.peers_from_kubernetes = Gauge(
+        self.peers_from_kubernetes = gauge(
             "warmstart_peers_from_kubernetes",
             "1 when the peer list follows the agents' EndpointSlices in Kubernetes, else 0",
-            registry=r,
         )
         self._hits = 0
         self._misses = 0

@@ -63,14 +63,18 @@ class EndpointLoad:
 
 
 @dataclass(frozen=True)
-class TimelinePoint:
-    """A :class:`EndpointLoad` sampled at ``t_s`` (seconds since the replay started)."""
+class _Sampled:
+    t_s: float  # seconds since the replay started
 
-    t_s: float
-    ready: int
-    starting: int = 0
-    queue_length: int = 0
-    in_flight: int = 0
+
+@dataclass(frozen=True)
+class TimelinePoint(EndpointLoad, _Sampled):
+    """A :class:`EndpointLoad` sampled at ``t_s`` (seconds since the replay started).
+
+    Its fields are ``t_s`` and then EndpointLoad's (dataclasses collect the bases' fields from
+    the last base to the first), so ``TimelinePoint(t_s, ready, ...)`` and the report's columns
+    keep that order.
+    """
 
 
 @dataclass(frozen=True)

@@ -77,24 +77,18 @@ class Transfer:
     source_name: str | None = None
 
 
+@dataclass(eq=False)
 class PlanRunner:
     """The sources of a plan's steps: the upstream, ``peer_source(url)`` for peers (None: no
     peers); a failed source is reported to ``health`` (unreachable peers) and ``metrics``."""
 
-    def __init__(
-        self,
-        upstream: Source,
-        peer_source: Callable[[str], Source] | None,
-        health: PeerHealth,
-        metrics: FetchMetrics,
-    ) -> None:
-        self.upstream = upstream
-        self._peer_source = peer_source
-        self.health = health
-        self.metrics = metrics
+    upstream: Source
+    peer_source: Callable[[str], Source] | None
+    health: PeerHealth
+    metrics: FetchMetrics
 
     def peer(self, url: str) -> Source | None:
-        return self._peer_source(url) if self._peer_source is not None else None
+        return self.peer_source(url) if self.peer_source is not None else None
 
     async def sources(
         self,

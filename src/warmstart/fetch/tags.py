@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from dataclasses import dataclass
 from typing import Protocol
 
 from warmstart.aio import cancel_all
@@ -46,6 +47,7 @@ class ServeManifest(Protocol):
     ) -> ManifestResult: ...
 
 
+@dataclass(eq=False)
 class TagResolver:
     """Resolves ``registry/repository:tag`` for :class:`warmstart.fetch.tiered.TieredFetcher`.
 
@@ -53,27 +55,15 @@ class TagResolver:
     fetcher learn from it); ``flights`` is the fetcher's single-flight of manifest fetches.
     """
 
-    def __init__(
-        self,
-        store: ContentStore,
-        upstream: Source,
-        runner: PlanRunner,
-        peers: PeerView,
-        health: PeerHealth,
-        cache: TTLCache[TagKey, tuple[Digest, str]],
-        flights: SingleFlight[tuple[object, ...], ManifestResult],
-        keep: KeepManifest,
-        serve: ServeManifest,
-    ) -> None:
-        self._store = store
-        self._upstream = upstream
-        self._runner = runner
-        self._peers = peers
-        self._health = health
-        self._cache = cache
-        self._flights = flights
-        self._keep = keep
-        self._serve = serve
+    store: ContentStore
+    upstream: Source
+    runner: PlanRunner
+    peers: PeerView
+    health: PeerHealth
+    cache: TTLCache[TagKey, tuple[Digest, str]]
+    flights: SingleFlight[tuple[object, ...], ManifestResult]
+    keep: KeepManifest
+    serve: ServeManifest
 
     async def manifest(
         self,
@@ -85,7 +75,7 @@ class TagResolver:
         from_peer: bool = False,
     ) -> ManifestResult:
         key: TagKey = (registry, repository, tag, accept)
-        hit = self._cache.get(key)
+        hit = self.cache.get(key)
         if hit is not None and hit.fresh:
             cached = self._cached(key, hit.value)
             if cached is not None:
@@ -99,15 +89,15 @@ class TagResolver:
             return here
 
         async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
-            upstream = self._upstream
+            upstream = self.upstream
             try:
                 got = await upstream.get_manifest(registry, repository, tag, accept)
             except SourceNotFound as e:
-                self._runner.failed(upstream, e, registry)
-                self._cache.pop(key)
+                self.runner.failed(upstream, e, registry)
+                self.cache.pop(key)
                 raise NotFoundError(f"manifest {repository}:{tag} not found: {e}") from None
             except SourceError as e:
-                self._runner.failed(upstream, e, registry)
+                self.runner.failed(upstream, e, registry)
                 # The upstream is down: the tag as this node last saw it (its tag cache, or the
                 # image recorded in the store, which outlives restarts), else as a peer saw it.
                 fallback = self._known_here(key) or await self._from_peers(key)
@@ -118,29 +108,29 @@ class TagResolver:
                     )  # fmt: skip
                     return fallback
                 raise UnavailableError(f"manifest {repository}:{tag}: {e}") from None
-            self._keep(got)
-            self._cache.put(key, (got.digest, got.media_type))
-            return self._serve(registry, repository, got, "upstream", tag=tag)
+            self.keep(got)
+            self.cache.put(key, (got.digest, got.media_type))
+            return self.serve(registry, repository, got, "upstream", tag=tag)
 
-        return await self._flights.do(("tag", *key), fetch)
+        return await self.flights.do(("tag", *key), fetch)
 
     def _known_here(self, key: TagKey) -> ManifestResult | None:
         """The tag from the tag cache (however old) or the store's record of the image."""
         registry, repository, tag, _ = key
-        stale = self._cache.get(key)
+        stale = self.cache.get(key)
         if stale is not None:
             cached = self._cached(key, stale.value)
             if cached is not None:
                 return cached
         reference = f"{registry}/{repository}:{tag}"
         try:
-            record = next((r for r in self._store.images() if r.reference == reference), None)
+            record = next((r for r in self.store.images() if r.reference == reference), None)
         except (StoreError, sqlite3.Error):
             return None
         if record is None:
             return None
         try:
-            body = self._store.read_bytes(record.manifest_digest, MAX_MANIFEST_BYTES)
+            body = self.store.read_bytes(record.manifest_digest, MAX_MANIFEST_BYTES)
         except StoreError:
             return None
         return self._cached(key, (record.manifest_digest, manifest_media_type(body)))
@@ -151,8 +141,8 @@ class TagResolver:
         registry, repository, tag, accept = key
         sources = [
             s
-            for url in self._peers.others()
-            if not self._health.is_down(url) and (s := self._runner.peer(url)) is not None
+            for url in self.peers.others()
+            if not self.health.is_down(url) and (s := self.runner.peer(url)) is not None
         ]
         if not sources:
             return None
@@ -170,9 +160,9 @@ class TagResolver:
                     got = await done
                 except (SourceError, OSError, TimeoutError):
                     continue
-                self._keep(got)
-                self._cache.put(key, (got.digest, got.media_type))
-                return self._serve(registry, repository, got, "peer", tag=tag)
+                self.keep(got)
+                self.cache.put(key, (got.digest, got.media_type))
+                return self.serve(registry, repository, got, "peer", tag=tag)
         finally:
             await cancel_all(tasks)
         return None
@@ -181,11 +171,11 @@ class TagResolver:
         registry, repository, tag, _ = key
         digest, media_type = value
         try:
-            body = self._store.read_bytes(digest, MAX_MANIFEST_BYTES)
+            body = self.store.read_bytes(digest, MAX_MANIFEST_BYTES)
         except StoreError:
             return None
         got = SourceManifest(digest, media_type, body)
-        return self._serve(registry, repository, got, "cache", tag=tag)
+        return self.serve(registry, repository, got, "cache", tag=tag)
 
 
 __all__ = ["TagKey", "TagResolver"]

@@ -25,45 +25,38 @@ class EndpointMetrics:
     def __init__(self, endpoint: str) -> None:
         self.registry = CollectorRegistry()
         self.endpoint = endpoint
-        labels = ["endpoint"]
-        self.in_flight = Gauge(
+        self.in_flight = self._gauge(
             "warmstart_endpoint_replica_in_flight",
             "Requests in flight on a replica.",
-            [*labels, "replica", "node"],
-            registry=self.registry,
+            "replica",
+            "node",
         )
-        self.queue_length = Gauge(
-            "warmstart_endpoint_queue_length",
-            "Requests waiting in the router for a replica.",
-            labels,
-            registry=self.registry,
+        self.queue_length = self._gauge(
+            "warmstart_endpoint_queue_length", "Requests waiting in the router for a replica."
         )
-        self.replicas = Gauge(
-            "warmstart_endpoint_replicas",
-            "Replicas by state (starting, ready, stopping).",
-            [*labels, "state"],
-            registry=self.registry,
+        self.replicas = self._gauge(
+            "warmstart_endpoint_replicas", "Replicas by state (starting, ready, stopping).", "state"
         )
-        self.desired = Gauge(
-            "warmstart_endpoint_desired_replicas",
-            "The autoscaler's last decision.",
-            labels,
-            registry=self.registry,
+        self.desired = self._gauge(
+            "warmstart_endpoint_desired_replicas", "The autoscaler's last decision."
         )
-        self.totals = Gauge(
+        self.totals = self._gauge(
             "warmstart_endpoint_router_total",
             "The router's running totals (requests, errors, queue_timeouts, rejections, retries).",
-            [*labels, "kind"],
-            registry=self.registry,
+            "kind",
         )
         self.latency = Histogram(
             "warmstart_endpoint_request_seconds",
             "Requests through the router, arrival to last byte (queueing included), by status "
             "class (2xx, 4xx, 5xx).",
-            [*labels, "code"],
+            ["endpoint", "code"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def _gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        """A gauge labelled by endpoint and then ``labels``, in this endpoint's registry."""
+        return Gauge(name, doc, ["endpoint", *labels], registry=self.registry)
 
     def observe_request(self, seconds: float, status: int) -> None:
         """The router's ``on_request_done``."""

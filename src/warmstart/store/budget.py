@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from warmstart.oci import Digest
@@ -32,30 +32,23 @@ from warmstart.store.singleflight import SingleFlight
 Doomed = list[tuple[Digest, FileLock]]  # blobs whose rows are gone; files to unlink, locks held
 
 
+@dataclass(eq=False)
 class SpaceKeeper:
     """The store's budget and eviction over its index, layout and session (no state of its own)."""
 
-    def __init__(
-        self,
-        index: Index,
-        layout: Layout,
-        session: Session,
-        flights: SingleFlight[Digest, Path],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._index = index
-        self._layout = layout
-        self._session = session
-        self._flights = flights
-        self._clock = clock
+    index: Index
+    layout: Layout
+    session: Session
+    flights: SingleFlight[Digest, Path]
+    clock: Callable[[], float] = time.time
 
     def shared_blobs(self) -> dict[Digest, int]:
         """Blobs whose file has other hard links (containerd's content store links them):
         deleting the store's name frees no disk space."""
         out: dict[Digest, int] = {}
-        for digest, size in self._index.blob_sizes().items():
+        for digest, size in self.index.blob_sizes().items():
             try:
-                if self._layout.blob_path(digest).stat().st_nlink > 1:
+                if self.layout.blob_path(digest).stat().st_nlink > 1:
                     out[digest] = size
             except FileNotFoundError:
                 continue
@@ -65,10 +58,10 @@ class SpaceKeeper:
         """Record a write in flight, evicting first if the budget needs room for ``size``."""
         doomed: Doomed = []
         try:
-            with self._index.transaction():
+            with self.index.transaction():
                 if budget is not None:
                     doomed = self.make_room(digest, size, budget)
-                self._index.add_inflight(digest, size, self._session.id, os.getpid(), self._clock())
+                self.index.add_inflight(digest, size, self.session.id, os.getpid(), self.clock())
         except BaseException:
             for _, lock in doomed:
                 lock.release()
@@ -79,8 +72,8 @@ class SpaceKeeper:
         """Inside a transaction: drop the rows of what must go; returns the files to delete."""
         self.prune_sessions()
         shared = self.shared_blobs()  # linked by containerd: deleting them frees nothing
-        usage = self._index.usage() - sum(shared.values())
-        reserved = sum(r.size for r in self._index.inflight() if r.digest != digest)
+        usage = self.index.usage() - sum(shared.values())
+        reserved = sum(r.size for r in self.index.inflight() if r.digest != digest)
         need = usage + reserved + size - budget
         if need <= 0:
             return []
@@ -108,8 +101,8 @@ class SpaceKeeper:
             for _, lock in locked:
                 lock.release()
             snap = replace(snap, protected=snap.protected | busy)
-        self._index.remove_images(plan.images)
-        self._index.remove_blobs(d for d, _ in locked)
+        self.index.remove_images(plan.images)
+        self.index.remove_blobs(d for d, _ in locked)
         return locked
 
     def lock_all(self, digests: Iterable[Digest]) -> tuple[Doomed, frozenset[Digest]]:
@@ -117,7 +110,7 @@ class SpaceKeeper:
         locked: Doomed = []
         busy: set[Digest] = set()
         for digest in digests:
-            lock = FileLock(self._layout.lock_path(digest))
+            lock = FileLock(self.layout.lock_path(digest))
             if lock.try_acquire():
                 locked.append((digest, lock))
             else:
@@ -128,7 +121,7 @@ class SpaceKeeper:
         for digest, lock in doomed:
             try:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._layout.blob_path(digest))
+                    os.unlink(self.layout.blob_path(digest))
             finally:
                 lock.release(unlink=True)
 
@@ -137,7 +130,7 @@ class SpaceKeeper:
         if not locked:
             return False
         try:
-            self._index.remove_blobs([digest])
+            self.index.remove_blobs([digest])
         except BaseException:
             locked[0][1].release()
             raise
@@ -145,23 +138,23 @@ class SpaceKeeper:
         return True
 
     def alive(self, session: str) -> bool:
-        return session == self._session.id or session_alive(self._layout.sessions_dir, session)
+        return session == self.session.id or session_alive(self.layout.sessions_dir, session)
 
     def prune_sessions(self) -> int:
         """Drop pins and in-flight rows of stores that died; returns the pins dropped."""
-        dead = {s for s in self._index.sessions() if not self.alive(s)}
-        return self._index.drop_sessions(dead) if dead else 0
+        dead = {s for s in self.index.sessions() if not self.alive(s)}
+        return self.index.drop_sessions(dead) if dead else 0
 
     def alive_map(self, sessions: Iterable[str]) -> dict[str, bool]:
         return {s: self.alive(s) for s in set(sessions)}
 
     def live_pins(self) -> list[PinRow]:
-        pins = self._index.pins()
+        pins = self.index.pins()
         alive = self.alive_map(p.session for p in pins)
         return [p for p in pins if alive[p.session]]
 
     def live_inflight(self) -> list[InflightRow]:
-        rows = self._index.inflight()
+        rows = self.index.inflight()
         alive = self.alive_map(r.session for r in rows)
         return [r for r in rows if alive[r.session]]
 
@@ -171,8 +164,8 @@ class SpaceKeeper:
         pinned: set[Digest] = set()
         for p in pins:
             pinned.update(p.digests)
-        protected = pinned | {r.digest for r in self.live_inflight()} | self._flights.keys()
-        image_blobs = self._index.image_blobs()
+        protected = pinned | {r.digest for r in self.live_inflight()} | self.flights.keys()
+        image_blobs = self.index.image_blobs()
         images = tuple(
             ImageUsage(
                 row.reference,
@@ -181,9 +174,9 @@ class SpaceKeeper:
                 | {row.manifest_digest},
                 pinned=row.reference in pinned_refs or row.manifest_digest in pinned,
             )
-            for row in self._index.images()
+            for row in self.index.images()
         )
-        return StoreSnapshot(images, self._index.blob_sizes(), frozenset(protected))
+        return StoreSnapshot(images, self.index.blob_sizes(), frozenset(protected))
 
 
 __all__ = ["Doomed", "SpaceKeeper"]
