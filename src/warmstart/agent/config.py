@@ -66,6 +66,7 @@ from warmstart.files import read_capped
 from warmstart.oci import InvalidReference
 from warmstart.oci.reference import validate_registry
 from warmstart.registry.endpoints import DOCKER_HUB, DOCKER_HUB_API_HOST, canonical_registry
+from warmstart.token_file import TokenFileError, read_token_file
 from warmstart.units import parse_size
 from warmstart.validation import describe_invalid
 
@@ -79,7 +80,6 @@ DEFAULT_MAX_HEADER_SIZE = 8190  # aiohttp's default for a request line and one h
 DEFAULT_SHUTDOWN_GRACE = 30.0
 MAX_PEERS = 1024
 MAX_CONFIG_BYTES = 1 << 20
-MAX_TOKEN_BYTES = 64 << 10
 DEFAULT_PEERS_SERVICE = "warmstart-agent"
 DEFAULT_CONTAINERD_CONFIG = Path("/etc/containerd/config.toml")
 POD_IP_ENV = "POD_IP"
@@ -281,7 +281,11 @@ class AgentConfig(_Model):
             return self
         if self.peer_token is not None:
             raise ValueError("give peer_token or peer_token_file, not both")
-        object.__setattr__(self, "peer_token", read_token_file(self.peer_token_file))
+        try:
+            token = read_token_file(self.peer_token_file)
+        except TokenFileError as e:
+            raise ValueError(f"peer_token_file: {e}") from None
+        object.__setattr__(self, "peer_token", token)
         return self
 
     @field_validator("node_id")
@@ -332,29 +336,6 @@ class AgentConfig(_Model):
 
     def upstream(self, registry: str) -> UpstreamConfig | None:
         return self.upstreams.get(canonical_registry(registry))
-
-
-def read_token_file(path: Path) -> str:
-    """A secret from a file (a mounted Secret): whitespace stripped; ValueError (one line)
-    when it cannot be read or is empty."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as e:
-        raise ValueError(
-            f"peer_token_file {str(path)!r}: cannot read it: {e.strerror or e}"
-        ) from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise ValueError(f"peer_token_file {str(path)!r} is larger than {MAX_TOKEN_BYTES} bytes")
-    try:
-        token = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError(f"peer_token_file {str(path)!r} is not UTF-8 text") from None
-    if not token:
-        raise ValueError(f"peer_token_file {str(path)!r} is empty")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise ValueError(f"peer_token_file {str(path)!r} holds more than one word")
-    return token
 
 
 def normalize_peers(urls: Any) -> tuple[str, ...]:

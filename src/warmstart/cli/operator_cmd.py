@@ -85,7 +85,7 @@ def operator(
     from warmstart.operator.handlers import run_operator
     from warmstart.operator.nodes import parse_agent_urls
     from warmstart.operator.reconciler import DEFAULT_AGENT_PORT, OperatorOptions
-    from warmstart.serving.serve import TokenFileError, read_token_file
+    from warmstart.token_file import TokenFileError, read_token_file
 
     if log_level.lower() not in LOG_LEVELS:
         fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)

@@ -42,6 +42,7 @@ from warmstart.serving.metrics import CONTENT_TYPE, EndpointMetrics
 from warmstart.serving.router import Router, RouterConfig, create_router_app
 from warmstart.serving.spec import EndpointSpec
 from warmstart.serving.tiers import AgentTiers
+from warmstart.token_file import TokenFileError, read_token_file
 
 log = logging.getLogger(__name__)
 
@@ -145,35 +146,6 @@ class ServeOptions:
     agent_api: bool = True
     # The cluster's peer token (the agents' ``peer_token``): their /prewarm needs it.
     peer_token: str | None = field(default=None, repr=False)
-
-
-class TokenFileError(ValueError):
-    """A ``--peer-token-file`` that cannot be used; the message is one line."""
-
-
-MAX_TOKEN_BYTES = 4096
-
-
-def read_token_file(path: Path) -> str:
-    """The peer token in ``path``: its content without surrounding whitespace (a trailing
-    newline, as ``echo`` writes it). Never puts the token in an error message."""
-    try:
-        raw = path.read_bytes()[: MAX_TOKEN_BYTES + 1]
-    except OSError as e:
-        raise TokenFileError(f"cannot read the peer token file {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise TokenFileError(f"the peer token file {path} is over {MAX_TOKEN_BYTES} bytes")
-    try:
-        token = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise TokenFileError(f"the peer token file {path} is not UTF-8 text") from None
-    if not token:
-        raise TokenFileError(f"the peer token file {path} is empty")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise TokenFileError(
-            f"the peer token in {path} has spaces or control characters (one line expected)"
-        )
-    return token
 
 
 def build_runtime(node: NodeOption, options: ServeOptions) -> ContainerdRuntime:

@@ -91,10 +91,10 @@ def test_pod_ip_unused_without_kubernetes_peers() -> None:
 @pytest.mark.parametrize(
     ("setup", "fragment"),
     [
-        ("missing", "peer_token_file '{p}': cannot read it: No such file or directory"),
-        ("empty", "peer_token_file '{p}' is empty"),
-        ("blank", "peer_token_file '{p}' is empty"),
-        ("two words", "holds more than one word"),
+        ("missing", "peer_token_file: cannot read the peer token file {p}: No such file"),
+        ("empty", "peer_token_file: the peer token file {p} is empty"),
+        ("blank", "peer_token_file: the peer token file {p} is empty"),
+        ("two words", "has spaces or control characters"),
         ("both", "give peer_token or peer_token_file, not both"),
     ],
 )
@@ -137,7 +137,7 @@ def test_cli_unreadable_token_file_exits_2(tmp_path: Path) -> None:
     path.write_text(f'peer_token_file = "{tmp_path / "nope"}"\n')
     result = CliRunner().invoke(app, ["agent", "--config", str(path)])
     assert result.exit_code == 2
-    assert "peer_token_file" in result.output and "cannot read it" in result.output
+    assert "peer_token_file" in result.output and "cannot read" in result.output
 
 
 def test_cli_bad_service_flag_exits_2() -> None:
