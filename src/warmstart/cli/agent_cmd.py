@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import typer
 
-from warmstart.cli.common import err_console, fail
+from warmstart.cli.common import (
+    KUBE_API_OPTION,
+    KUBE_TOKEN_FILE_OPTION,
+    LOG_LEVEL_OPTION,
+    err_console,
+    fail,
+    setup_logging,
+)
 from warmstart.errors import USER_ERRORS
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def agent(
@@ -52,16 +56,9 @@ def agent(
     peers_service: str | None = typer.Option(
         None, "--peers-service", help="The agents' headless Service (default warmstart-agent)."
     ),
-    kube_api: str | None = typer.Option(
-        None,
-        "--kube-api",
-        metavar="URL",
-        help="Kubernetes API URL (default $WARMSTART_KUBE_API, else in-cluster).",
-    ),
-    kube_token_file: Path | None = typer.Option(
-        None, "--kube-token-file", help="Bearer token file for --kube-api."
-    ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    kube_api: str | None = KUBE_API_OPTION,
+    kube_token_file: Path | None = KUBE_TOKEN_FILE_OPTION,
+    log_level: str = LOG_LEVEL_OPTION,
 ) -> None:
     """Serve the OCI Distribution API (read side) as a pull-through mirror for this node."""
     # Imported here: the server stack (aiohttp.web, pydantic, prometheus) would slow every
@@ -69,8 +66,7 @@ def agent(
     from warmstart.agent.app import AgentSetupError, serve
     from warmstart.agent.config import ConfigError, load_config
 
-    if log_level.lower() not in LOG_LEVELS:
-        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)
+    setup_logging(log_level)
     try:
         cfg = load_config(
             config,
@@ -88,10 +84,6 @@ def agent(
         )
     except ConfigError as e:
         fail(str(e), code=2)
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
     def ready(addresses: str) -> None:
         upstreams = ", ".join(sorted(cfg.upstreams)) or "none"

@@ -1,9 +1,12 @@
-"""Shared CLI plumbing: one-line errors, size options, the store location."""
+"""Shared CLI plumbing: one-line errors, size options, the store location, the options and
+set-up the long-running commands (agent, serve, operator) share."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -32,6 +35,47 @@ out_console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True
 STORE_OPTION = typer.Option(
     DEFAULT_STORE, "--store", envvar="WARMSTART_STORE", help="Store directory.", show_default=True
 )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_OPTION = typer.Option("info", "--log-level", help="debug, info, warning or error.")
+KUBE_API_OPTION = typer.Option(
+    None,
+    "--kube-api",
+    metavar="URL",
+    envvar="WARMSTART_KUBE_API",
+    help="The Kubernetes API (default: in-cluster, from the service account).",
+)
+KUBE_TOKEN_FILE_OPTION = typer.Option(
+    None,
+    "--kube-token-file",
+    metavar="PATH",
+    envvar="WARMSTART_KUBE_TOKEN_FILE",
+    help="A bearer token for --kube-api (re-read on every request).",
+)
+
+
+def setup_logging(level: str) -> None:
+    """``--log-level``: checked (one line, exit 2), then the root logger's format and level."""
+    if level.lower() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(stop)`` in a new event loop; SIGINT and SIGTERM set ``stop``."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -4,15 +4,18 @@ workloads), through the nodes' agents."""
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 from pathlib import Path
 
 import typer
 
-from warmstart.cli.common import fail
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from warmstart.cli.common import (
+    KUBE_API_OPTION,
+    KUBE_TOKEN_FILE_OPTION,
+    LOG_LEVEL_OPTION,
+    fail,
+    run_until_signalled,
+    setup_logging,
+)
 
 
 def operator(
@@ -21,20 +24,8 @@ def operator(
         "--namespace",
         help="Watch ImageCaches and workloads in this namespace only (default: all namespaces).",
     ),
-    kube_api: str | None = typer.Option(
-        None,
-        "--kube-api",
-        metavar="URL",
-        envvar="WARMSTART_KUBE_API",
-        help="The Kubernetes API (default: in-cluster, from the service account).",
-    ),
-    kube_token_file: Path | None = typer.Option(
-        None,
-        "--kube-token-file",
-        metavar="PATH",
-        envvar="WARMSTART_KUBE_TOKEN_FILE",
-        help="A bearer token for --kube-api (re-read on every login).",
-    ),
+    kube_api: str | None = KUBE_API_OPTION,
+    kube_token_file: Path | None = KUBE_TOKEN_FILE_OPTION,
     peer_token_file: Path | None = typer.Option(
         None,
         "--peer-token-file",
@@ -77,7 +68,7 @@ def operator(
         min=0.2,
         help="Seconds between passes (status refresh, retries, node labels).",
     ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: str = LOG_LEVEL_OPTION,
 ) -> None:
     """Keep images cached on Kubernetes nodes: ImageCache resources and workloads annotated
     warmstart.dev/prewarm, pre-warmed through each node's agent."""
@@ -87,18 +78,13 @@ def operator(
     from warmstart.operator.reconciler import DEFAULT_AGENT_PORT, OperatorOptions
     from warmstart.token_file import TokenFileError, read_token_file
 
-    if log_level.lower() not in LOG_LEVELS:
-        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)
+    setup_logging(log_level)
     try:
         kube = load_kube_config(kube_api, kube_token_file)
         token = read_token_file(peer_token_file) if peer_token_file is not None else None
         overrides = parse_agent_urls(agent_url)
     except (KubeConfigError, TokenFileError, ValueError) as e:
         fail(str(e), code=2)
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     options = OperatorOptions(
         kube=kube,
         agent_namespace=agent_namespace or kube.namespace,
@@ -110,11 +96,7 @@ def operator(
         namespace=namespace,
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         await run_operator(options, liveness=liveness, stop_flag=stop)
 
-    asyncio.run(main())
+    run_until_signalled(main)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import signal
 import tempfile
 import urllib.error
 import urllib.request
@@ -16,9 +14,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from warmstart.cli.common import err_console, fail, out_console
+from warmstart.cli.common import (
+    LOG_LEVEL_OPTION,
+    err_console,
+    fail,
+    out_console,
+    run_until_signalled,
+    setup_logging,
+)
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # A replica's phases, as the controller reports them (warmstart.serving.controller.PHASES; not
 # imported: the status command stays light).
 PHASES = ("wait", "pull", "unpack", "start", "load")
@@ -64,7 +68,7 @@ def serve(
         help="A file holding the cluster's peer token (the agents' peer_token); the agents "
         "refuse pre-warms without it.",
     ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: str = LOG_LEVEL_OPTION,
 ) -> None:
     """Run an endpoint: autoscaled replicas on the nodes, behind one router."""
     from warmstart.serving.router import RouterConfig
@@ -78,8 +82,7 @@ def serve(
     )
     from warmstart.serving.spec import SpecError, load_spec
 
-    if log_level.lower() not in LOG_LEVELS:
-        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}", code=2)
+    setup_logging(log_level)
     host, port = _split_listen(listen)
     try:
         spec = load_spec(spec_file)
@@ -94,10 +97,6 @@ def serve(
             "or fix --node",
             code=2,
         )
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     own_dir = work_dir is None
     base = Path(tempfile.mkdtemp(prefix="warmstart-serve-")) if work_dir is None else work_dir
     options = ServeOptions(
@@ -119,15 +118,11 @@ def serve(
             markup=False,
         )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         await serve_endpoint(options, host, port, stop, ready)
 
     try:
-        asyncio.run(main())
+        run_until_signalled(main)
     except OSError as e:
         fail(f"cannot serve on {listen}: {e.strerror or e}")
     finally:
