@@ -46,6 +46,9 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "autoscaling/v2/horizontalpodautoscalers": {
         "kind": "HorizontalPodAutoscaler", "singular": "horizontalpodautoscaler",
     },
+    "serving.kserve.io/v1beta1/inferenceservices": {
+        "kind": "InferenceService", "singular": "inferenceservice",
+    },
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
         "kind": "CustomResourceDefinition", "singular": "customresourcedefinition",
         "namespaced": False,
@@ -292,6 +295,33 @@ async def test_operator_end_to_end(
         assert op.hint_patches == patches == 1
         dep_meta = kmock.objects["apps/v1/deployments", NS, "web"].raw["metadata"]
         assert not dep_meta.get("finalizers")  # deleting it never waits for the operator
+
+        # A KServe InferenceService annotated the same way gets the hint on its predictor.
+        await op.kube.create(
+            "/apis/serving.kserve.io/v1beta1/namespaces/team/inferenceservices",
+            {
+                "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                "metadata": {"name": "embed", "namespace": NS, **_ids(),
+                             "annotations": {"warmstart.dev/prewarm": "2"}},
+                "spec": {"predictor": {
+                    "minReplicas": 1, "maxReplicas": 3, "nodeSelector": {"pool": "gpu"},
+                    "containers": [{"name": "kserve-container", "image": web.reference}],
+                    "affinity": {"nodeAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [USER_TERM]}},
+                }},
+            },
+        )  # fmt: skip
+
+        def predictor_terms() -> list[dict[str, Any]]:
+            isvc = kmock.objects["serving.kserve.io/v1beta1/inferenceservices", NS, "embed"].raw
+            affinity = isvc["spec"]["predictor"]["affinity"]["nodeAffinity"]
+            return affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+
+        await _until("predictor hint", lambda: len(predictor_terms()) == 3)
+        assert predictor_terms()[0] == USER_TERM
+        assert {t["preference"]["matchExpressions"][0]["key"] for t in predictor_terms()[1:]} \
+            == {web_label}  # fmt: skip
+        assert web_hot("node-a") and web_hot("node-b")  # its two spare gpu nodes
 
         # A node that joins is pre-warmed for the ImageCache that wants every node.
         kmock.objects[nodes, None, "node-d"] = _node("node-d", {"pool": "cpu"})

@@ -93,13 +93,27 @@ def merged_preferred(
     return None if merged == [dict(t) for t in existing] else merged
 
 
-def affinity_patch(deployment: Mapping[str, Any], digests: Iterable[str]) -> dict[str, Any] | None:
-    """A merge patch for the Deployment's pod template (None: no change). The merge patch
-    replaces only the preferred list, which holds the user's terms too; other affinity
-    fields are not in the patch and so are kept."""
-    pod_spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+# Where each annotated kind keeps its pods' spec (KServe inlines the PodSpec in the predictor).
+POD_SPEC_PATH = {
+    "Deployment": ("spec", "template", "spec"),
+    "InferenceService": ("spec", "predictor"),
+}
+
+
+def affinity_patch(
+    workload: Mapping[str, Any], digests: Iterable[str], kind: str = "Deployment"
+) -> dict[str, Any] | None:
+    """A merge patch for the workload's pod spec (None: no change). The merge patch replaces
+    only the preferred list, which holds the user's terms too; other affinity fields are not
+    in the patch and so are kept."""
+    path = POD_SPEC_PATH[kind]
+    pod_spec: Mapping[str, Any] = workload
+    for key in path:
+        pod_spec = pod_spec.get(key) or {}
     merged = merged_preferred(pod_spec.get("affinity"), digests)
     if merged is None:
         return None
-    affinity = {"affinity": {"nodeAffinity": {PREFERRED: merged}}}
-    return {"spec": {"template": {"spec": affinity}}}
+    patch: dict[str, Any] = {"affinity": {"nodeAffinity": {PREFERRED: merged}}}
+    for key in reversed(path):
+        patch = {key: patch}
+    return patch

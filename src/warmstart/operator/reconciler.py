@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 DEFAULT_AGENT_PORT = split_listen(DEFAULT_LISTEN)[1]  # the agent's own default port
 SNAPSHOT_TTL = 1.0
 DEBOUNCE = 0.5
+# the annotated kinds: (group/version, plural)
+WORKLOAD_RESOURCES = {
+    "Deployment": ("apps/v1", "deployments"),
+    "InferenceService": ("serving.kserve.io/v1beta1", "inferenceservices"),
+}
 
 
 @dataclass(frozen=True)
@@ -274,10 +279,11 @@ class Operator:
     async def annotated_workloads(self) -> list[tuple[str, JsonObj]]:
         """Deployments and InferenceServices (when KServe is installed) with the annotation."""
         ns = self.options.namespace
-        found = [("Deployment", d) for d in await self._list_or_empty(
-            resource_path("apps/v1", "deployments", ns))]  # fmt: skip
-        found += [("InferenceService", i) for i in await self._list_or_empty(
-            resource_path("serving.kserve.io/v1beta1", "inferenceservices", ns))]  # fmt: skip
+        found = [
+            (kind, body)
+            for kind, (group_version, plural) in WORKLOAD_RESOURCES.items()
+            for body in await self._list_or_empty(resource_path(group_version, plural, ns))
+        ]
         return [
             (kind, body)
             for kind, body in found
@@ -288,8 +294,8 @@ class Operator:
     async def reconcile_workload(
         self, kind: str, body: Mapping[str, Any], cluster: Cluster
     ) -> Workload:
-        """Pre-warm the workload's images hot on its spare nodes; for a Deployment, add the
-        scheduling hint on the images' node labels (patched only when it changes). ValueError
+        """Pre-warm the workload's images hot on its spare nodes and add the scheduling hint on
+        the images' node labels to its pod spec (patched only when it changes). ValueError
         (one line) for a malformed annotation."""
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
@@ -315,8 +321,7 @@ class Operator:
         owner = _Owner(want, {}, owner.selected if owner else ())
         self.owners[work.key] = owner
         self._run(cluster, owner)
-        if kind == "Deployment":
-            await self._hint(body, work, cluster)
+        await self._hint(body, work, cluster)
         return work
 
     async def _hint(self, body: Mapping[str, Any], work: Workload, cluster: Cluster) -> None:
@@ -326,11 +331,11 @@ class Operator:
                 if ref in held:
                     digests.add(held[ref].digest)
                     break
-        patch = affinity_patch(body, digests)
+        patch = affinity_patch(body, digests, work.kind)
         if patch is None:
             return
-        path = resource_path("apps/v1", "deployments", work.namespace, work.name)
-        await self.kube.patch(path, patch)
+        group_version, plural = WORKLOAD_RESOURCES[work.kind]
+        await self.kube.patch(resource_path(group_version, plural, work.namespace, work.name), patch)
         self.hint_patches += 1
         log.info("scheduling hint on %s: %d image(s)", work.key, len(digests))
 

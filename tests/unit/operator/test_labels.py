@@ -87,3 +87,15 @@ def test_affinity_from_nothing_and_to_nothing() -> None:
     assert patch is not None
     ours = patch["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][PREFERRED]
     assert merged_preferred({"nodeAffinity": {PREFERRED: [USER, *ours]}}, []) == [USER]
+
+
+def test_affinity_on_an_inference_service_predictor() -> None:
+    isvc = {"spec": {"predictor": {"containers": [{"image": "x"}],
+                                   "affinity": {"nodeAffinity": {PREFERRED: [USER]}}}}}  # fmt: skip
+    patch = affinity_patch(isvc, [D1], "InferenceService")
+    assert patch is not None and set(patch) == {"spec"} and set(patch["spec"]) == {"predictor"}
+    terms = patch["spec"]["predictor"]["affinity"]["nodeAffinity"][PREFERRED]
+    assert terms[0] == USER and len(terms) == 3
+    applied = copy.deepcopy(isvc)
+    applied["spec"]["predictor"]["affinity"]["nodeAffinity"][PREFERRED] = terms
+    assert affinity_patch(applied, [D1], "InferenceService") is None
