@@ -460,3 +460,26 @@ def test_service_monitor_selects_the_agent_service(
     )
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "warmstart-agent"
+
+
+@pytest.mark.parametrize("which", ["base", "overlay"])
+@pytest.mark.parametrize(
+    ("kind", "name"), [("DaemonSet", "warmstart-agent"), ("Deployment", "warmstart-operator")]
+)
+def test_commands_parse_with_the_real_cli(
+    which: str, kind: str, name: str, request: pytest.FixtureRequest
+) -> None:
+    """Every flag the manifests pass exists: the real CLI parses the command line (with --help
+    appended, so nothing runs); an unknown flag is a usage error (exit 2)."""
+    from typer.testing import CliRunner
+
+    from warmstart.cli.main import app
+
+    command = _container(_pod(request.getfixturevalue(which), kind, name))["command"]
+    assert command[0] == "warmstart"
+    runner = CliRunner()
+    parsed = runner.invoke(app, [*command[1:], "--help"])
+    assert parsed.exit_code == 0, parsed.output
+    assert "Usage:" in parsed.output
+    wrong = runner.invoke(app, [*command[1:], "--no-such-flag", "--help"])
+    assert wrong.exit_code == 2  # the check can fail
