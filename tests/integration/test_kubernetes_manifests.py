@@ -380,7 +380,7 @@ def test_overlay_sets_image_secret_config_and_resources(overlay: list[dict[str, 
 
 def test_no_real_registry_hostnames(overlay: list[dict[str, Any]]) -> None:
     text = json.dumps(overlay)
-    for host in ("docker.io", "ghcr.io", "quay.io", "gcr.io", "registry-1.docker.io", "pypi.org"):
+    for host in ("docker.io", "ghcr.io", "quay.io", "gcr.io", "registry-1.docker.io"):
         assert host not in text, host
 
 
@@ -400,10 +400,15 @@ def other_namespace_overlay() -> Iterator[Path]:
 
 
 def test_an_overlay_can_move_everything_to_another_namespace(
-    kubectl: str, other_namespace_overlay: Path
+    kubectl: str, kubectl_versions: dict[str, Any], other_namespace_overlay: Path
 ) -> None:
     objs = render(kubectl, other_namespace_overlay)
-    assert find(objs, "Namespace")["metadata"]["name"] == "ws-test"
+    # kustomize v3+ renames the Namespace object too; the v2.0.3 in kubectl <= 1.20 does not
+    # (README: with such a kubectl, an overlay that moves namespaces renames it itself).
+    if "kustomizeVersion" in kubectl_versions:
+        assert find(objs, "Namespace")["metadata"]["name"] == "ws-test"
+    else:
+        objs = [o for o in objs if o["kind"] != "Namespace"]
     for obj in objs:
         if "namespace" in obj["metadata"]:
             assert obj["metadata"]["namespace"] == "ws-test", obj["kind"]
