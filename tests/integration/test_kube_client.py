@@ -109,3 +109,16 @@ async def test_informer_resyncs_and_survives_errors(kmock):
             assert not inf.synced.is_set()
         finally:
             task.cancel()
+
+
+async def test_an_outage_is_logged_once(caplog):
+    caplog.set_level("DEBUG", logger="warmstart.kube.informer")
+    async with KubeClient(KubeConfig(server="http://127.0.0.1:9")) as kube:  # nothing listens
+        inf = Informer(kube, SLICES, lambda objs: None, resync=1, backoff=(0.02, 0.05))
+        task = asyncio.create_task(inf.run())
+        try:
+            await _until(lambda: inf.errors >= 4)
+        finally:
+            task.cancel()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "retrying with backoff" in warnings[0].getMessage()

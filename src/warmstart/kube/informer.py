@@ -22,6 +22,10 @@ ObjectKey = tuple[str, str]
 OnChange = Callable[[dict[ObjectKey, JsonObj]], Awaitable[None] | None]
 
 
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def object_key(obj: JsonObj) -> ObjectKey:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -87,9 +91,13 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled."""
         delay = self._backoff[0]
+        failing = False  # one warning per outage, not one per retry
         while True:
             try:
                 version = await self._list()
+                if failing:
+                    log.warning("watching %s: the API answers again", self.path)
+                failing = False
                 delay = self._backoff[0]
                 await self._watch(version)
             except TimeoutError:
@@ -98,6 +106,15 @@ class Informer:
                 continue
             except KubeApiError as exc:
                 self.errors += 1
-                log.warning("watching %s: %s; retrying in %.0f s", self.path, exc, delay)
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "watching %s: %s; keeping the last %d object(s), retrying with backoff "
+                    "up to %.0f s",
+                    self.path,
+                    _short(str(exc)),
+                    len(self.objects),
+                    self._backoff[1],
+                )
+                failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff[1])
