@@ -7,13 +7,10 @@ containerd accepts), one log line and ``/status`` when it does not — the agent
 
 from __future__ import annotations
 
-import sys
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.containerd import ContainerdFactory, ctr_pull, image_state
@@ -25,35 +22,6 @@ from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def containerd(request: pytest.FixtureRequest) -> Iterator[ContainerdFactory]:
-    factory = ContainerdFactory()
-    failures = request.session.testsfailed
-    try:
-        yield factory
-    finally:
-        factory.cleanup(failed=request.session.testsfailed > failures)
-
-
-@pytest.fixture
-def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    started: list[AgentProcess] = []
-    failures = request.session.testsfailed
-
-    def make(**kwargs: Any) -> AgentProcess:
-        agent = AgentProcess(tmp_path / f"agent{len(started)}", start=False, **kwargs)
-        started.append(agent)
-        return agent.start()
-
-    try:
-        yield make
-    finally:
-        for agent in reversed(started):
-            if request.session.testsfailed > failures:
-                sys.stderr.write(f"\n=== agent {agent.url} log ===\n{agent.log_tail()}\n")
-            agent.stop()
 
 
 def served_blob_requests(agent: AgentProcess) -> float:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +32,6 @@ from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def containerd(request: pytest.FixtureRequest) -> Iterator[ContainerdFactory]:
-    factory = ContainerdFactory()
-    failures = request.session.testsfailed
-    try:
-        yield factory
-    finally:
-        factory.cleanup(failed=request.session.testsfailed > failures)
-
-
-@pytest.fixture
-def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    started: list[AgentProcess] = []
-    failures = request.session.testsfailed
-
-    def make(**kwargs: Any) -> AgentProcess:
-        agent = AgentProcess(tmp_path / f"agent{len(started)}", start=False, **kwargs)
-        started.append(agent)
-        return agent.start()
-
-    try:
-        yield make
-    finally:
-        for agent in reversed(started):
-            if request.session.testsfailed > failures:
-                sys.stderr.write(f"\n=== agent {agent.url} log ===\n{agent.log_tail()}\n")
-            agent.stop()
 
 
 def upstream_agents(registry: RegistryProcess, since: int) -> set[str]:

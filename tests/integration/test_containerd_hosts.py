@@ -8,27 +8,15 @@ pin down what containerd itself does with the files (``?ns=``, the mirror first,
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
-
-import pytest
 
 from tests.support.containerd import ContainerdFactory, ctr_pull, image_state, write_hosts
 from tests.support.fault_proxy import FaultProxy
 from tests.support.images import ImageBuilder
 from warmstart.testbed.net import free_port
 from warmstart.testbed.registry import RegistryProcess
-
-
-@pytest.fixture
-def containerd(request: pytest.FixtureRequest) -> Iterator[ContainerdFactory]:
-    factory = ContainerdFactory()
-    failures = request.session.testsfailed
-    try:
-        yield factory
-    finally:
-        factory.cleanup(failed=request.session.testsfailed > failures)
 
 
 def test_containerd_pulls_through_the_mirror_with_ns(

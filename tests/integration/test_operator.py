@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -54,35 +52,6 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "namespaced": False,
     },
 }  # fmt: skip
-
-
-@pytest.fixture
-def containerd(request: pytest.FixtureRequest) -> Iterator[ContainerdFactory]:
-    factory = ContainerdFactory()
-    failures = request.session.testsfailed
-    try:
-        yield factory
-    finally:
-        factory.cleanup(failed=request.session.testsfailed > failures)
-
-
-@pytest.fixture
-def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    started: list[AgentProcess] = []
-    failures = request.session.testsfailed
-
-    def make(**kwargs: Any) -> AgentProcess:
-        agent = AgentProcess(tmp_path / f"agent{len(started)}", start=False, **kwargs)
-        started.append(agent)
-        return agent.start()
-
-    try:
-        yield make
-    finally:
-        for agent in reversed(started):
-            if request.session.testsfailed > failures:
-                sys.stderr.write(f"\n=== agent {agent.url} log ===\n{agent.log_tail()}\n")
-            agent.stop()
 
 
 def _ids() -> dict[str, str]:

@@ -120,16 +120,6 @@ def busybox_image(registry: RegistryProcess, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def containerd(request: pytest.FixtureRequest) -> Iterator[ContainerdFactory]:
-    factory = ContainerdFactory()
-    failures = request.session.testsfailed
-    try:
-        yield factory
-    finally:
-        factory.cleanup(failed=request.session.testsfailed > failures)
-
-
-@pytest.fixture
 def agent(
     request: pytest.FixtureRequest, registry: RegistryProcess, tmp_path: Path
 ) -> Iterator[AgentProcess]:
