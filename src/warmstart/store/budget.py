@@ -27,6 +27,7 @@ from warmstart.store.eviction import (
 from warmstart.store.index import Index, InflightRow, PinRow
 from warmstart.store.layout import Layout
 from warmstart.store.locks import FileLock, Session, session_alive
+from warmstart.store.model_dirs import ModelDirs
 from warmstart.store.singleflight import SingleFlight
 
 Doomed = list[tuple[Digest, FileLock]]  # blobs whose rows are gone; files to unlink, locks held
@@ -40,15 +41,18 @@ class SpaceKeeper:
     layout: Layout
     session: Session
     flights: SingleFlight[Digest, Path]
+    models: ModelDirs
     clock: Callable[[], float] = time.time
 
     def shared_blobs(self) -> dict[Digest, int]:
         """Blobs whose file has other hard links (containerd's content store links them):
-        deleting the store's name frees no disk space."""
+        deleting the store's name frees no disk space. Links from the store's own materialised
+        models do not count: those go with the model."""
         out: dict[Digest, int] = {}
+        own_links = self.index.model_links()  # materialised models: this store's own names
         for digest, size in self.index.blob_sizes().items():
             try:
-                if self.layout.blob_path(digest).stat().st_nlink > 1:
+                if self.layout.blob_path(digest).stat().st_nlink > 1 + own_links.get(digest, 0):
                     out[digest] = size
             except FileNotFoundError:
                 continue
@@ -66,13 +70,15 @@ class SpaceKeeper:
             for _, lock in doomed:
                 lock.release()
             raise
+        if doomed:  # evicted models' directories hold links to the blobs: they go too
+            self.models.drop(self.models.orphans(self.snapshot().protected))
         self.delete_files(doomed)
 
     def make_room(self, digest: Digest, size: int, budget: int) -> Doomed:
         """Inside a transaction: drop the rows of what must go; returns the files to delete."""
         self.prune_sessions()
         shared = self.shared_blobs()  # linked by containerd: deleting them frees nothing
-        usage = self.index.usage() - sum(shared.values())
+        usage = self.index.usage() + self.index.extracted_usage() - sum(shared.values())
         reserved = sum(r.size for r in self.index.inflight() if r.digest != digest)
         need = usage + reserved + size - budget
         if need <= 0:

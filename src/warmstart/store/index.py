@@ -57,6 +57,22 @@ CREATE TABLE IF NOT EXISTS pin_blobs (
     PRIMARY KEY (pin_id, digest)
 );
 CREATE INDEX IF NOT EXISTS pin_blobs_by_digest ON pin_blobs(digest);
+CREATE TABLE IF NOT EXISTS model_refs (
+    reference TEXT PRIMARY KEY REFERENCES images(reference) ON DELETE CASCADE,
+    format TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_dirs (
+    manifest_digest TEXT PRIMARY KEY,
+    extracted_bytes INTEGER NOT NULL,
+    files INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS model_links (
+    manifest_digest TEXT NOT NULL REFERENCES model_dirs(manifest_digest) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    links INTEGER NOT NULL,
+    PRIMARY KEY (manifest_digest, digest)
+);
 CREATE TABLE IF NOT EXISTS inflight (
     digest TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -107,6 +123,14 @@ class InflightRow:
     size: int
     session: str
     pid: int
+
+
+@dataclass(frozen=True)
+class ModelDirRow:
+    manifest_digest: Digest
+    extracted_bytes: int  # bytes of files extracted from tar layers (a second copy on disk)
+    files: int
+    created: float
 
 
 class Index:
@@ -263,6 +287,67 @@ class Index:
         ):
             out.setdefault(str(r), []).append(ImageBlob(Digest.parse(str(d)), int(s), m))
         return out
+
+    def set_model_format(self, reference: str, model_format: str | None) -> None:
+        with self.transaction() as c:
+            if model_format is None:
+                c.execute("DELETE FROM model_refs WHERE reference = ?", (reference,))
+            else:
+                c.execute(
+                    "INSERT OR REPLACE INTO model_refs(reference, format) VALUES (?, ?)",
+                    (reference, model_format),
+                )
+
+    def model_formats(self) -> dict[str, str]:
+        """Image records that are models -> their format (modelpack, artifact, modelcar)."""
+        return {str(r): str(f) for r, f in self._query("SELECT reference, format FROM model_refs")}
+
+    # -- materialised models -----------------------------------------------------------
+
+    def add_model_dir(
+        self,
+        manifest_digest: Digest,
+        links: dict[Digest, int],
+        extracted_bytes: int,
+        files: int,
+        now: float,
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO model_dirs(manifest_digest, extracted_bytes, files, "
+                "created) VALUES (?, ?, ?, ?)",
+                (str(manifest_digest), extracted_bytes, files, now),
+            )
+            c.execute("DELETE FROM model_links WHERE manifest_digest = ?", (str(manifest_digest),))
+            c.executemany(
+                "INSERT INTO model_links(manifest_digest, digest, links) VALUES (?, ?, ?)",
+                [(str(manifest_digest), str(d), n) for d, n in links.items()],
+            )
+
+    def model_dirs(self) -> list[ModelDirRow]:
+        return [
+            ModelDirRow(Digest.parse(str(m)), int(e), int(f), float(c))
+            for m, e, f, c in self._query(
+                "SELECT manifest_digest, extracted_bytes, files, created FROM model_dirs"
+            )
+        ]
+
+    def remove_model_dirs(self, manifest_digests: Iterable[Digest]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "DELETE FROM model_dirs WHERE manifest_digest = ?",
+                [(str(d),) for d in manifest_digests],
+            )
+
+    def model_links(self) -> dict[Digest, int]:
+        """Blob -> hard links to it from materialised models (one copy on disk, counted once)."""
+        return {
+            Digest.parse(str(d)): int(n)
+            for d, n in self._query("SELECT digest, SUM(links) FROM model_links GROUP BY digest")
+        }
+
+    def extracted_usage(self) -> int:
+        return int(self._query("SELECT COALESCE(SUM(extracted_bytes), 0) FROM model_dirs")[0][0])
 
     def touch(self, reference: str, now: float) -> bool:
         with self.transaction() as c:

@@ -9,6 +9,10 @@
       locks/<hex>.lock             per-digest flock: held by whoever writes or deletes the blob
       sessions/<id>.lock           flock held for the lifetime of one open ContentStore
       index.db                     SQLite index (WAL)
+      models/sha256/<hex>/         a materialised model (by manifest digest): raw layers hard-
+                                   linked from blobs/, tar layers extracted; read-only
+      models/tmp/<hex>.<session>.<rand>/   one being built (renamed into place when complete)
+      models/by-ref/<name>         symlink to models/sha256/<hex>: a stable path per reference
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ class Layout:
     def index_path(self) -> Path:
         return self.root / "index.db"
 
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def models_temp_dir(self) -> Path:
+        return self.models_root / "tmp"
+
+    @property
+    def models_by_ref_dir(self) -> Path:
+        return self.models_root / "by-ref"
+
+    def model_dir(self, manifest_digest: Digest) -> Path:
+        return self.models_root / manifest_digest.algorithm / manifest_digest.hex
+
+    def model_temp_path(self, manifest_digest: Digest, session: str) -> Path:
+        return self.models_temp_dir / f"{manifest_digest.hex}.{session}.{os.urandom(4).hex()}"
+
     def blobs_dir(self, algorithm: str) -> Path:
         return self.blobs_root / algorithm
 
@@ -75,7 +97,14 @@ class Layout:
         return self.sessions_dir / f"{session}{LOCK_SUFFIX}"
 
     def create(self) -> None:
-        for d in (self.blobs_dir("sha256"), self.ingest_dir, self.locks_dir, self.sessions_dir):
+        for d in (
+            self.blobs_dir("sha256"),
+            self.ingest_dir,
+            self.locks_dir,
+            self.sessions_dir,
+            self.models_root / "sha256",
+            self.models_temp_dir,
+        ):
             d.mkdir(parents=True, exist_ok=True)
 
     def iter_blob_files(self) -> Iterator[tuple[Digest, Path]]:

@@ -24,6 +24,8 @@ class ImageRecord:
     pinned: bool
     complete: bool  # every recorded blob is in the store
     platform: str | None = None
+    model_format: str | None = None  # a model artifact: modelpack, artifact or modelcar
+    materialised: bool = False  # a model whose read-only directory is built (its hot tier)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from warmstart.store.eviction import (
 from warmstart.store.index import ImageBlob, Index
 from warmstart.store.layout import Layout
 from warmstart.store.locks import FileLock, Session
+from warmstart.store.model_dirs import ModelDirs, ModelDirStats
 from warmstart.store.models import (
     BlobSource,
     GCReport,
@@ -100,7 +101,10 @@ class ContentStore:
             self._session.close()
             raise
         self._flights: SingleFlight[Digest, Path] = SingleFlight()
-        self._space = SpaceKeeper(self._index, self._layout, self._session, self._flights, clock)
+        self._models = ModelDirs(self._index, self._layout, self._session, clock)
+        self._space = SpaceKeeper(
+            self._index, self._layout, self._session, self._flights, self._models, clock
+        )
         self._closed = False
         try:
             self.recovery: RecoveryReport = self._recover()
@@ -156,6 +160,7 @@ class ContentStore:
         rec = reconcile(self._layout, self._index, now)
         clean_locks(self._layout)
         clean_sessions(self._layout, self._session.id, now)
+        temp += self._models.recover()
         return RecoveryReport(
             temp, rec.rows_dropped, rec.rows_added, rec.bad_files_removed, pins_dropped
         )
@@ -497,8 +502,11 @@ class ContentStore:
         manifest_digest: Digest,
         blobs: Sequence[tuple[Digest, int, str]],
         platform: str | None = None,
+        *,
+        model_format: str | None = None,
     ) -> None:
-        """Record (or replace) an image: its manifest and every blob it needs, with sizes."""
+        """Record (or replace) an image: its manifest and every blob it needs, with sizes.
+        ``model_format``: the record is a model artifact of that format (modelpack, ...)."""
         self._check_open()
         if not reference:
             raise ValueError("image reference must not be empty")
@@ -509,9 +517,11 @@ class ContentStore:
             row = self._index.blob(manifest_digest)
             if row is not None:
                 entries[manifest_digest] = ImageBlob(manifest_digest, row.size, row.media_type)
-        self._index.put_image(
-            reference, manifest_digest, platform, list(entries.values()), self._clock()
-        )
+        with self._index.transaction():
+            self._index.put_image(
+                reference, manifest_digest, platform, list(entries.values()), self._clock()
+            )
+            self._index.set_model_format(reference, model_format)
 
     def images(self) -> list[ImageRecord]:
         self._check_open()
@@ -522,6 +532,8 @@ class ContentStore:
         for p in pins:
             pinned.update(p.digests)
         image_blobs = self._index.image_blobs()
+        formats = self._index.model_formats()
+        materialised = {r.manifest_digest for r in self._index.model_dirs()}
         records = []
         for row in self._index.images():
             blobs = image_blobs.get(row.reference, [])
@@ -535,6 +547,8 @@ class ContentStore:
                     complete=row.manifest_digest in present
                     and all(b.digest in present for b in blobs),
                     platform=row.platform,
+                    model_format=formats.get(row.reference),
+                    materialised=row.manifest_digest in materialised,
                 )
             )
         return records
@@ -565,6 +579,7 @@ class ContentStore:
             for _, lock in doomed:
                 lock.release()
             raise
+        self.drop_unused_models()
         self._space.delete_files(doomed)
         return True
 
@@ -580,6 +595,34 @@ class ContentStore:
     def _release_pin(self, pin_id: int) -> None:
         if not self._closed:
             self._index.remove_pin(pin_id)
+
+    # -- materialised models ---------------------------------------------------------------
+
+    def model_dir(self, manifest_digest: Digest) -> Path | None:
+        """The model's materialised read-only directory, if it is built."""
+        self._check_open()
+        return self._models.path(manifest_digest)
+
+    def new_model_dir(self, manifest_digest: Digest) -> Path:
+        """An empty directory to build the model in (swept if this store dies first)."""
+        self._check_open()
+        return self._models.temp_path(manifest_digest)
+
+    def commit_model_dir(self, manifest_digest: Digest, built: Path, stats: ModelDirStats) -> Path:
+        """Make ``built`` read-only and put it in place as the model's directory."""
+        self._check_open()
+        return self._models.commit(manifest_digest, built, stats)
+
+    def model_usage(self) -> int:
+        """Bytes extracted from tar layers into model directories (raw layers are links to
+        blobs, already counted by :meth:`usage`)."""
+        self._check_open()
+        return self._models.extracted_usage()
+
+    def drop_unused_models(self) -> int:
+        """Delete model directories no image record names and no pin or transfer protects."""
+        self._check_open()
+        return self._models.drop(self._models.orphans(self._space.snapshot().protected))
 
     # -- accounting and maintenance --------------------------------------------------------
 
@@ -608,6 +651,7 @@ class ContentStore:
             raise
         freed = sum(snap.blob_sizes[d] for d, _ in doomed)
         removed = tuple(d for d, _ in doomed)
+        self.drop_unused_models()
         self._space.delete_files(doomed)
         clean_locks(self._layout)
         clean_sessions(self._layout, self._session.id, now)
