@@ -152,24 +152,36 @@ class PrewarmRequest(_Request):
 
     reference: ImageReference
     platform: PlatformName | None = None  # None: the index entry for the agent's own platform
-    hot: bool = False  # also import into the node's containerd, unpacked
+    hot: bool = False  # image: also import into containerd, unpacked; model: materialise it
     pin: bool = False
+    # A model (ModelPack, an ORAS artifact with titled layers, or a modelcar image: its
+    # /models). Artifacts that are not container images are taken as models without it.
+    model: bool = False
 
     @classmethod
     def of(
-        cls, reference: str, platform: str | None = None, hot: bool = False, pin: bool = False
+        cls,
+        reference: str,
+        platform: str | None = None,
+        hot: bool = False,
+        pin: bool = False,
+        model: bool = False,
     ) -> Self:
         """From user input; :class:`RequestInvalid` (one line) if it does not fit."""
         body: dict[str, Any] = {"reference": reference, "platform": platform, "hot": hot}
         if pin:
             body["pin"] = True
+        if model:
+            body["model"] = True
         return parse_request(cls, body)
 
     def to_json(self) -> dict[str, Any]:
-        """``pin`` only when set, so an agent that predates it still takes the request."""
+        """``pin`` and ``model`` only when set, so an agent that predates them still takes the
+        request."""
         body = super().to_json()
-        if not self.pin:
-            body.pop("pin", None)
+        for key in ("pin", "model"):
+            if not body.get(key):
+                body.pop(key, None)
         return body
 
 
@@ -212,6 +224,18 @@ class ContainerdImport(_Answer):
     seconds: float  # link + pull + check
 
 
+class ModelMaterialisation(_Answer):
+    """The hot part of a model's pre-warm: its read-only directory on the node."""
+
+    path: str  # <store>/models/sha256/<manifest hex>: mount it read-only at /opt/ml/model
+    reference_path: str  # <store>/models/by-ref/<reference>: a stable symlink to ``path``
+    files: int
+    linked_bytes: int  # raw layers: hard links to the store's blobs (no copy)
+    extracted_bytes: int  # tar layers, extracted once
+    seconds: float
+    built: bool  # False: it was materialised already
+
+
 class PrewarmResponse(_Answer):
     reference: str
     digest: str  # what the reference resolved to (an index or a manifest)
@@ -223,7 +247,9 @@ class PrewarmResponse(_Answer):
     warm_seconds: float  # every blob in the agent's store
     seconds: float  # the whole pre-warm
     hot: bool
-    containerd: ContainerdImport | None = None  # only with ``hot``
+    containerd: ContainerdImport | None = None  # only with ``hot``, for an image
+    model_format: str | None = None  # a model: modelpack, artifact or modelcar
+    model: ModelMaterialisation | None = None  # only with ``hot``, for a model
 
 
 # -- GET /status ------------------------------------------------------------------------------
@@ -244,6 +270,20 @@ class ImageStatus(_Answer):
     pinned: bool
     platform: str | None
     last_used: float  # seconds since the epoch
+
+
+class ModelStatus(_Answer):
+    """A model on this node. ``tier``: hot (materialised: ``path`` is its directory), warm
+    (every blob stored) or partial."""
+
+    reference: str
+    digest: str
+    format: str  # modelpack, artifact or modelcar
+    size: int
+    tier: StoredTier
+    path: str | None = None
+    pinned: bool
+    last_used: float
 
 
 class PeerSource(_Answer):
@@ -274,6 +314,7 @@ class StatusResponse(_Answer):
     url: str
     store: StoreStatus
     images: list[ImageStatus]
+    models: list[ModelStatus] = []
     peers: list[str]
     upstreams: list[str]
     default_upstream: str | None
@@ -364,6 +405,8 @@ __all__ = [
     "ImageReference",
     "ImageStatus",
     "LinkSummary",
+    "ModelMaterialisation",
+    "ModelStatus",
     "NodeSetup",
     "PeerSource",
     "PeersRequest",

@@ -24,8 +24,10 @@ class Prewarmer(Protocol):
         hot: bool,
         *,
         client: ClientIdentity | None = None,
+        model: bool = False,
     ) -> PrewarmResponse:
         """Bring ``ref`` into this node (and into containerd when ``hot``); the answer's body.
+        ``model``: ``ref`` is a model (a modelcar image too); ``hot`` then materialises it.
 
         ``client`` is who asked (their ``Authorization`` is checked for private repositories
         exactly as on a pull).

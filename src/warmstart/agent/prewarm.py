@@ -5,6 +5,11 @@ the agent's own :class:`~warmstart.fetch.api.Fetcher`, so the tiers apply exactl
 containerd pull (local store, the digest's home peer, other peers, upstream once per cluster).
 The image is pinned while it is pre-warmed and recorded in the store's index afterwards.
 
+A **model** (``model``, or any artifact that is not a container image) is fetched the same
+way; ``hot`` then materialises it: a read-only directory in the store whose raw files are hard
+links to the verified blobs (``warmstart.model.materialise``), plus a stable
+``models/by-ref/<reference>`` link to it. A hostile artifact is refused before a byte is fetched.
+
 ``hot``: then also import it into the node's containerd, content *and* unpacked snapshot, so the
 next container start pulls and unpacks nothing. containerd 1.6 has no pull RPC (the fetch runs
 in the client), so this runs ``ctr images pull`` against the agent itself: a temporary hosts
@@ -24,7 +29,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.agent.api import ContainerdImport, LinkSummary, PrewarmResponse
+from warmstart.agent.api import (
+    ContainerdImport,
+    LinkSummary,
+    ModelMaterialisation,
+    PrewarmResponse,
+)
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
 from warmstart.aio import run_all
@@ -33,6 +43,7 @@ from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
+from warmstart.model.materialise import ModelMaterialiser
 from warmstart.oci import (
     Descriptor,
     Digest,
@@ -43,6 +54,7 @@ from warmstart.oci import (
 )
 from warmstart.oci import mediatypes as mt
 from warmstart.oci.manifest import parse_manifest
+from warmstart.oci.model import InvalidModel, ModelLayout, is_model_candidate, model_layout
 from warmstart.oci.resolve import resolve_image
 from warmstart.oci.tiers import Tier
 from warmstart.store import ContentStore
@@ -156,6 +168,7 @@ class ContainerdPrewarmer:
         self._settle_seconds = settle_seconds
         self._clock = clock
         self._sleep = sleep
+        self._materialiser: ModelMaterialiser | None = None
 
     @property
     def containerd(self) -> ContainerdTarget | None:
@@ -168,21 +181,25 @@ class ContainerdPrewarmer:
         hot: bool,
         *,
         client: ClientIdentity | None = None,
+        model: bool = False,
     ) -> PrewarmResponse:
-        if hot and self._containerd is None:
-            raise HotImportUnavailable(
-                "this agent has no containerd configured (containerd_socket): "
-                "pre-warm without hot, or configure it"
-            )
         started = self._clock()
         identity = client or ClientIdentity()
         top, image = await self._resolve(ref, platform, identity)
         assert isinstance(image.manifest, ImageManifest)
-        if hot and not is_container_image(image.manifest):
+        layout = self._model_layout(ref, image.manifest, model)
+        if hot and layout is None and not is_container_image(image.manifest):
             raise ValueError(
                 f"{ref} is not a container image (config {image.manifest.config.media_type}): "
                 "it can be pre-warmed, but not imported into containerd"
             )
+        if hot and layout is None and self._containerd is None:
+            raise HotImportUnavailable(
+                "this agent has no containerd configured (containerd_socket): "
+                "pre-warm without hot, or configure it"
+            )
+        if hot and layout is not None and self._store is None:
+            raise HotImportUnavailable("this agent has no store to materialise models in")
         manifests = [top] if top is image else [top, image]
         blobs = image_blobs(image.manifest)
         chosen = platform.normalized() if (platform and top is not image) else None
@@ -207,10 +224,14 @@ class ContainerdPrewarmer:
                     [(m.digest, len(m.body), m.media_type) for m in manifests]
                     + [(b.digest, b.size, b.media_type) for b in blobs],
                     str(chosen) if chosen else None,
+                    model_format=layout.format.value if layout is not None else None,
                 )
             warm_seconds = self._clock() - started
             containerd = None
-            if hot:
+            materialised = None
+            if hot and layout is not None:
+                materialised = await self._materialise(ref, image.digest, layout)
+            elif hot:
                 containerd = await self._import(ref, chosen, top.digest, identity, blobs)
         finally:
             if pin is not None:
@@ -227,6 +248,46 @@ class ContainerdPrewarmer:
             seconds=round(self._clock() - started, 3),
             hot=hot,
             containerd=containerd,
+            model_format=layout.format.value if layout is not None else None,
+            model=materialised,
+        )
+
+    # -- models ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _model_layout(ref: Reference, manifest: ImageManifest, model: bool) -> ModelLayout | None:
+        """The model's layout when ``ref`` is (asked for as) a model; None for an image. An
+        artifact that is no container image is taken as a model if it reads as one."""
+        if model:
+            try:
+                return model_layout(manifest)
+            except InvalidModel as e:
+                raise InvalidModel(
+                    f"{ref} is not a model this agent can materialise: {e}"
+                ) from None
+        if not is_model_candidate(manifest):
+            return None
+        try:
+            return model_layout(manifest, modelcar=False)
+        except InvalidModel:
+            return None  # some other artifact (a signature, a chart): pre-warmed as it is
+
+    async def _materialise(
+        self, ref: Reference, manifest_digest: Digest, layout: ModelLayout
+    ) -> ModelMaterialisation:
+        assert self._store is not None
+        if self._materialiser is None:
+            self._materialiser = ModelMaterialiser(self._store)
+        done = await self._materialiser.materialise(manifest_digest, layout)
+        link = self._store.link_model_reference(str(ref), manifest_digest)
+        return ModelMaterialisation(
+            path=str(done.path),
+            reference_path=str(link),
+            files=done.files,
+            linked_bytes=done.linked_bytes,
+            extracted_bytes=done.extracted_bytes,
+            seconds=round(done.seconds, 3),
+            built=done.built,
         )
 
     # -- warm ------------------------------------------------------------------------------

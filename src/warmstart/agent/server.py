@@ -573,6 +573,7 @@ async def status(request: web.Request) -> web.StreamResponse:
             else PeerSource(kind="static", changed_at=state.peers_changed_at)
         ),
         node_setup=state.node_setup,
+        models_root=store.layout.models_root if store is not None else None,
     )
     return web.json_response(body.to_json())
 
@@ -624,7 +625,7 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
         )
     try:
         result = await state.prewarmer.prewarm(
-            ref, wanted.platform, wanted.hot, client=_client_identity(request)
+            ref, wanted.platform, wanted.hot, client=_client_identity(request), model=wanted.model
         )
     except (OCIError, ValueError) as e:
         return _bad_request(str(e))

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from pathlib import Path
 
-from warmstart.agent.api import ImageStatus, NodeSetup, PeerSource, StatusResponse, StoreStatus
+from warmstart.agent.api import (
+    ImageStatus,
+    ModelStatus,
+    NodeSetup,
+    PeerSource,
+    StatusResponse,
+    StoreStatus,
+)
 from warmstart.oci.tiers import StoredTier, Tier
 from warmstart.store import ImageRecord
 
@@ -14,6 +22,31 @@ def image_tier(record: ImageRecord, hot: Collection[str]) -> StoredTier:
     if record.reference in hot or str(record.manifest_digest) in hot:
         return Tier.HOT
     return Tier.WARM if record.complete else Tier.PARTIAL
+
+
+def model_tier(record: ImageRecord) -> StoredTier:
+    """``hot`` (materialised), ``warm`` (every blob stored) or ``partial``."""
+    if record.materialised:
+        return Tier.HOT
+    return Tier.WARM if record.complete else Tier.PARTIAL
+
+
+def model_status(record: ImageRecord, models_root: Path | None) -> ModelStatus:
+    tier = model_tier(record)
+    path = None
+    if tier == Tier.HOT and models_root is not None:
+        digest = record.manifest_digest
+        path = str(models_root / digest.algorithm / digest.hex)
+    return ModelStatus(
+        reference=record.reference,
+        digest=str(record.manifest_digest),
+        format=record.model_format or "",
+        size=record.size,
+        tier=tier,
+        path=path,
+        pinned=record.pinned,
+        last_used=record.last_used,
+    )
 
 
 def status_body(
@@ -32,8 +65,11 @@ def status_body(
     default_upstream: str | None = None,
     peer_source: PeerSource | None = None,
     node_setup: NodeSetup | None = None,
+    models_root: Path | None = None,
 ) -> StatusResponse:
-    records = sorted(images, key=lambda r: r.reference)
+    everything = sorted(images, key=lambda r: r.reference)
+    records = [r for r in everything if r.model_format is None]
+    models = [model_status(r, models_root) for r in everything if r.model_format is not None]
     known = {r.reference for r in records} | {str(r.manifest_digest) for r in records}
     # Unpacked in containerd but not in the store's records (pulled before the agent ran, or
     # its blobs evicted): still the fastest place to start a replica.
@@ -72,6 +108,7 @@ def status_body(
             )
             for ref, digest in only_hot
         ],
+        models=models,
         peers=list(peers),
         upstreams=sorted(upstreams),
         default_upstream=default_upstream,

@@ -48,6 +48,12 @@ def summary(result: PrewarmResponse) -> str:
         text += f"; hot in containerd ({containerd.namespace}, {containerd.seconds:.1f} s)"
         if containerd.tag_moved:
             text += " [tag moved during the pre-warm]"
+    model = result.model
+    if model is not None:
+        how = "materialised" if model.built else "already materialised"
+        text += f"; model {how} at {model.path} ({model.files} files, {model.seconds:.2f} s)"
+    elif result.model_format is not None:
+        text += f"; model ({result.model_format}) warm"
     return text
 
 
@@ -90,7 +96,9 @@ async def prewarm_all(
         console=err_console,
         disable=not show_progress,
     )
-    what = "pre-warming + importing into containerd" if request.hot else "pre-warming"
+    what = "pre-warming"
+    if request.hot:
+        what += " + materialising" if request.model else " + importing into containerd"
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         with progress:
             tasks = {a: progress.add_task(what, agent=a, total=1) for a in agents}
@@ -106,12 +114,23 @@ async def prewarm_all(
 
 
 def prewarm(
-    reference: str = typer.Argument(..., help="Image reference, e.g. registry.example/app:v1."),
+    reference: str = typer.Argument(
+        ..., help="Image or model reference, e.g. registry.example/app:v1."
+    ),
     agents: list[str] = typer.Option(
         ..., "--agent", help="An agent URL (repeat for several nodes), e.g. http://node1:5050."
     ),
     hot: bool = typer.Option(
-        False, "--hot", help="Also import into each node's containerd, unpacked."
+        False,
+        "--hot",
+        help="Image: also import into each node's containerd, unpacked. Model: materialise it "
+        "(a read-only directory to mount at /opt/ml/model).",
+    ),
+    model: bool = typer.Option(
+        False,
+        "--model",
+        help="REFERENCE is a model (ModelPack, an ORAS artifact, or a modelcar image's /models). "
+        "Artifacts that are not container images are taken as models without it.",
     ),
     platform: str | None = typer.Option(None, "--platform", help="os/arch[/variant]."),
     token: str | None = typer.Option(
@@ -125,9 +144,10 @@ def prewarm(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Pre-warm an image on every named agent concurrently; exit 1 if any agent failed."""
+    """Pre-warm an image or a model on every named agent concurrently; exit 1 if any agent
+    failed."""
     try:
-        request = PrewarmRequest.of(reference, platform, hot)
+        request = PrewarmRequest.of(reference, platform, hot, model=model)
         urls = list(dict.fromkeys(check_url(a, "agent URL") for a in agents))
     except (RequestInvalid, HostsConfigError) as e:
         fail(str(e), code=2)

@@ -335,7 +335,9 @@ class Operator:
         if patch is None:
             return
         group_version, plural = WORKLOAD_RESOURCES[work.kind]
-        await self.kube.patch(resource_path(group_version, plural, work.namespace, work.name), patch)
+        await self.kube.patch(
+            resource_path(group_version, plural, work.namespace, work.name), patch
+        )
         self.hint_patches += 1
         log.info("scheduling hint on %s: %d image(s)", work.key, len(digests))
 

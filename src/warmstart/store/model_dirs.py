@@ -117,6 +117,21 @@ class ModelDirs:
         )
         return final
 
+    def link_reference(self, reference: str, manifest_digest: Digest) -> Path:
+        """Point ``models/by-ref/<reference>`` at the model's directory (a relative symlink,
+        replaced atomically): the stable per-reference path a pod's hostPath volume names."""
+        link = self.layout.models_by_ref_dir / reference_path(reference)
+        target = self.layout.model_dir(manifest_digest)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.{os.urandom(4).hex()}.tmp")
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+        try:
+            os.replace(tmp, link)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        return link
+
     def links(self) -> dict[Digest, int]:
         return self.index.model_links()
 
@@ -146,7 +161,21 @@ class ModelDirs:
             except OSError:
                 trash = final
             remove_tree(trash)
+        self._unlink_references({self.layout.model_dir(d) for d in doomed})
         return len(doomed)
+
+    def _unlink_references(self, targets: set[Path]) -> None:
+        root = self.layout.models_by_ref_dir
+        if not root.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(root):
+            for name in filenames:
+                link = Path(dirpath) / name
+                if not link.is_symlink():
+                    continue
+                with contextlib.suppress(OSError):
+                    if (link.parent / os.readlink(link)).resolve() in targets:
+                        link.unlink()
 
     def recover(self) -> int:
         """At start: sweep temp directories of dead stores, directories without a row and rows
@@ -171,6 +200,16 @@ class ModelDirs:
             self.index.remove_model_dirs(gone)
             removed += len(gone)
         return removed
+
+
+def reference_path(reference: str) -> str:
+    """``registry/repo:tag`` -> the same text as a relative path below ``models/by-ref`` (the
+    registry and each repository component a directory; ``:tag`` / ``@digest`` stay in the last
+    name, so no reference's link is another's directory). Refuses what is not a clean path."""
+    parts = reference.split("/")
+    if not reference or any(p in ("", ".", "..") for p in parts) or "\x00" in reference:
+        raise ValueError(f"{reference!r} cannot name a model path")
+    return reference
 
 
 def clean_model_temp(layout: Layout, own_session: str) -> int:
@@ -199,5 +238,6 @@ __all__ = [
     "ModelDirs",
     "clean_model_temp",
     "make_read_only",
+    "reference_path",
     "remove_tree",
 ]

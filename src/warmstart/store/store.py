@@ -613,6 +613,11 @@ class ContentStore:
         self._check_open()
         return self._models.commit(manifest_digest, built, stats)
 
+    def link_model_reference(self, reference: str, manifest_digest: Digest) -> Path:
+        """``models/by-ref/<reference>`` -> the model's directory (a stable host path)."""
+        self._check_open()
+        return self._models.link_reference(reference, manifest_digest)
+
     def model_usage(self) -> int:
         """Bytes extracted from tar layers into model directories (raw layers are links to
         blobs, already counted by :meth:`usage`)."""

@@ -231,11 +231,20 @@ class AgentProcess(Daemon):
         return json.loads(body)
 
     def prewarm(
-        self, reference: str, *, hot: bool = False, platform: str | None = None
+        self,
+        reference: str,
+        *,
+        hot: bool = False,
+        platform: str | None = None,
+        model: bool = False,
+        pin: bool = False,
     ) -> tuple[int, Any]:
-        return self.post_json(
-            "/prewarm", {"reference": reference, "platform": platform, "hot": hot}
-        )
+        body: dict[str, Any] = {"reference": reference, "platform": platform, "hot": hot}
+        if model:
+            body["model"] = True
+        if pin:
+            body["pin"] = True
+        return self.post_json("/prewarm", body)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log.exists():

@@ -154,6 +154,7 @@ class MemoryFetcher:
 class RecordingPrewarmer:
     calls: list[tuple[Reference, Platform | None, bool]] = field(default_factory=list)
     clients: list[ClientIdentity | None] = field(default_factory=list)
+    models: list[bool] = field(default_factory=list)
     error: Exception | None = None
 
     async def prewarm(
@@ -163,9 +164,11 @@ class RecordingPrewarmer:
         hot: bool,
         *,
         client: ClientIdentity | None = None,
+        model: bool = False,
     ) -> PrewarmResponse:
         self.calls.append((ref, platform, hot))
         self.clients.append(client)
+        self.models.append(model)
         if self.error is not None:
             raise self.error
         return PrewarmResponse(

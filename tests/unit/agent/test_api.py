@@ -172,6 +172,8 @@ def test_a_hot_answer_carries_link_and_timings() -> None:
             "unpack_seconds": 0.9,
             "seconds": 1.3,
         },
+        "model_format": None,
+        "model": None,
         "from_a_newer_agent": "ignored",
     }
     answer = PrewarmResponse.model_validate(body)

@@ -42,6 +42,8 @@ RESULT = {
         "unpack_seconds": 0.3,
         "seconds": 0.5,
     },
+    "model_format": None,
+    "model": None,
 }  # fmt: skip
 
 

@@ -127,6 +127,10 @@ def test_content_dir_seen_through_a_pod_mount():
     from warmstart.agent.link_setup import mounted_under_prefix
 
     reported = Path("/var/lib/containerd/io.containerd.content.v1.content")
-    assert mounted_under_prefix(Path("/host/var/lib/containerd/io.containerd.content.v1.content"), reported)
+    assert mounted_under_prefix(
+        Path("/host/var/lib/containerd/io.containerd.content.v1.content"), reported
+    )
     assert not mounted_under_prefix(Path("/srv/ctd/io.containerd.content.v1.content"), reported)
-    assert not mounted_under_prefix(Path("/host/var/lib/other/io.containerd.content.v1.content"), reported)
+    assert not mounted_under_prefix(
+        Path("/host/var/lib/other/io.containerd.content.v1.content"), reported
+    )
