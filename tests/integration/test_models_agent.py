@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.model_push import push_model
 from tests.support.models import (
@@ -94,6 +95,17 @@ def test_modelpack_is_materialised_read_only_with_links(
     assert status["tier"] == "hot" and status["path"] == str(path)
     assert status["format"] == "modelpack"
 
+    assert agent.status()["store"]["model_extracted"] == len(b"a b c") + len(b"# hi")
+    code, raw = agent.get("/metrics")
+    assert code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(raw.decode())
+        for s in family.samples
+    }
+    assert samples[("warmstart_agent_models_materialised_total", (("outcome", "built"),))] == 1
+    linked = samples[("warmstart_agent_model_bytes_total", (("how", "linked"),))]
+    assert linked == len(weights) + 13
     code, again = agent.prewarm(ref, hot=True)
     assert (
         code == 200

@@ -259,6 +259,7 @@ class StoreStatus(_Answer):
     root: str
     usage: int  # bytes of every stored blob
     shared: int = 0  # of those, bytes containerd links too (one copy on disk, not budgeted)
+    model_extracted: int = 0  # bytes extracted from tar layers into model directories
     budget: int | None
 
 

@@ -104,6 +104,23 @@ class AgentMetrics:
             "warmstart_agent_linked_bytes",
             "Bytes of the blobs placed in containerd's content store without a transfer",
         )
+        self.models_materialised = counter(
+            "warmstart_agent_models_materialised",
+            "Hot model pre-warms, by outcome (built: the directory was made now; present: it "
+            "was there)",
+            ("outcome",),
+        )
+        self.model_bytes = counter(
+            "warmstart_agent_model_bytes",
+            "Bytes of models materialised, by how (linked: hard links to stored blobs, no copy; "
+            "extracted: files written from tar layers)",
+            ("how",),
+        )
+        self.store_model_extracted = gauge(
+            "warmstart_agent_store_model_extracted_bytes",
+            "Bytes of files extracted from tar layers into model directories (counted against "
+            "the budget beside the blobs)",
+        )
         self.peers = gauge(
             "warmstart_peers", "Peer agents this agent uses now (itself not counted)"
         )
@@ -120,6 +137,10 @@ class AgentMetrics:
         for source in SOURCES:  # export zeros, so rates work from the first scrape
             self.served_bytes.labels(source)
             self.transfers_in_flight.labels(source)
+        for outcome in ("built", "present"):
+            self.models_materialised.labels(outcome)
+        for how in ("linked", "extracted"):
+            self.model_bytes.labels(how)
         for kind in ("manifest", "blob"):
             self.cache_hits.labels(kind)
             self.cache_misses.labels(kind)
@@ -146,10 +167,20 @@ class AgentMetrics:
             self._misses += 1
             self.cache_misses.labels(kind).inc()
 
-    def set_store(self, usage: int, budget: int | None, shared: int = 0) -> None:
+    def set_store(
+        self, usage: int, budget: int | None, shared: int = 0, model_extracted: int = 0
+    ) -> None:
         self.store_usage.set(usage)
         self.store_shared.set(shared)
         self.store_budget.set(budget or 0)
+        self.store_model_extracted.set(model_extracted)
+
+    def materialised(self, built: bool, linked_bytes: int, extracted_bytes: int) -> None:
+        """One hot pre-warm of a model: its directory built now, or found."""
+        self.models_materialised.labels("built" if built else "present").inc()
+        if built:
+            self.model_bytes.labels("linked").inc(linked_bytes)
+            self.model_bytes.labels("extracted").inc(extracted_bytes)
 
     def set_peers(self, count: int, changed_at: float | None) -> None:
         self.peers.set(count)

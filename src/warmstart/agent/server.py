@@ -552,6 +552,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         images = store.images() if store is not None else []
         usage = store.usage() if store is not None else 0
         shared = sum(store.shared_blobs().values()) if store is not None else 0
+        model_extracted = store.model_usage() if store is not None else 0
     except StoreError as e:
         return error_response(oci_error("UNAVAILABLE", f"content store: {e}"))
     body = status_body(
@@ -560,6 +561,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         store_root=str(store.root) if store is not None else "",
         usage=usage,
         shared=shared,
+        model_extracted=model_extracted,
         budget=store.budget if store is not None else state.config.budget,
         images=images,
         hot=hot,
@@ -599,7 +601,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if state.store is not None:
         with contextlib.suppress(StoreError):
             shared = sum(state.store.shared_blobs().values())
-            state.metrics.set_store(state.store.usage(), state.store.budget, shared)
+            state.metrics.set_store(
+                state.store.usage(), state.store.budget, shared, state.store.model_usage()
+            )
     body, content_type = state.metrics.render()
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = content_type
@@ -636,6 +640,9 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
         return resp
     if wanted.pin and state.store is not None:
         _hold_pin(state, str(ref), result)
+    if result.model is not None:
+        m = result.model
+        state.metrics.materialised(m.built, m.linked_bytes, m.extracted_bytes)
     return web.json_response(result.to_json())
 
 

@@ -57,6 +57,7 @@ def status_body(
     usage: int,
     budget: int | None,
     shared: int = 0,
+    model_extracted: int = 0,
     images: Iterable[ImageRecord],
     hot: Collection[str] = (),
     hot_images: Iterable[tuple[str, str]] = (),
@@ -83,7 +84,13 @@ def status_body(
         url=advertise_url,
         # usage: every stored blob; shared: those containerd links too (one copy on disk), which
         # the budget does not count.
-        store=StoreStatus(root=store_root, usage=usage, shared=shared, budget=budget),
+        store=StoreStatus(
+            root=store_root,
+            usage=usage,
+            shared=shared,
+            model_extracted=model_extracted,
+            budget=budget,
+        ),
         images=[
             ImageStatus(
                 reference=r.reference,

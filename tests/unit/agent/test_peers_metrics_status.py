@@ -114,7 +114,13 @@ def test_tiers() -> None:
         upstreams=["r"],
     )
     assert [i.reference for i in body.images] == ["r/a:1", "r/b:1"]
-    assert body.to_json()["store"] == {"root": "/s", "usage": 5, "shared": 0, "budget": None}
+    assert body.to_json()["store"] == {
+        "root": "/s",
+        "usage": 5,
+        "shared": 0,
+        "model_extracted": 0,
+        "budget": None,
+    }
 
 
 def test_hot_images_the_store_does_not_record_are_listed_hot() -> None:
