@@ -473,8 +473,8 @@ SPIKE_COST_COLUMNS = (
 )
 
 
-def spike_cost_cells(row: SpikeCostRow) -> list[str]:
-    """The row's cells as the tables show them (markdown and the console)."""
+def _spike_cost_cells(row: SpikeCostRow) -> list[str]:
+    """The row's cells as the table shows them."""
     return [
         row.mode,
         _num(row.p50_s, ".2f", " s"),
@@ -493,7 +493,7 @@ def spike_cost_table(results: ScaleoutResults) -> str:
         "| " + " | ".join(SPIKE_COST_COLUMNS) + " |",
         "|---|" + "---:|" * (len(SPIKE_COST_COLUMNS) - 1),
     ]
-    lines += ["| " + " | ".join(spike_cost_cells(r)) + " |" for r in spike_cost_rows(results)]
+    lines += ["| " + " | ".join(_spike_cost_cells(r)) + " |" for r in spike_cost_rows(results)]
     window = _cost_window(results)
     lines.append("")
     lines += [f"- {line}" for line in spike_cost_summary(results)]

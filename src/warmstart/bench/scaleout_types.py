@@ -17,7 +17,7 @@ WARMSTART = "warmstart"
 # starts, never scaled (nodes set up as in baseline; how they pulled is not measured). It runs
 # only the spike scenario; the spike's replica-seconds are compared with it.
 PROVISIONED = "provisioned"
-MODES: tuple[str, ...] = (BASELINE, REGISTRY_PROXY, WARMSTART)
+MODES: tuple[str, ...] = (BASELINE, REGISTRY_PROXY, WARMSTART, PROVISIONED)
 # The spike once more in warmstart mode with demand-driven pre-warm only (prewarm_spare = 0),
 # so the cost of turning the default off stays visible. Not a column of the main table.
 WARMSTART_SPARE0 = "warmstart-spare0"
