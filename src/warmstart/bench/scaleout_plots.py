@@ -61,17 +61,13 @@ def _replicas(ax: Any, result: SpikeResult, provisioned: int | None = None) -> N
     """``provisioned``: the replicas the provisioned run kept, drawn as a flat line."""
     t = [p.t_s for p in result.timeline]
     ready = [p.ready for p in result.timeline]
-    starting = [p.ready + p.starting for p in result.timeline]
+    up = [p.ready + p.starting for p in result.timeline]  # ready or starting
     paid = [paid_replicas(p) for p in result.timeline]
     if t:
         ax.fill_between(t, 0, ready, step="post", color=COLORS[0], alpha=0.7, label="ready")
-        ax.fill_between(
-            t, ready, starting, step="post", color=COLORS[1], alpha=0.7, label="starting"
-        )
+        ax.fill_between(t, ready, up, step="post", color=COLORS[1], alpha=0.7, label="starting")
         if any(p.stopping for p in result.timeline):
-            ax.fill_between(
-                t, starting, paid, step="post", color="#bbbbbb", alpha=0.7, label="stopping"
-            )
+            ax.fill_between(t, up, paid, step="post", color="#bbbbbb", alpha=0.7, label="stopping")
     if provisioned is not None and result.mode != PROVISIONED:
         ax.axhline(
             provisioned,

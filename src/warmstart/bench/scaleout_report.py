@@ -16,6 +16,7 @@ JSON schema ``warmstart.bench.scaleout/1``::
      "summary": [{"scenario", "metric", "unit", "values": {mode: number | null},
                   "ratio", "ratio_value", "target", "met"}, ...],
      "spike_cost": {"definition": str,                       # when the spike ran
+                    "window_s": number | null,               # replica-seconds over [0, this)
                     "rows": [{SpikeCostRow fields}, ...],    # one per spike run
                     "summary": [str, ...]}}                  # vs provisioned, one line each
 
