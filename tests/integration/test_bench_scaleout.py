@@ -1,9 +1,10 @@
 """``warmstart bench scaleout`` end to end on a tiny configuration: two nodes in network
 namespaces with shaped uplinks, the example image with a small padding layer, every scenario in
-two modes. Checks what the benchmark claims, not how fast it ran: which tiers were measured,
-that warmstart's fan-out drew the image from the upstream exactly once while the baseline drew
-it once per node, that a hot start drew nothing, that no request was lost, and that the report
-was written."""
+two modes, and the spike in provisioned mode. Checks what the benchmark claims, not how fast it
+ran: which tiers were measured, that warmstart's fan-out drew the image from the upstream exactly
+once while the baseline drew it once per node, that a hot start drew nothing, that no request
+was lost, that provisioned kept every replica ready and paid the most replica-seconds, and that
+the report was written."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     config = ScaleoutConfig(
         nodes=2,
         padding_bytes=8 << 20,
-        modes=("baseline", "warmstart"),
+        modes=("baseline", "warmstart", "provisioned"),
         trace=write_trace(tmp_path / "trace.csv"),
         factor=2.0,
         burst_s=8.0,
@@ -88,15 +89,29 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     assert fanout["warmstart"].upstream_bytes == image_bytes  # once for the cluster
 
     spike = {s.mode: s for s in results.spike}
-    assert set(spike) == {"baseline", "warmstart", "warmstart-spare0"}
+    assert set(spike) == {"baseline", "warmstart", "warmstart-spare0", "provisioned"}
     for s in spike.values():
         assert s.metrics.requests == len(s.records) > 0
         assert s.metrics.lost == 0, [r for r in s.records if not r.ok][:3]
         assert max(p.ready for p in s.timeline) >= 1
+    # provisioned: both replicas ready through the replay, so it pays 2 x the window; every
+    # autoscaled run (one replica before the burst) pays less over the same window
+    floor = spike["provisioned"]
+    assert {(p.ready, p.starting, p.stopping) for p in floor.timeline} == {(2, 0, 0)}
+    window = floor.metrics.cost_window_s
+    assert window == config.lead_s + config.burst_s
+    assert floor.metrics.replica_seconds == pytest.approx(2 * window, rel=0.02)
+    for s in spike.values():
+        assert s.metrics.cost_window_s == window
+        assert s.metrics.replica_seconds is not None
+        assert window * 0.9 <= s.metrics.replica_seconds <= floor.metrics.replica_seconds + 1e-6
 
     written = write_outputs(results, tmp_path / "out" / "scaleout.json", tmp_path / "out")
     names = {p.name for p in written}
     assert {"scaleout.json", "scaleout.md", "scaleout-spike.png", "scaleout-startup.png"} <= names
     doc = json.loads((tmp_path / "out" / "scaleout.json").read_text())
     assert doc["params"]["nodes"] == 2
-    assert "| startup | startup from hot" in (tmp_path / "out" / "scaleout.md").read_text()
+    table = (tmp_path / "out" / "scaleout.md").read_text()
+    assert "| startup | startup from hot" in table
+    assert "| provisioned | " in table and "| cost vs provisioned |" in table
+    assert [row["mode"] for row in doc["spike_cost"]["rows"]] == [s.mode for s in results.spike]

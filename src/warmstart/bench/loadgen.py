@@ -177,7 +177,9 @@ async def sample_status(
         try:
             s = await asyncio.wait_for(status(), timeout_s)
             timeline.append(
-                TimelinePoint(started - t0, s.ready, s.starting, s.queue_length, s.in_flight)
+                TimelinePoint(
+                    started - t0, s.ready, s.starting, s.queue_length, s.in_flight, s.stopping
+                )
             )
         except asyncio.CancelledError:
             raise

@@ -10,7 +10,9 @@ in for the weights of a large model (default 2 GiB).
 Modes (:mod:`warmstart.bench.scaleout_nodes`): ``baseline`` (containerd pulls straight from the
 upstream), ``registry-proxy`` (a docker-registry pull-through cache per node), ``warmstart``
 (agents, peers, pre-warm ahead, cache-aware placement). The same autoscaler and trace run in
-every mode.
+every mode. ``provisioned`` runs only the spike, under the same trace: one replica per node
+ready before the replay and no scaling, the latency floor and the most expensive option; every
+spike run's replica-seconds are compared with its.
 
 Scenarios:
 
@@ -22,7 +24,8 @@ Scenarios:
   busiest stretch arrives time-compressed; latency percentiles, losses, time to capacity, the
   replica timeline. Replicas run the model server's bench mode: each serves at most K requests
   at once with a service time from the request's token counts (an 8B model on one GPU), while
-  its start still pulls, unpacks and reads every weight byte for real.
+  its start still pulls, unpacks and reads every weight byte for real. What each mode pays:
+  replica-seconds (:func:`warmstart.bench.spike_metrics.replica_seconds`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from warmstart.bench.scaleout_report import environment_info, write_report
 from warmstart.bench.scaleout_scenarios import bench_env, run_fanout, run_spike, run_startup
 from warmstart.bench.scaleout_types import (
     MODES,
+    PROVISIONED,
     WARMSTART,
     WARMSTART_SPARE0,
     ScaleoutResults,
@@ -179,6 +183,12 @@ def layout_blob_bytes(layout: Path, tag: str) -> int:
 # -- all of it --------------------------------------------------------------------------------
 
 
+def mode_scenarios(mode: str, scenarios: tuple[str, ...]) -> tuple[str, ...]:
+    """The scenarios ``mode`` runs of those asked for: ``provisioned`` only the spike (its
+    replicas are up before the replay; it has no startup or fan-out of its own)."""
+    return tuple(s for s in scenarios if s == "spike") if mode == PROVISIONED else scenarios
+
+
 async def _run_mode(
     net: NetCluster,
     mode: str,
@@ -193,17 +203,20 @@ async def _run_mode(
 ) -> None:
     """startup, then spike on the same nodes (the endpoint's first node holds the image, as
     after the startup runs; every other node's containerd is emptied first); fanout on fresh
-    nodes."""
+    nodes. ``provisioned`` runs the spike only."""
     env = bench_env(config, plan.time_scale if plan else 0.05)
-    if "startup" in config.scenarios or "spike" in config.scenarios:
+    scenarios = mode_scenarios(mode, config.scenarios)
+    if not scenarios:
+        log(f"{mode}: runs only the spike scenario; skipped")
+    if "startup" in scenarios or "spike" in scenarios:
         stacks = await asyncio.to_thread(start_nodes, net, mode, upstream)
         try:
-            if "startup" in config.scenarios:
+            if "startup" in scenarios:
                 log(f"{mode}: startup")
                 results.startup += await run_startup(
                     stacks, mode, image, env, upstream, log, results.prewarm, net.link_bytes
                 )
-            if "spike" in config.scenarios:
+            if "spike" in scenarios:
                 assert plan is not None
                 log(f"{mode}: spike")
                 for stack in stacks[1:]:
@@ -233,7 +246,7 @@ async def _run_mode(
                     )
         finally:
             await asyncio.to_thread(close_nodes, stacks)
-    if "fanout" in config.scenarios:
+    if "fanout" in scenarios:
         log(f"{mode}: fanout")
         stacks = await asyncio.to_thread(start_nodes, net, mode, upstream)
         try:
@@ -307,9 +320,11 @@ def summary_lines(results: ScaleoutResults) -> list[str]:
     for s in results.spike:
         m = s.metrics
         ttc = "never" if m.time_to_capacity_s is None else f"{m.time_to_capacity_s:.1f} s"
+        cost = "-" if m.replica_seconds is None else f"{m.replica_seconds:.0f}"
         lines.append(
             f"spike {s.mode}: P50 {m.p50_s or math.nan:.2f} s, P90 {m.p90_s or math.nan:.2f} s, "
-            f"P99 {m.p99_s or math.nan:.2f} s, lost {m.lost}, time to capacity {ttc}"
+            f"P99 {m.p99_s or math.nan:.2f} s, lost {m.lost}, time to capacity {ttc}, "
+            f"replica-seconds {cost}"
         )
     return lines
 

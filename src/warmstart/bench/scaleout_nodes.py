@@ -9,6 +9,8 @@ node's shaped uplink) and, by mode, what its containerd pulls through:
 - ``warmstart``: a ``warmstart agent`` on the node's LAN address, the other nodes' agents as
   peers, the node's containerd for hot pre-warms; the mirror in ``hosts.toml``. The agents
   share a generated ``peer_token``, as a real cluster's would (:attr:`NodeStack.peer_token`).
+- ``provisioned``: as ``baseline`` (its replicas are all up before the spike's replay, so how
+  they pulled is not what it measures).
 
 :func:`start_replica` times one replica from "start" to "first request answered", split into
 pull, unpack, start and model load, straight through the runtime driver.
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from warmstart.bench.scaleout_types import BASELINE, REGISTRY_PROXY, WARMSTART
+from warmstart.bench.scaleout_types import BASELINE, PROVISIONED, REGISTRY_PROXY, WARMSTART
 from warmstart.containerd.ctr import Ctr
 from warmstart.runtime.api import Replica, ReplicaError, ReplicaSpec
 from warmstart.runtime.containerd import ContainerdRuntime
@@ -154,7 +156,7 @@ def _start_stack(
             )
         elif mode == REGISTRY_PROXY:
             stack.proxy = net.start_node_proxy(node, upstream, work / "proxy")
-        elif mode != BASELINE:
+        elif mode not in (BASELINE, PROVISIONED):
             raise ValueError(f"unknown mode {mode!r}")
     except BaseException:
         stack.close()

@@ -1,8 +1,9 @@
 """PNG plots of the scale-out benchmark (matplotlib, Agg backend: no display needed).
 
 - spike: a column per mode, side by side with shared axes: replicas over time (ready, starting,
-  and the replicas the offered load needs) above per-request latency by send time with a
-  rolling P50;
+  stopping, the replicas the offered load needs, and what the provisioned run keeps ready) above
+  per-request latency by send time with a rolling P50; each column's title has its P50 and its
+  replica-seconds (and their ratios to provisioned's);
 - startup: one stacked bar per mode and tier, split into pull, unpack, start, model load;
 - fanout: wall time and upstream bytes per mode (:func:`warmstart.bench.plots.bar_chart`).
 """
@@ -17,12 +18,13 @@ from typing import Any
 from warmstart.bench.plots import bar_chart
 from warmstart.bench.scaleout_types import (
     MODES,
+    PROVISIONED,
     TIERS,
     FanoutResult,
     SpikeResult,
     StartupResult,
 )
-from warmstart.bench.spike_metrics import rolling_percentile
+from warmstart.bench.spike_metrics import paid_replicas, rolling_percentile, versus_provisioned
 
 COLORS = ["#2a9d8f", "#e9c46a", "#e76f51", "#8ab17d", "#264653"]  # as in bench.plots
 PHASES = (
@@ -55,13 +57,25 @@ def _save(fig: Any, plt: Any, path: Path) -> Path:
     return path
 
 
-def _replicas(ax: Any, result: SpikeResult) -> None:
+def _replicas(ax: Any, result: SpikeResult, provisioned: int | None = None) -> None:
+    """``provisioned``: the replicas the provisioned run kept, drawn as a flat line."""
     t = [p.t_s for p in result.timeline]
     ready = [p.ready for p in result.timeline]
-    total = [p.ready + p.starting for p in result.timeline]
+    up = [p.ready + p.starting for p in result.timeline]  # ready or starting
+    paid = [paid_replicas(p) for p in result.timeline]
     if t:
         ax.fill_between(t, 0, ready, step="post", color=COLORS[0], alpha=0.7, label="ready")
-        ax.fill_between(t, ready, total, step="post", color=COLORS[1], alpha=0.7, label="starting")
+        ax.fill_between(t, ready, up, step="post", color=COLORS[1], alpha=0.7, label="starting")
+        if any(p.stopping for p in result.timeline):
+            ax.fill_between(t, up, paid, step="post", color="#bbbbbb", alpha=0.7, label="stopping")
+    if provisioned is not None and result.mode != PROVISIONED:
+        ax.axhline(
+            provisioned,
+            color=COLORS[4],
+            linestyle="-.",
+            linewidth=1,
+            label=f"{PROVISIONED} ({provisioned})",
+        )
     k = result.metrics.slots_per_replica
     if result.demand and k:
         ax.step(
@@ -109,19 +123,31 @@ def plot_spike(results: Sequence[SpikeResult], path: Path, modes: Sequence[str] 
         max(1, len(order)),
         sharex=True,
         sharey="row",
-        figsize=(4.4 * max(1, len(order)), 6.4),
+        figsize=(4.4 * max(1, len(order)), 6.8),
         dpi=120,
         squeeze=False,
     )
     latencies = [r.latency_s for res in results for r in res.records if r.latency_s]
+    floor = by_mode.get(PROVISIONED)
+    provisioned = max(map(paid_replicas, floor.timeline), default=None) if floor else None
+    versus = versus_provisioned({r.mode: r.metrics for r in results})
     for col, mode in enumerate(order):
         result = by_mode[mode]
         m = result.metrics
         p50 = f"{m.p50_s:.2f} s" if m.p50_s is not None else "-"
         ttc = f"{m.time_to_capacity_s:.1f} s" if m.time_to_capacity_s is not None else "never"
-        axes[0][col].set_title(f"{mode}\nP50 {p50}, to capacity {ttc}, lost {m.lost}", fontsize=9)
-        _replicas(axes[0][col], result)
+        cost = f"{m.replica_seconds:.0f} replica-s" if m.replica_seconds is not None else ""
+        v = versus.get(mode)
+        if v is not None and mode != PROVISIONED and v.cost_fraction is not None:
+            p50_ratio = f"P50 {v.p50_ratio:.2f}x, " if v.p50_ratio is not None else ""
+            cost += f" ({p50_ratio}cost {v.cost_fraction:.2f} of {PROVISIONED})"
+        axes[0][col].set_title(
+            f"{mode}\nP50 {p50}, to capacity {ttc}, lost {m.lost}\n{cost}", fontsize=9
+        )
+        _replicas(axes[0][col], result, provisioned)
         _latency(axes[1][col], result)
+    # headroom, so that a line at the top (provisioned's replicas) stays visible
+    axes[0][0].set_ylim(0, axes[0][0].get_ylim()[1] * 1.1)
     if latencies and max(latencies) / max(min(latencies), MIN_LATENCY_S) > 20:
         axes[1][0].set_yscale("log")  # shared: every column follows
     for row in axes:

@@ -14,10 +14,15 @@ JSON schema ``warmstart.bench.scaleout/1``::
      "fanout": [{FanoutResult fields}, ...],
      "prewarm": [{PrewarmResult fields}, ...],
      "summary": [{"scenario", "metric", "unit", "values": {mode: number | null},
-                  "ratio", "ratio_value", "target", "met"}, ...]}
+                  "ratio", "ratio_value", "target", "met"}, ...],
+     "spike_cost": {"definition": str,                       # when the spike ran
+                    "window_s": number | null,               # replica-seconds over [0, this)
+                    "rows": [{SpikeCostRow fields}, ...],    # one per spike run
+                    "summary": [str, ...]}}                  # vs provisioned, one line each
 
-``summary`` is derived (the table's rows); :func:`from_json` ignores it. Times are seconds,
-bytes are bytes; ``null`` means not measured or never happened (a time to capacity never met).
+``summary`` and ``spike_cost`` are derived (the tables' rows); :func:`from_json` ignores them.
+Times are seconds, bytes are bytes; ``null`` means not measured or never happened (a time to
+capacity never met). Replica-seconds: see :data:`REPLICA_SECONDS_DEFINITION`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 from warmstart.bench.scaleout_plots import plot_fanout, plot_spike, plot_startup
 from warmstart.bench.scaleout_types import (
     BASELINE,
+    PROVISIONED,
     TIERS,
     WARMSTART,
     WARMSTART_SPARE0,
@@ -51,7 +57,7 @@ from warmstart.bench.scaleout_types import (
     StartupResult,
     TimelinePoint,
 )
-from warmstart.bench.spike_metrics import ratios_vs_baseline
+from warmstart.bench.spike_metrics import ratios_vs_baseline, versus_provisioned
 
 SCHEMA = "warmstart.bench.scaleout/1"
 P50_REDUCTION_TARGET = 0.60  # P50 latency 60% lower than the baseline's, or more
@@ -65,6 +71,16 @@ PREWARM_OVER_UNPACK_TARGET_S = 2.0  # a hot pre-warm from warm: containerd's unp
 FANOUT_CAPPED_TARGET = 0.6  # shared upstream cap: warmstart's wall time <= 0.6x baseline's
 STARTUP_REFERENCE_TIER = "cold"  # the baseline's start when it has no result for a tier
 FANOUT_WALL_TARGET = 1.3  # N nodes at once: at most 1.3x one node's cold start (baseline)
+REPLICA_SECONDS_DEFINITION = (
+    "Replica-seconds: the integral, over the spike's replay from the start of the lead-in to "
+    "the end of the burst (the same window in every mode), of the replicas being paid for. A "
+    "replica costs from the moment the controller decides to start it (its node is "
+    "provisioned for it: the wait, pull, unpack and model load count) until it is stopped; "
+    "the count is sampled once a second. Replicas kept after the burst (the scale-down delay) "
+    "are not counted. provisioned: max_replicas replicas ready before the replay, never "
+    "scaled (the latency floor and the most expensive option). Cost vs provisioned: "
+    "replica-seconds / provisioned's; P50 vs provisioned: P50 / provisioned's P50."
+)
 
 
 # -- environment --------------------------------------------------------------------------------
@@ -169,6 +185,7 @@ def to_json(results: ScaleoutResults) -> dict[str, Any]:
         "fanout": [asdict(r) for r in results.fanout],
         "prewarm": [asdict(r) for r in results.prewarm],
         "summary": [row.to_json() for row in table_rows(results)],
+        **({"spike_cost": _spike_cost_json(results)} if results.spike else {}),
     }
 
 
@@ -318,6 +335,7 @@ def _spike_rows(results: ScaleoutResults) -> list[Row]:
     rows.append(Row("spike", "requests with errors", "count", values(lambda m: m.errors)))
     rows.append(Row("spike", "retries after 503", "count", values(lambda m: m.retries)))
     rows.append(Row("spike", "throughput", "req/s", values(lambda m: m.throughput_rps)))
+    rows.append(Row("spike", "replica-seconds", "replica-s", values(lambda m: m.replica_seconds)))
     return rows + _spare0_rows(results)
 
 
@@ -357,6 +375,133 @@ def _spare0_rows(results: ScaleoutResults) -> list[Row]:
         )
     )
     return rows
+
+
+# -- the spike's latency and cost, against provisioned --------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpikeCostRow:
+    """One spike run: its latency, losses and cost, and both against the provisioned run.
+
+    ``cost_vs_provisioned`` is a fraction (replica-seconds / provisioned's), ``p50_vs_provisioned``
+    a ratio (P50 / provisioned's P50); None without a provisioned run or when not computable.
+    """
+
+    mode: str
+    p50_s: float | None
+    p99_s: float | None
+    lost: int
+    replica_seconds: float | None
+    cost_vs_provisioned: float | None
+    p50_vs_provisioned: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _finite(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def spike_cost_rows(results: ScaleoutResults) -> list[SpikeCostRow]:
+    """One row per spike run, in the order they ran (see :class:`SpikeCostRow`)."""
+    versus = versus_provisioned({r.mode: r.metrics for r in results.spike})
+    rows = []
+    for r in results.spike:
+        m, v = r.metrics, versus.get(r.mode)
+        rows.append(
+            SpikeCostRow(
+                r.mode,
+                m.p50_s,
+                m.p99_s,
+                m.lost,
+                m.replica_seconds,
+                v.cost_fraction if v else None,
+                v.p50_ratio if v else None,
+            )
+        )
+    return rows
+
+
+def _num(value: float | None, fmt: str, suffix: str = "") -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:{fmt}}{suffix}"
+
+
+def spike_cost_summary(results: ScaleoutResults) -> list[str]:
+    """One line per autoscaled run: how close it comes to provisioned's latency, at what
+    fraction of its cost."""
+    metrics = {r.mode: r.metrics for r in results.spike}
+    versus = versus_provisioned(metrics)
+    if not versus:
+        return [
+            f"no {PROVISIONED} run: the spike's cost is not compared (--modes ...,{PROVISIONED})"
+        ]
+    floor = metrics[PROVISIONED]
+    lines = []
+    for r in results.spike:
+        if r.mode == PROVISIONED:
+            continue
+        v, m = versus[r.mode], r.metrics
+        lines.append(
+            f"{r.mode}: P50 {_num(v.p50_ratio, '.2f', 'x')} provisioned's "
+            f"({_num(m.p50_s, '.2f', ' s')} vs {_num(floor.p50_s, '.2f', ' s')}), P99 "
+            f"{_num(v.p99_ratio, '.2f', 'x')}, lost {m.lost}, at "
+            f"{_num(v.cost_fraction, '.2f')} of its cost ({_num(m.replica_seconds, '.0f')} vs "
+            f"{_num(floor.replica_seconds, '.0f')} replica-seconds)"
+        )
+    return lines
+
+
+def _cost_window(results: ScaleoutResults) -> float | None:
+    windows = {r.metrics.cost_window_s for r in results.spike} - {None}
+    return windows.pop() if len(windows) == 1 else None
+
+
+def _spike_cost_json(results: ScaleoutResults) -> dict[str, Any]:
+    return {
+        "definition": REPLICA_SECONDS_DEFINITION,
+        "window_s": _cost_window(results),
+        "rows": [row.to_json() for row in spike_cost_rows(results)],
+        "summary": spike_cost_summary(results),
+    }
+
+
+SPIKE_COST_COLUMNS = (
+    "spike run",
+    "P50",
+    "P99",
+    "lost",
+    "replica-seconds",
+    "cost vs provisioned",
+    "P50 vs provisioned",
+)
+
+
+def _spike_cost_cells(row: SpikeCostRow) -> list[str]:
+    """The row's cells as the table shows them."""
+    return [
+        row.mode,
+        _num(row.p50_s, ".2f", " s"),
+        _num(row.p99_s, ".2f", " s"),
+        str(row.lost),
+        _num(row.replica_seconds, ".0f"),
+        _num(row.cost_vs_provisioned, ".2f"),
+        _num(row.p50_vs_provisioned, ".2f", "x"),
+    ]
+
+
+def spike_cost_table(results: ScaleoutResults) -> str:
+    """The spike runs' latency and cost against provisioned: a table, then one line per
+    autoscaled run, then what replica-seconds are."""
+    lines = [
+        "| " + " | ".join(SPIKE_COST_COLUMNS) + " |",
+        "|---|" + "---:|" * (len(SPIKE_COST_COLUMNS) - 1),
+    ]
+    lines += ["| " + " | ".join(_spike_cost_cells(r)) + " |" for r in spike_cost_rows(results)]
+    window = _cost_window(results)
+    lines.append("")
+    lines += [f"- {line}" for line in spike_cost_summary(results)]
+    lines.append("")
+    over = f" The window here: {window:.0f} s." if window is not None else ""
+    lines.append(REPLICA_SECONDS_DEFINITION + over)
+    return "\n".join(lines) + "\n"
 
 
 def _medians(
@@ -638,6 +783,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / f"{prefix}.md"
     text = markdown_table(results)
+    if results.spike:
+        text += "\n" + spike_cost_table(results)
     if results.startup:
         text += "\n" + startup_phase_table(results)
     if results.prewarm:

@@ -21,6 +21,7 @@ from warmstart.bench.scaleout_nodes import (
     stop_replica,
 )
 from warmstart.bench.scaleout_types import (
+    PROVISIONED,
     REGISTRY_PROXY,
     WARMSTART,
     EndpointLoad,
@@ -211,12 +212,17 @@ async def run_spike(
     prewarm_spare: int | None = None,
     label: str | None = None,
 ) -> SpikeResult:
-    """``prewarm_spare``: the spec's setting (None: the product's default, or the config's)."""
+    """``prewarm_spare``: the spec's setting (None: the product's default, or the config's).
+
+    The endpoint runs one replica when the replay starts, and scales; in ``provisioned`` mode
+    it runs ``max_replicas`` (one per node) from before the replay on (``min_replicas`` =
+    ``max_replicas``: it never scales)."""
     spare = prewarm_spare if prewarm_spare is not None else config.prewarm_spare
+    floor = len(stacks) if mode == PROVISIONED else 1
     settings: dict[str, Any] = {
         "name": "bench",
         "image": image,
-        "min_replicas": 1,
+        "min_replicas": floor,
         "max_replicas": len(stacks),
         "target_concurrency": float(config.slots),
         # The trace is time-compressed: the autoscaler's windows are the endpoint's own.
@@ -253,11 +259,13 @@ async def run_spike(
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         loop_task = asyncio.create_task(controller.run(stop, options.interval))
-        deadline = time.monotonic() + 900
-        while not any(r.state == "ready" for r in controller.replicas.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{mode}: the first replica did not become ready")
+        started = time.monotonic()
+        while sum(r.state == "ready" for r in controller.replicas.values()) < floor:
+            if time.monotonic() > started + 900:
+                raise RuntimeError(f"{mode}: {floor} replica(s) did not become ready")
             await asyncio.sleep(0.2)
+        if floor > 1:
+            log(f"  {label}: {floor} replicas ready in {time.monotonic() - started:.0f} s")
         await asyncio.sleep(1.0)  # let the tiers settle (the first pull fed the peers)
         wanted = config.spare_nodes(spare)
         if options.prewarm and options.agent_api and wanted > 0:
@@ -281,6 +289,7 @@ async def run_spike(
                 starting=states.count("starting"),
                 queue_length=snap.queue_length,
                 in_flight=snap.in_flight,
+                stopping=states.count("stopping"),
             )
 
         log(f"  {label} spike: replaying {len(plan.requests)} requests")

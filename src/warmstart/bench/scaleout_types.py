@@ -13,7 +13,11 @@ from typing import Any
 BASELINE = "baseline"
 REGISTRY_PROXY = "registry-proxy"
 WARMSTART = "warmstart"
-MODES: tuple[str, ...] = (BASELINE, REGISTRY_PROXY, WARMSTART)
+# The spike's floor and its most expensive option: max_replicas replicas ready before the replay
+# starts, never scaled (nodes set up as in baseline; how they pulled is not measured). It runs
+# only the spike scenario; the spike's replica-seconds are compared with it.
+PROVISIONED = "provisioned"
+MODES: tuple[str, ...] = (BASELINE, REGISTRY_PROXY, WARMSTART, PROVISIONED)
 # The spike once more in warmstart mode with demand-driven pre-warm only (prewarm_spare = 0),
 # so the cost of turning the default off stays visible. Not a column of the main table.
 WARMSTART_SPARE0 = "warmstart-spare0"
@@ -60,6 +64,7 @@ class EndpointLoad:
     starting: int = 0
     queue_length: int = 0
     in_flight: int = 0
+    stopping: int = 0  # replicas being stopped (drained, then removed): still on their node
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,10 @@ class SpikeMetrics:
     hold_s: float
     time_to_capacity_s: float | None  # None: capacity never met demand (for hold_s) in time
     observed_s: float  # how long after the burst start capacity was watched
+    # What the replicas cost: the integral of paid replicas (starting, ready or stopping) over
+    # [0, cost_window_s) (see ``spike_metrics.replica_seconds``); None in reports from before.
+    replica_seconds: float | None = None
+    cost_window_s: float | None = None
 
 
 @dataclass

@@ -4,6 +4,12 @@ Conventions: times are seconds since the replay started. A *step series* (the re
 a demand series) holds each point's value from its ``t_s`` until the next point's; before its
 first point the value is 0. Capacity is ``ready replicas x K`` request slots, where ``K`` is how
 many requests one replica (one accelerator) serves at once.
+
+Cost is counted in *replica-seconds*: a replica is paid for from the moment the controller
+decides to start it (its node is provisioned for it; it is ``starting`` from then on, through
+any wait, the pull, the unpack and the model load) until it is stopped (``stopping`` counts), so
+the cost is the integral of ``starting + ready + stopping`` over the spike (see
+:func:`replica_seconds`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from itertools import pairwise
 
 from warmstart.bench.scaleout_types import (
     BASELINE,
+    PROVISIONED,
     DemandPoint,
+    EndpointLoad,
     RequestRecord,
     SpikeMetrics,
     TimelinePoint,
@@ -153,6 +161,37 @@ def time_to_capacity(
     return None
 
 
+def paid_replicas(load: EndpointLoad) -> int:
+    """Replicas paid for at one instant: every replica the controller has decided to start and
+    not yet stopped (``starting``, ``ready`` or ``stopping``)."""
+    return load.starting + load.ready + load.stopping
+
+
+def replica_seconds(timeline: Sequence[TimelinePoint], end_s: float, start_s: float = 0.0) -> float:
+    """The integral of :func:`paid_replicas` over ``[start_s, end_s)``, in replica-seconds.
+
+    The timeline is a step series (see the module): each point's count holds from its ``t_s``
+    until the next point's, the last one's until ``end_s``, and nothing is counted before the
+    first point. The timeline is sampled (once a second in the spike), so the answer is exact
+    for the series and off from the true integral by at most a sample interval per change of
+    the count.
+    """
+    if end_s < start_s:
+        raise ValueError(f"end_s ({end_s}) must be >= start_s ({start_s})")
+    for a, b in pairwise(timeline):
+        if b.t_s < a.t_s:
+            raise ValueError(f"timeline not in time order at t = {b.t_s} (after {a.t_s})")
+    if not timeline:
+        return 0.0
+    total = 0.0
+    ends = [p.t_s for p in timeline[1:]] + [end_s]  # where each point's count stops
+    for point, until in zip(timeline, ends, strict=True):
+        a, b = max(point.t_s, start_s), min(until, end_s)
+        if b > a:
+            total += paid_replicas(point) * (b - a)
+    return total
+
+
 def spike_metrics(
     records: Sequence[RequestRecord],
     timeline: Sequence[TimelinePoint],
@@ -168,6 +207,8 @@ def spike_metrics(
     ``errors`` counts requests that got any non-200 answer or failure (a 503 that a retry then
     got past included); ``lost`` counts requests whose final outcome is not a 200 answer.
     Throughput is 200 answers per second between the first due request and the last answer.
+    Replica-seconds are counted over ``[0, until_s)`` (the whole timeline without ``until_s``):
+    the same window in every mode when ``until_s`` is the plan's; None without a timeline.
     """
     lat = latencies(records)
     ends = [r.done_s for r in records if r.done_s is not None]
@@ -178,6 +219,7 @@ def spike_metrics(
     horizon = timeline[-1].t_s if timeline else burst_start_s
     if until_s is not None:
         horizon = min(horizon, until_s)
+    cost_window = until_s if until_s is not None else timeline[-1].t_s if timeline else 0.0
     return SpikeMetrics(
         requests=len(records),
         ok=ok,
@@ -198,6 +240,8 @@ def spike_metrics(
             demand, timeline, slots_per_replica, burst_start_s, hold_s, until_s
         ),
         observed_s=max(0.0, horizon - burst_start_s),
+        replica_seconds=replica_seconds(timeline, cost_window) if timeline else None,
+        cost_window_s=cost_window,
     )
 
 
@@ -293,3 +337,44 @@ def ratios_vs_baseline(
         return {}
     base = metrics[baseline]
     return {mode: compare(base, m, mode) for mode, m in metrics.items() if mode != baseline}
+
+
+@dataclass(frozen=True)
+class CostComparison:
+    """One spike run against the provisioned one (max_replicas ready from the start).
+
+    ``cost_fraction`` is ``replica-seconds / provisioned's`` (0.4: 40 % of its cost);
+    ``p50_ratio`` and ``p99_ratio`` are ``latency / provisioned's`` (1.2: 20 % above the
+    floor). ``None``: not computable (no latencies or replica-seconds, or provisioned's is 0).
+    """
+
+    mode: str
+    replica_seconds: float | None
+    cost_fraction: float | None
+    p50_ratio: float | None
+    p99_ratio: float | None
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or theirs is None or theirs <= 0:
+        return None
+    return ours / theirs
+
+
+def versus_provisioned(
+    metrics: Mapping[str, SpikeMetrics], provisioned: str = PROVISIONED
+) -> dict[str, CostComparison]:
+    """Every run (the provisioned one too) against the provisioned one; empty without it."""
+    if provisioned not in metrics:
+        return {}
+    floor = metrics[provisioned]
+    return {
+        mode: CostComparison(
+            mode=mode,
+            replica_seconds=m.replica_seconds,
+            cost_fraction=_ratio(m.replica_seconds, floor.replica_seconds),
+            p50_ratio=_ratio(m.p50_s, floor.p50_s),
+            p99_ratio=_ratio(m.p99_s, floor.p99_s),
+        )
+        for mode, m in metrics.items()
+    }

@@ -138,7 +138,11 @@ def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 @app.command("scaleout")
 def scaleout(
     modes: str = typer.Option(
-        "baseline,registry-proxy,warmstart", "--modes", help="Comma-separated."
+        "baseline,registry-proxy,warmstart,provisioned",
+        "--modes",
+        help="Comma-separated. provisioned: the spike only, with one replica per node ready "
+        "from the start and no scaling (the latency floor, and the cost the others are "
+        "compared with).",
     ),
     scenarios: str | None = typer.Option(
         None,
@@ -176,7 +180,8 @@ def scaleout(
     ),
     workdir: Path | None = typer.Option(None, "--workdir", help="Default: a temp dir."),
 ) -> None:
-    """The cluster in a box: baseline vs registry-proxy vs warmstart on startup, fanout, spike."""
+    """The cluster in a box: baseline vs registry-proxy vs warmstart on startup, fanout, spike
+    (and the spike's latency and replica-seconds against provisioned capacity)."""
     require_bench_extra("bench scaleout")
     import os
     import shutil
@@ -189,6 +194,7 @@ def scaleout(
         summary_lines,
         write_outputs,
     )
+    from warmstart.bench.scaleout_report import spike_cost_table
     from warmstart.bench.scaleout_types import MODES
     from warmstart.bench.trace import TraceError
     from warmstart.image.build import DEFAULT_IMAGE_CACHE
@@ -230,6 +236,8 @@ def scaleout(
             shutil.rmtree(work, ignore_errors=True)
     for line in summary_lines(results):
         out_console.print(line, markup=False)
+    if results.spike:  # the spike's latency and cost against provisioned, as in the report
+        out_console.print("\n" + spike_cost_table(results), markup=False)
     for path in write_outputs(results, json_path, out_dir):
         out_console.print(f"wrote {path}")
 

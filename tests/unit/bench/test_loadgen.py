@@ -127,7 +127,7 @@ async def test_status_is_sampled_into_a_timeline(server: Server):
             raise RuntimeError("status endpoint down")
         if calls == 3:
             await asyncio.sleep(1)  # longer than the sample timeout
-        return EndpointLoad(ready=calls, starting=1, queue_length=2, in_flight=3)
+        return EndpointLoad(ready=calls, starting=1, queue_length=2, in_flight=3, stopping=4)
 
     config = LoadgenConfig(status_interval_s=0.05, status_timeout_s=0.04)
     result = await replay(server.url, trace((0, OK), (0.1, OK)), config, status, tail_s=0.1)
@@ -137,7 +137,8 @@ async def test_status_is_sampled_into_a_timeline(server: Server):
     assert times[-1] > 0.1 + DELAY  # kept sampling through the tail
     assert len(result.timeline) >= 6
     assert [p.ready for p in result.timeline][:2] == [1, 4]  # calls 2 and 3 left out
-    assert (result.timeline[0].starting, result.timeline[0].queue_length) == (1, 2)
+    first = result.timeline[0]
+    assert (first.starting, first.queue_length, first.in_flight, first.stopping) == (1, 2, 3, 4)
     assert result.started_at == pytest.approx(time.time(), abs=30)
 
 

@@ -41,3 +41,13 @@ def test_a_burst_at_the_start_of_the_trace_gets_a_lead_in_that_ends_at_the_burst
     plan = plan_spike(trace, ScaleoutConfig(nodes=2, burst_s=10.0, lead_s=5.0))
     assert plan.trace_burst_start_s == 0.0
     assert all(r.offset_s >= 5.0 for r in plan.requests)  # nothing before it: an empty lead-in
+
+
+def test_provisioned_runs_only_the_spike() -> None:
+    from warmstart.bench.scaleout import SCENARIOS, mode_scenarios
+
+    assert ScaleoutConfig().modes == ("baseline", "registry-proxy", "warmstart", "provisioned")
+    assert mode_scenarios("provisioned", SCENARIOS) == ("spike",)
+    assert mode_scenarios("provisioned", ("startup", "fanout")) == ()
+    assert mode_scenarios("warmstart", SCENARIOS) == SCENARIOS
+    assert ScaleoutConfig.quick_config().modes == ScaleoutConfig().modes  # quick runs it too

@@ -16,12 +16,19 @@ from warmstart.bench.scaleout_report import (
     markdown_table,
     prewarm_table,
     read_json,
+    spike_cost_rows,
+    spike_cost_summary,
+    spike_cost_table,
     startup_phase_table,
     table_rows,
     to_json,
     write_report,
 )
 from warmstart.bench.scaleout_types import (
+    BASELINE,
+    PROVISIONED,
+    REGISTRY_PROXY,
+    WARMSTART,
     WARMSTART_SPARE0,
     FanoutResult,
     PrewarmResult,
@@ -38,10 +45,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 K = 2
 
 
-def spike(mode: str, latency: float, ready_at: float | None, lost: int = 0) -> SpikeResult:
-    """60 requests over 30 s, each ``latency`` long; replicas go 1 -> 3 at ``ready_at``.
+def spike(
+    mode: str, latency: float, ready_at: float | None, lost: int = 0, decided_at: float = 2.0
+) -> SpikeResult:
+    """60 requests over 30 s, each ``latency`` long; replicas go 1 -> 3 at ``ready_at``, the two
+    new ones starting from ``decided_at`` (provisioned: 3 ready all along).
 
-    Demand is 4 slots (2 replicas) from 2 s to 30 s; capacity is judged until 30 s.
+    Demand is 4 slots (2 replicas) from 2 s to 30 s; capacity is judged, and replica-seconds
+    counted, until 30 s.
     """
     records = [
         record(i * 0.5, i * 0.5, i * 0.5 + latency, index=i, tokens=(100, 10)) for i in range(60)
@@ -49,14 +60,13 @@ def spike(mode: str, latency: float, ready_at: float | None, lost: int = 0) -> S
     for i in range(lost):
         records[i] = replace(records[i], status=503, error="HTTP 503 queue_full", retries=1)
     records[-1] = replace(records[-1], retries=2)  # got through after two 503s
-    timeline = [
-        TimelinePoint(
-            float(t),
-            3 if ready_at is not None and t >= ready_at else 1,
-            0 if ready_at is not None and t >= ready_at else 2,
-        )
-        for t in range(0, 41)
-    ]
+
+    def point(t: float) -> TimelinePoint:
+        if mode == PROVISIONED or (ready_at is not None and t >= ready_at):
+            return TimelinePoint(t, 3, 0)
+        return TimelinePoint(t, 1, 2 if t >= decided_at else 0)
+
+    timeline = [point(float(t)) for t in range(0, 41)]
     demand = offered_demand(records, lambda i, o: 2.0)  # 4 slots: 2 replicas
     metrics = spike_metrics(
         records, timeline, demand, slots_per_replica=K, burst_start_s=2.0, hold_s=3.0, until_s=30.0
@@ -64,7 +74,10 @@ def spike(mode: str, latency: float, ready_at: float | None, lost: int = 0) -> S
     return SpikeResult(mode, records, timeline, metrics, demand)
 
 
-def results(*, warmstart_ready_at: float | None = 6.0, lost: int = 0) -> ScaleoutResults:
+def results(
+    *, warmstart_ready_at: float | None = 6.0, lost: int = 0, provisioned: bool = False
+) -> ScaleoutResults:
+    """Three modes (four with ``provisioned``: P50 2.5 s, 3 replicas from the start)."""
     startup = [
         StartupResult("baseline", "cold", 20.0, 6.0, 1.0, 3.0, 31.0, 10**9),
         StartupResult("baseline", "cold", 19.0, 6.0, 1.0, 3.0, 29.0, 10**9),
@@ -83,10 +96,12 @@ def results(*, warmstart_ready_at: float | None = 6.0, lost: int = 0) -> Scaleou
         spike=[
             spike("baseline", 10.0, 26.0),
             spike("registry-proxy", 8.0, 16.0),
-            spike("warmstart", 3.0, warmstart_ready_at, lost=lost),
+            spike("warmstart", 3.0, warmstart_ready_at, lost=lost, decided_at=4.0),
+            *([spike(PROVISIONED, 2.5, None)] if provisioned else []),
         ],
         startup=startup,
         fanout=fanout,
+        modes=(BASELINE, REGISTRY_PROXY, WARMSTART, *([PROVISIONED] if provisioned else [])),
         params={"trace": "azure-llm-2023-conv.csv", "compression": 10, "K": K},
         environment=environment_info({"note": "test"}),
     )
@@ -137,7 +152,9 @@ def test_write_report_json_round_trips_and_pngs_are_valid(tmp_path: Path):
     assert {row["metric"] for row in doc["summary"]} >= {"P50 latency", "time to capacity"}
     assert read_json(tmp_path / "json" / "scaleout.json") == r
     written = (tmp_path / "out" / "scaleout.md").read_text()
-    assert written == markdown_table(r) + "\n" + startup_phase_table(r)
+    assert written == (
+        markdown_table(r) + "\n" + spike_cost_table(r) + "\n" + startup_phase_table(r)
+    )
 
 
 def test_markdown_rows_ratios_and_targets():
@@ -321,3 +338,105 @@ def test_fanout_behind_a_shared_upstream_cap_has_the_0_6x_target():
     assert "| fanout | wall time, 4 nodes | 40.00 s | 20.00 s | 11.00 s | 3.6x | - |  |" in (
         markdown_table(results()).splitlines()
     )
+
+
+def test_replica_seconds_of_the_fixture():
+    # until 30 s: 1 replica, +2 starting from the decision (2 s; warmstart 4 s); provisioned 3
+    got = {s.mode: s.metrics.replica_seconds for s in results(provisioned=True).spike}
+    assert got == pytest.approx(
+        {"baseline": 86.0, "registry-proxy": 86.0, "warmstart": 82.0, "provisioned": 90.0}
+    )
+    assert {s.metrics.cost_window_s for s in results(provisioned=True).spike} == {30.0}
+
+
+def test_spike_cost_rows_against_provisioned():
+    rows = {row.mode: row for row in spike_cost_rows(results(provisioned=True))}
+    assert list(rows) == ["baseline", "registry-proxy", "warmstart", "provisioned"]
+    ws = rows["warmstart"]
+    assert (ws.p50_s, ws.p99_s, ws.lost, ws.replica_seconds) == pytest.approx((3.0, 3.0, 0, 82.0))
+    assert (ws.cost_vs_provisioned, ws.p50_vs_provisioned) == pytest.approx((82 / 90, 1.2))
+    floor = rows["provisioned"]
+    assert (floor.cost_vs_provisioned, floor.p50_vs_provisioned) == (1.0, 1.0)
+    assert rows["baseline"].p50_vs_provisioned == pytest.approx(4.0)
+    # without a provisioned run: the costs, but nothing relative to it
+    plain = spike_cost_rows(results())
+    assert [r.replica_seconds for r in plain] == pytest.approx([86.0, 86.0, 82.0])
+    assert all(r.cost_vs_provisioned is None and r.p50_vs_provisioned is None for r in plain)
+
+
+def test_spike_cost_table_and_summary_lines():
+    r = results(provisioned=True)
+    r.spike.insert(3, spike(WARMSTART_SPARE0, 5.0, 20.0, lost=1))
+    lines = spike_cost_table(r).splitlines()
+    assert lines[0] == (
+        "| spike run | P50 | P99 | lost | replica-seconds | cost vs provisioned "
+        "| P50 vs provisioned |"
+    )
+    assert lines[2:7] == [
+        "| baseline | 10.00 s | 10.00 s | 0 | 86 | 0.96 | 4.00x |",
+        "| registry-proxy | 8.00 s | 8.00 s | 0 | 86 | 0.96 | 3.20x |",
+        "| warmstart | 3.00 s | 3.00 s | 0 | 82 | 0.91 | 1.20x |",
+        "| warmstart-spare0 | 5.00 s | 5.00 s | 1 | 86 | 0.96 | 2.00x |",
+        "| provisioned | 2.50 s | 2.50 s | 0 | 90 | 1.00 | 1.00x |",
+    ]
+    summary = spike_cost_summary(r)
+    assert len(summary) == 4  # every run but provisioned
+    assert summary[2] == (
+        "warmstart: P50 1.20x provisioned's (3.00 s vs 2.50 s), P99 1.20x, lost 0, at 0.91 of "
+        "its cost (82 vs 90 replica-seconds)"
+    )
+    assert "- " + summary[0] in lines
+    assert lines[-1].startswith("Replica-seconds: the integral")
+    assert "decides to start it" in lines[-1] and lines[-1].endswith("The window here: 30 s.")
+    assert spike_cost_summary(results()) == [
+        "no provisioned run: the spike's cost is not compared (--modes ...,provisioned)"
+    ]
+    assert "| warmstart | 3.00 s | 3.00 s | 0 | 82 | - | - |" in spike_cost_table(results())
+
+
+def test_provisioned_in_the_main_table_json_and_plot(tmp_path: Path):
+    r = results(provisioned=True)
+    lines = markdown_table(r).splitlines()
+    assert lines[0] == (
+        "| scenario | metric | baseline | registry-proxy | warmstart | provisioned "
+        "| ratio vs baseline | target | met |"
+    )
+    assert "| spike | P50 latency | 10.00 s | 8.00 s | 3.00 s | 2.50 s | -70% |" in lines[3]
+    assert (
+        "| spike | replica-seconds | 86.0 replica-s | 86.0 replica-s | 82.0 replica-s "
+        "| 90.0 replica-s | - | - |  |" in lines
+    )
+    assert "| spike | lost requests | 0 | 0 | 0 | 0 | - | 0 in every mode | met |" in lines
+    # provisioned ran no startup: its cells say so
+    assert any(line.startswith("| startup | startup from cold | 30.00 s | - | 28.00 s | - |")
+               for line in lines)  # fmt: skip
+    written = write_report(r, tmp_path / "s.json", tmp_path)
+    doc = json.loads((tmp_path / "s.json").read_text())
+    cost = doc["spike_cost"]
+    assert cost["window_s"] == 30.0 and "until it is stopped" in cost["definition"]
+    assert [row["mode"] for row in cost["rows"]] == list(r.modes)
+    assert cost["rows"][2] == {
+        "mode": "warmstart",
+        "p50_s": 3.0,
+        "p99_s": 3.0,
+        "lost": 0,
+        "replica_seconds": 82.0,
+        "cost_vs_provisioned": pytest.approx(82 / 90),
+        "p50_vs_provisioned": pytest.approx(1.2),
+    }
+    assert cost["summary"] == spike_cost_summary(r)
+    assert doc["spike"][3]["metrics"]["replica_seconds"] == 90.0
+    assert read_json(tmp_path / "s.json") == r
+    width, height = png_size(tmp_path / "scaleout-spike.png")
+    assert width > height > 100  # four columns side by side
+    assert "| provisioned | 2.50 s |" in (tmp_path / "scaleout.md").read_text()
+    assert {p.name for p in written} >= {"scaleout-spike.png", "scaleout.md", "s.json"}
+
+
+def test_reports_from_before_replica_seconds_still_read():
+    doc = to_json(results())
+    for run in doc["spike"]:
+        del run["metrics"]["replica_seconds"], run["metrics"]["cost_window_s"]
+    old = from_json(json.loads(dumps(doc)))
+    assert all(s.metrics.replica_seconds is None for s in old.spike)
+    assert "| warmstart | 3.00 s | 3.00 s | 0 | - | - | - |" in spike_cost_table(old)

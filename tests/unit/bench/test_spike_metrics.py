@@ -6,17 +6,20 @@ from dataclasses import replace
 
 import pytest
 
-from warmstart.bench.scaleout_types import DemandPoint
+from warmstart.bench.scaleout_types import DemandPoint, EndpointLoad, TimelinePoint
 from warmstart.bench.spike_metrics import (
     compare,
     latencies,
     offered_demand,
     outstanding_demand,
+    paid_replicas,
     percentile,
     ratios_vs_baseline,
+    replica_seconds,
     rolling_percentile,
     spike_metrics,
     time_to_capacity,
+    versus_provisioned,
 )
 
 from .helpers import metrics, record, timeline
@@ -138,6 +141,17 @@ def test_spike_metrics_counts_and_percentiles():
     assert m.throughput_rps == pytest.approx(3 / 9)
     assert m.max_send_lag_s == pytest.approx(0.2)
     assert (m.time_to_capacity_s, m.observed_s) == pytest.approx((4.0, 11.0))
+    # no until_s: the cost is counted over the whole timeline, 1 x 5 s + 2 x 7 s
+    assert (m.replica_seconds, m.cost_window_s) == pytest.approx((19.0, 12.0))
+    cut = spike_metrics(
+        recs,
+        timeline((0, 1), (5, 2), (12, 2)),
+        FLAT_4,
+        slots_per_replica=2,
+        burst_start_s=1.0,
+        until_s=8.0,
+    )
+    assert (cut.replica_seconds, cut.cost_window_s) == pytest.approx((11.0, 8.0))
 
 
 def test_spike_metrics_of_nothing_answered():
@@ -145,6 +159,50 @@ def test_spike_metrics_of_nothing_answered():
     assert (m.ok, m.lost, m.p50_s, m.throughput_rps, m.time_to_capacity_s) == (
         0, 1, None, 0.0, None
     )  # fmt: skip
+    assert m.replica_seconds is None  # no timeline: nothing observed, not "free"
+
+
+def test_paid_replicas_are_every_replica_not_yet_stopped():
+    assert paid_replicas(EndpointLoad(ready=2, starting=3, queue_length=9, in_flight=7)) == 5
+    assert paid_replicas(TimelinePoint(1.0, ready=1, starting=0, stopping=1)) == 2
+
+
+def points(*rows: tuple[float, int, int, int]) -> list[TimelinePoint]:
+    """``(t, ready, starting, stopping)`` rows."""
+    return [TimelinePoint(t, ready, starting, stopping=stop) for t, ready, starting, stop in rows]
+
+
+@pytest.mark.parametrize(
+    ("rows", "start", "end", "expected"),
+    [
+        # one replica for 10 s
+        ([(0, 1, 0, 0)], 0, 10, 10.0),
+        # starting counts from the decision: 1 ready, then +1 starting for 4 s, then 2 ready
+        ([(0, 1, 0, 0), (2, 1, 1, 0), (6, 2, 0, 0)], 0, 10, 2 * 1 + 4 * 2 + 4 * 2),
+        # a stopping replica is paid for until it is gone
+        ([(0, 2, 0, 0), (5, 1, 0, 1), (7, 1, 0, 0)], 0, 10, 5 * 2 + 2 * 2 + 3 * 1),
+        # nothing before the first point; the last point holds until the end
+        ([(3, 2, 0, 0), (4, 4, 0, 0)], 0, 10, 1 * 2 + 6 * 4),
+        # the window cuts both ends
+        ([(0, 1, 0, 0), (2, 3, 0, 0), (8, 1, 0, 0)], 1, 9, 1 * 1 + 6 * 3 + 1 * 1),
+        # points after the window's end do not count
+        ([(0, 1, 0, 0), (12, 8, 0, 0)], 0, 10, 10.0),
+        # an empty window, an empty timeline
+        ([(0, 4, 0, 0)], 5, 5, 0.0),
+        ([], 0, 10, 0.0),
+        # max_replicas = 4 ready all along: 4 x the window
+        ([(0.0, 4, 0, 0), (1.0, 4, 0, 0), (2.0, 4, 0, 0)], 0, 15, 60.0),
+    ],
+)
+def test_replica_seconds(rows, start, end, expected):
+    assert replica_seconds(points(*rows), end, start) == pytest.approx(expected)
+
+
+def test_replica_seconds_rejects_bad_input():
+    with pytest.raises(ValueError):
+        replica_seconds(points((0, 1, 0, 0)), 1.0, 2.0)
+    with pytest.raises(ValueError):
+        replica_seconds(points((5, 1, 0, 0), (3, 1, 0, 0)), 10.0)
 
 
 def test_rolling_percentile():
@@ -190,3 +248,22 @@ def test_ratios_vs_baseline_for_a_set_of_modes():
     assert got["warmstart"].p50_reduction == pytest.approx(0.8)
     assert got["registry-proxy"].p50_reduction == pytest.approx(0.2)
     assert ratios_vs_baseline({"warmstart": metrics()}) == {}
+
+
+def test_versus_provisioned():
+    got = versus_provisioned(
+        {
+            "provisioned": metrics(p50_s=2.0, p99_s=4.0, replica_seconds=400.0),
+            "warmstart": metrics(p50_s=2.5, p99_s=10.0, replica_seconds=100.0),
+            "baseline": metrics(p50_s=None, p99_s=None, replica_seconds=None),
+        }
+    )
+    assert set(got) == {"provisioned", "warmstart", "baseline"}
+    floor, ours, base = got["provisioned"], got["warmstart"], got["baseline"]
+    assert (floor.cost_fraction, floor.p50_ratio, floor.p99_ratio) == (1.0, 1.0, 1.0)
+    assert (ours.replica_seconds, ours.cost_fraction) == pytest.approx((100.0, 0.25))
+    assert (ours.p50_ratio, ours.p99_ratio) == pytest.approx((1.25, 2.5))
+    assert (base.cost_fraction, base.p50_ratio, base.p99_ratio) == (None, None, None)
+    assert versus_provisioned({"warmstart": metrics(replica_seconds=1.0)}) == {}
+    zero = versus_provisioned({"provisioned": metrics(replica_seconds=0.0), "w": metrics()})
+    assert zero["w"].cost_fraction is None
