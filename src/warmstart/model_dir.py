@@ -34,6 +34,7 @@ class LocalFile:
 @dataclass
 class ModelDir:
     root: Path
+    name: str = ""  # the directory's own name (links resolved): the model's default name
     files: list[LocalFile] = field(default_factory=list)
     hidden: list[str] = field(default_factory=list)  # paths left out: a dot in front
 
@@ -67,7 +68,7 @@ def scan_model_dir(root: Path) -> ModelDir:
     if not stat.S_ISDIR(st.st_mode):
         raise ModelDirError(f"{root} is not a directory")
     real_root = Path(os.path.realpath(root))
-    out = ModelDir(root)
+    out = ModelDir(root, real_root.name)
     _walk(root, "", real_root, (real_root,), out)
     if not out.files:
         hidden = f" (left out: {', '.join(out.hidden[:5])})" if out.hidden else ""

@@ -33,6 +33,7 @@ def test_files_in_subdirectories_sorted_by_path(tmp_path: Path) -> None:
     assert model.files[0].source == root / "a" / "b" / "c.bin"
     assert model.total_size == 12
     assert model.hidden == []
+    assert model.name == "m"
 
 
 def test_hidden_entries_are_left_out_and_reported(tmp_path: Path) -> None:
@@ -62,7 +63,9 @@ def test_links_inside_are_followed_under_their_own_path(tmp_path: Path) -> None:
 def test_a_linked_root_is_fine(tmp_path: Path) -> None:
     write(tmp_path / "real" / "w.bin")
     (tmp_path / "link").symlink_to("real", target_is_directory=True)
-    assert [f.path for f in scan_model_dir(tmp_path / "link").files] == ["w.bin"]
+    model = scan_model_dir(tmp_path / "link")
+    assert [f.path for f in model.files] == ["w.bin"]
+    assert model.name == "real"
 
 
 @pytest.mark.parametrize(
