@@ -190,6 +190,7 @@ class BlobUpload:
         self.result = BlobPush(digest, size)
         self.location: URL | None = None
         self.offset = 0
+        self._source_error: Exception | None = None  # the reader failed: no retry helps
 
     async def run(self) -> BlobPush:
         result = self.result
@@ -212,6 +213,8 @@ class BlobUpload:
                 await self._finish()
                 return self._done()
             except Exception as e:
+                if self._source_error is not None:
+                    raise self._source_error from None
                 await self._attempts.failed(
                     e, progressed=progressed, where=f" at byte {self.offset}"
                 )
@@ -270,13 +273,18 @@ class BlobUpload:
 
     async def _body(self, start: int, length: int) -> AsyncIterator[bytes]:
         position = start
-        async for piece in self._reader(start, length):
-            position += len(piece)
-            if position > start + length:
-                raise ProtocolError(f"{self.what}: the reader gave more than {length} bytes")
-            self.result.bytes_sent += len(piece)
-            self._on_progress(position)
-            yield piece
+        try:
+            async for piece in self._reader(start, length):
+                position += len(piece)
+                if position > start + length:
+                    raise ProtocolError(f"{self.what}: the reader gave more than {length} bytes")
+                self.result.bytes_sent += len(piece)
+                self._on_progress(position)
+                yield piece
+        except Exception as e:
+            # The HTTP client reports this as a failed send; it is the source's fault, final.
+            self._source_error = e
+            raise
 
     async def _learn_offset(self) -> None:
         """After a failure: ask the session how much it holds, or give it up."""

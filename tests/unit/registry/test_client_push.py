@@ -317,6 +317,17 @@ async def test_push_from_a_file(
     assert fake.blobs[str(DIGEST)] == DATA
 
 
+async def test_a_file_that_shrank_fails_at_once(
+    fake: FakeRegistry, fake_host: str, make_client: MakeClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "w.bin"
+    path.write_bytes(DATA[:2000])  # shorter than the size the push was told
+    client = make_client(fake_host, push_chunk_size=1024)
+    with pytest.raises(RegistryError, match="ended at byte 2000 while it was pushed"):
+        await client.push_blob(fake_host, REPO, DIGEST, len(DATA), file_reader(path))
+    assert calls(fake).count("POST uploads") == 1  # no retry: the file, not the network
+
+
 def test_upload_range_and_digest_query() -> None:
     assert parse_upload_range("0-1499") == 1500
     assert parse_upload_range("bytes=0-9") == 10
