@@ -5,8 +5,9 @@ The CLI prints any of these as one line and exits non-zero; anything else is a b
 
 from __future__ import annotations
 
+from warmstart.model_dir import ModelDirError
 from warmstart.oci.errors import OCIError
 from warmstart.registry.errors import RegistryError
 from warmstart.store.errors import StoreError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (OCIError, RegistryError, StoreError)
+USER_ERRORS: tuple[type[BaseException], ...] = (OCIError, RegistryError, StoreError, ModelDirError)

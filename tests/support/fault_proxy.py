@@ -17,6 +17,8 @@ Faults (each matches ``path_contains`` as a substring of path+query and optional
 * ``fail_status(503)``   answer with that status and a registry-style JSON error, not forwarded
 * ``delay(seconds)``     wait before forwarding
 * ``redirect_blobs_to(url)``  answer blob GETs with ``307 Location: url + path``
+* ``cut_request_after(n)``  forward only ``n`` bytes of a request body (an upload PATCH),
+  then drop the connections to the registry and to the client: a push that broke midway
 
 Body faults (drop, corrupt, throttle) apply only to 2xx responses to GET.
 """
@@ -197,6 +199,17 @@ class FaultProxy(ThreadedAiohttpServer):
             "redirect", path_contains, "GET", times, base=other_base_url.rstrip("/"), status=status
         )
 
+    def cut_request_after(
+        self,
+        bytes_n: int,
+        times: int | None = 1,
+        path_contains: str = "/blobs/uploads/",
+        method: str | None = "PATCH",
+    ) -> None:
+        """Forward the first ``bytes_n`` bytes of a request body longer than that, then drop
+        both connections."""
+        self._add("cut", path_contains, method, times, bytes_n=bytes_n)
+
     def clear(self) -> None:
         """Remove all faults (recorded requests stay)."""
         with self._lock:
@@ -214,12 +227,17 @@ class FaultProxy(ThreadedAiohttpServer):
             if path_contains in r.path and (method is None or r.method == method)
         ]
 
-    def _take(self, kinds: Iterable[str], method: str, path: str) -> dict[str, _Rule]:
-        """First matching rule per kind; consumes one use of each."""
+    def _take(
+        self, kinds: Iterable[str], method: str, path: str, longer_than: int | None = None
+    ) -> dict[str, _Rule]:
+        """First matching rule per kind; consumes one use of each. A ``cut`` rule matches only
+        a body ``longer_than`` the bytes it lets through."""
         found: dict[str, _Rule] = {}
         with self._lock:
             for rule in self._rules:
                 if rule.kind in kinds and rule.kind not in found and rule.matches(method, path):
+                    if rule.kind == "cut" and (longer_than or 0) <= rule.params["bytes_n"]:
+                        continue
                     found[rule.kind] = rule
             for rule in found.values():
                 if rule.remaining is not None:
@@ -253,6 +271,9 @@ class FaultProxy(ThreadedAiohttpServer):
         faults: list[str] = []
 
         pre = self._take(("delay", "status", "redirect"), method, path)
+        if (request.content_length or 0) > 0:
+            cut = self._take(("cut",), method, path, longer_than=request.content_length)
+            pre.update(cut)
         if "delay" in pre:
             faults.append("delay")
             record.fault = "delay"
@@ -288,6 +309,8 @@ class FaultProxy(ThreadedAiohttpServer):
             data = request.content.iter_chunked(_CHUNK)
 
         assert self._session is not None
+        if "cut" in pre:
+            return await self._cut(request, record, out_headers, pre["cut"].params["bytes_n"])
         try:
             upstream = await self._session.request(
                 method, self.upstream + path, headers=out_headers, data=data, allow_redirects=False
@@ -344,6 +367,46 @@ class FaultProxy(ThreadedAiohttpServer):
                             await asyncio.sleep(ahead)
             await resp.write_eof()
             return resp
+
+    async def _cut(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        headers: CIMultiDict[str],
+        bytes_n: int,
+    ) -> web.StreamResponse:
+        """Send the registry ``bytes_n`` body bytes and then a broken connection; the client's
+        connection is closed without an answer."""
+        record.fault = "cut"
+
+        async def partial() -> Any:
+            sent = 0
+            async for chunk in request.content.iter_chunked(_CHUNK):
+                piece = chunk[: bytes_n - sent]
+                if piece:
+                    sent += len(piece)
+                    yield piece
+                if sent >= bytes_n:
+                    break
+            await asyncio.sleep(0.1)  # the registry writes what it got
+            raise ConnectionResetError("request body cut by the fault proxy")
+
+        assert self._session is not None
+        try:
+            async with self._session.request(
+                request.method,
+                self.upstream + request.path_qs,
+                headers=headers,
+                data=partial(),
+                allow_redirects=False,
+            ) as upstream:
+                record.status = upstream.status
+        except (aiohttp.ClientError, ConnectionError):
+            pass
+        resp = web.StreamResponse(status=502)
+        if request.transport is not None:
+            request.transport.close()
+        return resp
 
     @staticmethod
     def _drop(

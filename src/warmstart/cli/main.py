@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from warmstart import __version__
-from warmstart.cli import bench_cmd, image_cmd, store_cmd
+from warmstart.cli import bench_cmd, image_cmd, model_cmd, store_cmd
 from warmstart.cli.agent_cmd import agent
 from warmstart.cli.containerd_cmd import containerd_config
 from warmstart.cli.operator_cmd import operator
@@ -29,6 +29,7 @@ app.command("agent")(agent)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(bench_cmd.app, name="bench")
 app.add_typer(image_cmd.app, name="image")
+app.add_typer(model_cmd.app, name="model")
 app.command("containerd-config")(containerd_config)
 app.command("prewarm")(prewarm)
 app.command("serve")(serve)

@@ -9,26 +9,19 @@ import typer
 
 from warmstart.cli.common import STORE_OPTION, err_console, fail, out_console, run, size_option
 from warmstart.cli.progress import RichPullProgress
+from warmstart.cli.registry_options import (
+    CA_FILE_OPTION,
+    DOCKER_CONFIG_OPTION,
+    INSECURE_REGISTRY_OPTION,
+    PASSWORD_STDIN_OPTION,
+    USERNAME_OPTION,
+    client_options,
+)
 from warmstart.oci import OCIError, Platform, parse_reference
 from warmstart.pull import DEFAULT_CONCURRENCY, Puller
-from warmstart.registry import ClientOptions, CredentialStore, RegistryClient
+from warmstart.registry import RegistryClient
 from warmstart.store import ContentStore
 from warmstart.units import format_size
-
-
-def build_credentials(
-    registry: str,
-    username: str | None,
-    password_stdin: bool,
-    docker_config: Path | None,
-) -> CredentialStore:
-    creds = CredentialStore.from_docker_config(docker_config)
-    if username is not None:
-        if not password_stdin:
-            fail("--username needs --password-stdin (the password is read from standard input)")
-        password = typer.get_text_stream("stdin").readline().rstrip("\r\n")
-        creds.add(registry, username=username, password=password)
-    return creds
 
 
 def pull(
@@ -37,15 +30,11 @@ def pull(
     platform: str | None = typer.Option(
         None, "--platform", help="os/arch[/variant] to choose from an index (default: this host)."
     ),
-    insecure_registry: list[str] = typer.Option(
-        [], "--insecure-registry", help="HOST:PORT reached over plain HTTP (repeatable)."
-    ),
-    ca_file: Path | None = typer.Option(None, "--ca-file", help="Extra CA bundle for TLS."),
-    username: str | None = typer.Option(None, "--username", "-u"),
-    password_stdin: bool = typer.Option(False, "--password-stdin"),
-    docker_config: Path | None = typer.Option(
-        None, "--docker-config", help="A docker config.json with credentials."
-    ),
+    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
+    ca_file: Path | None = CA_FILE_OPTION,
+    username: str | None = USERNAME_OPTION,
+    password_stdin: bool = PASSWORD_STDIN_OPTION,
+    docker_config: Path | None = DOCKER_CONFIG_OPTION,
     budget: str | None = typer.Option(
         None, "--budget", help="Disk budget of the store, e.g. 20GiB."
     ),
@@ -59,14 +48,14 @@ def pull(
         wanted = Platform.parse(platform) if platform else Platform.host()
     except OCIError as e:
         fail(str(e))
-    if ca_file is not None and not ca_file.is_file():
-        fail(f"CA file {ca_file} does not exist")
     budget_bytes = size_option(budget)
-    creds = build_credentials(ref.registry, username, password_stdin, docker_config)
-    options = ClientOptions(
-        insecure=frozenset(insecure_registry),
-        ca_file=str(ca_file) if ca_file else None,
-        credentials=creds,
+    options = client_options(
+        ref.registry,
+        insecure_registry=insecure_registry,
+        ca_file=ca_file,
+        username=username,
+        password_stdin=password_stdin,
+        docker_config=docker_config,
     )
 
     async def go():

@@ -1,4 +1,4 @@
-"""Async client of the OCI Distribution API (read side): auth, manifests, resumable blobs.
+"""Async client of the OCI Distribution API: auth, manifests, resumable blob pulls and pushes.
 
 Pure rules live in small modules without aiohttp (``auth``, ``challenge``, ``tokens``,
 ``retry``, ``backoff``, ``ranges``, ``credentials``, ``endpoints``, ``errors``); ``client`` sends
@@ -26,10 +26,13 @@ from warmstart.registry.errors import (
     SizeMismatch,
     UpstreamUnavailable,
 )
+from warmstart.registry.upload import BlobPush, BlobReader, bytes_reader, file_reader
 
 __all__ = [
     "MANIFEST_ACCEPT",
     "AuthError",
+    "BlobPush",
+    "BlobReader",
     "ClientOptions",
     "CredentialStore",
     "Credentials",
@@ -45,4 +48,6 @@ __all__ = [
     "RegistryError",
     "SizeMismatch",
     "UpstreamUnavailable",
+    "bytes_reader",
+    "file_reader",
 ]

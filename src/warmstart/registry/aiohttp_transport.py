@@ -107,7 +107,7 @@ class AiohttpTransport:
             request.method,
             request.url,
             headers=dict(request.headers),
-            data=dict(request.form) if request.form is not None else None,
+            data=dict(request.form) if request.form is not None else request.content,
             allow_redirects=False,
             timeout=self._timeout,
             ssl=self._ssl,

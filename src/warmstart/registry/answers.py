@@ -71,22 +71,35 @@ def denied(
 
 async def fail(resp: Response, what: str, endpoint: Endpoint | None, now: float) -> NoReturn:
     """Raise the error an unexpected answer stands for (:class:`Retry` if retryable)."""
-    status = resp.status
     code, message = await error_details(resp)
+    raise error_for(resp, code, message, what, endpoint, now)
+
+
+def error_for(
+    resp: Response,
+    code: str | None,
+    message: str | None,
+    what: str,
+    endpoint: Endpoint | None,
+    now: float,
+) -> Exception:
+    """The error an unexpected answer stands for, its error body already read as (code,
+    message): :class:`Retry` if retryable."""
+    status = resp.status
     detail = fmt(code, message)
     if is_retryable_status(status) or code == "TOOMANYREQUESTS":
-        raise Retry(f"registry answered {status}{detail}", retry_after=retry_after(resp, now))
+        return Retry(f"registry answered {status}{detail}", retry_after=retry_after(resp, now))
     host = resp.url.host or "?"
     if endpoint is not None and url_origin(resp.url) != endpoint.origin:
         if status in (401, 403):
             # Storage behind a redirect refusing an (expired?) pre-signed URL: asking the
             # registry again gets a fresh one.
-            raise Retry(f"storage at {host} answered {status}{detail}")
+            return Retry(f"storage at {host} answered {status}{detail}")
     if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
-        raise AuthError(f"{what}: access denied ({status}{detail})", status=status, code=code)
+        return AuthError(f"{what}: access denied ({status}{detail})", status=status, code=code)
     if status == 404 or (code is not None and code.endswith("_UNKNOWN")):
-        raise NotFound(f"{what}: not found ({status}{detail})", status=status, code=code)
-    raise RegistryError(f"{what}: {host} answered {status}{detail}", status=status, code=code)
+        return NotFound(f"{what}: not found ({status}{detail})", status=status, code=code)
+    return RegistryError(f"{what}: {host} answered {status}{detail}", status=status, code=code)
 
 
-__all__ = ["denied", "error_details", "fail", "fmt", "hint", "retry_after"]
+__all__ = ["denied", "error_details", "error_for", "fail", "fmt", "hint", "retry_after"]

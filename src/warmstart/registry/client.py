@@ -1,4 +1,4 @@
-"""An async client of the OCI Distribution API, read side (manifests and blobs).
+"""An async client of the OCI Distribution API: manifests and blobs, pulled and pushed.
 
 It sends through a :class:`~.transport.Transport` (:mod:`.aiohttp_transport` unless given one,
 e.g. an in-memory :class:`~.transport.MemoryTransport` in tests); :mod:`.sending` follows
@@ -10,7 +10,8 @@ wait), :mod:`.answers` (what an error answer means), :mod:`.ranges` (Range/Conte
 :mod:`.credentials` and :mod:`.endpoints`.
 
 Blob streams resume with ``Range`` after a dropped connection and are hashed while they
-stream; no blob is ever held in memory as a whole.
+stream; uploads (:mod:`.upload`) go in chunks and resume where the registry stopped; no blob is
+ever held in memory as a whole.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from warmstart.registry.ranges import (
     resume_response,
 )
 from warmstart.registry.retry import Attempts, Retry
-from warmstart.registry.sending import read_at_most, send, url_origin
+from warmstart.registry.sending import BodyFactory, read_at_most, send, url_origin
 from warmstart.registry.token_fetch import fetch_token
 from warmstart.registry.tokens import (
     TokenCache,
@@ -71,6 +72,13 @@ from warmstart.registry.tokens import (
     TokenResponse,
 )
 from warmstart.registry.transport import Response, Transport
+from warmstart.registry.upload import (
+    DEFAULT_PUSH_CHUNK,
+    BlobPush,
+    BlobReader,
+    BlobUpload,
+    push_scope,
+)
 
 MANIFEST_ACCEPT: tuple[str, ...] = mt.MANIFEST_ACCEPT
 DOCKER_CONTENT_DIGEST = "Docker-Content-Digest"
@@ -90,6 +98,7 @@ class ClientOptions:
     backoff_max: float = 10.0
     user_agent: str = "warmstart/0.1"
     chunk_size: int = 1 << 20
+    push_chunk_size: int = DEFAULT_PUSH_CHUNK  # bytes per PATCH of a blob upload
     max_retry_after: float = 60.0  # a longer Retry-After gives up at once
 
     def backoff_policy(self) -> BackoffPolicy:
@@ -128,8 +137,8 @@ class RegistryClient:
         transport: Transport | None = None,
     ) -> None:
         self.options = options or ClientOptions()
-        if self.options.chunk_size < 1:
-            raise ValueError("chunk_size must be positive")
+        if self.options.chunk_size < 1 or self.options.push_chunk_size < 1:
+            raise ValueError("chunk_size and push_chunk_size must be positive")
         self._policy = self.options.backoff_policy()
         if transport is not None and session is not None:
             raise ValueError("pass a transport or a session, not both")
@@ -285,8 +294,17 @@ class RegistryClient:
         validate_repository(repository)
         endpoint = self.endpoint(registry)
         what = f"blob {digest} in {endpoint.registry}/{repository}"
+        return await self._head_blob(endpoint, repository, digest, _pull_scope(repository), what)
+
+    async def _head_blob(
+        self,
+        endpoint: Endpoint,
+        repository: str,
+        digest: Digest,
+        scopes: tuple[str, ...],
+        what: str,
+    ) -> int | None:
         path = f"/v2/{repository}/blobs/{digest}"
-        scopes = _pull_scope(repository)
 
         async def once() -> tuple[bool, int | None]:
             resp = await self._request("HEAD", endpoint, path, scopes=scopes, headers={}, what=what)
@@ -309,6 +327,118 @@ class RegistryClient:
         if size is None:
             size = await self._blob_size_by_range(endpoint, path, scopes, what)
         return size
+
+    # -- push ------------------------------------------------------------------------------
+
+    async def push_blob(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        size: int,
+        reader: BlobReader,
+        *,
+        name: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> BlobPush:
+        """Put a blob into ``repository`` unless a HEAD finds it there already.
+
+        The bytes come from ``reader(offset, length)`` in PATCH chunks of
+        ``options.push_chunk_size``; a broken chunk is resumed where the registry says it
+        stopped (or the session started afresh), then ``PUT ?digest=`` lets the registry check
+        the digest. ``on_progress(position)`` follows the bytes of the blob sent or held (it may
+        go back after a failure). ``name`` (a file name) goes into error messages.
+        """
+        validate_repository(repository)
+        if size < 0:
+            raise ValueError(f"invalid blob size {size}")
+        endpoint = self.endpoint(registry)
+        label = f" ({name})" if name else ""
+        what = f"push of blob {digest}{label} to {endpoint.registry}/{repository}"
+        scopes = push_scope(repository)
+
+        async def exists() -> bool:
+            return await self._head_blob(endpoint, repository, digest, scopes, what) is not None
+
+        if await exists():
+            if on_progress is not None:
+                on_progress(size)
+            return BlobPush(digest, size, existed=True)
+
+        async def request(
+            method: str, url: URL, *, headers: dict[str, str], content: BodyFactory | None = None
+        ) -> Response:
+            return await self._request(
+                method,
+                endpoint,
+                url.path,
+                scopes=scopes,
+                headers=headers,
+                what=what,
+                url=url,
+                content=content,
+            )
+
+        def error_for(resp: Response, code: str | None, message: str | None) -> Exception:
+            return answers.error_for(resp, code, message, what, endpoint, self._clock())
+
+        upload = BlobUpload(
+            request,
+            error_for,
+            self._attempts(what),
+            uploads_url=URL(endpoint.url(f"/v2/{repository}/blobs/uploads/"), encoded=True),
+            digest=digest,
+            size=size,
+            reader=reader,
+            chunk_size=self.options.push_chunk_size,
+            exists=exists,
+            on_progress=on_progress,
+        )
+        return await upload.run()
+
+    async def put_manifest(self, ref: Reference, body: bytes, media_type: str) -> Digest:
+        """PUT a manifest under ``ref``'s tag (its blobs must be in the repository first);
+        return its digest, checked against what the registry says it stored."""
+        endpoint = self.endpoint(ref.registry)
+        what = f"manifest {ref}"
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise ManifestTooLarge(
+                f"{what}: manifest is {len(body)} bytes, over the {MAX_MANIFEST_BYTES} byte limit"
+            )
+        digest = Digest.of(body)
+        if ref.digest is not None and ref.digest != digest:
+            raise DigestMismatch(
+                f"{what}: the manifest hashes to {digest}", expected=str(ref.digest)
+            )
+        path = f"/v2/{ref.repository}/manifests/{ref.reference}"
+        headers = {"Content-Type": media_type, "Content-Length": str(len(body))}
+        scopes = push_scope(ref.repository)
+
+        async def once() -> str | None:
+            resp = await self._request(
+                "PUT",
+                endpoint,
+                path,
+                scopes=scopes,
+                headers=headers,
+                what=what,
+                content=lambda: body,
+            )
+            try:
+                if resp.status not in (200, 201, 202, 204):
+                    await self._fail(resp, what, endpoint)
+                return resp.headers.get(DOCKER_CONTENT_DIGEST)
+            finally:
+                resp.release()
+
+        said = await self._retrying(what, once)
+        if said and said.strip() != str(digest):
+            raise DigestMismatch(
+                f"{what}: the registry stored the manifest as {said.strip()[:80]}, not {digest}",
+                expected=str(digest),
+                actual=said.strip()[:80],
+            )
+        return digest
 
     async def blob_stream(
         self,
@@ -514,20 +644,25 @@ class RegistryClient:
         scopes: tuple[str, ...],
         headers: dict[str, str],
         what: str,
+        url: URL | None = None,
+        content: BodyFactory | None = None,
     ) -> Response:
         """One request with authorization and redirects; the caller closes the response.
 
+        It goes to ``path`` on the endpoint, or to ``url`` (an upload's Location) when given.
         A 401 from the registry is answered once (token fetched or refreshed, or Basic
-        credentials sent); a second 401 is an :class:`AuthError`.
+        credentials sent); a second 401 is an :class:`AuthError`. ``content()`` makes the
+        request body, again for each time it is sent.
         """
-        url = URL(endpoint.url(path), encoded=True)
+        if url is None:
+            url = URL(endpoint.url(path), encoded=True)
         creds = self._credentials.get(endpoint.registry)
         has_basic = creds is not None and creds.has_basic
         action = auth.before_request(
             self._challenges.get(endpoint.registry), scopes, has_basic=has_basic
         )
         sent, header = await self._act(action, endpoint, what)
-        resp = await self._send(method, url, headers, header, endpoint.origin)
+        resp = await self._send(method, url, headers, header, endpoint.origin, content=content)
         if resp.status != 401 or url_origin(resp.url) != endpoint.origin:
             return resp
         www_authenticate = resp.headers.getall("WWW-Authenticate", [])
@@ -547,7 +682,7 @@ class RegistryClient:
                 )
             raise self._denied(endpoint, what, code, message)
         sent, header = await self._act(decision.action, endpoint, what)
-        resp = await self._send(method, url, headers, header, endpoint.origin)
+        resp = await self._send(method, url, headers, header, endpoint.origin, content=content)
         if resp.status == 401 and url_origin(resp.url) == endpoint.origin:
             code, message = await answers.error_details(resp)
             resp.close()
@@ -581,6 +716,7 @@ class RegistryClient:
         auth_origin: tuple[str, str, int],
         *,
         data: dict[str, str] | None = None,
+        content: BodyFactory | None = None,
     ) -> Response:
         if self._closed:
             raise RegistryError("registry client is closed")
@@ -594,6 +730,7 @@ class RegistryClient:
             user_agent=self.options.user_agent,
             insecure=self.options.insecure,
             data=data,
+            content=content,
         )
 
     async def _bearer_token(

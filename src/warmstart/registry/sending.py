@@ -7,14 +7,14 @@ blob downloads to storage with a pre-signed URL. Plus the small body helpers eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from yarl import URL
 
 from warmstart.registry.endpoints import may_send_credentials, origin_of
 from warmstart.registry.errors import InsecureCredentials, ProtocolError
-from warmstart.registry.transport import Request, Response, Transport
+from warmstart.registry.transport import Body, Request, Response, Transport
 
 MAX_REDIRECTS = 5
 MAX_ERROR_BODY = 64 * 1024
@@ -23,6 +23,9 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BODY_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, ConnectionError)
 
 Origin = tuple[str, str, int]
+# A request body made afresh for each time the request is sent (a redirect, a 401 answered):
+# a stream can be sent only once.
+BodyFactory = Callable[[], Body]
 
 
 def join_url(base: URL, location: str) -> URL:
@@ -71,11 +74,13 @@ async def send(
     user_agent: str,
     insecure: frozenset[str],
     data: dict[str, str] | None = None,
+    content: BodyFactory | None = None,
 ) -> Response:
     """Send, following up to :data:`MAX_REDIRECTS` redirects by hand.
 
     ``Authorization`` goes only to ``auth_origin`` and, over plain HTTP, only to loopback or
-    ``insecure`` hosts (else :class:`InsecureCredentials`).
+    ``insecure`` hosts (else :class:`InsecureCredentials`). ``data`` is a form, ``content()``
+    makes the body (called again for each redirect hop).
     """
     for _hop in range(MAX_REDIRECTS + 1):
         h = {"User-Agent": user_agent, **headers}
@@ -86,7 +91,8 @@ async def send(
                     "use https, or mark the registry insecure"
                 )
             h["Authorization"] = authorization
-        resp = await transport.handle_request(Request(method, url, h, data))
+        body = content() if content is not None else None
+        resp = await transport.handle_request(Request(method, url, h, data, body))
         if resp.status not in REDIRECT_STATUSES:
             return resp
         location = resp.headers.get("Location")
@@ -97,7 +103,7 @@ async def send(
         if url.scheme not in ("http", "https") or not url.host:
             raise ProtocolError(f"redirect to an unsupported URL {location[:100]!r}")
         if resp.status == 303 and method == "POST":
-            method, data = "GET", None
+            method, data, content = "GET", None, None
     raise ProtocolError(f"more than {MAX_REDIRECTS} redirects, last to {url.host}")
 
 
@@ -105,6 +111,7 @@ __all__ = [
     "MAX_ERROR_BODY",
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
+    "BodyFactory",
     "discard",
     "join_url",
     "read_at_most",

@@ -2,21 +2,23 @@
 
 A :class:`Transport` has one job, :meth:`Transport.handle_request`: a :class:`Request` in, a
 :class:`Response` out (status, headers, an async body stream). It follows no redirects and adds no
-headers; the client does that. :class:`MemoryTransport` answers with a handler function and
-opens no socket, for tests; :mod:`.aiohttp_transport` is the real one.
+headers; the client does that. A request body is bytes or an async stream of bytes (a chunk of
+a file being pushed); sending it consumes it. :class:`MemoryTransport` answers with a handler
+function and opens no socket, for tests; :mod:`.aiohttp_transport` is the real one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 Reader = Callable[[int], Awaitable[bytes]]
+Body = bytes | AsyncIterable[bytes]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Request:
     url: URL
     headers: Mapping[str, str] = field(default_factory=dict)
     form: Mapping[str, str] | None = None  # an urlencoded POST body
+    content: Body | None = field(default=None, repr=False)  # a PATCH/PUT body (not with form)
 
 
 def _nothing() -> None:
@@ -141,12 +144,21 @@ class _BodyReader:
         return piece
 
 
+async def collect(body: Body | None) -> bytes | None:
+    """A request body as bytes (a stream is read to its end)."""
+    if body is None or isinstance(body, bytes):
+        return body
+    return b"".join([piece async for piece in body])
+
+
 class MemoryTransport:
     """Answers every request with ``handler(request)``: no sockets, for tests.
 
-    Like a server, it sends no body for HEAD. ``read_timeout`` bounds each wait for body bytes
-    (:class:`TimeoutError`), like a socket read timeout; a handler's body stream may raise
-    ``ConnectionResetError`` to play a dropped connection.
+    A streamed request body is read to its end first, so handlers (and :attr:`requests`) see
+    ``content`` as bytes. Like a server, it sends no body for HEAD. ``read_timeout`` bounds each
+    wait for body bytes (:class:`TimeoutError`), like a socket read timeout; a handler's body
+    stream may raise ``ConnectionResetError`` to play a dropped connection, and a handler may
+    raise it to play a connection that broke while the request was sent.
     """
 
     def __init__(self, handler: Handler, *, read_timeout: float | None = None) -> None:
@@ -155,6 +167,8 @@ class MemoryTransport:
         self.requests: list[Request] = []
 
     async def handle_request(self, request: Request) -> Response:
+        if request.content is not None and not isinstance(request.content, bytes):
+            request = replace(request, content=await collect(request.content))
         self.requests.append(request)
         answer = await asyncio.wait_for(self.handler(request), self.read_timeout)
         body = answer.body
@@ -172,10 +186,12 @@ class MemoryTransport:
 
 __all__ = [
     "Answer",
+    "Body",
     "Handler",
     "MemoryTransport",
     "Request",
     "Response",
     "Transport",
+    "collect",
     "respond",
 ]

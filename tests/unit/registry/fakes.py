@@ -35,6 +35,8 @@ class Req:
         self.query: MultiDictProxy[str] = request.url.query
         self.headers: CIMultiDict[str] = CIMultiDict(request.headers)
         self.host = f"{request.url.host}:{request.url.port}"
+        content = request.content
+        self.content: bytes = content if isinstance(content, bytes) else b""
 
     async def post(self) -> Mapping[str, str]:
         return dict(self.request.form or {})
@@ -115,6 +117,25 @@ def record(request: Req, form: dict[str, str] | None = None) -> Seen:
     return Seen(request.method, request.path, query, dict(request.headers), form or {})
 
 
+OCTET = "application/octet-stream"
+
+
+def upload_range(held: int) -> str:
+    """An upload session's ``Range`` as distribution writes it (``0-0`` also for nothing)."""
+    return f"0-{max(held - 1, 0)}"
+
+
+def granted_actions(granted: list[str], repo: str) -> set[str]:
+    """The actions the scopes ``granted`` (``repository:NAME:pull,push``) allow on ``repo``."""
+    actions: set[str] = set()
+    for scope in granted:
+        kind, _, rest = scope.partition(":")
+        name, _, acts = rest.rpartition(":")
+        if kind == "repository" and name == repo:
+            actions.update(a for a in acts.split(",") if a)
+    return actions
+
+
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
 
@@ -143,7 +164,13 @@ def image_manifest(config: bytes = b"{}", layers: tuple[bytes, ...] = ()) -> byt
 
 
 class FakeRegistry:
-    """Blobs and manifests in dicts; auth ``None``, ``"bearer"`` or ``"basic"``."""
+    """Blobs and manifests in dicts; auth ``None``, ``"bearer"`` or ``"basic"``.
+
+    It takes pushes as the distribution spec describes them: upload sessions (POST, PATCH with
+    ``Content-Range``, GET for the offset, PUT ``?digest=``) in :attr:`uploads`, their
+    ``Location`` relative (or absolute with ``absolute_locations``), and manifests by PUT.
+    Writes need a token with ``push`` for the repository.
+    """
 
     def __init__(
         self,
@@ -170,6 +197,9 @@ class FakeRegistry:
         self.issued: dict[str, str] = {}  # token -> scope it grants
         self.hooks: list[Hook] = []
         self.send_digest_header = True
+        self.absolute_locations = False
+        self.uploads: dict[str, bytearray] = {}  # session id -> bytes received
+        self.blob_repos: dict[str, set[str]] = {}  # digest -> repositories it was pushed to
         self._unauthorized = 0
 
     # -- content ---------------------------------------------------------------------------
@@ -227,7 +257,10 @@ class FakeRegistry:
         repo: str | None = None
         kind = ref = ""
         m = re.match(r"^(.+)/(manifests|blobs)/([^/]+)$", tail)
-        if m:
+        u = re.match(r"^(.+)/blobs/uploads/([^/]*)$", tail)
+        if u:
+            repo, kind, ref = u.group(1), "uploads", u.group(2)
+        elif m:
             repo, kind, ref = m.group(1), m.group(2), m.group(3)
         elif tail != "":
             return error(404, "NAME_UNKNOWN", "no such route")
@@ -237,18 +270,24 @@ class FakeRegistry:
             return denied
         if repo is None:
             return json_response({})
+        if kind == "uploads":
+            return self._upload(request, repo, ref)
         if kind == "manifests":
+            if request.method == "PUT":
+                return self._put_manifest(request, repo, ref)
             return self._manifest(repo, ref)
         return await self._blob(request, ref)
 
     def _check_auth(self, request: Req, repo: str | None) -> Answer | None:
         header = request.headers.get("Authorization", "")
-        scope = f"repository:{repo}:pull" if repo else ""
+        writes = request.method in ("POST", "PATCH", "PUT", "DELETE")
+        actions = ("pull", "push") if writes else ("pull",)
+        scope = f"repository:{repo}:{','.join(actions)}" if repo else ""
         if self.auth == "bearer":
             token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
             if token is not None and token in self.issued:
                 granted = self.issued[token].split()
-                if not repo or scope in granted:
+                if not repo or granted_actions(granted, repo) >= set(actions):
                     return None
             realm = self.realm or f"http://{request.host}/token"
             challenge = f'Bearer realm="{realm}",service="{SERVICE}"'
@@ -326,6 +365,77 @@ class FakeRegistry:
         if self.send_digest_header:
             headers["Docker-Content-Digest"] = "sha256:" + hashlib.sha256(body).hexdigest()
         return response(body=body, headers=headers)
+
+    def _location(self, request: Req, path: str) -> str:
+        return f"http://{request.host}{path}" if self.absolute_locations else path
+
+    def _upload(self, request: Req, repo: str, session: str) -> Answer:
+        if session == "":
+            if request.method != "POST":
+                return error(405, "UNSUPPORTED", "method not allowed")
+            session = secrets.token_hex(8)
+            self.uploads[session] = bytearray()
+            return self._session_answer(request, repo, session, 202)
+        data = self.uploads.get(session)
+        if data is None:
+            return error(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown")
+        if request.method == "GET":
+            return self._session_answer(request, repo, session, 204)
+        if request.method == "PATCH":
+            if request.headers.get("Content-Type", OCTET) != OCTET:
+                return error(400, "UNKNOWN", "bad Content-Type")
+            m = re.match(r"^(\d+)-(\d+)$", request.headers.get("Content-Range", ""))
+            if m is None or int(m.group(1)) != len(data):
+                return response(416, headers={"Range": upload_range(len(data))})
+            if int(m.group(2)) - int(m.group(1)) + 1 != len(request.content):
+                return error(400, "SIZE_INVALID", "Content-Range does not match the body")
+            data += request.content
+            return self._session_answer(request, repo, session, 202)
+        if request.method == "PUT":
+            data += request.content
+            wanted = request.query.get("digest", "")
+            actual = str(Digest.of(bytes(data)))
+            if wanted != actual:
+                return error(400, "DIGEST_INVALID", f"provided digest did not match: {actual}")
+            del self.uploads[session]
+            self.blobs[actual] = bytes(data)
+            self.blob_repos.setdefault(actual, set()).add(repo)
+            headers = {
+                "Location": self._location(request, f"/v2/{repo}/blobs/{actual}"),
+                "Docker-Content-Digest": actual,
+            }
+            return response(201, headers=headers)
+        if request.method == "DELETE":
+            del self.uploads[session]
+            return response(204)
+        return error(405, "UNSUPPORTED", "method not allowed")
+
+    def _session_answer(self, request: Req, repo: str, session: str, status: int) -> Answer:
+        held = len(self.uploads[session])
+        headers = {
+            "Location": self._location(request, f"/v2/{repo}/blobs/uploads/{session}"),
+            "Range": upload_range(held),
+            "Docker-Upload-UUID": session,
+        }
+        return response(status, headers=headers)
+
+    def _put_manifest(self, request: Req, repo: str, ref: str) -> Answer:
+        body = request.content
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return error(400, "MANIFEST_INVALID", "manifest invalid")
+        for desc in [doc.get("config"), *doc.get("layers", [])]:
+            if isinstance(desc, dict) and desc.get("digest") not in self.blobs:
+                return error(400, "MANIFEST_BLOB_UNKNOWN", f"blob unknown: {desc.get('digest')}")
+        digest = self.add_manifest(
+            repo, None if ref.startswith("sha256:") else ref, body, request.headers["Content-Type"]
+        )
+        headers = {
+            "Location": self._location(request, f"/v2/{repo}/manifests/{digest}"),
+            "Docker-Content-Digest": str(digest),
+        }
+        return response(201, headers=headers)
 
     async def _blob(self, request: Req, ref: str) -> Answer:
         data = self.blobs.get(ref)

@@ -53,3 +53,23 @@ async def test_streams_can_drop_and_stall() -> None:
     assert await resp.read(10) == b"abc"
     with pytest.raises(TimeoutError):
         await resp.read(10)
+
+
+async def test_streamed_request_bodies_reach_the_handler_as_bytes() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"def"
+
+    seen: list[bytes | None] = []
+
+    async def handler(request: Request) -> Answer:
+        assert request.content is None or isinstance(request.content, bytes)
+        seen.append(request.content)
+        return respond(202)
+
+    transport = MemoryTransport(handler)
+    await transport.handle_request(Request("PATCH", URL("http://r/u"), content=body()))
+    await transport.handle_request(Request("PUT", URL("http://r/m"), content=b"{}"))
+    await transport.handle_request(Request("POST", URL("http://r/p")))
+    assert seen == [b"abcdef", b"{}", None]
+    assert transport.requests[0].content == b"abcdef"
