@@ -2,10 +2,11 @@
 
 Regular files anywhere below the directory, each under its path relative to it ('/'-separated);
 empty directories add nothing. Entries whose name starts with a dot (``.git``,
-``.gitattributes``, ``.cache``) are left out and reported. A symbolic link is followed when
-its target lies inside the directory (its file is read under the link's path), refused when it
-leads outside, dangles or loops. Anything that is not a regular file or directory (a FIFO, a
-socket, a device) is refused. Every refusal is a :class:`ModelDirError` with a one-line message.
+``.gitattributes``, ``.cache``) are left out and reported. A symbolic link to a file is
+followed wherever the file is (its bytes are read under the link's path, as ``cp -L`` would:
+a Hugging Face cache's ``snapshots/<rev>/`` links every file to ``../../blobs/``); a link to a
+directory is followed only inside the directory; a link that dangles or loops is refused.
+Anything that is not a regular file or directory (a FIFO, a socket, a device) is refused. Every refusal is a :class:`ModelDirError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -104,17 +105,17 @@ def _walk(
         source = where
         if stat.S_ISLNK(st.st_mode):
             target = Path(os.path.realpath(where))
-            if not _inside(target, real_root):
-                raise ModelDirError(
-                    f"{where} is a symbolic link to {target}, outside {out.root}; "
-                    "copy the file in, or push the directory it is in"
-                )
             try:
                 st = target.stat()
             except FileNotFoundError:
                 raise ModelDirError(f"{where} is a dangling symbolic link") from None
             except OSError as e:
                 raise ModelDirError(f"cannot read {where}: {e.strerror or e}") from None
+            if stat.S_ISDIR(st.st_mode) and not _inside(target, real_root):
+                raise ModelDirError(
+                    f"{where} is a symbolic link to the directory {target}, outside "
+                    f"{out.root}; push that directory, or copy it in"
+                )
             source = target
         if stat.S_ISDIR(st.st_mode):
             real = Path(os.path.realpath(source))

@@ -27,5 +27,10 @@ class ManifestTooLarge(InvalidManifest):
     pass
 
 
+class InvalidModel(InvalidManifest):
+    """The manifest is not a model artifact this project can materialise, or one of its names
+    or members is unsafe. The message is one line."""
+
+
 class NoMatchingPlatform(OCIError):
     pass

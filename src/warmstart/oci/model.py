@@ -25,17 +25,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from warmstart.oci import mediatypes as mt
-from warmstart.oci.errors import InvalidManifest
+from warmstart.oci import modelpack
+from warmstart.oci.errors import InvalidModel
 from warmstart.oci.manifest import Descriptor, ImageManifest
+from warmstart.oci.model_paths import safe_relative_path
 
-MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"
-MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
+MODELPACK_ARTIFACT = modelpack.ARTIFACT_TYPE
+MODELPACK_CONFIG = modelpack.CONFIG_MEDIA_TYPE
 CNAI_ARTIFACT = "application/vnd.cnai.model.manifest.v1+json"
 CNAI_CONFIG = "application/vnd.cnai.model.config.v1+json"
 MODELPACK_ARTIFACTS = frozenset({MODELPACK_ARTIFACT, CNAI_ARTIFACT})
 MODELPACK_CONFIGS = frozenset({MODELPACK_CONFIG, CNAI_CONFIG})
-FILEPATH_ANNOTATIONS = ("org.cncf.model.filepath", "org.cnai.model.filepath")
-TITLE_ANNOTATION = "org.opencontainers.image.title"
+FILEPATH_ANNOTATIONS = (modelpack.ANNOTATION_FILEPATH, "org.cnai.model.filepath")
+TITLE_ANNOTATION = modelpack.ANNOTATION_TITLE
 ORAS_UNPACK_ANNOTATION = "io.deis.oras.content.unpack"
 MODELCAR_DIR = "models"  # KServe's modelcar convention: the model under /models
 
@@ -55,14 +57,7 @@ _IMAGE_LAYERS = {
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "tar+zstd",
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "tar+gzip",
 }
-MAX_PATH_CHARS = 4096
-MAX_NAME_BYTES = 255
 MAX_LAYERS = 10_000
-
-
-class InvalidModel(InvalidManifest):
-    """The manifest is not a model artifact this project can materialise, or one of its names
-    or members is unsafe. The message is one line."""
 
 
 class ModelFormat(StrEnum):
@@ -124,37 +119,6 @@ class ModelLayout:
         for layer in self.layers:
             seen.setdefault(layer.descriptor.digest, layer.descriptor)
         return tuple(seen.values())
-
-
-# -- names ---------------------------------------------------------------------------------------
-
-
-def safe_relative_path(name: str, what: str = "file name") -> str:
-    """``name`` as a clean relative path (``./a//b`` -> ``a/b``), or :class:`InvalidModel`.
-
-    Refused: empty names, absolute paths, ``..`` anywhere, backslashes (a Windows path that
-    would mean something else on another tool), NUL and control characters, over-long names.
-    """
-    shown = repr(name[:80])
-    if not isinstance(name, str) or not name:
-        raise InvalidModel(f"{what} is empty")
-    if len(name) > MAX_PATH_CHARS:
-        raise InvalidModel(f"{what} {shown}... is longer than {MAX_PATH_CHARS} characters")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
-        raise InvalidModel(f"{what} {shown} contains control characters")
-    if "\\" in name:
-        raise InvalidModel(f"{what} {shown} contains a backslash")
-    if name.startswith("/"):
-        raise InvalidModel(f"{what} {shown} is an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise InvalidModel(f"{what} {shown} leaves the model directory ('..')")
-    if not parts:
-        raise InvalidModel(f"{what} {shown} names no file")
-    for part in parts:
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise InvalidModel(f"{what} {shown} has a component over {MAX_NAME_BYTES} bytes")
-    return "/".join(parts)
 
 
 class MemberType(StrEnum):

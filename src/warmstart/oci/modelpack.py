@@ -25,6 +25,7 @@ from typing import Any
 from warmstart.oci import mediatypes as mt
 from warmstart.oci.digest import Digest
 from warmstart.oci.manifest import Descriptor
+from warmstart.oci.model_paths import safe_relative_path
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.cncf.model.config.v1+json"
@@ -111,14 +112,10 @@ def classify(path: str) -> FileKind:
 
 
 def check_path(path: str) -> str:
-    """``path`` if it is a clean relative '/'-separated path, else :class:`ValueError`."""
-    parts = path.split("/")
-    if (
-        not path
-        or path.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or any(ord(c) < 0x20 or c == "\x7f" for c in path)
-    ):
+    """``path`` if it is a clean relative '/'-separated path (exactly what a node will
+    materialise it as: :func:`~warmstart.oci.model_paths.safe_relative_path`), else
+    :class:`ValueError`."""
+    if safe_relative_path(path, "file path") != path:
         raise ValueError(f"not a clean relative file path: {path!r}")
     return path
 
