@@ -6,7 +6,8 @@ empty directories add nothing. Entries whose name starts with a dot (``.git``,
 followed wherever the file is (its bytes are read under the link's path, as ``cp -L`` would:
 a Hugging Face cache's ``snapshots/<rev>/`` links every file to ``../../blobs/``); a link to a
 directory is followed only inside the directory; a link that dangles or loops is refused.
-Anything that is not a regular file or directory (a FIFO, a socket, a device) is refused. Every refusal is a :class:`ModelDirError` with a one-line message.
+Anything that is not a regular file or directory (a FIFO, a socket, a device) is refused.
+Every refusal is a :class:`ModelDirError` with a one-line message.
 """
 
 from __future__ import annotations
