@@ -164,6 +164,39 @@ def test_manifest_as_skopeo_reads_it(registry: RegistryProcess, tmp_path: Path) 
     assert config["modelfs"]["diffIds"] == [layer["digest"] for layer in manifest["layers"]]
 
 
+def test_model_ls_and_inspect_show_what_was_pushed(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
+    files = make_model(tmp_path / "tiny")
+    ref = f"{registry.host}/models/tiny:v3"
+    proc = model_push(tmp_path / "tiny", ref, "--insecure-registry", registry.host, "-q")
+    assert proc.returncode == 0, proc.stderr
+    digest = proc.stdout.split()[0].split("@", 1)[1]
+    ls = warmstart("model", "ls", ref, "--insecure-registry", registry.host, "--json")
+    assert ls.returncode == 0, ls.stderr
+    rows = {row["path"]: row for row in json.loads(ls.stdout)}
+    assert {p: r["size"] for p, r in rows.items()} == {p: len(b) for p, b in files.items()}
+    for path, row in rows.items():
+        assert row["digest"] == "sha256:" + hashlib.sha256(files[path]).hexdigest()
+    assert rows["README.md"]["kind"] == "doc" and rows["modeling_tiny.py"]["kind"] == "code"
+    table = warmstart("model", "ls", ref, "--insecure-registry", registry.host)
+    assert table.returncode == 0 and "tokenizer/tokenizer.json" in table.stdout
+    assert digest in table.stdout
+
+    info = warmstart("model", "inspect", ref, "--insecure-registry", registry.host)
+    assert info.returncode == 0, info.stderr
+    doc = json.loads(info.stdout)
+    assert doc["digest"] == digest and doc["format"] == "modelpack"
+    assert doc["artifact_type"] == ARTIFACT_TYPE
+    assert doc["config"]["descriptor"] == {"name": "tiny"}
+    assert doc["size"] >= sum(len(b) for b in files.values())
+
+    missing = warmstart(
+        "model", "ls", f"{registry.host}/models/nope:v1", "--insecure-registry", registry.host
+    )
+    assert_one_line_error(missing, "not found")
+
+
 def test_a_broken_upload_is_resumed(registry: RegistryProcess, fault_proxy, tmp_path: Path) -> None:
     files = make_model(tmp_path / "tiny")
     proxy = fault_proxy(registry)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from warmstart.cli.common import err_console, fail, out_console, run, size_option
 from warmstart.cli.progress import RichPushProgress
@@ -18,11 +22,15 @@ from warmstart.cli.registry_options import (
     client_options,
 )
 from warmstart.model_push import DEFAULT_PUSH_CONCURRENCY, ModelPusher, ModelPushResult
-from warmstart.oci import OCIError, parse_reference
+from warmstart.oci import Digest, ImageManifest, OCIError, Platform, Reference, parse_reference
+from warmstart.oci.model import LayerKind, ModelFormat, ModelLayout, model_layout
 from warmstart.oci.modelpack import ModelInfo
+from warmstart.oci.resolve import resolve_image
 from warmstart.registry import RegistryClient
 from warmstart.registry.upload import DEFAULT_PUSH_CHUNK
 from warmstart.units import format_size
+
+MAX_CONFIG_BYTES = 1 << 20  # a ModelPack config is small JSON; a bigger one is not read
 
 app = typer.Typer(
     help="Model artifacts (CNCF ModelPack) in OCI registries.",
@@ -120,3 +128,161 @@ def push(
         f"skipped {format_size(result.bytes_skipped)} already there; "
         f"{result.seconds:.2f}s)"
     )
+
+
+# -- model ls / model inspect ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    reference: str
+    digest: Digest  # the model's manifest (the platform's, for a modelcar behind an index)
+    manifest: ImageManifest
+    layout: ModelLayout
+    config: dict[str, Any] | None  # a ModelPack config, read; None for other formats
+
+
+async def read_model(client: RegistryClient, ref: Reference, platform: Platform) -> RemoteModel:
+    """The manifest ``ref`` names (an index's entry for ``platform``), its layout and, for a
+    ModelPack, its config blob."""
+    resolved = await resolve_image(
+        ref,
+        platform,
+        lambda digest: client.get_manifest(ref if digest is None else ref.with_digest(digest)),
+    )
+    manifest = resolved.image.manifest
+    assert isinstance(manifest, ImageManifest)
+    layout = model_layout(manifest)
+    config = None
+    if layout.format is ModelFormat.MODELPACK and layout.config.size <= MAX_CONFIG_BYTES:
+        stream = client.blob_stream(
+            ref.registry, ref.repository, layout.config.digest, size=layout.config.size
+        )
+        body = b"".join([chunk async for chunk in stream])  # verified against its digest
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        config = parsed if isinstance(parsed, dict) else None
+    return RemoteModel(str(ref), resolved.image.digest, manifest, layout, config)
+
+
+def layer_rows(layout: ModelLayout) -> list[dict[str, Any]]:
+    """One row per layer: where its bytes go, how, its size and digest (pure)."""
+    rows = []
+    for layer in layout.layers:
+        if layer.kind is LayerKind.RAW:
+            path = layer.path
+        else:
+            where = f"{layer.path}/" if layer.path else "./"
+            path = f"{where} ({layer.kind.value}" + (
+                f", only {layer.strip}/)" if layer.strip else ")"
+            )
+        rows.append(
+            {
+                "path": path,
+                "kind": layer.role,
+                "packing": layer.kind.value,
+                "size": layer.size,
+                "digest": str(layer.descriptor.digest),
+                "media_type": layer.descriptor.media_type,
+            }
+        )
+    return rows
+
+
+def _open_model(
+    reference: str,
+    platform: str | None,
+    insecure_registry: list[str],
+    ca_file: Path | None,
+    username: str | None,
+    password_stdin: bool,
+    docker_config: Path | None,
+) -> RemoteModel:
+    try:
+        ref = parse_reference(reference)
+        wanted = Platform.parse(platform).normalized() if platform else Platform.host()
+    except OCIError as e:
+        fail(str(e))
+    options = client_options(
+        ref.registry,
+        insecure_registry=insecure_registry,
+        ca_file=ca_file,
+        username=username,
+        password_stdin=password_stdin,
+        docker_config=docker_config,
+    )
+
+    async def go() -> RemoteModel:
+        async with RegistryClient(options) as client:
+            return await read_model(client, ref, wanted)
+
+    return run(go)
+
+
+PLATFORM_OPTION = typer.Option(
+    None,
+    "--platform",
+    help="os/arch[/variant], for a modelcar behind an index (default: this host).",
+)
+
+
+@app.command("ls")
+def ls(
+    reference: str = typer.Argument(..., help="The model, e.g. 127.0.0.1:5000/models/tiny:v1"),
+    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
+    ca_file: Path | None = CA_FILE_OPTION,
+    username: str | None = USERNAME_OPTION,
+    password_stdin: bool = PASSWORD_STDIN_OPTION,
+    docker_config: Path | None = DOCKER_CONFIG_OPTION,
+    platform: str | None = PLATFORM_OPTION,
+    json_out: bool = typer.Option(False, "--json", help="Print the files as JSON."),
+) -> None:
+    """List the files a model artifact holds (ModelPack, an ORAS artifact, or a modelcar's
+    /models): path, kind, size, digest. A tar layer is one row (its files appear when a node
+    materialises it)."""
+    model = _open_model(
+        reference, platform, insecure_registry, ca_file, username, password_stdin, docker_config
+    )
+    rows = layer_rows(model.layout)
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(
+        "path", "kind", "size", "digest", title=Text(f"{reference} ({model.layout.format})")
+    )
+    for row in rows:
+        table.add_row(Text(row["path"]), row["kind"], format_size(row["size"]), row["digest"][:19])
+    out_console.print(table)
+    out_console.print(
+        f"{len(rows)} layers, {format_size(model.layout.total_size)} ({reference}@{model.digest})"
+    )
+
+
+@app.command("inspect")
+def inspect(
+    reference: str = typer.Argument(..., help="The model, e.g. 127.0.0.1:5000/models/tiny:v1"),
+    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
+    ca_file: Path | None = CA_FILE_OPTION,
+    username: str | None = USERNAME_OPTION,
+    password_stdin: bool = PASSWORD_STDIN_OPTION,
+    docker_config: Path | None = DOCKER_CONFIG_OPTION,
+    platform: str | None = PLATFORM_OPTION,
+) -> None:
+    """Show a model artifact as JSON: its format, digest, artifactType, total size, the
+    ModelPack config (name, format, architecture, ...) and every layer."""
+    model = _open_model(
+        reference, platform, insecure_registry, ca_file, username, password_stdin, docker_config
+    )
+    doc = {
+        "reference": reference,
+        "digest": str(model.digest),
+        "format": model.layout.format.value,
+        "artifact_type": model.manifest.artifact_type,
+        "config_media_type": model.manifest.config.media_type,
+        "size": model.layout.total_size,
+        "config": model.config,
+        "layers": layer_rows(model.layout),
+    }
+    typer.echo(json.dumps(doc, indent=2))
