@@ -71,9 +71,11 @@ def test_garbage_requests_log_one_line_each_and_no_traceback(agent: AgentProcess
         time.sleep(0.05)
     assert len(refused) == rounds * len(GARBAGE), "\n".join(lines)
     assert all(" WARNING warmstart.agent.access: 127.0.0.1 " in line for line in refused)
-    # nothing else: no traceback, no ERROR, one line per bad request (and one for /healthz)
+    # nothing else: no traceback, no ERROR, one line per bad request (and the /healthz lines:
+    # ours, and maybe the start-up probe's, which can land after ``before`` was read)
     others = [line for line in lines if line not in refused]
-    assert len(others) == 1 and '"GET /healthz HTTP/1.1" 200' in others[0], "\n".join(others)
+    health = [line for line in others if '"GET /healthz HTTP/1.1" 200' in line]
+    assert health and len(others) == len(health), "\n".join(others)
     assert any("Invalid header token" in line for line in refused)
     assert any("HTTPS traffic" in line for line in refused)
 
