@@ -13,11 +13,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from warmstart.containerd.ctr import CRI_NAMESPACE
 from warmstart.containerd.hosts import toml_string
 from warmstart.testbed.procs import stop_process, wait_ready
 
 CRI_PLUGIN = "io.containerd.grpc.v1.cri"
-CRI_NAMESPACE = "k8s.io"  # where the CRI plugin keeps its images
 DISABLED_PLUGINS = (
     CRI_PLUGIN,
     "io.containerd.internal.v1.tracing",
@@ -167,3 +167,6 @@ class ContainerdProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.wipe()
+
+
+__all__ = ["CRI_NAMESPACE", "CRI_PLUGIN", "ContainerdProcess", "render_config"]
