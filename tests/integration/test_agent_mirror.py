@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from dxf import DXF
 
+from tests.support.agent_log import assert_no_tracebacks
 from tests.support.images import BuiltImage, ImageBuilder
 from tests.support.tools import require_tool
 from warmstart.testbed.agent import AgentProcess
@@ -29,7 +30,9 @@ MakeAgent = Callable[..., AgentProcess]
 def make_agent() -> Iterator[MakeAgent]:
     """``make_agent(registry)``: a ``warmstart agent`` subprocess mirroring ``registry`` (its
     only upstream, so also the default one). Its log goes to stderr at teardown (shown by
-    pytest for failed tests)."""
+    pytest for failed tests). These tests send bad input (unknown registries, bad names and
+    ranges, writes, layers asked for as manifests): the answer to it is a status, so the
+    agent's log must hold 0 tracebacks and no ERROR line when the test ends."""
     started: list[AgentProcess] = []
 
     def make(registry: RegistryProcess, **kwargs: Any) -> AgentProcess:
@@ -39,6 +42,8 @@ def make_agent() -> Iterator[MakeAgent]:
 
     try:
         yield make
+        for agent in started:
+            assert_no_tracebacks(agent.log)
     finally:
         for agent in started:
             sys.stderr.write(f"\n=== agent {agent.url} log ===\n{agent.log_tail()}\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,13 @@ NOBODY = basic("mallory", "secret")
 
 @pytest.fixture
 async def agent(
-    tmp_path: Path, auth_registry: TokenAuthRegistry, registry: RegistryProcess
+    tmp_path: Path,
+    auth_registry: TokenAuthRegistry,
+    registry: RegistryProcess,
+    caplog: pytest.LogCaptureFixture,
 ) -> AsyncIterator[str]:
-    """An agent mirroring both registries; it pulls from the private one as alice."""
+    """An agent mirroring both registries; it pulls from the private one as alice. Wrong and
+    missing credentials are answered with a status: no traceback, no ERROR is logged."""
     port = free_port()
     config = build_config(
         {
@@ -66,6 +71,8 @@ async def agent(
     await web.TCPSite(runner, LOOPBACK, port).start()
     try:
         yield f"http://{LOOPBACK}:{port}"
+        faults = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+        assert not faults, "\n".join(caplog.text.splitlines()[-60:])
     finally:
         await runner.cleanup()
         await store.aclose()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.containerd.images import ContainerdImage, parse_images_check
-from warmstart.testbed.containerd import ContainerdProcess
+from warmstart.testbed.containerd import CRI_NAMESPACE, ContainerdProcess
 
 from .tools import require_tool
 
@@ -28,12 +28,21 @@ class ContainerdFactory:
     started: list[ContainerdProcess] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)
 
-    def __call__(self, extra_config: str = "") -> ContainerdProcess:
+    def __call__(
+        self, extra_config: str = "", *, cri_config_path: Path | None = None
+    ) -> ContainerdProcess:
+        """A started instance. ``cri_config_path``: with its CRI plugin, reading hosts.toml
+        files from that directory; ``ctr`` then works in the CRI's namespace ``k8s.io``."""
         for tool in ("containerd", "ctr", "runc"):
             require_tool(tool)
         base = Path(tempfile.mkdtemp(prefix="wsc-", dir="/tmp"))
         self.dirs.append(base)
-        ctd = ContainerdProcess(base, namespace=self.namespace, extra_config=extra_config)
+        ctd = ContainerdProcess(
+            base,
+            namespace=self.namespace if cri_config_path is None else CRI_NAMESPACE,
+            extra_config=extra_config,
+            cri_config_path=cri_config_path,
+        )
         self.started.append(ctd)
         ctd.start()
         return ctd

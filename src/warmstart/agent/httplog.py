@@ -6,6 +6,10 @@ the plain port) with 400 and logs a full traceback at ERROR for each one, so a b
 garbage floods the log. Here such a request is one WARNING access line that says why it was
 refused (:class:`AgentAccessLogger`), and the server logger (:class:`ServerLog`) keeps its
 tracebacks for real failures only.
+
+A client that went away before its answer was complete is one INFO line from the handler layer
+(with the bytes sent); the handler marks the request (:data:`CLIENT_GONE`) and the access log
+leaves it out, so it stays one line.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from aiohttp.web_log import AccessLogger
 from warmstart.registry.errors import one_line
 
 MAX_REASON = 200
+# Set on a request whose client went away (already logged by the handler layer).
+_REQUEST_KEY = getattr(web, "RequestKey", None)
+CLIENT_GONE: Any = (
+    _REQUEST_KEY("warmstart_client_gone", bool) if _REQUEST_KEY else "warmstart_client_gone"
+)
 
 
 def unparsed(request: web.BaseRequest) -> bool:
@@ -34,6 +43,8 @@ class AgentAccessLogger(AccessLogger):
     the parser's reason instead of ``"UNKNOWN / HTTP/1.0" 400``."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.get(CLIENT_GONE):
+            return  # its one line is already out
         if not unparsed(request):
             super().log(request, response, time)
             return
@@ -65,4 +76,4 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
-__all__ = ["MAX_REASON", "AgentAccessLogger", "ServerLog", "unparsed"]
+__all__ = ["CLIENT_GONE", "MAX_REASON", "AgentAccessLogger", "ServerLog", "unparsed"]

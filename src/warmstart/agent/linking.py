@@ -120,7 +120,7 @@ class ImageLinker:
         self._on_linked = on_linked
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self._clock = clock
-        self._prefetches: dict[Digest, asyncio.Task[None]] = {}
+        self._prefetches: dict[Digest, asyncio.Task[LinkOutcome]] = {}
 
     @property
     def content_dir(self) -> Path:
@@ -170,7 +170,8 @@ class ImageLinker:
         wait: float,
     ) -> LinkReport:
         """Link the image's stored blobs; fetch the missing ones (linking each as it lands) and
-        wait for them up to ``wait`` seconds."""
+        wait for them up to ``wait`` seconds. The report counts the blobs fetched and linked
+        within the wait too; those still arriving are ``missing``."""
         started = self._clock()
         blobs = _unique(manifest.blobs)
         report = await self.link_stored(blobs)
@@ -178,19 +179,24 @@ class ImageLinker:
             return report
         wanted = set(report.missing)
         pending = {
-            desc.digest: self._prefetch(registry, repository, desc, client)
+            desc: self._prefetch(registry, repository, desc, client)
             for desc in blobs
             if desc.digest in wanted
         }
         if wait > 0:
             await asyncio.wait(pending.values(), timeout=wait)
-        report.missing = [d for d, task in pending.items() if not _succeeded(task)]
+        report.missing = []
+        for desc, task in pending.items():
+            if _succeeded(task):
+                report.add(task.result(), desc.size)
+            else:
+                report.missing.append(desc.digest)
         report.seconds = self._clock() - started
         return report
 
     def _prefetch(
         self, registry: str, repository: str, desc: Descriptor, client: ClientIdentity
-    ) -> asyncio.Task[None]:
+    ) -> asyncio.Task[LinkOutcome]:
         task = self._prefetches.get(desc.digest)
         if task is None:
             task = asyncio.create_task(
@@ -201,7 +207,7 @@ class ImageLinker:
             task.add_done_callback(self._prefetch_done)
         return task
 
-    def _prefetch_done(self, task: asyncio.Task[None]) -> None:
+    def _prefetch_done(self, task: asyncio.Task[LinkOutcome]) -> None:
         for digest, known in list(self._prefetches.items()):
             if known is task:
                 del self._prefetches[digest]
@@ -210,7 +216,7 @@ class ImageLinker:
 
     async def _fetch_and_link(
         self, registry: str, repository: str, desc: Descriptor, client: ClientIdentity
-    ) -> None:
+    ) -> LinkOutcome:
         async with self._limit:
             try:
                 await ensure_stored(self._fetcher, self._store, registry, repository, desc, client)
@@ -222,6 +228,7 @@ class ImageLinker:
         await self._link_one(desc, report)
         if report.missing or report.refused:
             raise LinkRefused(f"{desc.digest} stored but not linked: {'; '.join(report.refused)}")
+        return LinkOutcome.PRESENT if report.present else LinkOutcome.LINKED
 
     async def aclose(self) -> None:
         tasks = list(self._prefetches.values())
@@ -232,7 +239,7 @@ class ImageLinker:
                 await task
 
 
-def _succeeded(task: asyncio.Task[None]) -> bool:
+def _succeeded(task: asyncio.Task[LinkOutcome]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 

@@ -13,7 +13,7 @@ from enum import Enum
 
 from warmstart.agent.errors import ErrorResponse, denied, digest_invalid, name_invalid, oci_error
 from warmstart.oci import Digest, InvalidDigest, InvalidReference, validate_repository, validate_tag
-from warmstart.oci.reference import normalize_registry
+from warmstart.oci.registry_name import canonical_registry
 
 MAX_ACCEPT_ENTRIES = 64
 
@@ -112,7 +112,7 @@ def choose_registry(
     Only configured registries are served: the agent is never an open proxy. Raise
     :class:`BadRequest` (403 DENIED) otherwise.
     """
-    distinct = {normalize_registry(v.strip().lower()) for v in ns_values}
+    distinct = {canonical_registry(v) for v in ns_values}
     if len(distinct) > 1:
         raise BadRequest(denied("several different ?ns= parameters"))
     if distinct:

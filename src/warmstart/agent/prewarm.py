@@ -15,7 +15,10 @@ next container start pulls and unpacks nothing. containerd 1.6 has no pull RPC (
 in the client), so this runs ``ctr images pull`` against the agent itself: a temporary hosts
 directory names the agent as the registry's only endpoint (no fallback to the upstream), so
 every byte comes from the local store at loopback speed. Afterwards ``ctr images check`` must
-show the image complete and unpacked.
+show the image complete and unpacked. Into the CRI's namespace (``k8s.io``) the image is
+also named by its digest (``registry/repository@sha256:...``), as a CRI pull names it: the
+kubelet then finds it by tag and by digest (``ImageStatus``, a pod pinned by digest, the repo
+digests ``ListImages`` reports) and pulls nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from warmstart.agent.api import (
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
 from warmstart.aio import run_all
-from warmstart.containerd.ctr import ContainerdTarget, CtrError, last_error_line, pull_args
+from warmstart.containerd.ctr import (
+    CRI_NAMESPACE,
+    ContainerdTarget,
+    Ctr,
+    CtrError,
+    digest_name,
+    last_error_line,
+    pull_args,
+)
 from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
@@ -428,6 +439,8 @@ class ContainerdPrewarmer:
         if state is None or state.tier != Tier.HOT:
             shown = "missing" if state is None else f"{state.status}, unpacked={state.unpacked}"
             raise HotImportFailed(f"{ref} is not unpacked in containerd after the import ({shown})")
+        if target.namespace == CRI_NAMESPACE and ref.digest is None:
+            await self._name_by_digest(ctr, str(ref), digest_name(ref.name, state.digest))
         return ContainerdImport(
             namespace=target.namespace,
             reference=state.reference,
@@ -440,6 +453,18 @@ class ContainerdPrewarmer:
             unpack_seconds=round(parse_pull_output(result.stdout).unpack_seconds, 3),
             seconds=round(self._clock() - started, 3),
         )
+
+    async def _name_by_digest(self, ctr: Ctr, reference: str, by_digest: str) -> None:
+        """Give the imported image its digest name too (``ctr images tag --force``). The image
+        is hot either way: a failure here is one warning line."""
+        try:
+            result = await ctr.run("images", "tag", "--force", reference, by_digest)
+        except (CtrError, TimeoutError) as e:
+            log.warning("naming %s %s failed: %s", reference, by_digest, e)
+            return
+        if result.returncode != 0:
+            reason = last_error_line(result.stderr) or f"exit status {result.returncode}"
+            log.warning("naming %s %s failed: %s", reference, by_digest, reason)
 
 
 @dataclass(frozen=True)

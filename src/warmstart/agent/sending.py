@@ -3,6 +3,9 @@
 Headers are decided before the first byte goes out (``Content-Length`` always known). If a
 transfer fails after that, the connection is aborted: the client sees a short read, never
 wrong bytes, and retries (containerd resumes with ``Range``).
+
+A client that goes away in the middle (containerd cancels, a kubelet times out) is normal: it
+ends the answer with :class:`ClientGone`, which says how many bytes went out.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import IO
 from aiohttp import web
 
 from warmstart.agent.ranges import ByteRange
+from warmstart.registry.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,24 @@ class TransferAborted(Exception):
     def __init__(self, message: str, response: web.StreamResponse) -> None:
         super().__init__(message)
         self.response = response
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the body was complete (not a fault).
+
+    ``sent`` of ``count`` body bytes were handed to the kernel; ``response`` is the prepared
+    response, which the handler layer returns so aiohttp finishes the request quietly.
+    """
+
+    def __init__(
+        self, sent: int, count: int, response: web.StreamResponse, error: BaseException
+    ) -> None:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        super().__init__(f"client went away after {sent} of {count} bytes ({one_line(reason)})")
+        self.sent = sent
+        self.count = count
+        self.response = response
+        self.error = error
 
 
 class StreamFailed(Exception):
@@ -81,19 +103,23 @@ async def send_file(
     loop = asyncio.get_running_loop()
     transport = request.transport
     if transport is None:
-        raise ConnectionResetError("connection lost")
+        raise ClientGone(0, count, resp, ConnectionResetError("connection lost"))
+    # sendfile leaves the file's position after the last byte it sent, also when it fails
+    fobj.seek(brange.start)
     try:
         await loop.sendfile(transport, fobj, brange.start, count)
     except NotImplementedError:  # e.g. TLS: copy in chunks instead
         pass
-    except ConnectionError:
-        raise  # the client went away
+    except ConnectionError as e:  # the client went away
+        sent = max(0, min(count, fobj.tell() - brange.start))
+        on_bytes(sent)
+        raise ClientGone(sent, count, resp, e) from None
     except OSError as e:  # reading the file failed: the client must not take this as complete
         abort_connection(request)
         raise TransferAborted(f"sending the stored file failed: {e}", resp) from e
     else:
         on_bytes(count)
-        await resp.write_eof()
+        await _finish(resp, count, count)
         return resp
     sent = 0
     while sent < count:
@@ -103,11 +129,21 @@ async def send_file(
         if not chunk:  # the file shrank under us: it is not what we announced
             abort_connection(request)
             raise TransferAborted(f"file ended after {sent} of {count} bytes", resp)
-        await resp.write(chunk)
+        try:
+            await resp.write(chunk)
+        except ConnectionError as e:
+            raise ClientGone(sent, count, resp, e) from None
         sent += len(chunk)
         on_bytes(len(chunk))
-    await resp.write_eof()
+    await _finish(resp, sent, count)
     return resp
+
+
+async def _finish(resp: web.StreamResponse, sent: int, count: int) -> None:
+    try:
+        await resp.write_eof()
+    except ConnectionError as e:
+        raise ClientGone(sent, count, resp, e) from None
 
 
 async def send_stream(
@@ -122,7 +158,7 @@ async def send_stream(
     The first chunk is awaited before the headers go out, so a transfer that fails at once
     raises :class:`StreamFailed` and can still be answered with an error status. Later failures
     (or a stream that ends early) abort the connection and raise :class:`TransferAborted`. A
-    client that goes away ends it with ``ConnectionError``.
+    client that goes away ends it with :class:`ClientGone`.
     """
     count = brange.length
     if request.method == "HEAD" or count == 0:
@@ -166,7 +202,10 @@ async def send_stream(
             view = memoryview(chunk)
             if len(view) > count - sent:
                 view = view[: count - sent]
-            await resp.write(view)  # ConnectionError here: the client went away
+            try:
+                await resp.write(view)
+            except ConnectionError as e:
+                raise ClientGone(sent, count, resp, e) from None
             sent += len(view)
             on_bytes(len(view))
     finally:
@@ -179,5 +218,5 @@ async def send_stream(
     if sent < count:
         abort_connection(request)
         raise TransferAborted(f"transfer ended after {sent} of {count} bytes", resp)
-    await resp.write_eof()
+    await _finish(resp, sent, count)
     return resp

@@ -39,6 +39,7 @@ from warmstart.agent.config import AgentConfig
 from warmstart.agent.errors import ErrorResponse, denied, oci_error, unsupported
 from warmstart.agent.errors import from_fetch_error as _from_fetch_error
 from warmstart.agent.hooks import HotImages, Prewarmer
+from warmstart.agent.httplog import CLIENT_GONE
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker
 from warmstart.agent.metrics import AgentMetrics
@@ -53,6 +54,7 @@ from warmstart.agent.paths import (
 from warmstart.agent.peer_set import PeerSet
 from warmstart.agent.ranges import RangeKind, evaluate_range
 from warmstart.agent.sending import (
+    ClientGone,
     StreamFailed,
     TransferAborted,
     abort_connection,
@@ -72,7 +74,13 @@ from warmstart.fetch.api import (
 )
 from warmstart.oci import Digest, ImageManifest, OCIError
 from warmstart.oci.manifest import parse_manifest
-from warmstart.registry.errors import AuthError, NotFound, RegistryError, UpstreamUnavailable
+from warmstart.registry.errors import (
+    AuthError,
+    NotFound,
+    RegistryError,
+    UpstreamUnavailable,
+    one_line,
+)
 from warmstart.store import ContentStore, StoreError
 from warmstart.store.pins import Pin
 
@@ -184,6 +192,21 @@ def _response_started(request: web.Request) -> bool:
     return bool(getattr(writer, "output_size", 0))
 
 
+def _client_left(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _client_gone(
+    request: web.Request, what: str, response: web.StreamResponse | None
+) -> web.StreamResponse:
+    """One INFO line for a client that went away; the answer aiohttp then finishes quietly on
+    the closed connection (the access log leaves the request out)."""
+    log.info("%s %s %s: %s", request.remote, request.method, request.path, what)
+    request[CLIENT_GONE] = True
+    return response if response is not None else web.Response(status=499, reason="Client Gone")
+
+
 @web.middleware
 async def observe(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -205,10 +228,17 @@ async def observe(
         state.metrics.aborted_responses.inc()
         log.warning("%s %s: connection aborted: %s", request.method, request.path, e)
         return e.response
-    except (ConnectionError, asyncio.CancelledError):
+    except ClientGone as e:  # normal: containerd cancels, kubelets time out
+        status = "disconnected"
+        return _client_gone(request, str(e), e.response)
+    except asyncio.CancelledError:
         status = "disconnected"
         raise
-    except Exception:
+    except Exception as e:
+        if isinstance(e, ConnectionError) and _client_left(request):
+            status = "disconnected"
+            reason = one_line(getattr(e, "strerror", None) or e or type(e).__name__)
+            return _client_gone(request, f"client went away ({reason})", None)
         log.exception("unexpected error answering %s %s", request.method, request.path_qs)
         status = 500
         if _response_started(request):

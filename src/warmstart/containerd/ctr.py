@@ -82,12 +82,16 @@ class Ctr:
         )
 
 
+# The namespace containerd's CRI plugin (the kubelet's image service) keeps its images in.
+CRI_NAMESPACE = "k8s.io"
+
+
 @dataclass(frozen=True)
 class ContainerdTarget:
     """The node's containerd, as the agent config names it."""
 
     socket: Path
-    namespace: str = "default"  # Kubernetes (CRI) uses "k8s.io"
+    namespace: str = "default"  # Kubernetes (CRI) uses CRI_NAMESPACE, "k8s.io"
     snapshotter: str | None = None  # None: containerd's default (overlayfs)
     ctr_binary: str = "ctr"
     prefix: tuple[str, ...] = ()  # e.g. ("nsenter", "--net=/run/netns/node1")
@@ -106,3 +110,9 @@ def pull_args(
     if snapshotter:
         args += ["--snapshotter", snapshotter]
     return [*args, reference]
+
+
+def digest_name(name: str, digest: str) -> str:
+    """``registry/repository@digest``: the second name a CRI pull gives an image (its repo
+    digest), beside the tag. ``name`` is ``registry/repository``."""
+    return f"{name}@{digest}"

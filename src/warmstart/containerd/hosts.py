@@ -31,7 +31,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from warmstart.oci.errors import InvalidReference
-from warmstart.oci.reference import DEFAULT_REGISTRY, normalize_registry, validate_registry
+from warmstart.oci.reference import validate_registry
+from warmstart.oci.registry_name import DOCKER_HUB, canonical_registry, registry_names
 
 DOCKER_HUB_SERVER = "https://registry-1.docker.io"
 DEFAULT_CAPABILITIES = ("pull", "resolve")
@@ -65,7 +66,9 @@ class MirrorHost:
 class HostsFile:
     """``<registry>/hosts.toml``: mirrors first, ``server`` as the fallback."""
 
-    registry: str  # the host namespace ("docker.io", "127.0.0.1:5000", "_default")
+    # the host namespace: the name in the references it is for, which is also the directory
+    # ("docker.io", "registry.hub.docker.com", "127.0.0.1:5000", "_default")
+    registry: str
     server: str | None  # the upstream URL; None leaves it to containerd's default
     hosts: tuple[MirrorHost, ...] = ()
 
@@ -77,20 +80,29 @@ class HostsFile:
 # -- validation ---------------------------------------------------------------------------------
 
 
-def canonical_registry(name: str) -> str:
-    """``index.docker.io`` -> ``docker.io``; raise on anything that is not a registry host."""
+def _valid(name: str) -> str:
     name = name.strip()
     if name == DEFAULT_HOST_DIR:
         return name
     try:
-        return normalize_registry(validate_registry(name))
+        return validate_registry(name).lower()
     except InvalidReference as e:
         raise HostsConfigError(str(e)) from None
 
 
+def checked_registry(name: str) -> str:
+    """The registry's one name (``registry.hub.docker.com`` -> ``docker.io``, as
+    :func:`~warmstart.oci.registry_name.canonical_registry` says everywhere); raise
+    :class:`HostsConfigError` on anything that is not a registry host."""
+    name = _valid(name)
+    return name if name == DEFAULT_HOST_DIR else canonical_registry(name)
+
+
 def host_directory(registry: str) -> str:
-    """The directory containerd looks in for ``registry`` (``DIR/<registry>/hosts.toml``)."""
-    name = canonical_registry(registry)
+    """The directory containerd looks in for pulls of references naming ``registry``
+    (``DIR/<registry>/hosts.toml``): that name itself, not the canonical one (containerd looks
+    up the host as the reference has it)."""
+    name = _valid(registry)
     if "/" in name or name in (".", ".."):  # validate_registry already rules these out
         raise HostsConfigError(f"invalid registry host {registry!r}")
     return name
@@ -121,10 +133,10 @@ def check_duration(value: str) -> str:
 def upstream_server(registry: str, insecure: bool = False) -> str:
     """The registry's own URL: ``https://registry-1.docker.io`` for Docker Hub, else
     ``https://<registry>`` (``http://`` for a registry marked insecure)."""
-    name = canonical_registry(registry)
+    name = checked_registry(registry)
     if name == DEFAULT_HOST_DIR:
         raise HostsConfigError("the _default directory has no single upstream server")
-    if name == DEFAULT_REGISTRY:
+    if name == DOCKER_HUB:
         return DOCKER_HUB_SERVER
     return f"{'http' if insecure else 'https'}://{name}"
 
@@ -159,25 +171,31 @@ def mirror_configs(
     insecure: Iterable[str] = (),
     servers: Mapping[str, str] | None = None,
 ) -> list[HostsFile]:
-    """One :class:`HostsFile` per registry, each sending pulls to ``mirror`` first.
+    """One :class:`HostsFile` per name of each registry, each sending pulls to ``mirror``
+    first: Docker Hub gets one under each of its names (``docker.io``, ``index.docker.io``,
+    ``registry-1.docker.io``, ``registry.hub.docker.com``), since containerd looks up the
+    directory, and sends ``?ns=``, under the name the reference uses (``ctr`` normalises none
+    of them), and the agent maps every name to one upstream.
 
     ``insecure`` registries get an ``http://`` server; ``servers`` overrides the upstream URL
-    of a registry (``{"registry.example": "https://mirror.example/v2"}``).
+    of a registry (``{"registry.example": "https://mirror.example/v2"}``). Either may name a
+    registry by any of its names.
     """
-    insecure_set = {canonical_registry(r) for r in insecure}
+    insecure_set = {checked_registry(r) for r in insecure}
     overrides = {
-        canonical_registry(k): check_url(v, "server URL") for k, v in (servers or {}).items()
+        checked_registry(k): check_url(v, "server URL") for k, v in (servers or {}).items()
     }
     out: dict[str, HostsFile] = {}
     for raw in registries:
-        name = canonical_registry(raw)
+        name = checked_registry(raw)
         if name in overrides:
             server: str | None = overrides[name]
         elif name == DEFAULT_HOST_DIR:
             server = None
         else:
             server = upstream_server(name, insecure=name in insecure_set)
-        out[name] = HostsFile(name, server, (mirror,))
+        for alias in registry_names(name):
+            out[alias] = HostsFile(alias, server, (mirror,))
     if not out:
         raise HostsConfigError("name at least one registry (e.g. docker.io)")
     return list(out.values())
@@ -194,7 +212,7 @@ def agent_only(
     straight from the registry as if there were no file."""
     url = check_url(agent_url, "agent URL")
     host = replace(mirror_host(url, dial_timeout=None), headers=headers)
-    return HostsFile(canonical_registry(registry), url, (host,))
+    return HostsFile(checked_registry(registry), url, (host,))
 
 
 # -- rendering ----------------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from warmstart.oci.manifest import (
 from warmstart.oci.platform import Platform, choose_platform
 from warmstart.oci.reference import (
     Reference,
-    normalize_registry,
     parse_reference,
     validate_repository,
     validate_tag,
 )
+from warmstart.oci.registry_name import canonical_registry, registry_names
 
 __all__ = [
     "MAX_MANIFEST_BYTES",
@@ -45,11 +45,12 @@ __all__ = [
     "Platform",
     "Reference",
     "UnsupportedMediaType",
+    "canonical_registry",
     "choose_platform",
     "is_digest",
-    "normalize_registry",
     "parse_manifest",
     "parse_reference",
+    "registry_names",
     "validate_repository",
     "validate_tag",
 ]

@@ -2,7 +2,9 @@
 
 ``busybox`` -> ``docker.io/library/busybox:latest``; ``localhost:5000/a/b@sha256:...``;
 ``[::1]:5000/x:tag``. Repository names follow the distribution spec grammar, so a name that
-passes here never contains ``..``, empty path components or upper-case letters.
+passes here never contains ``..``, empty path components or upper-case letters. The registry is
+named by :func:`~warmstart.oci.registry_name.canonical_registry` (lower case; every name of Docker
+Hub is ``docker.io``), as everywhere else in warmstart.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import dataclass, replace
 
 from warmstart.oci.digest import Digest
 from warmstart.oci.errors import InvalidDigest, InvalidReference
+from warmstart.oci.registry_name import DOCKER_HUB, canonical_registry
 
-DEFAULT_REGISTRY = "docker.io"
+DEFAULT_REGISTRY = DOCKER_HUB
 DEFAULT_TAG = "latest"
-LEGACY_DEFAULT_REGISTRIES = frozenset({"index.docker.io", "registry-1.docker.io"})
 MAX_NAME_LENGTH = 255
 
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -55,11 +57,6 @@ def validate_registry(host: str) -> str:
     if port is not None and not host.startswith("[") and not (0 < int(port) < 65536):
         raise InvalidReference(f"invalid registry port in {host!r}")
     return host
-
-
-def normalize_registry(host: str) -> str:
-    """The canonical name of a registry host (``index.docker.io`` -> ``docker.io``)."""
-    return DEFAULT_REGISTRY if host in LEGACY_DEFAULT_REGISTRIES else host
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def _split_domain(remainder: str) -> tuple[str, str]:
     )
     if not is_domain:
         return DEFAULT_REGISTRY, remainder
-    return normalize_registry(first), rest
+    return canonical_registry(first), rest
 
 
 def parse_reference(text: str) -> Reference:

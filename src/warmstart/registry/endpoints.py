@@ -1,8 +1,9 @@
 """From a registry name (as in an image reference) to the URL its API lives at.
 
-``docker.io`` (and its legacy aliases) is served by ``https://registry-1.docker.io``. Every other
-registry is reached over HTTPS unless the user listed its ``host:port`` as insecure, the same rule
-as docker's ``insecure-registries`` minus the silent fallback: we never try plain HTTP on our own.
+``docker.io`` (every name of Docker Hub, as :func:`warmstart.oci.registry_name.canonical_registry`
+says; re-exported here) is served by ``https://registry-1.docker.io``. Every other registry is
+reached over HTTPS unless the user listed its ``host:port`` as insecure, the same rule as
+docker's ``insecure-registries`` minus the silent fallback: we never try plain HTTP on our own.
 """
 
 from __future__ import annotations
@@ -12,17 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-DOCKER_HUB = "docker.io"
+from warmstart.oci.registry_name import DOCKER_HUB, canonical_registry
+
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
-DOCKER_HUB_ALIASES = frozenset(
-    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
-)
-
-
-def canonical_registry(registry: str) -> str:
-    """Lower-cased host[:port]; Docker Hub's aliases become ``docker.io``."""
-    host = registry.strip().lower().rstrip("/")
-    return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
 
 
 def split_host_port(netloc: str) -> tuple[str, int | None]:

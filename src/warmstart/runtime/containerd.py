@@ -39,7 +39,7 @@ from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line, 
 from warmstart.containerd.hosts import (
     HostsConfigError,
     HostsFile,
-    canonical_registry,
+    checked_registry,
     mirror_configs,
     mirror_host,
     upstream_server,
@@ -270,13 +270,13 @@ class ContainerdRuntime:
     # -- pull ---------------------------------------------------------------------------------
 
     def _hosts_file(self, registry: str) -> HostsFile:
-        insecure = {canonical_registry(r) for r in self.insecure_registries}
-        servers = {canonical_registry(k): v for k, v in self.servers.items()}
+        insecure = {checked_registry(r) for r in self.insecure_registries}
+        servers = {checked_registry(k): v for k, v in self.servers.items()}
         if self.agent_url is not None:
-            [config] = mirror_configs(
+            # the pull names the registry canonically: its first file is the one ctr reads
+            return mirror_configs(
                 [registry], mirror_host(self.agent_url), insecure=insecure, servers=servers
-            )
-            return config
+            )[0]
         server = servers.get(registry) or upstream_server(registry, registry in insecure)
         return HostsFile(registry, server, (mirror_host(server, dial_timeout=None),))
 

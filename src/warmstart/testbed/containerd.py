@@ -1,4 +1,11 @@
-"""A private containerd instance (own root, state and socket), and ``ctr`` against it."""
+"""A private containerd instance (own root, state and socket), and ``ctr`` against it.
+
+Its CRI plugin is disabled unless ``cri_config_path`` is given: then it runs (the kubelet's
+image service on the same socket; images in namespace ``k8s.io``) with
+``[plugins."io.containerd.grpc.v1.cri".registry] config_path`` naming that hosts.toml directory,
+its streaming server on 127.0.0.1 (a free port), and empty CNI directories of its own: the
+image service needs no CNI (the plugin loads and logs that pod networking is not ready).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +13,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from warmstart.containerd.ctr import CRI_NAMESPACE
+from warmstart.containerd.hosts import toml_string
 from warmstart.testbed.procs import stop_process, wait_ready
+
+CRI_PLUGIN = "io.containerd.grpc.v1.cri"
+DISABLED_PLUGINS = (
+    CRI_PLUGIN,
+    "io.containerd.internal.v1.tracing",
+    "io.containerd.tracing.processor.v1.otlp",
+)
 
 CONFIG_TEMPLATE = """version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp",
-]
+disabled_plugins = {disabled}
 
 [grpc]
   address = "{socket}"
@@ -30,6 +42,38 @@ disabled_plugins = [
   address = ""
 """
 
+CRI_TEMPLATE = """
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = {config_path}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = {cni_bin}
+    conf_dir = {cni_conf}
+"""
+
+
+def render_config(
+    root: Path, state: Path, socket: Path, cri: tuple[Path, Path] | None = None
+) -> str:
+    """The config file; ``cri`` = (hosts.toml directory, CNI base directory) enables CRI."""
+    disabled = [p for p in DISABLED_PLUGINS if cri is None or p != CRI_PLUGIN]
+    text = CONFIG_TEMPLATE.format(
+        root=root,
+        state=state,
+        socket=socket,
+        disabled="[" + ", ".join(toml_string(p) for p in disabled) + "]",
+    )
+    if cri is not None:
+        config_path, cni = cri
+        text += CRI_TEMPLATE.format(
+            config_path=toml_string(str(config_path)),
+            cni_bin=toml_string(str(cni / "bin")),
+            cni_conf=toml_string(str(cni / "net.d")),
+        )
+    return text
+
 
 class ContainerdProcess:
     """``containerd`` with everything under ``base``; stop() ends it by PID."""
@@ -41,9 +85,11 @@ class ContainerdProcess:
         namespace: str = "warmstart",
         netns: str | None = None,
         extra_config: str = "",
+        cri_config_path: Path | None = None,
     ) -> None:
         self.base = Path(base)
         self.extra_config = extra_config  # TOML appended to the config file
+        self.cri_config_path = cri_config_path  # set: the CRI plugin runs, reading hosts.toml here
         self.namespace = namespace
         self.netns = netns
         self.root = self.base / "root"
@@ -61,9 +107,14 @@ class ContainerdProcess:
     def start(self, timeout: float = 20.0) -> ContainerdProcess:
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
+        cri = None
+        if self.cri_config_path is not None:
+            cni = self.base / "cni"
+            for d in (self.cri_config_path, cni / "bin", cni / "net.d"):
+                d.mkdir(parents=True, exist_ok=True)
+            cri = (self.cri_config_path, cni)
         self.config.write_text(
-            CONFIG_TEMPLATE.format(root=self.root, state=self.state, socket=self.socket)
-            + self.extra_config
+            render_config(self.root, self.state, self.socket, cri) + self.extra_config
         )
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -116,3 +167,6 @@ class ContainerdProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.wipe()
+
+
+__all__ = ["CRI_NAMESPACE", "CRI_PLUGIN", "ContainerdProcess", "render_config"]

@@ -158,6 +158,8 @@ if "check" in args:
         print(f"{{state.read_text()}} application/vnd.oci.image.manifest.v1+json {{digest}} "
               f"complete (3/3) 3.8 MiB/3.8 MiB {{unpacked}}")
     sys.exit(0)
+if args[4:6] == ["images", "tag"]:
+    sys.exit(1 if mode == "tag-fails" else 0)
 sys.exit(2)
 '''
 

@@ -52,6 +52,9 @@ async def test_missing_blobs_are_fetched_once_and_linked_before_the_answer(node)
     m = image(upstream, 300_000, 50_000)
     report = await linker_of(cluster, content).prepare(REG, REPO, m, ANON, wait=30)
     assert report.missing == [] and report.refused == []
+    # what the agent logs for the answer: the blobs fetched and linked within the wait count
+    assert report.linked == len(m.blobs) and report.present == 0
+    assert report.linked_bytes == sum(d.size for d in m.blobs)
     for desc in m.blobs:
         assert linked(content, desc.digest).stat().st_ino == (
             cluster[A].store.blob_path(desc.digest).stat().st_ino

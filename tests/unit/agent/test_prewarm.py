@@ -174,7 +174,7 @@ async def test_hot_imports_through_the_agent_only(
     assert result.containerd.unpacked is True
     assert result.containerd.namespace == "k8s.io"
     assert result.containerd.tag_moved is False
-    pull, check = ctr_calls(log)
+    pull, check, tag = ctr_calls(log)
     assert pull["args"][:4] == ["--address", "/run/fake.sock", "--namespace", "k8s.io"]
     assert pull["args"][4:6] == ["images", "pull"]
     assert pull["args"][-1] == str(REF)
@@ -188,6 +188,9 @@ async def test_hot_imports_through_the_agent_only(
         "host": {AGENT: {"capabilities": ["pull", "resolve"]}},
     }
     assert check["args"][4:] == ["images", "check"]
+    # In the CRI's namespace the image is named by digest too, as a CRI pull names it.
+    by_digest = f"{REF.name}@{digest}"
+    assert tag["args"][4:] == ["images", "tag", "--force", str(REF), by_digest]
     # The grant let ctr act as the client who asked, and only while the import ran.
     assert len(token) >= 32
     assert grants.identity(token) is None
@@ -319,6 +322,7 @@ async def test_hot_import_retries_a_pull_that_broke_mid_body(
         ["images", "pull"],
         ["images", "pull"],
         ["images", "check"],
+        ["images", "tag"],  # k8s.io: the digest name
     ]
     assert waits == [IMPORT_RETRY_DELAYS[0]]
 
@@ -355,3 +359,27 @@ async def test_hot_import_does_not_retry_a_final_failure(
     with pytest.raises(HotImportFailed, match="503"):
         await prewarmer.prewarm(REF, None, True)
     assert len(ctr_calls(log)) == 1
+
+
+@pytest.mark.parametrize(("namespace", "mode"), [("warmstart", "ok"), ("k8s.io", "tag-fails")])
+async def test_the_digest_name_only_in_the_cri_namespace_and_never_fatal(
+    fetcher: FakeFetcher,
+    store: ContentStore,
+    fake_ctr: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    namespace: str,
+    mode: str,
+) -> None:
+    ctr, log = fake_ctr
+    digest = make_image([b"layer-one" * 100, b"layer-two" * 50]).digest
+    monkeypatch.setenv("FAKE_CTR_DIGEST", str(digest))
+    monkeypatch.setenv("FAKE_CTR_MODE", mode)
+    containerd = ContainerdTarget(Path("/run/fake.sock"), namespace=namespace, ctr_binary=str(ctr))
+    prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, containerd=containerd)
+    result = await prewarmer.prewarm(REF, None, True)
+    assert result.containerd is not None and result.containerd.unpacked is True
+    tags = [c for c in ctr_calls(log) if c["args"][4:6] == ["images", "tag"]]
+    assert len(tags) == (1 if namespace == "k8s.io" else 0)
+    failed = [r.getMessage() for r in caplog.records if "naming" in r.getMessage()]
+    assert len(failed) == (1 if mode == "tag-fails" else 0)

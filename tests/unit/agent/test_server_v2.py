@@ -129,7 +129,7 @@ async def test_no_ns_uses_the_default_upstream(agent: Agent) -> None:
 async def test_docker_hub_aliases(make_agent: MakeAgent) -> None:
     agent = await make_agent(upstreams={"docker.io": {}}, default_upstream=None)
     agent.fetcher.add_manifest("docker.io", "library/busybox", MANIFEST, tag="latest")
-    for ns in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+    for ns in ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
         resp = await agent.client.get(f"/v2/library/busybox/manifests/latest?ns={ns}")
         assert resp.status == 200, ns
     assert {c.registry for c in agent.fetcher.calls} == {"docker.io"}

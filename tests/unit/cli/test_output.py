@@ -31,7 +31,7 @@ def invoke(*args: str) -> Any:
 def test_hosts_toml_printed_through_the_cli_console_is_intact(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    [config] = mirror_configs(["docker.io"], mirror_host(MIRROR))
+    config = mirror_configs(["docker.io"], mirror_host(MIRROR))[0]
     text = render_hosts_toml(config)
     assert f'[host."{MIRROR}"]' in text
     out_console.print(text, end="")

@@ -46,11 +46,29 @@ def test_mirror_config_renders_what_containerd_reads() -> None:
     assert cfg.directory == "127.0.0.1:5000"
 
 
-def test_docker_hub_aliases_collapse_into_one_file() -> None:
-    configs = mirror_configs(["docker.io", "index.docker.io", "quay.io"], mirror_host(MIRROR))
-    assert [c.registry for c in configs] == ["docker.io", "quay.io"]
-    assert parsed(configs[0])["server"] == DOCKER_HUB_SERVER
-    assert parsed(configs[1])["server"] == "https://quay.io"
+def test_docker_hub_gets_a_file_under_each_of_its_names() -> None:
+    """containerd looks up ``DIR/<the reference's host>/hosts.toml`` and sends that host as
+    ``?ns=``; ctr 1.6 normalises none of Docker Hub's names (measured: a pull of
+    ``registry.hub.docker.com/library/app`` reads ``DIR/registry.hub.docker.com``), so each
+    name gets its file, and the agent maps every name to one upstream."""
+    configs = mirror_configs(
+        ["docker.io", "index.docker.io", "registry.hub.docker.com", "quay.io"], mirror_host(MIRROR)
+    )
+    assert [c.registry for c in configs] == [
+        "docker.io",
+        "index.docker.io",
+        "registry-1.docker.io",
+        "registry.hub.docker.com",
+        "quay.io",
+    ]
+    assert [c.directory for c in configs] == [c.registry for c in configs]
+    assert all(parsed(c)["server"] == DOCKER_HUB_SERVER for c in configs[:4])
+    assert parsed(configs[4])["server"] == "https://quay.io"
+    overridden = mirror_configs(
+        ["registry.hub.docker.com"], mirror_host(MIRROR), servers={"docker.io": "http://1.2.3.4"}
+    )
+    assert {parsed(c)["server"] for c in overridden} == {"http://1.2.3.4"}
+    assert len(overridden) == 4
 
 
 def test_tls_options_and_no_dial_timeout() -> None:
@@ -129,12 +147,12 @@ def test_toml_string_escapes_everything_toml_forbids() -> None:
 
 
 def test_write_hosts_dir_is_atomic_and_idempotent(tmp_path: Path) -> None:
-    configs = mirror_configs(["docker.io", "127.0.0.1:5000"], mirror_host(MIRROR))
+    configs = mirror_configs(["quay.io", "127.0.0.1:5000"], mirror_host(MIRROR))
     paths = write_hosts_dir(tmp_path, configs)
-    assert paths == [tmp_path / "docker.io/hosts.toml", tmp_path / "127.0.0.1:5000/hosts.toml"]
+    assert paths == [tmp_path / "quay.io/hosts.toml", tmp_path / "127.0.0.1:5000/hosts.toml"]
     write_hosts_dir(tmp_path, configs)
-    assert sorted(p.name for p in (tmp_path / "docker.io").iterdir()) == ["hosts.toml"]
-    assert tomllib.loads(paths[0].read_text())["server"] == DOCKER_HUB_SERVER
+    assert sorted(p.name for p in (tmp_path / "quay.io").iterdir()) == ["hosts.toml"]
+    assert tomllib.loads(paths[0].read_text())["server"] == "https://quay.io"
 
 
 def test_cli_writes_files(tmp_path: Path) -> None:

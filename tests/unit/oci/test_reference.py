@@ -22,7 +22,10 @@ HEX = "a" * 64
         ("ghcr.io/org/img@sha256:" + HEX, "ghcr.io", "org/img", None, "sha256:" + HEX),
         ("ghcr.io/org/img:t@sha256:" + HEX, "ghcr.io", "org/img", "t", "sha256:" + HEX),
         ("example.com/a_b/c__d/e-f---g.h", "example.com", "a_b/c__d/e-f---g.h", "latest", None),
-        ("Registry/app", "Registry", "app", "latest", None),
+        ("registry.hub.docker.com/user/app", "docker.io", "user/app", "latest", None),
+        ("registry-1.docker.io/app", "docker.io", "library/app", "latest", None),
+        # host names are case-insensitive: one (lower-case) name, as the agent's config has it
+        ("Registry/app", "registry", "app", "latest", None),
     ],
 )
 def test_parse_normalises_like_docker(text, registry, repository, tag, digest):

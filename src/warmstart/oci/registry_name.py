@@ -1,0 +1,36 @@
+"""The one name of a registry: every layer (image references, the agent's upstreams and
+``?ns=``, the registry client's endpoints and credentials, containerd's ``hosts.toml``) goes by
+:func:`canonical_registry`, so a registry named two ways is still one registry.
+
+Host names are case-insensitive, so the name is lower-cased. Docker Hub answers to several
+names; all of them are ``docker.io``. containerd itself normalises at most ``index.docker.io``
+(the CRI plugin; ``ctr`` none of them) and looks up ``hosts.toml`` and sends ``?ns=`` under the
+name in the reference: :func:`registry_names` lists every name a registry may be asked for.
+"""
+
+from __future__ import annotations
+
+DOCKER_HUB = "docker.io"
+# Other names of Docker Hub's registry API (not hub.docker.com, the web site).
+DOCKER_HUB_ALIASES = frozenset(
+    {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+)
+
+
+def canonical_registry(name: str) -> str:
+    """``host[:port]`` lower-cased (surrounding blanks and a trailing ``/`` dropped); Docker
+    Hub's aliases become ``docker.io``. Pure: validation is
+    :func:`warmstart.oci.reference.validate_registry`'s job."""
+    host = name.strip().lower().rstrip("/")
+    return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
+
+
+def registry_names(name: str) -> tuple[str, ...]:
+    """Every name of the registry ``name`` is one of, the canonical one first."""
+    canonical = canonical_registry(name)
+    if canonical == DOCKER_HUB:
+        return (DOCKER_HUB, *sorted(DOCKER_HUB_ALIASES))
+    return (canonical,)
+
+
+__all__ = ["DOCKER_HUB", "DOCKER_HUB_ALIASES", "canonical_registry", "registry_names"]
