@@ -321,3 +321,11 @@ def test_fanout_behind_a_shared_upstream_cap_has_the_0_6x_target():
     assert "| fanout | wall time, 4 nodes | 40.00 s | 20.00 s | 11.00 s | 3.6x | - |  |" in (
         markdown_table(results()).splitlines()
     )
+
+
+def test_a_replicas_model_fetch_is_kept_in_its_startup_record():
+    with_model = StartupResult("warmstart", "cold", 5.0, 2.0, 0.2, 1.0, 9.5, model_s=7.5)
+    r = ScaleoutResults(startup=[with_model, StartupResult("baseline", "cold", 5, 2, 0.2, 1, 8)])
+    doc = to_json(r)
+    assert [s["model_s"] for s in doc["startup"]] == [7.5, None]  # None: no model
+    assert from_json(json.loads(dumps(doc))) == r
