@@ -84,6 +84,10 @@ PREWARM_RETRY_MAX_SECONDS = 300.0
 PHASES = ("wait", "pull", "unpack", "model", "start", "load")
 
 
+class _Abandoned(Exception):
+    """A replica still starting was stopped (a scale-down chose it): its start ends here."""
+
+
 @dataclass(frozen=True)
 class PrewarmFailure:
     """A node's pre-warms that failed in a row: how many, and when the last one ended."""
@@ -265,6 +269,7 @@ class Controller:
         self.replicas: dict[str, ManagedReplica] = {}
         self.events: deque[Event] = deque(maxlen=max_events)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._bring_ups: dict[str, asyncio.Task[None]] = {}  # replica id -> its start
         self._prewarming: set[str] = set()
         self._prewarm_events: dict[str, asyncio.Event] = {}  # set when a node's pre-warm ends
         self._prewarmed: dict[str, float] = {}  # node -> when its pre-warm succeeded
@@ -434,7 +439,9 @@ class Controller:
         )
         self.replicas[rid] = managed
         self._event(now, "started", f"{rid} on {node_name} (port {managed.port})")
-        self._spawn(self._bring_up(node, managed))
+        task = self._spawn(self._bring_up(node, managed))
+        self._bring_ups[rid] = task
+        task.add_done_callback(lambda _: self._bring_ups.pop(rid, None))
 
     async def _bring_up(self, node: NodeHandle, managed: ManagedReplica) -> None:
         started = managed.started_at  # the moment the controller decided to start it
@@ -446,9 +453,11 @@ class Controller:
             if in_flight is not None and node.name in self._prewarming:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(in_flight.wait(), max(0.0, deadline - self._clock()))
+            _check_wanted(managed)
             pull_started = self._clock()
             managed.phases["wait"] = pull_started - started
             timing, pulled_at, mounts, fetched_at = await self._fetch(node, managed)
+            _check_wanted(managed)
             # The pull's wall time on this clock, split as the runtime reports it (its unpack;
             # the rest is fetching), so that the phases add up to ready_seconds.
             pull_wall = pulled_at - pull_started
@@ -470,11 +479,14 @@ class Controller:
             if managed.model_seconds is not None:
                 replica = replica.with_timings(model_seconds=managed.model_seconds)
             managed.runtime_replica = replica
+            _check_wanted(managed)
             managed.runtime_replica = await node.runtime.start(replica)
             running_at = self._clock()
             managed.phases["start"] = running_at - ready_to_create
+            _check_wanted(managed)
             self.router.add_replica(managed.id, managed.url, ready=False)
             while not await self._ping_ok(managed.url):
+                _check_wanted(managed)
                 if self._clock() >= deadline:
                     raise TimeoutError(
                         f"did not answer /ping 200 within {self.spec.replica_start_timeout:.0f}s"
@@ -483,9 +495,13 @@ class Controller:
                 if status.state is ReplicaState.EXITED:
                     raise ReplicaError(f"exited with status {status.exit_code} before /ping")
                 await asyncio.sleep(PING_INTERVAL)
+            _check_wanted(managed)
         except asyncio.CancelledError:
             raise
         except Exception as e:
+            if managed.state == "stopping":  # stopped while it started: remove what it made
+                await self._teardown(node, managed)
+                return
             self._event(self._clock(), "failed", f"{managed.id} on {node.name}: {e}")
             await self._stop_replica(managed)
             return
@@ -579,21 +595,44 @@ class Controller:
             return False
 
     async def _stop_replica(self, managed: ManagedReplica) -> None:
+        """Drain the replica from the router, stop and delete it, release its model. A replica
+        still starting (a scale-down may choose it) is left to its start task, which removes
+        what it created at its next step: a container started after this must not linger."""
         if managed.state == "stopping":
             return
         managed.state = "stopping"
         node = self.nodes[managed.node]
+        starting = self._bring_ups.get(managed.id)
+        mid_start = (
+            starting is not None and not starting.done() and starting is not asyncio.current_task()
+        )
         try:
             if managed.id in self.router.replica_ids():
                 await self.router.remove_replica(managed.id, drain=True)
+            if not mid_start:
+                await self._remove_container(node, managed)
+        finally:
+            self.replicas.pop(managed.id, None)
+            self._event(self._clock(), "stopped", f"{managed.id} on {managed.node}")
+            if not mid_start:
+                await self._release_model(node, managed)
+
+    async def _remove_container(self, node: NodeHandle, managed: ManagedReplica) -> None:
+        try:
             if managed.runtime_replica is not None:
                 await node.runtime.stop(managed.runtime_replica)
                 await node.runtime.delete(managed.runtime_replica)
         except ReplicaError as e:
             self._event(self._clock(), "failed", f"stopping {managed.id}: {e}")
+
+    async def _teardown(self, node: NodeHandle, managed: ManagedReplica) -> None:
+        """What a start that was stopped midway created goes: its router entry, its
+        container, its use of the model."""
+        try:
+            if managed.id in self.router.replica_ids():
+                await self.router.remove_replica(managed.id, drain=False)
+            await self._remove_container(node, managed)
         finally:
-            self.replicas.pop(managed.id, None)
-            self._event(self._clock(), "stopped", f"{managed.id} on {managed.node}")
             await self._release_model(node, managed)
 
     async def _reap_crashed(self, now: float) -> None:
@@ -661,10 +700,11 @@ class Controller:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _event(self, at: float, kind: str, message: str) -> None:
         self.events.append(Event(at, kind, message))
@@ -674,6 +714,12 @@ class Controller:
         """Wait for the replica starts, stops and pre-warms in flight (tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _check_wanted(managed: ManagedReplica) -> None:
+    """End a start whose replica was stopped meanwhile (:class:`_Abandoned`)."""
+    if managed.state == "stopping":
+        raise _Abandoned(f"{managed.id} was stopped while it started")
 
 
 def describe_phases(replica: ManagedReplica) -> str:

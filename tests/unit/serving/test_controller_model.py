@@ -232,6 +232,22 @@ async def test_an_unpin_in_flight_never_lands_after_a_new_replicas_pin() -> None
     assert [r.state for r in s.ctl.replicas.values()] == ["ready"]
 
 
+async def test_a_replica_stopped_while_it_fetches_keeps_the_pin_until_its_start_ends() -> None:
+    s = make(min_replicas=1, names=("node-a",))
+    agent = s.agents["node-a"]
+    agent.gate = asyncio.Event()
+    await s.ctl.tick()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    [replica] = s.ctl.replicas.values()
+    await s.ctl._stop_replica(replica)  # a scale-down chose it while the model was in flight
+    assert s.ctl.replicas == {} and agent.unpins == []  # its pre-warm may still pin it
+    agent.gate.set()
+    await s.ctl.settle()
+    assert agent.pins == set() and agent.unpins == [(MODEL, UNPIN_TIMEOUT)]
+    assert s.runtimes["node-a"].replicas == {} and s.ctl.model_users.nodes() == {}
+
+
 async def test_an_unpin_that_fails_is_an_event() -> None:
     s = make(min_replicas=1)
     await s.tick()
