@@ -76,6 +76,9 @@ async def burst(url: str, count: int, seconds: float) -> list[tuple[int, float, 
 
 
 def replicas_table(replicas: Sequence[Mapping[str, Any]]) -> Table:
+    # "model" only for an endpoint with a model (its replicas report that phase)
+    has_model = any("model" in (r.get("phases") or {}) for r in replicas)
+    shown = [k for k in PHASES if k != "model" or has_model]
     t = table(
         "replicas (tier: where the image's bytes were when the replica started; wait: for a "
         "pre-warm of its node in flight)",
@@ -83,7 +86,7 @@ def replicas_table(replicas: Sequence[Mapping[str, Any]]) -> Table:
         "node",
         "state",
         "tier at start",
-        *(f"{k} s" for k in PHASES),
+        *(f"{k} s" for k in shown),
         "ready s",
     )
     for r in replicas:
@@ -94,7 +97,7 @@ def replicas_table(replicas: Sequence[Mapping[str, Any]]) -> Table:
             r.get("node"),
             r.get("state"),
             r.get("tier"),
-            *(f"{float(p.get(k, 0)):.2f}" for k in PHASES),
+            *(f"{float(p.get(k, 0)):.2f}" for k in shown),
             f"{float(r.get('ready_seconds') or 0):.2f}",
         )
     return t

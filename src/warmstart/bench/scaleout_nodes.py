@@ -200,6 +200,7 @@ class StartTiming:
     load_s: float
     first_answer_s: float
     total_s: float
+    model_s: float | None = None  # the model's fetch beside the pull (None: no model)
 
 
 async def _wait_ping(session: aiohttp.ClientSession, url: str, deadline: float) -> None:

@@ -115,10 +115,11 @@ async def _timed_start(
         crossed = link_bytes_delta(before, await asyncio.to_thread(links))
     await stop_replica(stack, replica)
     sent = upstream_blob_bytes(upstream.requests(since=mark))
+    model = f", model {timing.model_s:.1f}" if timing.model_s is not None else ""
     log(
         f"  {mode} {tier} on {stack.name}: {timing.total_s:.1f} s (pull {timing.pull_s:.1f}, "
-        f"unpack {timing.unpack_s:.1f}, start {timing.start_s:.2f}, load {timing.load_s:.1f}); "
-        f"upstream {sent / 2**20:.0f} MiB"
+        f"unpack {timing.unpack_s:.1f}{model}, start {timing.start_s:.2f}, "
+        f"load {timing.load_s:.1f}); upstream {sent / 2**20:.0f} MiB"
     )
     if crossed is not None:
         log("    bytes on links: " + "; ".join(
@@ -129,6 +130,7 @@ async def _timed_start(
     return StartupResult(
         mode, tier, timing.pull_s, timing.unpack_s, timing.start_s,
         timing.load_s + timing.first_answer_s, timing.total_s, sent, crossed,
+        model_s=timing.model_s,
     )  # fmt: skip
 
 

@@ -142,6 +142,10 @@ class StartupResult:
     upstream_bytes: int = 0
     # bytes on each node's links during this start (node -> upstream_rx, lan_rx, lan_tx)
     links: dict[str, dict[str, int]] | None = None
+    # the replica's model fetched by its node's agent, alongside pull_s + unpack_s (it
+    # overlaps them; the controller's "model" phase is only the part they did not hide);
+    # None: the replica had no model artifact
+    model_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from warmstart.cli.common import (
 )
 
 # A replica's phases, as the controller reports them (warmstart.serving.controller.PHASES; not
-# imported: the status command stays light).
-PHASES = ("wait", "pull", "unpack", "start", "load")
+# imported: the status command stays light). "model" only for an endpoint with a model.
+PHASES = ("wait", "pull", "unpack", "model", "start", "load")
 DEFAULT_LISTEN = "127.0.0.1:8080"
 STATUS_TIMEOUT = 5.0
 
@@ -149,32 +149,39 @@ def fetch_status(url: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
     return body
 
 
+def _seconds(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
+
+
 def render_status(body: dict[str, Any]) -> list[Table | str]:
-    """Tables for the replicas and nodes, and a summary line (pure)."""
+    """Tables for the replicas and nodes, and a summary line (pure). An endpoint with a model
+    shows the model's tier beside the image's (image/model), the "model" phase (the part of the
+    model's fetch the pull did not hide) and the model's whole fetch (``model s``)."""
+    model = body.get("model")
     head = (
-        f"endpoint {body.get('endpoint', '?')} ({body.get('image', '?')}): "
-        f"desired {body.get('desired', '?')}, in flight {body.get('in_flight', 0)}, "
+        f"endpoint {body.get('endpoint', '?')} ({body.get('image', '?')}"
+        + (f", model {model}" if model else "")
+        + f"): desired {body.get('desired', '?')}, in flight {body.get('in_flight', 0)}, "
         f"queued {body.get('queue_length', 0)}; {body.get('last_decision') or '-'}"
     )
-    replicas = Table("replica", "node", "tier", "state", "url", "ready s", "/".join(PHASES))
+    shown = PHASES if model else tuple(k for k in PHASES if k != "model")
+    tier = "tier (image/model)" if model else "tier"
+
+    def tiers(entry: dict[str, Any]) -> str:
+        image = str(entry.get("tier"))
+        return f"{image}/{entry.get('model_tier') or '-'}" if model else image
+
+    columns = ["replica", "node", tier, "state", "url", "ready s", "/".join(shown)]
+    replicas = Table(*columns, *(["model s"] if model else []))
     for r in body.get("replicas") or []:
         phases = r.get("phases") or {}
-        split = "/".join(
-            f"{phases[k]:.2f}" if isinstance(phases.get(k), int | float) else "-" for k in PHASES
-        )
-        ready = r.get("ready_seconds")
-        replicas.add_row(
-            str(r.get("id")),
-            str(r.get("node")),
-            str(r.get("tier")),
-            str(r.get("state")),
-            str(r.get("url", "")),
-            f"{ready:.2f}" if isinstance(ready, int | float) else "-",
-            split,
-        )
-    nodes = Table("node", "tier", "replicas", "slots")
+        split = "/".join(_seconds(phases.get(k)) for k in shown)
+        row = [str(r.get("id")), str(r.get("node")), tiers(r), str(r.get("state")),
+               str(r.get("url", "")), _seconds(r.get("ready_seconds")), split]  # fmt: skip
+        replicas.add_row(*row, *([_seconds(r.get("model_seconds"))] if model else []))
+    nodes = Table("node", tier, "replicas", "slots")
     for n in body.get("nodes") or []:
-        nodes.add_row(str(n.get("name")), str(n.get("tier")), str(n.get("replicas")),
+        nodes.add_row(str(n.get("name")), tiers(n), str(n.get("replicas")),
                       str(n.get("slots")))  # fmt: skip
     return [head, replicas, nodes]
 

@@ -5,7 +5,9 @@ The controller (``warmstart.serving``) only talks to a :class:`Runtime`; the rea
 ``warmstart.runtime.memory.MemoryRuntime`` is the in-memory one for tests (like httpx's
 transports). A replica's life: ``pull`` -> ``create`` -> ``start`` -> (``status``/``logs``) ->
 ``stop`` -> ``delete``. Every phase is timed and the durations travel on the results, so a
-benchmark can split a replica's start into fetch, unpack, create and start.
+benchmark can split a replica's start into fetch, unpack, create and start. A replica's model
+comes from the node's agent, not the runtime: a read-only :class:`Mount` (at
+``/opt/ml/model``) of the directory the agent materialised.
 """
 
 from __future__ import annotations
@@ -94,19 +96,30 @@ class PullTiming:
 
 @dataclass(frozen=True)
 class ReplicaTimings:
-    """Seconds per phase of one replica; ``None`` for a phase that has not happened."""
+    """Seconds per phase of one replica; ``None`` for a phase that has not happened.
+
+    ``model_seconds``: bringing the replica's model to the node (its agent's pre-warm, which
+    materialises it), run alongside the image's pull; ``None`` for a replica without a model.
+    """
 
     pull: PullTiming | None = None
     create_seconds: float | None = None
     start_seconds: float | None = None
+    model_seconds: float | None = None
+
+    @property
+    def fetch_seconds(self) -> float:
+        """The image's pull and the model's fetch, which run at once: the longer of the two."""
+        pulled = self.pull.total_seconds if self.pull is not None else 0.0
+        return max(pulled, self.model_seconds or 0.0)
 
     @property
     def start_path_seconds(self) -> float | None:
-        """pull + create + start: the runtime's share of a replica's time to ready."""
+        """fetch (pull, or the model if it took longer) + create + start: the runtime's share
+        of a replica's time to ready."""
         if self.create_seconds is None or self.start_seconds is None:
             return None
-        pulled = self.pull.total_seconds if self.pull is not None else 0.0
-        return pulled + self.create_seconds + self.start_seconds
+        return self.fetch_seconds + self.create_seconds + self.start_seconds
 
 
 @dataclass(frozen=True)

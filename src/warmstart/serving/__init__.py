@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from warmstart.oci.tiers import Tier
 from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
-from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
+from warmstart.serving.placement import (
+    Node,
+    NodeTiers,
+    PlacedReplica,
+    choose_victims,
+    place,
+    start_rank,
+)
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.spec import EndpointSpec, SpecError, build_spec, load_spec, parse_spec
 
@@ -13,6 +20,7 @@ __all__ = [
     "EndpointSpec",
     "LoadSnapshot",
     "Node",
+    "NodeTiers",
     "PlacedReplica",
     "ScaleDecision",
     "ScalerState",
@@ -25,4 +33,5 @@ __all__ = [
     "parse_spec",
     "place",
     "prewarm_targets",
+    "start_rank",
 ]

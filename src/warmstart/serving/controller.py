@@ -18,6 +18,14 @@ Starting a replica runs as a task: pull through the node's agent, create, start,
 ``GET /ping`` until it answers 200; only then does the router send it traffic. A replica that
 never passes ``/ping`` within ``replica_start_timeout`` is stopped, deleted and reported as an
 event; the endpoint keeps serving with what it has.
+
+An endpoint with a ``model``: its replica's start asks the node's agent for the model
+materialised and pinned (:mod:`warmstart.serving.models`) *while* the runtime pulls the image,
+so the image's unpack overlaps the model's transfer; the replica is created once both are
+there, with the model's directory mounted read-only at ``/opt/ml/model``. The node's pin is
+released when the last replica that uses the model there is gone. Placement ranks nodes by
+both tiers (:func:`~warmstart.serving.placement.start_rank`) and a pre-warm ahead brings the
+model hot (materialised) beside the image.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from typing import Protocol
 
 from warmstart.oci.tiers import Tier
 from warmstart.runtime.api import (
+    Mount,
+    PullTiming,
     Replica,
     ReplicaError,
     ReplicaNotFound,
@@ -42,7 +52,16 @@ from warmstart.runtime.api import (
     Runtime,
 )
 from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
-from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
+from warmstart.serving.models import (
+    UNPIN_TIMEOUT,
+    ModelAgent,
+    ModelUsers,
+    materialised_path,
+    model_mount,
+    prewarm_model_request,
+    replica_model_request,
+)
+from warmstart.serving.placement import Node, NodeTiers, PlacedReplica, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
 from warmstart.serving.router import Router
 from warmstart.serving.spec import EndpointSpec
@@ -51,6 +70,7 @@ log = logging.getLogger(__name__)
 
 PingFn = Callable[[str], Awaitable[bool]]
 PrewarmFn = Callable[["NodeHandle", str], Awaitable[None]]
+AgentFor = Callable[["NodeHandle"], ModelAgent]  # the client of a node's agent
 PING_INTERVAL = 0.2
 # A node pre-warmed this recently is not pre-warmed again (its tier may not show it yet).
 PREWARM_MEMORY_SECONDS = 300.0
@@ -58,8 +78,14 @@ PREWARM_MEMORY_SECONDS = 300.0
 PREWARM_RETRY_MIN_SECONDS = 10.0
 PREWARM_RETRY_MAX_SECONDS = 300.0
 # A replica's way to ready: waiting (for a pre-warm of its node in flight, and to be scheduled),
-# pulling, unpacking, creating and starting the container, loading until /ping answers 200.
-PHASES = ("wait", "pull", "unpack", "start", "load")
+# pulling, unpacking, waiting for the model (only an endpoint with a model has this phase: the
+# part of the model's fetch that the image's pull and unpack did not hide), creating and
+# starting the container, loading until /ping answers 200. They add up to the time to ready.
+PHASES = ("wait", "pull", "unpack", "model", "start", "load")
+
+
+class _Abandoned(Exception):
+    """A replica still starting was stopped (a scale-down chose it): its start ends here."""
 
 
 @dataclass(frozen=True)
@@ -108,20 +134,34 @@ class NodeHandle:
 
 
 class TierSource(Protocol):
-    async def tiers(self, image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
-        """Where the image's bytes are, per node name; a node left out is not known yet (it
-        is placed as cold, and when it shows up its failed pre-warms are forgotten)."""
+    async def tiers(
+        self, image: str, nodes: Sequence[NodeHandle], model: str | None = None
+    ) -> dict[str, NodeTiers]:
+        """Where the image's bytes are, and the model's when there is one, per node name; a
+        node left out is not known yet (it is placed as cold, and when it shows up its failed
+        pre-warms are forgotten)."""
         ...
 
 
 class StaticTiers:
     """Tiers given by the caller (tests, or clusters without agents)."""
 
-    def __init__(self, tiers: dict[str, Tier] | None = None) -> None:
+    def __init__(
+        self, tiers: dict[str, Tier] | None = None, models: dict[str, Tier] | None = None
+    ) -> None:
         self.values = dict(tiers or {})
+        self.models = dict(models or {})
 
-    async def tiers(self, image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
-        return {n.name: self.values.get(n.name, Tier.COLD) for n in nodes}
+    async def tiers(
+        self, image: str, nodes: Sequence[NodeHandle], model: str | None = None
+    ) -> dict[str, NodeTiers]:
+        return {
+            n.name: NodeTiers(
+                self.values.get(n.name, Tier.COLD),
+                self.models.get(n.name, Tier.COLD) if model is not None else None,
+            )
+            for n in nodes
+        }
 
 
 @dataclass
@@ -135,8 +175,14 @@ class ManagedReplica:
     runtime_replica: Replica | None = None
     ready_seconds: float | None = None  # from "start a replica" to /ping 200
     tier: Tier = Tier.COLD  # where the image's bytes were on the node when the replica started
+    model_tier: Tier | None = None  # where the model's were (None: the endpoint has no model)
     # Seconds per phase, in order (:data:`PHASES`); once ready they add up to ready_seconds.
     phases: dict[str, float] = field(default_factory=dict)
+    # The model's fetch on its own (it overlaps the pull and unpack; the "model" phase is only
+    # the part they did not hide) and the directory mounted at /opt/ml/model.
+    model_seconds: float | None = None
+    model_path: str | None = None
+    holds_model: bool = False  # counted among the node's model users (its pin)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -146,8 +192,11 @@ class ManagedReplica:
             "url": self.url,
             "state": self.state,
             "tier": self.tier,
+            "model_tier": self.model_tier,
             "ready_seconds": self.ready_seconds,
             "phases": dict(self.phases),
+            "model_seconds": self.model_seconds,
+            "model_path": self.model_path,
         }
 
     @property
@@ -158,7 +207,8 @@ class ManagedReplica:
 @dataclass(frozen=True)
 class Event:
     at: float
-    kind: str  # scale, started, ready, failed, crashed, stopped, prewarm, prewarm-failed
+    # scale, started, ready, failed, crashed, stopped, prewarm, prewarm-failed, unpin-failed
+    kind: str
     message: str
 
 
@@ -196,23 +246,30 @@ class Controller:
         ping: PingFn,
         tiers: TierSource | None = None,
         prewarm: PrewarmFn | None = None,
+        agents: AgentFor | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_events: int = 500,
     ) -> None:
         if not nodes:
             raise ValueError("an endpoint needs at least one node")
+        if spec.model is not None and agents is None:
+            raise ValueError(
+                "an endpoint with a model needs the nodes' agents: they fetch and materialise it"
+            )
         self.spec = spec
         self.nodes = {n.name: n for n in nodes}
         self.router = router
         self._ping = ping
         self._tiers = tiers or StaticTiers()
         self._prewarm = prewarm
+        self._agents = agents
         self._clock = clock
         self._state = ScalerState()
         self._samples: deque[tuple[float, float]] = deque()
         self.replicas: dict[str, ManagedReplica] = {}
         self.events: deque[Event] = deque(maxlen=max_events)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._bring_ups: dict[str, asyncio.Task[None]] = {}  # replica id -> its start
         self._prewarming: set[str] = set()
         self._prewarm_events: dict[str, asyncio.Event] = {}  # set when a node's pre-warm ends
         self._prewarmed: dict[str, float] = {}  # node -> when its pre-warm succeeded
@@ -221,6 +278,9 @@ class Controller:
         self._ids = itertools.count(1)
         self.last_decision: ScaleDecision | None = None
         self.node_tiers: dict[str, Tier] = {}  # from the last placement lookup
+        self.node_model_tiers: dict[str, Tier] = {}  # the same for the model, if any
+        self.model_users = ModelUsers()  # replicas using the model, per node
+        self._model_locks: dict[str, asyncio.Lock] = {}  # per node: pin, unpin in order
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -275,7 +335,7 @@ class Controller:
                 if node.name not in self._prewarming and due:
                     self._prewarming.add(node.name)
                     self._prewarm_events[node.name] = asyncio.Event()
-                    self._spawn(self._prewarm_node(self.nodes[node.name], now))
+                    self._spawn(self._prewarm_node(self.nodes[node.name], node))
         return decision
 
     @property
@@ -303,6 +363,7 @@ class Controller:
                 {
                     "name": name,
                     "tier": self.node_tiers.get(name, Tier.COLD),
+                    "model_tier": self.node_model_tiers.get(name),
                     "replicas": sum(1 for r in self.replicas.values() if r.node == name),
                     "slots": node.slots,
                 }
@@ -314,15 +375,29 @@ class Controller:
 
     async def _placement_nodes(self) -> list[Node]:
         handles = list(self.nodes.values())
+        model = self.spec.model
         try:
-            tiers = await self._tiers.tiers(self.spec.image, handles)
+            tiers = await self._tiers.tiers(self.spec.image, handles, model=model)
         except Exception as e:  # a tier lookup failing must not stop scaling
             log.warning("tier lookup failed: %s", e)
             tiers = None
         if tiers is not None:  # a failed lookup says nothing about which nodes are there
             self._node_appeared(set(tiers) & set(self.nodes))
-        self.node_tiers = {h.name: (tiers or {}).get(h.name, Tier.COLD) for h in handles}
-        return [Node(h.name, h.slots, self.node_tiers[h.name]) for h in handles]
+        unknown = NodeTiers(Tier.COLD, Tier.COLD if model is not None else None)
+        found = {h.name: (tiers or {}).get(h.name, unknown) for h in handles}
+        self.node_tiers = {name: t.image for name, t in found.items()}
+        self.node_model_tiers = {
+            name: t.model or Tier.COLD for name, t in found.items() if model is not None
+        }
+        return [
+            Node(
+                h.name,
+                h.slots,
+                self.node_tiers[h.name],
+                model_tier=self.node_model_tiers.get(h.name),
+            )
+            for h in handles
+        ]
 
     def _node_appeared(self, known: set[str]) -> None:
         """Forget the pre-warm history of nodes that were not known at the last tier lookup
@@ -360,10 +435,13 @@ class Controller:
             now,
             host=node.host,
             tier=self.node_tiers.get(node_name, Tier.COLD),
+            model_tier=self.node_model_tiers.get(node_name),
         )
         self.replicas[rid] = managed
         self._event(now, "started", f"{rid} on {node_name} (port {managed.port})")
-        self._spawn(self._bring_up(node, managed))
+        task = self._spawn(self._bring_up(node, managed))
+        self._bring_ups[rid] = task
+        task.add_done_callback(lambda _: self._bring_ups.pop(rid, None))
 
     async def _bring_up(self, node: NodeHandle, managed: ManagedReplica) -> None:
         started = managed.started_at  # the moment the controller decided to start it
@@ -375,26 +453,40 @@ class Controller:
             if in_flight is not None and node.name in self._prewarming:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(in_flight.wait(), max(0.0, deadline - self._clock()))
+            _check_wanted(managed)
             pull_started = self._clock()
             managed.phases["wait"] = pull_started - started
-            timing = await node.runtime.pull(self.spec.image)
-            pulled_at = self._clock()
+            timing, pulled_at, mounts, fetched_at = await self._fetch(node, managed)
+            _check_wanted(managed)
             # The pull's wall time on this clock, split as the runtime reports it (its unpack;
             # the rest is fetching), so that the phases add up to ready_seconds.
             pull_wall = pulled_at - pull_started
             unpack = min(max(timing.unpack_seconds, 0.0), pull_wall)
             managed.phases["pull"] = pull_wall - unpack
             managed.phases["unpack"] = unpack
+            if self.spec.model is not None:
+                managed.model_seconds = fetched_at - pull_started
+                managed.phases["model"] = max(0.0, fetched_at - pulled_at)
+            ready_to_create = max(pulled_at, fetched_at)
             spec = ReplicaSpec(
-                id=managed.id, image=self.spec.image, port=managed.port, env=dict(self.spec.env)
+                id=managed.id,
+                image=self.spec.image,
+                port=managed.port,
+                env=dict(self.spec.env),
+                mounts=mounts,
             )
             replica = await node.runtime.create(spec, pull=timing)
+            if managed.model_seconds is not None:
+                replica = replica.with_timings(model_seconds=managed.model_seconds)
             managed.runtime_replica = replica
+            _check_wanted(managed)
             managed.runtime_replica = await node.runtime.start(replica)
             running_at = self._clock()
-            managed.phases["start"] = running_at - pulled_at
+            managed.phases["start"] = running_at - ready_to_create
+            _check_wanted(managed)
             self.router.add_replica(managed.id, managed.url, ready=False)
             while not await self._ping_ok(managed.url):
+                _check_wanted(managed)
                 if self._clock() >= deadline:
                     raise TimeoutError(
                         f"did not answer /ping 200 within {self.spec.replica_start_timeout:.0f}s"
@@ -403,9 +495,13 @@ class Controller:
                 if status.state is ReplicaState.EXITED:
                     raise ReplicaError(f"exited with status {status.exit_code} before /ping")
                 await asyncio.sleep(PING_INTERVAL)
+            _check_wanted(managed)
         except asyncio.CancelledError:
             raise
         except Exception as e:
+            if managed.state == "stopping":  # stopped while it started: remove what it made
+                await self._teardown(node, managed)
+                return
             self._event(self._clock(), "failed", f"{managed.id} on {node.name}: {e}")
             await self._stop_replica(managed)
             return
@@ -415,8 +511,82 @@ class Controller:
         managed.phases["load"] = ready_at - running_at
         self.router.set_ready(managed.id, True)
         self._event(
-            self._clock(), "ready", f"{managed.id} on {node.name} in {managed.ready_seconds:.2f}s"
+            self._clock(),
+            "ready",
+            f"{managed.id} on {node.name} in {managed.ready_seconds:.2f}s "
+            f"({describe_phases(managed)})",
         )
+
+    async def _fetch(
+        self, node: NodeHandle, managed: ManagedReplica
+    ) -> tuple[PullTiming, float, tuple[Mount, ...], float]:
+        """Pull the image and, for an endpoint with a model, fetch the model at once (the
+        image's unpack overlaps the model's transfer). Returns the pull's timing, when it
+        ended, the replica's mounts and when the model was there (the pull's end without one).
+        Both run to their end even when one fails, so a model pinned meanwhile is counted and
+        released with the replica."""
+
+        async def pull() -> tuple[PullTiming, float]:
+            timing = await node.runtime.pull(self.spec.image)
+            return timing, self._clock()
+
+        if self.spec.model is None:
+            timing, pulled_at = await pull()
+            return timing, pulled_at, (), pulled_at
+
+        async def fetch_model() -> tuple[str, float]:
+            path = await self._acquire_model(node, managed)
+            return path, self._clock()
+
+        pulled, fetched = await asyncio.gather(pull(), fetch_model(), return_exceptions=True)
+        if isinstance(pulled, BaseException):
+            raise pulled
+        if isinstance(fetched, BaseException):
+            raise fetched
+        (timing, pulled_at), (path, fetched_at) = pulled, fetched
+        managed.model_path = path
+        return timing, pulled_at, (model_mount(path),), fetched_at
+
+    def _model_lock(self, node: str) -> asyncio.Lock:
+        return self._model_locks.setdefault(node, asyncio.Lock())
+
+    def _agent(self, node: NodeHandle) -> ModelAgent:
+        if self._agents is None:
+            raise ReplicaError("no agents to fetch the model from")
+        return self._agents(node)
+
+    async def _acquire_model(self, node: NodeHandle, managed: ManagedReplica) -> str:
+        """The model materialised on ``node`` and pinned there; the replica counts as one of
+        the node's model users from now until it is gone (:meth:`_release_model`)."""
+        model = self.spec.model
+        assert model is not None
+        self.model_users.acquire(node.name)
+        managed.holds_model = True
+        # In order with the node's unpins: an unpin for the last replica that went must not
+        # land after this pin.
+        async with self._model_lock(node.name):
+            try:
+                answer = await self._agent(node).prewarm(replica_model_request(model))
+                return materialised_path(answer, model)
+            except Exception as e:
+                raise ReplicaError(f"model {model}: {e}") from None
+
+    async def _release_model(self, node: NodeHandle, managed: ManagedReplica) -> None:
+        """One model user fewer on ``node``; the last one releases the node's pin."""
+        if not managed.holds_model:
+            return
+        managed.holds_model = False
+        model = self.spec.model
+        assert model is not None
+        if not self.model_users.release(node.name):
+            return
+        async with self._model_lock(node.name):
+            if self.model_users.count(node.name) > 0:
+                return  # a replica that started meanwhile pinned it again
+            try:
+                await self._agent(node).unpin(model, time_limit=UNPIN_TIMEOUT)
+            except Exception as e:  # the pin stays until the agent restarts
+                self._event(self._clock(), "unpin-failed", f"{model} on {node.name}: {e}")
 
     async def _ping_ok(self, url: str) -> bool:
         try:
@@ -425,21 +595,45 @@ class Controller:
             return False
 
     async def _stop_replica(self, managed: ManagedReplica) -> None:
+        """Drain the replica from the router, stop and delete it, release its model. A replica
+        still starting (a scale-down may choose it) is left to its start task, which removes
+        what it created at its next step: a container started after this must not linger."""
         if managed.state == "stopping":
             return
         managed.state = "stopping"
         node = self.nodes[managed.node]
+        starting = self._bring_ups.get(managed.id)
+        mid_start = (
+            starting is not None and not starting.done() and starting is not asyncio.current_task()
+        )
         try:
             if managed.id in self.router.replica_ids():
                 await self.router.remove_replica(managed.id, drain=True)
+            if not mid_start:
+                await self._remove_container(node, managed)
+        finally:
+            self.replicas.pop(managed.id, None)
+            self._event(self._clock(), "stopped", f"{managed.id} on {managed.node}")
+            if not mid_start:
+                await self._release_model(node, managed)
+
+    async def _remove_container(self, node: NodeHandle, managed: ManagedReplica) -> None:
+        try:
             if managed.runtime_replica is not None:
                 await node.runtime.stop(managed.runtime_replica)
                 await node.runtime.delete(managed.runtime_replica)
         except ReplicaError as e:
             self._event(self._clock(), "failed", f"stopping {managed.id}: {e}")
+
+    async def _teardown(self, node: NodeHandle, managed: ManagedReplica) -> None:
+        """What a start that was stopped midway created goes: its router entry, its
+        container, its use of the model."""
+        try:
+            if managed.id in self.router.replica_ids():
+                await self.router.remove_replica(managed.id, drain=False)
+            await self._remove_container(node, managed)
         finally:
-            self.replicas.pop(managed.id, None)
-            self._event(self._clock(), "stopped", f"{managed.id} on {managed.node}")
+            await self._release_model(node, managed)
 
     async def _reap_crashed(self, now: float) -> None:
         for managed in [r for r in self.replicas.values() if r.state == "ready"]:
@@ -459,13 +653,31 @@ class Controller:
                     await self.router.remove_replica(managed.id, drain=False)
                 await self._stop_replica(managed)
 
-    async def _prewarm_node(self, node: NodeHandle, now: float) -> None:
+    async def _prewarm_node(self, node: NodeHandle, placed: Node) -> None:
+        """Bring what is not hot on ``node`` hot: the image (unpacked) and the model
+        (materialised), both at once."""
         assert self._prewarm is not None
+        prewarm = self._prewarm
+        model = self.spec.model
+        want_model = model is not None and placed.model_tier != Tier.HOT
+        want_image = placed.tier != Tier.HOT or not want_model
+        jobs: list[Awaitable[None]] = []
+        done: list[str] = []
+        if want_image:
+            jobs.append(prewarm(node, self.spec.image))
+            done.append(f"{self.spec.image} hot")
+        if want_model:
+            assert model is not None
+            jobs.append(self._prewarm_model(node, model))
+            done.append(f"model {model} materialised")
         try:
-            await self._prewarm(node, self.spec.image)
+            outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             self._prewarmed[node.name] = self._clock()
             self._prewarm_failures.pop(node.name, None)
-            self._event(self._clock(), "prewarm", f"{self.spec.image} hot on {node.name}")
+            self._event(self._clock(), "prewarm", f"{' and '.join(done)} on {node.name}")
         except Exception as e:
             failure = prewarm_failed(self._prewarm_failures.get(node.name), self._clock())
             self._prewarm_failures[node.name] = failure
@@ -479,12 +691,20 @@ class Controller:
             if done is not None:
                 done.set()
 
+    async def _prewarm_model(self, node: NodeHandle, model: str) -> None:
+        try:
+            answer = await self._agent(node).prewarm(prewarm_model_request(model))
+            materialised_path(answer, model)
+        except Exception as e:
+            raise ReplicaError(f"model {model}: {e}") from None
+
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _event(self, at: float, kind: str, message: str) -> None:
         self.events.append(Event(at, kind, message))
@@ -494,3 +714,17 @@ class Controller:
         """Wait for the replica starts, stops and pre-warms in flight (tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _check_wanted(managed: ManagedReplica) -> None:
+    """End a start whose replica was stopped meanwhile (:class:`_Abandoned`)."""
+    if managed.state == "stopping":
+        raise _Abandoned(f"{managed.id} was stopped while it started")
+
+
+def describe_phases(replica: ManagedReplica) -> str:
+    """``wait 0.00s, pull 1.20s, ...`` (and the model's own fetch time, when it has one)."""
+    text = ", ".join(f"{k} {replica.phases[k]:.2f}s" for k in PHASES if k in replica.phases)
+    if replica.model_seconds is not None:
+        text += f"; model fetched in {replica.model_seconds:.2f}s beside the pull"
+    return text

@@ -1,8 +1,20 @@
 """Where new replicas go and which replicas leave (pure).
 
-New replicas go where the endpoint's image is highest in the tier table (hot > warm > peer >
+New replicas go where the endpoint's bytes are highest in the tier table (hot > warm > peer >
 cold), then to the least-loaded node (replicas on it / its slots), so replicas spread across
 nodes of the same tier; names break ties. Nodes without a free slot are skipped.
+
+An endpoint with a model has two tiers per node, the image's and the model's, combined by
+:func:`start_rank`: **the slower of the two first, then their sum**. A replica's start fetches
+the image and the model at once (the image's unpack overlaps the model's transfer), so its
+fetch costs about as long as the slower of the two: a node where the image is hot but the
+model is cold starts no faster than a node where both are cold, give or take the image's
+share, and is ranked with the cold ones. Among nodes with the same slowest tier, the sum
+prefers the one where the other half is readier too: it costs less disk, CPU and LAN beside
+the slow half (an unpack that competes with a model's transfer, a transfer that shares the
+uplink). So both hot (0, 0) beats hot + warm (1, 1) beats both warm (1, 2) beats hot + peer
+(3, 3) beats warm + cold (4, 5). Sizes are not weighed: a tier says where the bytes are, not
+how many there are.
 """
 
 from __future__ import annotations
@@ -22,18 +34,43 @@ class Node:
 
     ``slots``: how many replicas the node can run in all; ``used``: slots taken by other
     endpoints (this endpoint's replicas are counted from the replica list); ``tier``: the
-    endpoint image's tier on this node.
+    endpoint image's tier on this node; ``model_tier``: its model's (None: no model).
     """
 
     name: str
     slots: int
     tier: Tier = Tier.COLD
     used: int = 0
+    model_tier: Tier | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))  # accept "hot" etc.
+        if self.model_tier is not None:
+            object.__setattr__(self, "model_tier", Tier(self.model_tier))
         if self.slots < 0 or self.used < 0:
             raise ValueError(f"node {self.name!r}: slots and used must be >= 0")
+
+    @property
+    def hot(self) -> bool:
+        """Nothing left to bring closer: the image is hot, and the model too if there is one."""
+        return self.tier == Tier.HOT and self.model_tier in (None, Tier.HOT)
+
+
+def start_rank(image: Tier, model: Tier | None = None) -> tuple[int, int]:
+    """Lower starts faster: the slower of the image's and the model's tier, then the sum of
+    their ranks (see the module's docstring). Without a model, the image's tier alone."""
+    if model is None:
+        return (image.rank, image.rank)
+    return (max(image.rank, model.rank), image.rank + model.rank)
+
+
+@dataclass(frozen=True)
+class NodeTiers:
+    """Where an endpoint's bytes are on one node: its image's tier and its model's (None: the
+    endpoint has no model)."""
+
+    image: Tier = Tier.COLD
+    model: Tier | None = None
 
 
 @dataclass(frozen=True)
@@ -62,9 +99,10 @@ def has_room(node: Node, taken: int) -> bool:
     return taken < node.slots
 
 
-def placement_key(node: Node, taken: int) -> tuple[int, float, str]:
-    """Lower is better: tier, then load, then name."""
-    return (node.tier.rank, load(node, taken), node.name)
+def placement_key(node: Node, taken: int) -> tuple[int, int, float, str]:
+    """Lower is better: the image's and model's tiers (:func:`start_rank`), then load, then
+    name."""
+    return (*start_rank(node.tier, node.model_tier), load(node, taken), node.name)
 
 
 def place(count: int, nodes: Sequence[Node], replicas: Sequence[PlacedReplica] = ()) -> list[Node]:
@@ -112,6 +150,7 @@ def choose_victims(
 
 __all__ = [
     "Node",
+    "NodeTiers",
     "PlacedReplica",
     "Tier",
     "choose_victims",
@@ -120,4 +159,5 @@ __all__ = [
     "occupancy",
     "place",
     "placement_key",
+    "start_rank",
 ]

@@ -1,6 +1,8 @@
 """Pre-warm ahead of a scale-out (pure): name the nodes the next replicas would be placed on
-whose tier is not yet hot, so the controller can pre-warm ``--hot`` there before the autoscaler
-asks for them.
+that are not yet hot, so the controller can pre-warm ``--hot`` there before the autoscaler
+asks for them. For an endpoint with a model a node is hot only when both its image and its
+model are (:attr:`Node.hot`): the controller then brings the image hot and the model
+materialised there.
 
 By default that is every node the endpoint may scale to: the nodes :func:`place` gives the next
 ``max_replicas`` minus current replicas (existing and starting), whatever the load.
@@ -17,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from warmstart.oci.tiers import Tier
 from warmstart.serving.autoscaler import LoadSnapshot, window_mean
 from warmstart.serving.placement import Node, PlacedReplica, place
 from warmstart.serving.spec import EndpointSpec
@@ -69,7 +70,7 @@ def prewarm_targets(
     """Nodes to pre-warm now (each once, in placement order): those of the next
     :func:`spare_count` replicas always (by default every node the endpoint may scale to), and
     more when demand is near capacity; empty when the endpoint is at ``max_replicas`` or those
-    nodes are hot."""
+    nodes are hot (image, and model if any)."""
     demand = recent_demand(spec, snapshot)
     count = 0
     if near_capacity(spec, demand, capacity(spec, snapshot)):
@@ -80,7 +81,7 @@ def prewarm_targets(
         return []
     out: list[Node] = []
     for node in place(count, nodes, replicas):
-        if node.tier != Tier.HOT and node not in out:
+        if not node.hot and node not in out:
             out.append(node)
     return out
 

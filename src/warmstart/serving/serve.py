@@ -13,6 +13,9 @@ A node is given as ``NAME=SOCKET,AGENT_URL`` with optional ``key=value`` extras:
 - ``slots``: replicas the node may run (default 4); ``netns``: run ``ctr`` in that network
   namespace (``/run/netns/NAME``), as a process on that node would.
 
+An endpoint with a ``model`` needs an agent on every node: the agent fetches the model and
+materialises the directory its replicas get at ``/opt/ml/model``.
+
 The serving process answers ``POST /invocations`` and ``GET /ping`` (the router),
 ``GET /router/status`` and ``GET /endpoint/status`` (replicas, nodes, tiers, queue, events;
 ``warmstart status`` reads it), and ``GET /metrics`` (Prometheus, refreshed every second).
@@ -211,6 +214,7 @@ class EndpointService:
                 else StaticTiers()
             ),
             prewarm=self._prewarm if self.options.prewarm and self.options.agent_api else None,
+            agents=self._model_agent if self.options.agent_api else None,
             **extra,
         )
         await self.clean_leftovers()
@@ -281,11 +285,20 @@ class EndpointService:
         agent = self.agent(node, self._prewarm_session)
         await agent.prewarm(PrewarmRequest.of(image, hot=True))
 
+    def _model_agent(self, node: NodeHandle) -> AgentClient:
+        """The node's agent, for the endpoint's model (a replica's pinned fetch, its unpin,
+        and the model's pre-warm); on the pre-warm session, whose time limit fits a fetch."""
+        assert self._prewarm_session is not None
+        if not node.agent_url:
+            raise RuntimeError(f"node {node.name} has no agent to fetch the model")
+        return self.agent(node, self._prewarm_session)
+
     def status(self) -> dict[str, Any]:
         assert self.controller is not None
         body = self.controller.status().to_dict()
         body["endpoint"] = self.options.spec.name
         body["image"] = self.options.spec.image
+        body["model"] = self.options.spec.model
         return body
 
     def app(self) -> web.Application:

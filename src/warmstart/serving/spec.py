@@ -1,6 +1,11 @@
 """An inference endpoint's spec: one TOML document, every field but ``name`` and ``image``
 with a default.
 
+``model`` (optional) names a model artifact (a CNCF ModelPack, an ORAS artifact with titled
+files, or a modelcar image) that every replica gets read-only at ``/opt/ml/model`` (the
+SageMaker contract): the node's agent materialises it once and keeps it pinned while a replica
+uses it; when the image also bakes files into ``/opt/ml/model``, the mount hides them.
+
 The endpoint's image is kept hot (pre-warmed) by default on every node the endpoint may scale
 to: the nodes that :func:`~warmstart.serving.placement.place` would give the next
 ``max_replicas`` minus current replicas, so a scale-out starts hot without any setting.
@@ -9,7 +14,8 @@ pre-warm of the next nodes when demand nears capacity (``prewarm_headroom``).
 
 ```toml
 name = "qwen3-8b"
-image = "registry.example/llm/qwen3:8b"
+image = "registry.example/llm/vllm:0.9"
+model = "registry.example/llm/qwen3-8b:v1"   # mounted read-only at /opt/ml/model (omit: none)
 min_replicas = 0            # floor (with scale_to_zero = false the floor is at least 1)
 max_replicas = 8
 target_concurrency = 4.0    # in-flight + queued requests one replica should carry
@@ -60,6 +66,7 @@ class EndpointSpec(BaseModel):
 
     name: str
     image: str  # normalised reference text; see :attr:`reference`
+    model: str | None = None  # normalised reference text of the model artifact, or None
     min_replicas: int = Field(default=0, ge=0)
     max_replicas: int = Field(default=4, ge=1)
     target_concurrency: float = Field(default=1.0, gt=0)
@@ -88,9 +95,11 @@ class EndpointSpec(BaseModel):
             )
         return v
 
-    @field_validator("image")
+    @field_validator("image", "model")
     @classmethod
-    def _image(cls, v: str) -> str:
+    def _reference(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
         try:
             return str(parse_reference(v))
         except OCIError as e:
@@ -126,6 +135,10 @@ class EndpointSpec(BaseModel):
     @property
     def reference(self) -> Reference:
         return parse_reference(self.image)
+
+    @property
+    def model_reference(self) -> Reference | None:
+        return parse_reference(self.model) if self.model is not None else None
 
     @property
     def floor(self) -> int:

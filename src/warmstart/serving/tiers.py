@@ -1,9 +1,13 @@
-"""Where an image's bytes are on each node, read from the node agents' ``GET /status``.
+"""Where an endpoint's image and model are on each node, read from the node agents'
+``GET /status``.
 
 A node whose agent reports the image ``hot`` (unpacked in containerd) or ``warm`` (all blobs in
 its store) has that tier; a node without it is ``peer`` when another node holds it warm or hot
-(it would fetch over the LAN), else ``cold``. An agent that does not answer counts as cold: a
-slow or dead agent must not stop the endpoint from scaling.
+(it would fetch over the LAN), else ``cold``. A model is judged the same way from the
+``models`` of ``/status``: ``hot`` is materialised (its read-only directory is ready to
+mount), ``warm`` every blob stored. An agent that does not answer counts as cold for both: a
+slow or dead agent must not stop the endpoint from scaling. How the two tiers combine in
+placement: :func:`warmstart.serving.placement.start_rank`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import Protocol
 
 import aiohttp
 
-from warmstart.agent.api import ImageStatus, StatusResponse
+from warmstart.agent.api import ImageStatus, ModelStatus, StatusResponse
 from warmstart.agent.client import AgentClient, AgentError
 from warmstart.oci import OCIError, parse_reference
 from warmstart.oci.tiers import Tier
+from warmstart.serving.placement import NodeTiers
 
 STATUS_TIMEOUT = 2.0
 
@@ -34,11 +39,12 @@ def _canonical(reference: str) -> str | None:
         return None
 
 
-def local_tier(images: Iterable[ImageStatus], image: str) -> Tier | None:
-    """The image's tier among one agent's ``/status`` images (None: not there, or partial)."""
-    wanted = _canonical(image)
+def local_tier(entries: Iterable[ImageStatus | ModelStatus], reference: str) -> Tier | None:
+    """The tier of ``reference`` among one agent's ``/status`` images (or models): None when
+    it is not there, or only partly."""
+    wanted = _canonical(reference)
     best: Tier | None = None
-    for entry in images:
+    for entry in entries:
         if _canonical(entry.reference) != wanted:
             continue
         tier = entry.tier
@@ -66,7 +72,9 @@ class AgentTiers:
         self._session = session
         self._token = token
 
-    async def tiers(self, image: str, nodes: Sequence[HasAgent]) -> dict[str, Tier]:
+    async def tiers(
+        self, image: str, nodes: Sequence[HasAgent], model: str | None = None
+    ) -> dict[str, NodeTiers]:
         owned = self._session is None
         session = self._session or aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT)
@@ -76,11 +84,16 @@ class AgentTiers:
         finally:
             if owned:
                 await session.close()
-        local = {
-            n.name: (local_tier(body.images, image) if body is not None else None)
-            for n, body in zip(nodes, answers, strict=True)
-        }
-        return cluster_tiers(local)
+        bodies = dict(zip((n.name for n in nodes), answers, strict=True))
+        images = cluster_tiers(
+            {name: local_tier(b.images, image) if b else None for name, b in bodies.items()}
+        )
+        if model is None:
+            return {name: NodeTiers(tier) for name, tier in images.items()}
+        models = cluster_tiers(
+            {name: local_tier(b.models, model) if b else None for name, b in bodies.items()}
+        )
+        return {name: NodeTiers(images[name], models[name]) for name in bodies}
 
     async def _status(
         self, session: aiohttp.ClientSession, node: HasAgent

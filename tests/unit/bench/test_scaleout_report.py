@@ -440,3 +440,11 @@ def test_reports_from_before_replica_seconds_still_read():
     old = from_json(json.loads(dumps(doc)))
     assert all(s.metrics.replica_seconds is None for s in old.spike)
     assert "| warmstart | 3.00 s | 3.00 s | 0 | - | - | - |" in spike_cost_table(old)
+
+
+def test_a_replicas_model_fetch_is_kept_in_its_startup_record():
+    with_model = StartupResult("warmstart", "cold", 5.0, 2.0, 0.2, 1.0, 9.5, model_s=7.5)
+    r = ScaleoutResults(startup=[with_model, StartupResult("baseline", "cold", 5, 2, 0.2, 1, 8)])
+    doc = to_json(r)
+    assert [s["model_s"] for s in doc["startup"]] == [7.5, None]  # None: no model
+    assert from_json(json.loads(dumps(doc))) == r

@@ -9,11 +9,14 @@ import pytest
 from warmstart.runtime import (
     ImageNotPresent,
     ImagePullError,
+    Mount,
+    PullTiming,
     ReplicaError,
     ReplicaExists,
     ReplicaNotFound,
     ReplicaSpec,
     ReplicaState,
+    ReplicaTimings,
     Runtime,
 )
 from warmstart.runtime.memory import MemoryRuntime, PhaseDurations
@@ -45,6 +48,28 @@ async def test_lifecycle_with_timings() -> None:
     with pytest.raises(ReplicaNotFound):
         await runtime.status(replica)
     await runtime.delete(replica)  # idempotent
+
+
+async def test_mounts_are_recorded_with_the_spec() -> None:
+    runtime = _runtime()
+    await runtime.pull(IMAGE)
+    model = Mount("/store/models/sha256/ab", "/opt/ml/model")
+    assert model.read_only  # read-only unless said otherwise
+    replica = await runtime.start(await runtime.create(ReplicaSpec("a", IMAGE, mounts=(model,))))
+    assert runtime.replicas["a"].spec.mounts == (model,)
+    assert [r.spec.mounts for r in await runtime.list()] == [(model,)]
+    assert replica.spec.mounts == (model,)
+
+
+def test_the_model_fetch_overlaps_the_pull_in_the_start_path() -> None:
+    pulled = PullTiming("r.io/a:1", None, 3.0, 2.0, 5.0)
+    plain = ReplicaTimings(pull=pulled, create_seconds=0.5, start_seconds=0.25)
+    assert plain.model_seconds is None and plain.start_path_seconds == 5.75
+    shorter = ReplicaTimings(pull=pulled, create_seconds=0.5, start_seconds=0.25, model_seconds=4)
+    assert shorter.fetch_seconds == 5.0 and shorter.start_path_seconds == 5.75
+    longer = ReplicaTimings(pull=pulled, create_seconds=0.5, start_seconds=0.25, model_seconds=9)
+    assert longer.fetch_seconds == 9.0 and longer.start_path_seconds == 9.75
+    assert ReplicaTimings(model_seconds=1.0).start_path_seconds is None
 
 
 async def test_hot_image_pulls_in_zero_time_and_missing_images_fail() -> None:

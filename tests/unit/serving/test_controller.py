@@ -305,7 +305,7 @@ async def test_the_wait_for_a_prewarm_is_a_phase_and_the_phases_add_up_to_ready(
     release.set()
     await ctl.settle()
     assert second.state == "ready"
-    assert list(second.phases) == list(PHASES)
+    assert list(second.phases) == [k for k in PHASES if k != "model"]  # no model, no phase
     assert second.phases["wait"] == pytest.approx(released_at - second.started_at)
     assert second.phases["pull"] == pytest.approx(0.12)
     assert second.phases["unpack"] == 0.0
@@ -321,3 +321,40 @@ async def test_the_wait_for_a_prewarm_is_a_phase_and_the_phases_add_up_to_ready(
     assert sum(first.phases.values()) == pytest.approx(first.ready_seconds)
     for lease in held:
         router.release(lease.replica_id)
+
+
+async def test_a_replica_stopped_while_it_starts_leaves_no_container_behind():
+    import asyncio
+
+    ctl, runtimes, router, _clock = make(min_replicas=1)
+    gate = asyncio.Event()
+    for rt in runtimes.values():
+        rt.gates["pull"] = gate
+    await ctl.tick()
+    await asyncio.sleep(0)
+    [managed] = ctl.replicas.values()
+    assert managed.state == "starting"
+    await ctl._stop_replica(managed)  # as a scale-down that chose the starting replica does
+    assert ctl.replicas == {} and [e.kind for e in ctl.events][-1] == "stopped"
+    gate.set()  # the pull ends: the start sees it was stopped and goes no further
+    await ctl.settle()
+    assert router.replica_ids() == []
+    assert all(rt.replicas == {} for rt in runtimes.values())
+    assert not any(op in ("create", "start") for rt in runtimes.values() for op, _ in rt.calls)
+    assert "failed" not in [e.kind for e in ctl.events]
+
+
+async def test_a_replica_stopped_after_its_container_started_is_removed_by_its_start():
+    import asyncio
+
+    ctl, runtimes, router, _clock = make(min_replicas=1, ping_ok=set())  # /ping never passes
+    await ctl.tick()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    [managed] = ctl.replicas.values()
+    node = runtimes[managed.node]
+    assert node.running() == [managed.id] and managed.id in router.replica_ids()
+    await ctl._stop_replica(managed)
+    await ctl.settle()
+    assert node.replicas == {} and router.replica_ids() == []
+    assert [op for op, _ in node.calls if op in ("stop", "delete")] == ["stop", "delete"]

@@ -21,6 +21,7 @@ from warmstart.serving.controller import (
     prewarm_failed,
     prewarm_retry_delay,
 )
+from warmstart.serving.placement import NodeTiers
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 
@@ -42,9 +43,13 @@ class Tiers:
         self.values = values
         self.unknown: set[str] = set()
 
-    async def tiers(self, image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
+    async def tiers(
+        self, image: str, nodes: Sequence[NodeHandle], model: str | None = None
+    ) -> dict[str, NodeTiers]:
         return {
-            n.name: self.values.get(n.name, Tier.COLD) for n in nodes if n.name not in self.unknown
+            n.name: NodeTiers(self.values.get(n.name, Tier.COLD))
+            for n in nodes
+            if n.name not in self.unknown
         }
 
 
@@ -204,7 +209,9 @@ async def test_a_failed_tier_lookup_does_not_reset_the_backoff() -> None:
     await tick(ctl, clock)  # t = 1000: fails, next try at 1010
     assert agents.calls.count("node-b") == 1
 
-    async def broken(image: str, nodes: Sequence[NodeHandle]) -> dict[str, Tier]:
+    async def broken(
+        image: str, nodes: Sequence[NodeHandle], model: str | None = None
+    ) -> dict[str, NodeTiers]:
         raise RuntimeError("status timed out")
 
     answer = tiers.tiers

@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from warmstart.oci.tiers import Tier
-from warmstart.serving.placement import Node, PlacedReplica, choose_victims, place
+from warmstart.serving.placement import (
+    Node,
+    PlacedReplica,
+    choose_victims,
+    place,
+    placement_key,
+    start_rank,
+)
 
 
 def names(nodes: list[Node]) -> list[str]:
@@ -129,6 +136,100 @@ def test_tier_from_text() -> None:
         Node("a", 1, "lukewarm")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Node("a", -1)
+
+
+H, W, P, C = Tier.HOT, Tier.WARM, Tier.PEER, Tier.COLD
+
+
+@pytest.mark.parametrize(
+    ("image", "model", "rank"),
+    [
+        pytest.param(H, None, (0, 0), id="no-model-hot"),
+        pytest.param(C, None, (4, 4), id="no-model-cold"),
+        pytest.param(H, H, (0, 0), id="both-hot"),
+        pytest.param(H, W, (1, 1), id="hot-image-warm-model"),
+        pytest.param(W, H, (1, 1), id="warm-image-hot-model"),
+        pytest.param(W, W, (1, 2), id="both-warm"),
+        pytest.param(H, P, (3, 3), id="hot-image-model-on-a-peer"),
+        pytest.param(P, P, (3, 6), id="both-on-a-peer"),
+        pytest.param(H, C, (4, 4), id="hot-image-cold-model"),
+        pytest.param(C, H, (4, 4), id="cold-image-hot-model"),
+        pytest.param(W, C, (4, 5), id="warm-image-cold-model"),
+        pytest.param(C, C, (4, 8), id="both-cold"),
+    ],
+)
+def test_start_rank_is_the_slower_tier_then_the_sum(
+    image: Tier, model: Tier | None, rank: tuple[int, int]
+) -> None:
+    assert start_rank(image, model) == rank
+
+
+def test_start_rank_orders_every_pair_as_the_docstring_says() -> None:
+    pairs = [(H, H), (H, W), (W, W), (H, P), (W, P), (P, P), (H, C), (W, C), (P, C), (C, C)]
+    ranked = sorted(pairs, key=lambda p: start_rank(*p))
+    assert ranked == pairs
+    # the slower half decides: a hot image does not rescue a cold model
+    assert start_rank(H, C) > start_rank(P, P) > start_rank(W, W)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        pytest.param(
+            [Node("a", 4, H, model_tier=C), Node("b", 4, H, model_tier=H)],
+            ["b"],
+            id="both-hot-beats-image-only-hot",
+        ),
+        pytest.param(
+            [Node("a", 4, H, model_tier=C), Node("b", 4, W, model_tier=W)],
+            ["b"],
+            id="both-warm-beats-hot-image-cold-model",
+        ),
+        pytest.param(
+            [Node("a", 4, C, model_tier=H), Node("b", 4, P, model_tier=P)],
+            ["b"],
+            id="both-on-a-peer-beats-cold-image-hot-model",
+        ),
+        pytest.param(
+            [Node("a", 4, W, model_tier=W), Node("b", 4, H, model_tier=W)],
+            ["b"],
+            id="same-slowest-tier-then-the-sum",
+        ),
+        pytest.param(
+            [Node("a", 4, H, model_tier=W), Node("b", 4, W, model_tier=H)],
+            ["a"],
+            id="equal-ranks-then-load-then-name",
+        ),
+        pytest.param(
+            [Node("a", 1, H, model_tier=H, used=1), Node("b", 4, C, model_tier=C)],
+            ["b"],
+            id="a-full-hot-node-is-skipped",
+        ),
+    ],
+)
+def test_place_by_image_and_model_tier(nodes: list[Node], expected: list[str]) -> None:
+    assert names(place(1, nodes)) == expected
+
+
+def test_place_spreads_over_nodes_with_the_same_combined_rank() -> None:
+    nodes = [
+        Node("hot-warm", 2, H, model_tier=W),
+        Node("warm-hot", 2, W, model_tier=H),
+        Node("both-hot", 1, H, model_tier=H),
+        Node("cold", 4, C, model_tier=C),
+    ]
+    assert names(place(6, nodes)) == [
+        "both-hot", "hot-warm", "warm-hot", "hot-warm", "warm-hot", "cold"
+    ]  # fmt: skip
+
+
+def test_placement_key_and_model_tier_from_text() -> None:
+    node = Node("a", 2, "warm", model_tier="peer")  # type: ignore[arg-type]
+    assert node.model_tier is Tier.PEER
+    assert placement_key(node, 1) == (3, 4, 0.5, "a")
+    assert placement_key(Node("b", 2, W), 0) == (1, 1, 0.0, "b")
+    assert Node("c", 1, H, model_tier=H).hot and Node("c", 1, H).hot
+    assert not Node("c", 1, H, model_tier=W).hot and not Node("c", 1, W).hot
 
 
 @pytest.mark.parametrize(

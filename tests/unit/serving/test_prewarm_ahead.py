@@ -264,6 +264,32 @@ def default_spec(**fields: Any) -> EndpointSpec:
             ["b", "c", "d"],
             id="scaled-to-zero-every-node",
         ),
+        pytest.param(
+            {},
+            IDLE,
+            [
+                Node("a", 1, Tier.HOT, model_tier=Tier.HOT),
+                Node("b", 1, Tier.HOT, model_tier=Tier.WARM),
+                Node("c", 1, Tier.HOT, model_tier=Tier.HOT),
+                Node("d", 1, Tier.WARM, model_tier=Tier.HOT),
+            ],
+            ON_A,
+            ["b", "d"],
+            id="model-a-node-is-hot-only-when-image-and-model-are",
+        ),
+        pytest.param(
+            {"prewarm_spare": 1},
+            IDLE,
+            [
+                Node("a", 1, Tier.HOT, model_tier=Tier.HOT),
+                Node("b", 1, Tier.HOT, model_tier=Tier.COLD),
+                Node("c", 1, Tier.WARM, model_tier=Tier.WARM),
+                Node("d", 1, Tier.PEER, model_tier=Tier.PEER),
+            ],
+            ON_A,
+            ["c"],
+            id="model-spares-in-combined-placement-order",
+        ),
     ],
 )
 def test_prewarm_targets_hot_by_default(

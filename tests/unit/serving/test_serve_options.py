@@ -121,5 +121,39 @@ def test_status_rendering_shows_the_wait_phase() -> None:
     assert serve_cmd.PHASES == PHASES  # the CLI's copy of the controller's phase names
 
 
+def test_status_rendering_shows_the_model_phase_and_tiers() -> None:
+    body = {
+        "endpoint": "embed",
+        "image": "r/e:1",
+        "model": "r/minilm:v1",
+        "replicas": [
+            {
+                "id": "embed-1",
+                "node": "node-a",
+                "tier": "cold",
+                "model_tier": "peer",
+                "state": "ready",
+                "ready_seconds": 9.1,
+                "phases": {"wait": 0.0, "pull": 5.0, "unpack": 1.25, "model": 0.75,
+                           "start": 0.1, "load": 2.0},
+                "model_seconds": 7.0,
+            },
+            {"id": "embed-2", "node": "node-b", "tier": "hot", "model_tier": "hot",
+             "state": "starting", "phases": {}, "model_seconds": None},
+        ],
+        "nodes": [{"name": "node-a", "tier": "hot", "model_tier": "warm", "replicas": 1,
+                   "slots": 1}],
+    }  # fmt: skip
+    console = Console(width=250, record=True)
+    for part in render_status(body):
+        console.print(part)
+    text = console.export_text()
+    assert "(r/e:1, model r/minilm:v1)" in text
+    assert "wait/pull/unpack/model/start/load" in text and "model s" in text
+    assert "0.00/5.00/1.25/0.75/0.10/2.00" in text and "7.00" in text
+    assert "cold/peer" in text and "hot/hot" in text and "hot/warm" in text
+    assert "-/-/-/-/-/-" in text
+
+
 def test_status_rendering_survives_a_sparse_body() -> None:
     assert isinstance(render_status({})[0], str)

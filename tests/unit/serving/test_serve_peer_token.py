@@ -23,6 +23,7 @@ from warmstart.cli.main import app as cli
 from warmstart.fetch.api import PEER_TOKEN_HEADER
 from warmstart.oci.tiers import Tier
 from warmstart.serving import serve as serve_module
+from warmstart.serving.models import replica_model_request
 from warmstart.serving.serve import (
     EndpointService,
     NodeOption,
@@ -173,3 +174,33 @@ def test_the_cli_flag_reaches_the_endpoint(tmp_path: Path, monkeypatch: pytest.M
     result = runner.invoke(cli, [*args, "--peer-token-file", str(tmp_path / "missing")])
     assert result.exit_code == 2
     assert "cannot read the peer token file" in result.output
+
+
+async def test_the_model_goes_through_the_nodes_agent_with_the_token(
+    tmp_path: Path, agent: Agent
+) -> None:
+    model = f"{REGISTRY}/weights/minilm:v1"
+    options = ServeOptions(
+        spec=build_spec({"name": "embed", "image": IMAGE, "model": model, "min_replicas": 0}),
+        nodes=[
+            NodeOption("node-a", tmp_path / "c.sock", agent.url),
+            NodeOption("node-b", tmp_path / "d.sock", None),
+        ],
+        work_dir=tmp_path / "work",
+        peer_token=TOKEN,
+    )
+    svc = EndpointService(options)
+    async with aiohttp.ClientSession() as session:
+        svc._prewarm_session = session
+        try:
+            client = svc._model_agent(svc.handles[0])
+            await client.prewarm(replica_model_request(model))
+            released = await client.unpin(model, time_limit=5)
+            with pytest.raises(RuntimeError, match="node-b has no agent"):
+                svc._model_agent(svc.handles[1])
+        finally:
+            svc._prewarm_session = None
+    [(ref, _platform, hot)] = agent.prewarmer.calls
+    assert (str(ref), hot, agent.prewarmer.models) == (model, True, [True])
+    assert released.released is True  # the replica's pre-warm pinned it; the unpin released it
+    assert agent.tokens == [("/prewarm", TOKEN), ("/unpin", TOKEN)]

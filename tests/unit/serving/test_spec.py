@@ -27,6 +27,19 @@ def test_defaults() -> None:
     assert s.port == 8080
     assert s.env == {}
     assert s.replica_start_timeout > 0
+    assert s.model is None and s.model_reference is None  # no model mounted
+
+
+def test_model_is_a_normalised_reference() -> None:
+    s = parse_spec(MINIMAL + 'model = "registry.example/llm/qwen3-8b:v1"\n')
+    assert s.model == "registry.example/llm/qwen3-8b:v1"
+    assert s.model_reference is not None
+    assert s.model_reference.repository == "llm/qwen3-8b"
+    assert parse_spec(MINIMAL + 'model = " weights "\n').model == (
+        "docker.io/library/weights:latest"
+    )
+    digest = "sha256:" + "a" * 64
+    assert parse_spec(MINIMAL + f'model = "r.io/m@{digest}"\n').model == f"r.io/m@{digest}"
 
 
 def test_full_spec() -> None:
@@ -78,6 +91,11 @@ def test_image_is_normalised() -> None:
         ('image = "x"\nenv = { A = 1 }', "env"),
         ('image = "x"\nenv = { "1BAD" = "v" }', "env"),
         ('image = "x"\nreplicas = 3', "replicas"),
+        ('image = "x"\nmodel = "Not A Ref"', "model"),
+        ('image = "x"\nmodel = ""', "model"),
+        ('image = "x"\nmodel = 3', "model"),
+        ('image = "x"\nmodel = ["r.io/m:v1"]', "model"),
+        ('image = "x"\nmodel = "r.io/m@sha256:abc"', "model"),
     ],
 )
 def test_bad_field_is_named_in_one_line(extra: str, field: str) -> None:
@@ -129,3 +147,4 @@ def test_module_example_parses() -> None:
     example = module.__doc__.split("```toml\n", 1)[1].split("```", 1)[0]
     s = parse_spec(example)
     assert (s.name, s.max_replicas, s.prewarm_spare) == ("qwen3-8b", 8, 2)
+    assert s.model == "registry.example/llm/qwen3-8b:v1"
