@@ -288,8 +288,18 @@ def test_a_pinned_model_is_not_evicted_until_unpinned(
     code, body = agent.prewarm(f"{registry.host}/models/other:v1", hot=True)
     assert code == 503 and "unpin" in str(body), body  # no room: the pinned model stays
     assert path.is_dir() and files_under(path) == {"w.bin": big[0].data}
-    code, _ = agent.post_json("/unpin", {"reference": ref})
+    # an endpoint pins it too: two holders, released separately
+    code, _ = agent.post_json(
+        "/prewarm", {"reference": ref, "hot": True, "pin": True, "holder": "endpoint/e1"}
+    )
     assert code == 200
+    code, answer = agent.post_json("/unpin", {"reference": ref})
+    assert code == 200 and answer["released"] is True
+    code, body = agent.prewarm(f"{registry.host}/models/other:v1", hot=True)
+    assert code == 503, body  # still pinned by the endpoint
+    assert path.is_dir()
+    code, answer = agent.post_json("/unpin", {"reference": ref, "holder": "endpoint/e1"})
+    assert code == 200 and answer["released"] is True
     code, body = agent.prewarm(f"{registry.host}/models/other:v1", hot=True)
     assert code == 200, body
     assert not path.exists()

@@ -88,6 +88,10 @@ PlatformName = Annotated[
 ]
 
 
+# Who holds a pin: ``endpoint/qwen3``, ``operator``; short, no spaces.
+PinHolder = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@-]+$")]
+
+
 def _collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
@@ -157,6 +161,9 @@ class PrewarmRequest(_Request):
     # A model (ModelPack, an ORAS artifact with titled layers, or a modelcar image: its
     # /models). Artifacts that are not container images are taken as models without it.
     model: bool = False
+    # Who holds the pin: pins of different holders on one reference are separate (an
+    # endpoint's and the operator's), and ``POST /unpin`` releases only its holder's.
+    holder: PinHolder | None = None
 
     @classmethod
     def of(
@@ -166,6 +173,7 @@ class PrewarmRequest(_Request):
         hot: bool = False,
         pin: bool = False,
         model: bool = False,
+        holder: str | None = None,
     ) -> Self:
         """From user input; :class:`RequestInvalid` (one line) if it does not fit."""
         body: dict[str, Any] = {"reference": reference, "platform": platform, "hot": hot}
@@ -173,13 +181,15 @@ class PrewarmRequest(_Request):
             body["pin"] = True
         if model:
             body["model"] = True
+        if holder is not None:
+            body["holder"] = holder
         return parse_request(cls, body)
 
     def to_json(self) -> dict[str, Any]:
-        """``pin`` and ``model`` only when set, so an agent that predates them still takes the
-        request."""
+        """``pin``, ``model`` and ``holder`` only when set, so an agent that predates them
+        still takes the request."""
         body = super().to_json()
-        for key in ("pin", "model"):
+        for key in ("pin", "model", "holder"):
             if not body.get(key):
                 body.pop(key, None)
         return body
@@ -189,9 +199,17 @@ class PrewarmRequest(_Request):
 
 
 class UnpinRequest(_Request):
-    """``{"reference": "..."}``: release the pin a ``"pin": true`` pre-warm took."""
+    """``{"reference": "...", "holder": "..."}``: release the pin a ``"pin": true`` pre-warm
+    of that holder took (no holder: the pin taken without one)."""
 
     reference: ImageReference
+    holder: PinHolder | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        if not body.get("holder"):
+            body.pop("holder", None)
+        return body
 
 
 class UnpinResponse(_Answer):

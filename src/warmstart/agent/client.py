@@ -123,9 +123,15 @@ class AgentClient:
             time_limit=time_limit,
         )
 
-    async def unpin(self, reference: str, *, time_limit: float | None = None) -> UnpinResponse:
-        """``POST /unpin``: release the pin a ``pin=True`` pre-warm of ``reference`` took."""
-        body = UnpinRequest.model_validate({"reference": reference}).to_json()
+    async def unpin(
+        self, reference: str, *, holder: str | None = None, time_limit: float | None = None
+    ) -> UnpinResponse:
+        """``POST /unpin``: release the pin a ``pin=True`` pre-warm of ``reference`` took (by
+        ``holder``, or the one taken without a holder)."""
+        fields: dict[str, str] = {"reference": reference}
+        if holder is not None:
+            fields["holder"] = holder
+        body = UnpinRequest.model_validate(fields).to_json()
         return await self._json("POST", "/unpin", UnpinResponse, body=body, time_limit=time_limit)
 
     async def status(self, *, time_limit: float | None = None) -> StatusResponse:

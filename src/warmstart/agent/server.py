@@ -116,7 +116,7 @@ class AgentState:
     # those still running when the grace period ends.
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     # Pins taken by ``"pin": true`` pre-warms, by reference; released by POST /unpin.
-    pins: dict[str, Pin] = field(default_factory=dict)
+    pins: dict[tuple[str, str], Pin] = field(default_factory=dict)  # (reference, holder)
 
     def cut_in_flight(self) -> int:
         """Cancel every request still being answered; how many there were."""
@@ -669,20 +669,22 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
             raise
         return resp
     if wanted.pin and state.store is not None:
-        _hold_pin(state, str(ref), result)
+        _hold_pin(state, str(ref), wanted.holder or "", result)
     if result.model is not None:
         m = result.model
         state.metrics.materialised(m.built, m.linked_bytes, m.extracted_bytes)
     return web.json_response(result.to_json())
 
 
-def _hold_pin(state: AgentState, reference: str, result: PrewarmResponse) -> None:
-    """Pin the image by reference (and its top and platform manifests) until POST /unpin."""
+def _hold_pin(state: AgentState, reference: str, holder: str, result: PrewarmResponse) -> None:
+    """Pin the image or model by reference (and its top and platform manifests) for
+    ``holder`` until that holder's POST /unpin."""
     assert state.store is not None
     digests = {Digest.parse(result.digest), Digest.parse(result.manifest_digest)}
-    pin = state.store.pin(f"pinned:{reference}", digests, reference)
-    old = state.pins.pop(reference, None)
-    state.pins[reference] = pin
+    name = f"pinned:{reference}" + (f" by {holder}" if holder else "")
+    pin = state.store.pin(name, digests, reference)
+    old = state.pins.pop((reference, holder), None)
+    state.pins[(reference, holder)] = pin
     if old is not None:
         old.release()
 
@@ -697,7 +699,7 @@ async def unpin(request: web.Request) -> web.StreamResponse:
         return _request_invalid(e)
     except ValueError as e:
         return _bad_request(str(e))
-    pin = state.pins.pop(str(wanted.reference), None)
+    pin = state.pins.pop((str(wanted.reference), wanted.holder or ""), None)
     if pin is not None:
         pin.release()
     answer = UnpinResponse(reference=str(wanted.reference), released=pin is not None)

@@ -58,6 +58,7 @@ from warmstart.serving.models import (
     ModelUsers,
     materialised_path,
     model_mount,
+    pin_holder,
     prewarm_model_request,
     replica_model_request,
 )
@@ -566,7 +567,9 @@ class Controller:
         # land after this pin.
         async with self._model_lock(node.name):
             try:
-                answer = await self._agent(node).prewarm(replica_model_request(model))
+                answer = await self._agent(node).prewarm(
+                    replica_model_request(model, self.spec.name)
+                )
                 return materialised_path(answer, model)
             except Exception as e:
                 raise ReplicaError(f"model {model}: {e}") from None
@@ -584,7 +587,9 @@ class Controller:
             if self.model_users.count(node.name) > 0:
                 return  # a replica that started meanwhile pinned it again
             try:
-                await self._agent(node).unpin(model, time_limit=UNPIN_TIMEOUT)
+                await self._agent(node).unpin(
+                    model, holder=pin_holder(self.spec.name), time_limit=UNPIN_TIMEOUT
+                )
             except Exception as e:  # the pin stays until the agent restarts
                 self._event(self._clock(), "unpin-failed", f"{model} on {node.name}: {e}")
 

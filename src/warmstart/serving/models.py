@@ -35,14 +35,24 @@ class ModelAgent(Protocol):
         """``POST /prewarm``: fetch (and with ``hot`` materialise) the model."""
         ...
 
-    async def unpin(self, reference: str, *, time_limit: float | None = None) -> UnpinResponse:
-        """``POST /unpin``: release the pin a ``pin`` pre-warm of ``reference`` took."""
+    async def unpin(
+        self, reference: str, *, holder: str | None = None, time_limit: float | None = None
+    ) -> UnpinResponse:
+        """``POST /unpin``: release the pin ``holder``'s ``pin`` pre-warm of ``reference``
+        took."""
         ...
 
 
-def replica_model_request(model: str) -> PrewarmRequest:
-    """What a replica's start asks of its node's agent: the model materialised and pinned."""
-    return PrewarmRequest.of(model, hot=True, pin=True, model=True)
+def pin_holder(endpoint: str) -> str:
+    """The endpoint's name for its pins on agents: separate from the operator's or another
+    endpoint's pin on the same model."""
+    return f"endpoint/{endpoint}"
+
+
+def replica_model_request(model: str, endpoint: str) -> PrewarmRequest:
+    """What a replica's start asks of its node's agent: the model materialised and pinned
+    (by this endpoint)."""
+    return PrewarmRequest.of(model, hot=True, pin=True, model=True, holder=pin_holder(endpoint))
 
 
 def prewarm_model_request(model: str) -> PrewarmRequest:
@@ -97,6 +107,7 @@ __all__ = [
     "ModelUsers",
     "materialised_path",
     "model_mount",
+    "pin_holder",
     "prewarm_model_request",
     "replica_model_request",
 ]

@@ -59,6 +59,7 @@ class FakeAgent:
     async def prewarm(self, request: PrewarmRequest) -> PrewarmResponse:
         ref = str(request.reference)
         self.calls.append(("prewarm", ref, request.hot, request.pin, request.model))
+        assert request.holder == ("endpoint/embed" if request.pin else None), request.holder
         self.in_flight += 1
         try:
             if self.gate is not None:
@@ -80,7 +81,10 @@ class FakeAgent:
             model=materialised if request.model and request.hot else None,
         )  # fmt: skip
 
-    async def unpin(self, reference: str, *, time_limit: float | None = None) -> UnpinResponse:
+    async def unpin(
+        self, reference: str, *, holder: str | None = None, time_limit: float | None = None
+    ) -> UnpinResponse:
+        assert holder == "endpoint/embed", holder  # only this endpoint's pin, no one else's
         self.unpins.append((reference, time_limit))
         if self.unpin_gate is not None:
             await self.unpin_gate.wait()
@@ -253,7 +257,9 @@ async def test_an_unpin_that_fails_is_an_event() -> None:
     await s.tick()
     [replica] = s.ctl.replicas.values()
 
-    async def down(reference: str, *, time_limit: float | None = None) -> UnpinResponse:
+    async def down(
+        reference: str, *, holder: str | None = None, time_limit: float | None = None
+    ) -> UnpinResponse:
         raise AgentUnreachable("http://a", "cannot reach the agent: connection refused")
 
     s.agents[replica.node].unpin = down  # type: ignore[method-assign]

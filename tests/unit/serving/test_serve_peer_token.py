@@ -194,8 +194,8 @@ async def test_the_model_goes_through_the_nodes_agent_with_the_token(
         svc._prewarm_session = session
         try:
             client = svc._model_agent(svc.handles[0])
-            await client.prewarm(replica_model_request(model))
-            released = await client.unpin(model, time_limit=5)
+            await client.prewarm(replica_model_request(model, "ep"))
+            released = await client.unpin(model, holder="endpoint/ep", time_limit=5)
             with pytest.raises(RuntimeError, match="node-b has no agent"):
                 svc._model_agent(svc.handles[1])
         finally:
