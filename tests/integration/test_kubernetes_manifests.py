@@ -32,6 +32,7 @@ from tests.support.manifests import (
     schema_errors,
 )
 from tests.support.tools import require_tool
+from warmstart.operator.model_mount import DEFAULT_STORE_PATH
 
 # prometheus-operator's kinds: not in kubernetes-validate's schemas (they are not Kubernetes
 # APIs); checked by _check_monitoring_shape instead.
@@ -257,6 +258,8 @@ def test_operator_deployment(base: list[dict[str, Any]]) -> None:
         "operator",
         "--liveness",
         "http://0.0.0.0:8080/healthz",
+        "--agent-store-path",
+        DEFAULT_STORE_PATH,
     ]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
