@@ -32,6 +32,7 @@ from tests.support.manifests import (
     schema_errors,
 )
 from tests.support.tools import require_tool
+from warmstart.operator.model_mount import DEFAULT_STORE_PATH
 
 # prometheus-operator's kinds: not in kubernetes-validate's schemas (they are not Kubernetes
 # APIs); checked by _check_monitoring_shape instead.
@@ -257,6 +258,8 @@ def test_operator_deployment(base: list[dict[str, Any]]) -> None:
         "operator",
         "--liveness",
         "http://0.0.0.0:8080/healthz",
+        "--agent-store-path",
+        DEFAULT_STORE_PATH,
     ]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
@@ -424,6 +427,57 @@ def test_rendered_crd_accepts_the_examples(base: list[dict[str, Any]]) -> None:
     validator = crd_validator(find(base, "CustomResourceDefinition"))
     for obj in load_docs(BASE.parent / "examples" / "imagecache.yaml"):
         assert schema_errors(validator, obj) == []
+
+
+MODEL_WORKLOADS = BASE.parent / "examples" / "model-workloads.yaml"
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386: what the API server does with the operator's merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def test_model_workload_examples_validate_before_and_after_the_operators_patch() -> None:
+    from warmstart.operator.model_mount import model_host_path
+    from warmstart.operator.pod_patch import workload_patch
+    from warmstart.operator.workloads import deployment_workload
+
+    docs = load_docs(MODEL_WORKLOADS)
+    assert [d["metadata"]["name"] for d in docs] == ["llm", "llm-image-volume"]
+    assert _validate_all(docs) == []
+    annotated = docs[0]
+    work = deployment_workload(annotated, [])
+    assert work.model == "registry.example.internal/models/qwen3-8b:v1"
+    host_path = model_host_path(DEFAULT_STORE_PATH, work.model)
+    patch = workload_patch(annotated, "Deployment", model=work.model, model_host_path=host_path,
+                           model_containers=work.model_containers)  # fmt: skip
+    assert patch is not None
+    patched = _merge(annotated, patch)
+    assert _validate_all([patched]) == []
+    pod = patched["spec"]["template"]["spec"]
+    assert pod["volumes"][-1] == {
+        "name": "warmstart-model",
+        "hostPath": {"path": host_path, "type": "Directory"},
+    }
+    server, sidecar = pod["containers"]
+    assert server["volumeMounts"][-1] == {
+        "name": "warmstart-model",
+        "mountPath": "/opt/ml/model",
+        "readOnly": True,
+    }
+    assert "volumeMounts" not in sidecar
+    # the alternative: an image volume (KEP-4639), read-only, the model's subdirectory
+    alternative = docs[1]["spec"]["template"]["spec"]
+    assert alternative["volumes"][0]["image"]["reference"].endswith("-modelcar:v1")
+    assert alternative["containers"][0]["volumeMounts"][0]["readOnly"] is True
 
 
 # -- monitoring ---------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 real containerd: ImageCaches become warm/hot on the selected nodes (status, node labels, pins),
 a bad one gets ``InvalidSpec`` while the operator keeps running, an annotated Deployment with
 an HPA is pre-warmed on its spare nodes and gets its scheduling hint once, a node that joins is
-pre-warmed, and deleting an ImageCache unpins its images.
+pre-warmed, and deleting an ImageCache unpins its images. Models: an ImageCache's model ends
+materialised and pinned on its nodes (and unpinned when it goes); a Deployment annotated
+``warmstart.dev/model`` gets it materialised and pinned on its replica's node and a spare node
+and its pod template patched once with the read-only volume (the user's volumes kept), and
+loses both when the annotation goes.
 
 kmock stores objects and serves list/watch/merge- and JSON-patch; it is not an API server: no
 schema validation or pruning, no resourceVersion bumps, no label-selector filtering (our
@@ -14,17 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.containerd import ContainerdFactory, image_state
 from tests.support.images import ImageBuilder
+from tests.support.model_push import push_model
+from tests.support.models import WEIGHT_CONFIG_RAW, config_blob, raw_file
 from warmstart.kube.config import KubeConfig
 from warmstart.operator.handlers import run_operator
-from warmstart.operator.labels import image_label
+from warmstart.operator.labels import image_label, model_label
+from warmstart.operator.model_mount import DEFAULT_STORE_PATH
 from warmstart.operator.reconciler import Operator, OperatorOptions
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.registry import RegistryProcess
@@ -114,10 +124,56 @@ def _deployment(image: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+USER_VOLUME = {"name": "scratch", "emptyDir": {}}
+USER_MOUNT = {"name": "scratch", "mountPath": "/scratch"}
+
+
+def _model_deployment(model: str) -> dict[str, Any]:
+    """Annotated with a model only (no image pre-warm), mounted in "server" only."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "llm",
+            "namespace": NS,
+            **_ids(),
+            "annotations": {"warmstart.dev/model": model,
+                            "warmstart.dev/model-containers": "server"},
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "llm"}},
+            "template": {
+                "metadata": {"labels": {"app": "llm"}},
+                "spec": {
+                    "containers": [
+                        {"name": "server", "image": "registry.example/llm:v1",
+                         "volumeMounts": [USER_MOUNT]},
+                        {"name": "sidecar", "image": "registry.example/proxy:v1"},
+                    ],
+                    "volumes": [USER_VOLUME],
+                },
+            },
+        },
+        "status": {"replicas": 1},
+    }  # fmt: skip
+
+
 def _status(agent: AgentProcess) -> dict[str, dict[str, Any]]:
     code, body = agent.get("/status")
     assert code == 200
     return {i["reference"]: i for i in json.loads(body)["images"]}
+
+
+def _check_model_link(link: Path, directory: Path, weights: bytes) -> None:
+    """``link`` (what the pod's hostPath names) leads to the read-only model ``directory``."""
+    assert link.is_symlink() and link.resolve() == directory.resolve()
+    assert (link / "model.safetensors").read_bytes() == weights
+    assert stat.S_IMODE(directory.stat().st_mode) & 0o222 == 0
+
+
+def _models(agent: AgentProcess) -> dict[str, dict[str, Any]]:
+    return {m["reference"]: m for m in agent.status()["models"]}
 
 
 async def _until(what: str, pred: Callable[[], Any], seconds: float = 30.0) -> None:
@@ -139,6 +195,11 @@ async def test_operator_end_to_end(
 ) -> None:
     app = image_builder.build(registry, "team/app", "v1", [300_000, 100_000], seed="op-app")
     web = image_builder.build(registry, "team/web", "v1", [200_000], seed="op-web")
+    weights = os.urandom(256 * 1024)
+    push_model(registry, "models/tiny", "v1", config_blob(),
+               [raw_file("model.safetensors", weights),
+                raw_file("config.json", b'{"hidden": 8}', WEIGHT_CONFIG_RAW)])  # fmt: skip
+    model = f"{registry.host}/models/tiny:v1"
     upstreams = {registry.host: registry.url}
     ctd_a, ctd_b = containerd(), containerd()
 
@@ -164,6 +225,14 @@ async def test_operator_end_to_end(
         "metadata": {"name": "web-1", "namespace": NS, "labels": {"app": "web"}, **_ids()},
         "spec": {"nodeName": "node-c"}, "status": {"phase": "Running"},
     }  # fmt: skip
+    kmock.objects["v1/pods", NS, "llm-1"] = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "llm-1", "namespace": NS, "labels": {"app": "llm"}, **_ids()},
+        "spec": {"nodeName": "node-c"}, "status": {"phase": "Running"},
+    }  # fmt: skip
+    kmock.objects[CACHES, NS, "models"] = _cache(
+        "models", {"models": [model], "nodeSelector": {"pool": "gpu"}}
+    )
     kmock.objects[CACHES, NS, "bad"] = _cache("bad", {"images": ["Not A Reference"]})
     kmock.objects[CACHES, NS, "everywhere"] = _cache(
         "everywhere", {"images": [app.reference], "hot": False}
@@ -185,11 +254,22 @@ async def test_operator_end_to_end(
         peer_token=TOKEN,
         interval=1.0,
     )
+    deployments = "apps/v1/deployments"
+
+    def model_on(name: str) -> dict[str, Any] | None:
+        return _models(agent[name]).get(model)
+
+    def llm_pod_spec() -> dict[str, Any]:
+        return kmock.objects[deployments, NS, "llm"].raw["spec"]["template"]["spec"]
+
     stop = asyncio.Event()
     started: asyncio.Future[Operator] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_operator(options, stop_flag=stop, started=started))
     try:
         op = await asyncio.wait_for(started, 10)
+        await op.kube.create(
+            f"/apis/apps/v1/namespaces/{NS}/deployments", _model_deployment(model)
+        )  # patched and pre-warmed while the checks below run
 
         # A bad ImageCache: InvalidSpec, once; the operator goes on with the others.
         await _until("InvalidSpec", lambda: cache("bad").get("status", {}).get("conditions"))
@@ -259,9 +339,48 @@ async def test_operator_end_to_end(
         assert {(t["weight"], t["preference"]["matchExpressions"][0]["key"]) for t in terms()[1:]} \
             == {(100, web_label), (50, web_label)}  # fmt: skip
         await _until("web labels", lambda: node_labels("node-a").get(web_label) == "hot")
-        patches = op.hint_patches
+
+        # The ImageCache of a model: materialised (hot) and pinned on both gpu nodes, not on c.
+        await _until("models Ready", lambda: ready("models"))
+        assert cache("models")["status"]["summary"] == "2/2 hot"
+        for name in ("node-a", "node-b"):
+            held = model_on(name)
+            assert held is not None and (held["tier"], held["pinned"]) == ("hot", True), held
+        mlabel = model_label(model)
+        await _until("model labels", lambda: node_labels("node-a").get(mlabel) == "hot"
+                     and node_labels("node-b").get(mlabel) == "hot")  # fmt: skip
+
+        # The Deployment annotated warmstart.dev/model: materialised and pinned where its
+        # replica runs (node-c, no gpu) and on one spare node (no HPA: one), a (cheapest).
+        await _until("model on node-c", lambda: (model_on("node-c") or {}).get("tier") == "hot"
+                     and model_on("node-c")["pinned"])  # fmt: skip
+        assert model_on("node-d") is None
+        assert op.owners[f"Deployment/{NS}/llm#model"].selected == ("node-c", "node-a")
+        await _until("volume patched", lambda: "volumes" in llm_pod_spec()
+                     and len(llm_pod_spec()["volumes"]) == 2)  # fmt: skip
+        host_path = f"{DEFAULT_STORE_PATH}/models/by-ref/{model}"
+        pod_spec = llm_pod_spec()
+        assert pod_spec["volumes"] == [USER_VOLUME, {"name": "warmstart-model", "hostPath": {
+            "path": host_path, "type": "Directory"}}]  # fmt: skip
+        server, sidecar = pod_spec["containers"]
+        assert server["volumeMounts"] == [
+            USER_MOUNT,
+            {"name": "warmstart-model", "mountPath": "/opt/ml/model", "readOnly": True},
+        ]
+        assert "volumeMounts" not in sidecar and server["image"] == "registry.example/llm:v1"
+        preferred = pod_spec["affinity"]["nodeAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert {(t["weight"], t["preference"]["matchExpressions"][0]["key"]) for t in preferred} \
+            == {(100, mlabel), (50, mlabel)}  # fmt: skip
+        # The path the pod mounts is the agent's stable link to the read-only model directory
+        # (each agent here has its own store: the same path below it).
+        link = Path(host_path.replace(DEFAULT_STORE_PATH, str(agent["node-c"].store), 1))
+        _check_model_link(link, Path(model_on("node-c")["path"]), weights)
+
         await asyncio.sleep(3)  # more passes and timers: no new patch (no rollout loop)
-        assert op.hint_patches == patches == 1
+        assert op.workload_patches[f"Deployment/{NS}/web"] == 1
+        assert op.workload_patches[f"Deployment/{NS}/llm"] == 1
         dep_meta = kmock.objects["apps/v1/deployments", NS, "web"].raw["metadata"]
         assert not dep_meta.get("finalizers")  # deleting it never waits for the operator
 
@@ -305,6 +424,22 @@ async def test_operator_end_to_end(
         assert _status(agent[hot_node])[app.reference]["pinned"]  # one-gpu keeps it
         await _until("gone", lambda: (CACHES, NS, "everywhere") not in kmock.objects
                      or kmock.objects[CACHES, NS, "everywhere"].deleted)  # fmt: skip
+
+        # Deleting the models ImageCache unpins the model on b; a and c stay pinned for llm.
+        await op.kube.delete(f"/apis/warmstart.dev/v1alpha1/namespaces/{NS}/imagecaches/models")
+        await _until("model unpinned on b", lambda: not model_on("node-b")["pinned"])
+        assert model_on("node-a")["pinned"] and model_on("node-c")["pinned"]
+
+        # The annotation goes: the volume, the mount and the terms go (the user's stay), and
+        # the model is unpinned where llm kept it.
+        await op.kube.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/llm", {"metadata": {
+            "annotations": {"warmstart.dev/model": None,
+                            "warmstart.dev/model-containers": None}}})  # fmt: skip
+        await _until("volume removed", lambda: llm_pod_spec().get("volumes") == [USER_VOLUME])
+        assert llm_pod_spec()["containers"][0]["volumeMounts"] == [USER_MOUNT]
+        await _until("model unpinned on a and c", lambda: not model_on("node-a")["pinned"]
+                     and not model_on("node-c")["pinned"])  # fmt: skip
+        assert model_on("node-c")["tier"] == "hot"  # still cached, only no longer pinned
         assert not task.done()  # still running after all of it
     finally:
         stop.set()

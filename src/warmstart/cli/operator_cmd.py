@@ -56,6 +56,13 @@ def operator(
         metavar="NODE=URL",
         help="The agent of NODE is at URL, whatever its pod says; repeatable.",
     ),
+    agent_store_path: str = typer.Option(
+        "/var/lib/warmstart/store",
+        "--agent-store-path",
+        metavar="PATH",
+        help="The agents' store directory on the nodes (host path): workloads annotated "
+        "warmstart.dev/model mount <PATH>/models/by-ref/<reference>.",
+    ),
     liveness: str | None = typer.Option(
         None,
         "--liveness",
@@ -70,8 +77,9 @@ def operator(
     ),
     log_level: str = LOG_LEVEL_OPTION,
 ) -> None:
-    """Keep images cached on Kubernetes nodes: ImageCache resources and workloads annotated
-    warmstart.dev/prewarm, pre-warmed through each node's agent."""
+    """Keep images and models cached on Kubernetes nodes: ImageCache resources and workloads
+    annotated warmstart.dev/prewarm or warmstart.dev/model, pre-warmed through each node's
+    agent."""
     from warmstart.kube.config import KubeConfigError, load_kube_config
     from warmstart.operator.handlers import run_operator
     from warmstart.operator.nodes import parse_agent_urls
@@ -83,6 +91,8 @@ def operator(
         kube = load_kube_config(kube_api, kube_token_file)
         token = read_token_file(peer_token_file) if peer_token_file is not None else None
         overrides = parse_agent_urls(agent_url)
+        if not agent_store_path.startswith("/"):
+            raise ValueError(f"--agent-store-path {agent_store_path!r} is not an absolute path")
     except (KubeConfigError, TokenFileError, ValueError) as e:
         fail(str(e), code=2)
     options = OperatorOptions(
@@ -94,6 +104,7 @@ def operator(
         peer_token=token,
         interval=interval,
         namespace=namespace,
+        agent_store_path=agent_store_path.rstrip("/") or "/",
     )
 
     async def main(stop: asyncio.Event) -> None:

@@ -1,10 +1,11 @@
 """An ImageCache's ``status`` from the plan, the agents' ``/status`` and failed pre-warms (pure).
 
-``status.nodes``: each selected node's tier for the cache's images (the slowest image counts):
-``hot`` (all unpacked in containerd), ``warm`` (all in the agent's store), ``partial``,
+``status.nodes``: each selected node's tier for the cache's images and models (the slowest one
+counts): ``hot`` (images unpacked in containerd, models materialised), ``warm`` (all in the
+agent's store), ``partial``,
 ``failed`` (the last pre-warm failed or the agent did not answer; ``lastError`` says why, it is
 retried with backoff) or ``pending``. ``status.conditions``: ``Ready`` True when every wanted
-node has every image at the wanted tier. A node entry's ``updated`` and the condition's
+node has every image at the wanted tier and every model hot. A node entry's ``updated`` and the condition's
 ``lastTransitionTime`` change only when what they describe changes, so an unchanged status is
 an unchanged object (no patch, no event).
 """
@@ -35,16 +36,22 @@ def node_state(
     hot: bool,
     held: NodeImages | None,
     error: str | None,
+    models: Sequence[str] = (),
 ) -> NodeState:
-    """``held``: the node agent's images (None: no agent, or it did not answer — ``error``
-    then says which)."""
+    """``held``: the node agent's images and models (None: no agent, or it did not answer —
+    ``error`` then says which). Models are wanted hot whatever ``hot`` says."""
     have = held or {}
-    present = [have[r] for r in images if r in have]
+    refs = [*images, *models]
+    present = [have[r] for r in refs if r in have]
     size = sum(i.size for i in present)
-    ok = held is not None and all(satisfied(have.get(r), hot) for r in images)
-    if present and len(present) == len(images) and all(i.tier == "hot" for i in present):
+    ok = (
+        held is not None
+        and all(satisfied(have.get(r), hot) for r in images)
+        and all(satisfied(have.get(r), True) for r in models)
+    )
+    if present and len(present) == len(refs) and all(i.tier == "hot" for i in present):
         actual: str | None = "hot"
-    elif len(present) == len(images) and all(i.tier in ("hot", "warm") for i in present):
+    elif len(present) == len(refs) and all(i.tier in ("hot", "warm") for i in present):
         actual = "warm"
     else:
         actual = "partial" if present else None
@@ -106,18 +113,21 @@ def cache_status(
     generation: int | None,
     now: str,
     problems: Sequence[str] = (),
+    models: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The whole ``status`` (``errors``: node -> why its last pre-warm or /status failed)."""
+    """The whole ``status`` (``errors``: node -> why its last pre-warm or /status failed).
+    The tier in ``summary`` and the message is the images' (``hot`` or ``warm``), ``hot``
+    for a cache of models only."""
     previous = previous or {}
     old_nodes = {
         str(n.get("node")): n for n in previous.get("nodes") or () if isinstance(n, Mapping)
     }
     states = [
-        node_state(node, images, hot, statuses.get(node), errors.get(node))
+        node_state(node, images, hot, statuses.get(node), errors.get(node), models)
         for node in plan.selected
     ]
     good = sum(s.ok for s in states)
-    tier = "hot" if hot else "warm"
+    tier = "hot" if hot or not images else "warm"
     if problems:
         status, reason, message = "False", "Degraded", "; ".join(problems)
     elif plan.wanted > plan.eligible:

@@ -1,5 +1,6 @@
-"""The operator's calls to the node agents: ``/status``, pre-warms in the background with
-per-node backoff, unpins (I/O through :class:`warmstart.agent.client.AgentClient`).
+"""The operator's calls to the node agents: ``/status``, pre-warms of images and models in the
+background with per-node backoff, unpins (I/O through
+:class:`warmstart.agent.client.AgentClient`).
 
 A pre-warm runs as a task of its own, so a reconcile never waits for a multi-gigabyte pull: it
 starts what is due and reports what is in flight as ``pending``. A failed pre-warm of an image
@@ -43,6 +44,9 @@ class AgentExecutor:
         self._on_done = on_done
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        # (node, model) materialised through this operator's own pre-warm: the agent has (re)made
+        # its models/by-ref/<reference> link, which /status does not show.
+        self.linked: set[Key] = set()
 
     def _client(self, url: str) -> AgentClient:
         if self._session is None:
@@ -90,8 +94,10 @@ class AgentExecutor:
         hot: bool,
         pin: bool,
         authorization: Mapping[str, str | None] | None = None,
+        model: bool = False,
     ) -> int:
-        """Start the pre-warms that are due (not in flight, not backing off); how many."""
+        """Start the pre-warms that are due (not in flight, not backing off); how many.
+        ``model``: the references are models (with ``hot``: materialised)."""
         started = 0
         now = self._clock()
         for node, refs in sorted(todo.items()):
@@ -104,9 +110,9 @@ class AgentExecutor:
                 if (task is not None and not task.done()) or not self.attempts.due(key, now):
                     continue
                 auth = (authorization or {}).get(ref)
+                request = PrewarmRequest.of(ref, hot=hot, pin=pin, model=model)
                 self._tasks[key] = asyncio.create_task(
-                    self._prewarm(key, url, PrewarmRequest.of(ref, hot=hot, pin=pin), auth),
-                    name=f"prewarm {ref} on {node}",
+                    self._prewarm(key, url, request, auth), name=f"prewarm {ref} on {node}"
                 )
                 started += 1
         self.prewarms += started
@@ -125,6 +131,8 @@ class AgentExecutor:
             log.warning("pre-warm of %s on node %s failed: %s", ref, node, e)
         else:
             self.attempts.succeeded(key)
+            if answer.model is not None:
+                self.linked.add(key)
             log.info(
                 "pre-warmed %s on node %s (%s, %d bytes, %.1fs)",
                 ref, node, "hot" if answer.hot else "warm", answer.bytes, answer.seconds,

@@ -3,7 +3,8 @@
 ImageCache: on create/update/resume and on a timer every ``interval`` seconds its status is
 reconciled and written through kopf's ``patch`` (kopf sends it to the ``/status`` subresource
 when the CRD has one); on delete (kopf's finalizer) its pins are released. Deployments and
-InferenceServices annotated ``warmstart.dev/prewarm`` are handled by the operator's own pass
+InferenceServices annotated ``warmstart.dev/prewarm`` or ``warmstart.dev/model`` are handled by
+the operator's own pass
 (:meth:`Operator.tick`); their events, and Node events, start that pass at once, so a node that
 joins is pre-warmed without waiting for the interval. kopf logs in with the same
 :class:`~warmstart.kube.config.KubeConfig` as the operator's own client, runs standalone (no
@@ -24,7 +25,7 @@ from warmstart.kube.client import KubeApiError, KubeClient
 from warmstart.kube.config import KubeConfig
 from warmstart.operator.reconciler import Operator, OperatorOptions
 from warmstart.operator.spec import GROUP, PLURAL, VERSION
-from warmstart.operator.workloads import ANNOTATION
+from warmstart.operator.workloads import MANAGED_ANNOTATIONS
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,10 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         # No timers here: kopf puts a finalizer on what it runs timers for. The operator's
         # pass lists the annotated workloads; an event only makes it come sooner.
         meta = body.get("metadata") or {}
-        if ANNOTATION in (meta.get("annotations") or {}) or any(
-            k.endswith(f"/{meta.get('namespace')}/{meta.get('name')}") for k in op.owners
+        key = f"/{meta.get('namespace')}/{meta.get('name')}"
+        annotations = meta.get("annotations") or {}
+        if any(a in annotations for a in MANAGED_ANNOTATIONS) or any(
+            k.endswith((key, f"{key}#model")) for k in op.owners
         ):
             op.kick()
 

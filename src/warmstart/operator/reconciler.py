@@ -3,12 +3,15 @@ pure modules').
 
 :class:`Operator` keeps what it manages (ImageCaches' and annotated workloads' wants) and
 offers the steps the kopf handlers call: reconcile an ImageCache (returns its new status),
-release its pins when it is deleted, reconcile a workload (pre-warm its spare nodes, add the
-scheduling hint), and a periodic pass (``tick``) that pre-warms every managed image on nodes
-that need it (a node that joins is served on the next pass, which a Node event starts at once)
-and keeps the nodes' image labels in step with the agents' ``/status``. Annotated workloads
-are found by that pass (listed, not watched by kopf: a kopf timer on a Deployment would put a
-finalizer on it); their events only start a pass sooner.
+release its pins when it is deleted, reconcile a workload (pre-warm its spare nodes; its model
+hot and pinned on its replicas' nodes and the spare ones; one patch of its pod spec with the
+scheduling hint and the model volume), and a periodic pass (``tick``) that pre-warms every
+managed image and model on nodes that need it (a node that joins is served on the next pass,
+which a Node event starts at once) and keeps the nodes' labels in step with the agents'
+``/status``. Annotated workloads are found by that pass (listed, not watched by kopf: a kopf
+timer on a Deployment would put a finalizer on it); their events only start a pass sooner. A
+workload's model pins live in this process's memory: they are released when the workload, its
+annotation or a node's replica goes, while the operator runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from warmstart.kube.client import JsonObj, KubeApiError, KubeClient, resource_pa
 from warmstart.kube.config import KubeConfig
 from warmstart.operator.cache_status import NO_AGENT, cache_status, invalid_status
 from warmstart.operator.executor import AgentExecutor
-from warmstart.operator.labels import affinity_patch, label_patch, wanted_labels
+from warmstart.operator.labels import label_patch, pod_spec_of, wanted_labels
+from warmstart.operator.model_mount import DEFAULT_STORE_PATH, has_model_volume, model_host_path
 from warmstart.operator.nodes import (
     DEFAULT_AGENT_SELECTOR,
     NodeInfo,
@@ -34,13 +38,14 @@ from warmstart.operator.nodes import (
     node_info,
 )
 from warmstart.operator.plan import NodeImages, Plan, Want, plan_image_cache
+from warmstart.operator.pod_patch import workload_patch
 from warmstart.operator.pull_secrets import authorization_for, secret_credentials
 from warmstart.operator.spec import API_VERSION, PLURAL, ImageCacheSpec, validate_spec
 from warmstart.operator.workloads import (
-    ANNOTATION,
     Workload,
     deployment_workload,
     inference_service_workload,
+    is_managed,
     replica_nodes,
 )
 from warmstart.registry.credentials import CredentialStore
@@ -67,6 +72,7 @@ class OperatorOptions:
     peer_token: str | None = None
     interval: float = 30.0
     namespace: str | None = None  # None: every namespace
+    agent_store_path: str = DEFAULT_STORE_PATH  # the agents' store on the nodes (host path)
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,11 @@ class Operator:
         self.kube = kube
         self.kicked = asyncio.Event()
         self.executor = AgentExecutor(peer_token=options.peer_token, on_done=self.kick)
-        self.owners: dict[str, _Owner] = {}  # "ImageCache/ns/name", "Deployment/ns/name"
+        # "ImageCache/ns/name", "Deployment/ns/name" (its images), "Deployment/ns/name#model"
+        self.owners: dict[str, _Owner] = {}
         self.ticks = 0
-        self.hint_patches = 0
+        self.hint_patches = 0  # patches of workloads (hint and model volume), all of them
+        self.workload_patches: dict[str, int] = {}  # by workload key
         self.started = time.monotonic()
         self._snapshot: Cluster | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -139,24 +147,35 @@ class Operator:
         self._snapshot = Cluster(infos, labels, agents, held, errors, time.monotonic())
         return self._snapshot
 
-    def _errors(self, cluster: Cluster, plan: Plan, images: Sequence[str]) -> dict[str, str]:
+    def _errors(self, cluster: Cluster, plan: Plan, refs: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for node in plan.selected:
             if node not in cluster.agents:
                 out[node] = NO_AGENT
             elif node in cluster.errors:
                 out[node] = cluster.errors[node]
-            elif (err := self.executor.attempts.error(node, list(images))) is not None:
+            elif (err := self.executor.attempts.error(node, list(refs))) is not None:
                 out[node] = err
         return out
 
     def _run(self, cluster: Cluster, owner: _Owner) -> Plan:
         want = owner.want
-        plan = plan_image_cache(want, cluster.nodes, cluster.agents, cluster.held)
+        plan = plan_image_cache(
+            want, cluster.nodes, cluster.agents, cluster.held, self.executor.linked
+        )
         owner.selected = plan.selected
         todo = {n: refs for n, refs in plan.prewarm.items() if n in cluster.held}
         self.executor.start(
             cluster.agents, todo, hot=want.hot, pin=want.pin, authorization=owner.authorization
+        )
+        models = {n: refs for n, refs in plan.prewarm_models.items() if n in cluster.held}
+        self.executor.start(
+            cluster.agents,
+            models,
+            hot=True,
+            pin=want.pin,
+            authorization=owner.authorization,
+            model=True,
         )
         return plan
 
@@ -175,7 +194,7 @@ class Operator:
                 problems.append(f"imagePullSecret {name}: {e.message or e}")
             except ValueError as e:
                 problems.append(str(e))
-        return {ref: authorization_for(ref, stores) for ref in spec.images}, problems
+        return {ref: authorization_for(ref, stores) for ref in spec.references}, problems
 
     async def reconcile_cache(
         self,
@@ -202,6 +221,7 @@ class Operator:
             node_selector=valid.node_selector,
             count=valid.nodes,
             previous=previous,
+            models=valid.models,
         )
         owner = _Owner(want, auth)
         self.owners[key] = owner
@@ -210,23 +230,25 @@ class Operator:
         dropped = previous - set(plan.selected)
         if dropped:
             await self._unpin(cluster, {n: cluster.agents[n] for n in dropped
-                                        if n in cluster.agents}, valid.images, key)  # fmt: skip
+                                        if n in cluster.agents}, valid.references, key)  # fmt: skip
         return cache_status(
             images=valid.images,
             hot=valid.hot,
             plan=plan,
             statuses=cluster.held,
-            errors=self._errors(cluster, plan, valid.images),
+            errors=self._errors(cluster, plan, valid.references),
             previous=status,
             generation=generation,
             now=_now(),
             problems=problems,
+            models=valid.models,
         )
 
     async def _unpin(
         self, cluster: Cluster, agents: Mapping[str, str], images: Sequence[str], key: str
     ) -> list[str]:
-        """Unpin ``images`` on ``agents`` but those another ImageCache still pins there."""
+        """Unpin ``images`` (and models) on ``agents`` but those another owner (an ImageCache, a
+        workload's model) still pins there."""
         others = await self._pinned_elsewhere(key)
         errors: list[str] = []
         for node, url in agents.items():
@@ -235,7 +257,8 @@ class Operator:
         return errors
 
     async def _pinned_elsewhere(self, key: str) -> set[tuple[str, str]]:
-        """(node, image) pairs other live ImageCaches keep, from the API (not only memory)."""
+        """(node, reference) pairs other live ImageCaches keep, from the API (not only memory),
+        and those the other pinning owners in memory (workloads' models) keep."""
         path = resource_path(API_VERSION, PLURAL, self.options.namespace)
         items, _ = await self.kube.list(path)
         out: set[tuple[str, str]] = set()
@@ -249,7 +272,10 @@ class Operator:
             if isinstance(valid, list):
                 continue
             for entry in (item.get("status") or {}).get("nodes") or ():
-                out.update((str(entry.get("node")), r) for r in valid.images)
+                out.update((str(entry.get("node")), r) for r in valid.references)
+        for other, owner in self.owners.items():
+            if other != key and owner.want.pin:
+                out.update((n, r) for n in owner.selected for r in owner.want.references)
         return out
 
     async def delete_cache(self, namespace: str, name: str, spec: Any) -> list[str]:
@@ -261,7 +287,7 @@ class Operator:
             return []
         self._snapshot = None
         cluster = await self.cluster()
-        errors = await self._unpin(cluster, cluster.agents, valid.images, key)
+        errors = await self._unpin(cluster, cluster.agents, valid.references, key)
         self.kick()
         return errors
 
@@ -276,27 +302,26 @@ class Operator:
             return []
         return items
 
-    async def annotated_workloads(self) -> list[tuple[str, JsonObj]]:
-        """Deployments and InferenceServices (when KServe is installed) with the annotation."""
+    async def workloads(self) -> list[tuple[str, JsonObj]]:
+        """Deployments and InferenceServices (when KServe is installed)."""
         ns = self.options.namespace
-        found = [
+        return [
             (kind, body)
             for kind, (group_version, plural) in WORKLOAD_RESOURCES.items()
             for body in await self._list_or_empty(resource_path(group_version, plural, ns))
         ]
-        return [
-            (kind, body)
-            for kind, body in found
-            if ANNOTATION in ((body.get("metadata") or {}).get("annotations") or {})
-            and not (body.get("metadata") or {}).get("deletionTimestamp")
-        ]
+
+    async def annotated_workloads(self) -> list[tuple[str, JsonObj]]:
+        """Workloads with ``warmstart.dev/prewarm`` or ``warmstart.dev/model``."""
+        return [(kind, body) for kind, body in await self.workloads() if is_managed(body)]
 
     async def reconcile_workload(
         self, kind: str, body: Mapping[str, Any], cluster: Cluster
     ) -> Workload:
-        """Pre-warm the workload's images hot on its spare nodes and add the scheduling hint on
-        the images' node labels to its pod spec (patched only when it changes). ValueError
-        (one line) for a malformed annotation."""
+        """Pre-warm the workload's images hot on its spare nodes, its model hot and pinned on
+        its replicas' nodes and its spare nodes, and patch its pod spec (only when it changes)
+        with the scheduling hint and the model volume. ValueError (one line) for a malformed
+        annotation."""
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
         if kind == "Deployment":
@@ -307,39 +332,116 @@ class Operator:
         else:
             work = inference_service_workload(body)
         pods = await self._list_or_empty(resource_path("v1", "pods", namespace))
-        running = replica_nodes(pods, work.pod_selector)
-        owner = self.owners.get(work.key)
+        running = frozenset(replica_nodes(pods, work.pod_selector))
+        if work.images:
+            owner = self.owners.get(work.key)
+            want = Want(
+                images=work.images,
+                hot=True,
+                node_selector=work.node_selector,
+                count=work.spare,
+                tolerations=work.tolerations,
+                exclude=running,
+                previous=frozenset(owner.selected) if owner else frozenset(),
+            )
+            owner = _Owner(want, {}, owner.selected if owner else ())
+            self.owners[work.key] = owner
+            self._run(cluster, owner)
+        else:
+            self.owners.pop(work.key, None)
+        await self._model(work, running, cluster)
+        await self._patch(body, work, cluster)
+        return work
+
+    async def _model(self, work: Workload, running: frozenset[str], cluster: Cluster) -> None:
+        """The workload's model: hot and pinned on its replicas' nodes (a replica there mounts
+        it; one that landed where it is not yet waits for the kubelet's next mount attempt)
+        and on its spare nodes; unpinned on the nodes that left that set."""
+        key = work.model_key
+        old = self.owners.get(key)
+        if work.model is None or (old is not None and old.want.models != (work.model,)):
+            await self.release(key)
+            old = None
+        if work.model is None:
+            return
         want = Want(
-            images=work.images,
-            hot=True,
+            images=(),
+            models=(work.model,),
+            pin=True,
             node_selector=work.node_selector,
             count=work.spare,
             tolerations=work.tolerations,
-            exclude=frozenset(running),
-            previous=frozenset(owner.selected) if owner else frozenset(),
+            required=running,
+            previous=frozenset(old.selected) if old else frozenset(),
         )
-        owner = _Owner(want, {}, owner.selected if owner else ())
-        self.owners[work.key] = owner
-        self._run(cluster, owner)
-        await self._hint(body, work, cluster)
-        return work
+        owner = _Owner(want, {}, old.selected if old else ())
+        self.owners[key] = owner
+        plan = self._run(cluster, owner)
+        dropped = set(old.selected if old else ()) - set(plan.selected)
+        if dropped:
+            agents = {n: cluster.agents[n] for n in dropped if n in cluster.agents}
+            for error in await self._unpin(cluster, agents, want.models, key):
+                log.warning("%s", error)
 
-    async def _hint(self, body: Mapping[str, Any], work: Workload, cluster: Cluster) -> None:
+    async def release(self, key: str) -> None:
+        """Forget a workload's owner; a pinning one (its model) is unpinned where it was."""
+        owner = self.owners.pop(key, None)
+        if owner is None or not owner.want.pin or not owner.selected:
+            return
+        cluster = await self.cluster()
+        agents = {n: cluster.agents[n] for n in owner.selected if n in cluster.agents}
+        for error in await self._unpin(cluster, agents, owner.want.references, key):
+            log.warning("%s", error)
+
+    def _digests(self, refs: Sequence[str], cluster: Cluster) -> set[str]:
         digests = set()
-        for ref in work.images:
+        for ref in refs:
             for held in cluster.held.values():
                 if ref in held:
                     digests.add(held[ref].digest)
                     break
-        patch = affinity_patch(body, digests, work.kind)
+        return digests
+
+    async def _patch(self, body: Mapping[str, Any], work: Workload, cluster: Cluster) -> None:
+        """The scheduling hint and the model volume, one merge patch when either changes."""
+        model_path = (
+            model_host_path(self.options.agent_store_path, work.model) if work.model else None
+        )
+        patch = workload_patch(
+            body,
+            work.kind,
+            digests=self._digests(work.images, cluster),
+            model=work.model,
+            model_host_path=model_path,
+            model_containers=work.model_containers,
+        )
+        await self._send(work.kind, work.namespace, work.name, patch)
+
+    async def _send(self, kind: str, namespace: str, name: str, patch: Any) -> None:
         if patch is None:
             return
-        group_version, plural = WORKLOAD_RESOURCES[work.kind]
-        await self.kube.patch(
-            resource_path(group_version, plural, work.namespace, work.name), patch
-        )
+        group_version, plural = WORKLOAD_RESOURCES[kind]
+        key = f"{kind}/{namespace}/{name}"
+        try:
+            await self.kube.patch(resource_path(group_version, plural, namespace, name), patch)
+        except KubeApiError as e:
+            if e.status != 409:
+                raise
+            log.info("%s changed while it was being patched: again on the next pass", key)
+            self.kick()
+            return
         self.hint_patches += 1
-        log.info("scheduling hint on %s: %d image(s)", work.key, len(digests))
+        self.workload_patches[key] = self.workload_patches.get(key, 0) + 1
+        log.info("patched the pod spec of %s (scheduling hint, model volume)", key)
+
+    async def _unmount(self, kind: str, body: Mapping[str, Any]) -> None:
+        """A workload that lost its annotations but still has our model volume: remove the
+        volume, its mounts and our terms (the model is no longer pinned for it)."""
+        meta = body.get("metadata") or {}
+        patch = workload_patch(body, kind)
+        await self._send(
+            kind, str(meta.get("namespace") or "default"), str(meta.get("name")), patch
+        )
 
     # -- the periodic pass ----------------------------------------------------------------------
 
@@ -348,23 +450,29 @@ class Operator:
         self._snapshot = None
         cluster = await self.cluster()
         seen: set[str] = set()
-        for kind, body in await self.annotated_workloads():
+        for kind, body in await self.workloads():
             meta = body.get("metadata") or {}
+            if not is_managed(body):
+                if not meta.get("deletionTimestamp") and has_model_volume(pod_spec_of(body, kind)):
+                    await self._unmount(kind, body)
+                continue
             try:
                 work = await self.reconcile_workload(kind, body, cluster)
-            except ValueError as e:  # a malformed annotation: say so, leave it alone
+            except ValueError as e:  # a malformed annotation: say so, leave it (and its pins)
                 log.warning("%s %s/%s: %s", kind, meta.get("namespace"), meta.get("name"), e)
+                key = f"{kind}/{meta.get('namespace') or 'default'}/{meta.get('name')}"
+                seen.update((key, f"{key}#model"))
                 continue
-            seen.add(work.key)
+            seen.update((work.key, work.model_key))
         for key in [k for k in self.owners if not k.startswith("ImageCache/") and k not in seen]:
-            del self.owners[key]  # no longer annotated, or gone
+            await self.release(key)  # no longer annotated, or gone
         for key, owner in list(self.owners.items()):
             if key.startswith("ImageCache/"):
                 self._run(cluster, owner)
         self.ticks += 1
         if time.monotonic() - self.started < self.options.interval:
             return  # just started: let kopf resume every owner before removing any label
-        managed = {r for o in self.owners.values() for r in o.want.images}
+        managed = {r for o in self.owners.values() for r in o.want.references}
         for node in cluster.nodes:
             held = cluster.held.get(node.name)
             if held is None:

@@ -1,5 +1,9 @@
 """The ImageCache resource (``warmstart.dev/v1alpha1``) and the validation of its spec (pure).
 
+An ImageCache keeps ``images`` (hot or warm, as ``hot`` says) and ``models`` (always hot: each
+materialised read-only by the agents) on the same selected nodes; at least one of the two lists
+is given.
+
 The CRD's OpenAPI schema (deploy/kubernetes/base/crd-imagecache.yaml) refuses most bad specs at
 the API server; :func:`validate_spec` checks everything again with warmstart's own reference
 parser and label rules, so an ImageCache the schema let through (or a cluster without the
@@ -22,8 +26,9 @@ KIND = "ImageCache"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 MAX_IMAGES = 64
+MAX_MODELS = 16
 MAX_NODES = 100_000
-KNOWN_FIELDS = frozenset({"images", "nodeSelector", "nodes", "hot", "imagePullSecrets"})
+KNOWN_FIELDS = frozenset({"images", "models", "nodeSelector", "nodes", "hot", "imagePullSecrets"})
 
 
 @dataclass(frozen=True)
@@ -33,25 +38,34 @@ class ImageCacheSpec:
     images: tuple[str, ...]
     node_selector: Mapping[str, str] = field(default_factory=dict)
     nodes: int | None = None  # None: every matching node
-    hot: bool = True
+    hot: bool = True  # the images'; models are always materialised (hot)
     pull_secrets: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # model artifacts, materialised and pinned like the images
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Images and models: what the agents pin for this ImageCache."""
+        return (*self.images, *self.models)
 
 
-def _images(value: Any, problems: list[str]) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        problems.append("spec.images must be a non-empty list of image references")
+def _references(value: Any, where: str, limit: int, problems: list[str]) -> tuple[str, ...]:
+    """A list of references (``where``: ``spec.images``); None is an empty list."""
+    if value is None:
         return ()
-    if len(value) > MAX_IMAGES:
-        problems.append(f"spec.images has {len(value)} entries; at most {MAX_IMAGES}")
+    if not isinstance(value, list) or not value:
+        problems.append(f"{where} must be a non-empty list of references")
+        return ()
+    if len(value) > limit:
+        problems.append(f"{where} has {len(value)} entries; at most {limit}")
     out: list[str] = []
     for i, text in enumerate(value):
         if not isinstance(text, str):
-            problems.append(f"spec.images[{i}] must be a string")
+            problems.append(f"{where}[{i}] must be a string")
             continue
         try:
             ref = str(Reference.parse(text))
         except OCIError as e:
-            problems.append(f"spec.images[{i}] {text!r}: {e}")
+            problems.append(f"{where}[{i}] {text!r}: {e}")
             continue
         if ref not in out:
             out.append(ref)
@@ -96,7 +110,13 @@ def validate_spec(spec: Any) -> ImageCacheSpec | list[str]:
     unknown = sorted(str(k) for k in spec if k not in KNOWN_FIELDS)
     if unknown:
         problems.append(f"spec has unknown fields: {', '.join(unknown)}")
-    images = _images(spec.get("images"), problems)
+    images = _references(spec.get("images"), "spec.images", MAX_IMAGES, problems)
+    models = _references(spec.get("models"), "spec.models", MAX_MODELS, problems)
+    if spec.get("images") is None and spec.get("models") is None:
+        problems.append("spec.images or spec.models must be a non-empty list of references")
+    both = sorted(set(images) & set(models))
+    if both:
+        problems.append(f"spec.images and spec.models both list {', '.join(both)}")
     try:
         selector = check_labels(spec.get("nodeSelector"), "spec.nodeSelector")
     except SelectorError as e:
@@ -109,7 +129,7 @@ def validate_spec(spec: Any) -> ImageCacheSpec | list[str]:
     secrets = _secrets(spec.get("imagePullSecrets"), problems)
     if problems:
         return problems
-    return ImageCacheSpec(images, selector, nodes, bool(hot), secrets)
+    return ImageCacheSpec(images, selector, nodes, bool(hot), secrets, models)
 
 
 __all__ = [

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.manifests import BASE, OVERLAY, load_one
 from warmstart.agent.config import AgentConfig, build_config
+from warmstart.operator.model_mount import DEFAULT_STORE_PATH
 
 AGENT_TOMLS = [BASE / "agent.toml", OVERLAY / "agent.toml"]
 
@@ -83,6 +84,8 @@ def test_paths_in_agent_toml_are_mounted() -> None:
     rel_store = PurePosixPath(data["store"]).relative_to(store_mount)
     rel_root = PurePosixPath(data["containerd_root"]).relative_to(root_mount)
     assert PurePosixPath(host) / rel_store == PurePosixPath("/var/lib/warmstart/store")
+    # the operator's default --agent-store-path: what workloads' model hostPaths start with
+    assert PurePosixPath(host) / rel_store == PurePosixPath(DEFAULT_STORE_PATH)
     assert PurePosixPath(host) / rel_root == PurePosixPath("/var/lib/containerd")
     assert not store.get("readOnly")
     # containerd's socket, exactly

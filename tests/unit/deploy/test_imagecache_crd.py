@@ -19,6 +19,7 @@ from tests.support.manifests import (
     to_json_schema,
 )
 from warmstart.oci.reference import parse_reference
+from warmstart.operator.spec import ImageCacheSpec, validate_spec
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,13 @@ def validator(crd: dict[str, Any]):
 @pytest.fixture(scope="module")
 def examples() -> list[dict[str, Any]]:
     docs = load_docs(EXAMPLES_FILE)
-    assert len(docs) >= 3
+    assert len(docs) >= 4
     return docs
+
+
+def example(examples: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    [found] = [e for e in examples if e["metadata"]["name"] == name]
+    return found
 
 
 def test_crd_names_scope_and_version(crd: dict[str, Any]) -> None:
@@ -68,10 +74,13 @@ def test_nodes_is_int_or_string_with_a_cel_rule(crd: dict[str, Any]) -> None:
     assert rule["rule"] == "type(self) == string ? self == 'all' : self >= 0"
 
 
-def test_hot_defaults_to_true(crd: dict[str, Any]) -> None:
+def test_hot_defaults_to_true_and_images_or_models_are_required(crd: dict[str, Any]) -> None:
     spec = crd_version_schema(crd)["properties"]["spec"]
     assert spec["properties"]["hot"] == {**spec["properties"]["hot"], "default": True}
-    assert spec["required"] == ["images"]
+    assert "required" not in spec
+    assert spec["anyOf"] == [{"required": ["images"]}, {"required": ["models"]}]
+    images, models = spec["properties"]["images"], spec["properties"]["models"]
+    assert models["items"] == images["items"]  # the same reference rule
 
 
 def test_example_objects_validate(validator, examples: list[dict[str, Any]]) -> None:
@@ -82,8 +91,10 @@ def test_example_objects_validate(validator, examples: list[dict[str, Any]]) -> 
 
 def test_example_references_parse_as_the_operator_will(examples: list[dict[str, Any]]) -> None:
     for obj in examples:
-        for image in obj["spec"]["images"]:
-            parse_reference(image)
+        assert isinstance(validate_spec(obj["spec"]), ImageCacheSpec), obj["metadata"]["name"]
+        for ref in [*obj["spec"].get("images", ()), *obj["spec"].get("models", ())]:
+            parse_reference(ref)
+    assert example(examples, "llm")["spec"]["models"]
 
 
 def _with(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def _with(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 _DELETE = object()
 
 BAD = [
-    ("images missing", "spec.images", _DELETE, "'images' is a required property"),
+    ("images missing", "spec.images", _DELETE, "is not valid under any of the given schemas"),
     ("images empty", "spec.images", [], "should be non-empty"),
     ("images not a list", "spec.images", "registry.example.internal/app:v1", "is not of type"),
     ("reference not a string", "spec.images", [42], "is not of type 'string'"),
@@ -119,6 +130,10 @@ BAD = [
     ("nodeSelector value not a string", "spec.nodeSelector", {"gpu": True}, "is not of type"),
     ("pull secret without a name", "spec.imagePullSecrets", [{}], "'name' is a required"),
     ("unknown spec field", "spec.replicas", 3, "Additional properties"),
+    ("models empty", "spec.models", [], "should be non-empty"),
+    ("models not a list", "spec.models", "registry.example.internal/m:v1", "is not of type"),
+    ("model upper-case repository", "spec.models", ["registry.example.internal/M:v1"], "match"),
+    ("too many models", "spec.models", [f"r/m{i}:v1" for i in range(17)], "is too long"),
     ("no spec", "spec", _DELETE, "'spec' is a required property"),
 ]
 
@@ -127,7 +142,7 @@ BAD = [
 def test_bad_specs_are_rejected(
     validator, examples: list[dict[str, Any]], case: str, path: str, value: Any, message: str
 ) -> None:
-    good = examples[1]  # has nodes, hot, imagePullSecrets
+    good = example(examples, "batch-tools")  # has nodes, hot, imagePullSecrets
     assert schema_errors(validator, good) == []
     errors = schema_errors(validator, _with(good, path, value))
     assert any(message in e for e in errors), (case, errors)
@@ -151,7 +166,7 @@ BAD_STATUS = [
 def test_bad_status_is_rejected(
     validator, examples: list[dict[str, Any]], case: str, path: str, value: Any, message: str
 ) -> None:
-    good = examples[2]  # has a status
+    good = example(examples, "minimal")  # has a status
     assert "status" in good and schema_errors(validator, good) == []
     errors = schema_errors(validator, _with(good, path, value))
     assert any(message in e for e in errors), (case, errors)
@@ -160,6 +175,17 @@ def test_bad_status_is_rejected(
 def test_all_nodes_and_counts_are_accepted(validator, examples: list[dict[str, Any]]) -> None:
     for value in ("all", 0, 1, 500):
         assert schema_errors(validator, _with(examples[0], "spec.nodes", value)) == [], value
+
+
+def test_models_alone_or_beside_images_are_accepted(
+    validator, examples: list[dict[str, Any]]
+) -> None:
+    llm = example(examples, "llm")
+    assert schema_errors(validator, llm) == []
+    assert schema_errors(validator, _with(llm, "spec.images", _DELETE)) == []
+    neither = _with(_with(llm, "spec.images", _DELETE), "spec.models", _DELETE)
+    assert any("is not valid under any of the given schemas" in e
+               for e in schema_errors(validator, neither))  # fmt: skip
 
 
 def test_int_or_string_translation() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from warmstart.agent.api import ImageStatus
+from warmstart.agent.api import ImageStatus, ModelStatus
 from warmstart.operator.cache_status import NO_AGENT, cache_status, invalid_status, node_state
 from warmstart.operator.plan import Plan
 
@@ -18,7 +18,15 @@ def img(ref: str, tier: str, size: int = 100) -> ImageStatus:
                        pinned=True, platform=None, last_used=0.0)  # fmt: skip
 
 
-def held(*images: ImageStatus) -> dict[str, ImageStatus]:
+M = "reg.example/models/llm:v1"
+
+
+def mdl(tier: str, size: int = 1000) -> ModelStatus:
+    return ModelStatus(reference=M, digest="sha256:" + "c" * 64, format="modelpack", size=size,
+                       tier=tier, pinned=True, last_used=0.0)  # fmt: skip
+
+
+def held(*images: ImageStatus | ModelStatus) -> dict[str, ImageStatus | ModelStatus]:
     return {i.reference: i for i in images}
 
 
@@ -48,6 +56,41 @@ NODE_CASES = [
 def test_node_tier(hot: bool, images: Any, error: str | None, expected: tuple[Any, ...]) -> None:
     state = node_state("n", (X, Y), hot, images, error)
     assert (state.tier, state.bytes, state.last_error, state.ok) == expected
+
+
+MODEL_NODE_CASES = [
+    pytest.param(False, (X,), held(img(X, "warm"), mdl("hot")), None, ("warm", 1100, None, True),
+                 id="images-warm-model-hot"),
+    pytest.param(False, (X,), held(img(X, "warm"), mdl("warm")), None,
+                 ("warm", 1100, None, False), id="model-warm-is-not-enough"),
+    pytest.param(True, (X,), held(img(X, "hot"), mdl("hot")), None, ("hot", 1100, None, True),
+                 id="all-hot"),
+    pytest.param(True, (), held(mdl("hot")), None, ("hot", 1000, None, True), id="models-only"),
+    pytest.param(True, (), held(mdl("partial", 10)), None, ("partial", 10, None, False),
+                 id="model-partial"),
+    pytest.param(True, (X,), held(img(X, "hot")), None, ("partial", 100, None, False),
+                 id="model-missing"),
+    pytest.param(True, (), held(), f"{M}: HTTP 400: not a model", ("failed", 0,
+                 f"{M}: HTTP 400: not a model", False), id="model-failed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("hot", "images", "held_", "error", "expected"), MODEL_NODE_CASES)
+def test_node_tier_with_models(
+    hot: bool, images: Any, held_: Any, error: str | None, expected: tuple[Any, ...]
+) -> None:
+    state = node_state("n", images, hot, held_, error, (M,))
+    assert (state.tier, state.bytes, state.last_error, state.ok) == expected
+
+
+def test_summary_of_a_cache_of_models_only_says_hot() -> None:
+    plan = Plan(("a",), {}, eligible=1, wanted=1)
+    status = cache_status(images=(), models=(M,), hot=False, plan=plan,
+                          statuses={"a": held(mdl("hot"))}, errors={}, previous=None,
+                          generation=1, now="T")  # fmt: skip
+    assert status["summary"] == "1/1 hot"
+    assert status["conditions"][0]["reason"] == "Cached"
+    assert status["nodes"] == [{"node": "a", "tier": "hot", "bytes": 1000, "updated": "T"}]
 
 
 def _status(plan: Plan, statuses: Any, errors: Any = None, previous: Any = None, now: str = "T1"):
@@ -111,6 +154,17 @@ def test_every_status_the_operator_writes_fits_the_crd() -> None:
         _status(Plan(("a",), {}, eligible=1, wanted=1), {"a": held(img(X, "hot"))}, now=now),
         invalid_status(["spec.images[0]: bad reference"], None, 3, now),
         invalid_status(["x"], None, None, now),
+        cache_status(
+            images=(),
+            models=(M,),
+            hot=True,
+            plan=plan,
+            statuses={"a": held(mdl("hot")), "b": held(mdl("partial", 3))},
+            errors={"b": f"{M}: HTTP 502"},
+            previous=None,
+            generation=1,
+            now=now,
+        ),
     ]
     for status in statuses:
         obj = {

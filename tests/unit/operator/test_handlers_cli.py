@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import kopf
 from typer.testing import CliRunner
 
 from warmstart.cli.main import app
+from warmstart.cli.operator_cmd import operator
 from warmstart.kube.config import KubeConfig
 from warmstart.operator.handlers import _status_changes, build_settings, login_handler
+from warmstart.operator.model_mount import DEFAULT_STORE_PATH
 
 
 def test_kopf_logs_in_with_the_same_config(tmp_path: Path) -> None:
@@ -50,3 +53,10 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     result = runner.invoke(app, ["operator", *api, "--peer-token-file", str(missing)])
     assert result.exit_code == 2
+    result = runner.invoke(app, ["operator", *api, "--agent-store-path", "var/lib/ws"])
+    assert result.exit_code == 2 and "not an absolute path" in result.output
+
+
+def test_agent_store_path_defaults_to_the_daemonsets_store() -> None:
+    option = inspect.signature(operator).parameters["agent_store_path"].default
+    assert option.default == DEFAULT_STORE_PATH

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from warmstart.agent.api import ImageStatus
+from warmstart.agent.api import ImageStatus, ModelStatus, StatusResponse, StoreStatus
 from warmstart.operator.nodes import NodeInfo, eligible_nodes, node_info
-from warmstart.operator.plan import Want, plan_image_cache
+from warmstart.operator.plan import Want, images_by_ref, plan_image_cache
 
 IMG = "reg.example/app:v1"
 OTHER = "reg.example/other:v1"
@@ -115,3 +115,66 @@ def test_node_info_reads_readiness_cordons_and_taints() -> None:
     assert (info.name, info.ready, info.unschedulable, info.taints) == ("n", True, True, (NOSCHED,))
     assert not node_info({"metadata": {"name": "m"}}).ready
     assert eligible_nodes([info, node_info({"metadata": {"name": "m"}})]) == []
+
+
+# -- models -----------------------------------------------------------------------------------
+
+MODEL = "reg.example/models/llm:v1"
+
+
+def model(tier: str, pinned: bool = True, ref: str = MODEL) -> ModelStatus:
+    return ModelStatus(reference=ref, digest="sha256:" + "c" * 64, format="modelpack",
+                       size=5, tier=tier, pinned=pinned, last_used=0.0)  # fmt: skip
+
+
+MODEL_TODO = [
+    pytest.param(False, "warm", True, None, (MODEL,), id="always-hot-even-if-images-warm"),
+    pytest.param(False, "hot", True, None, (), id="materialised"),
+    pytest.param(True, "partial", True, None, (MODEL,), id="partial"),
+    pytest.param(True, "hot", False, None, (MODEL,), id="not-pinned-yet"),
+    pytest.param(True, "hot", True, set(), (MODEL,), id="hot-but-not-linked-by-us"),
+    pytest.param(True, "hot", True, {("a", MODEL)}, (), id="hot-and-linked-by-us"),
+    pytest.param(True, None, True, {("a", MODEL)}, (MODEL,), id="absent"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("hot", "tier", "pinned", "linked", "todo"), MODEL_TODO)
+def test_what_each_node_must_materialise(
+    hot: bool, tier: str | None, pinned: bool, linked: Any, todo: tuple[str, ...]
+) -> None:
+    have = {} if tier is None else {MODEL: model(tier, pinned)}
+    want = Want((IMG,), hot=hot, pin=True, models=(MODEL,))
+    plan = plan_image_cache(want, [A], AGENTS, {"a": {**held("hot"), **have}}, linked)
+    assert plan.prewarm_models.get("a", ()) == todo
+    assert plan.prewarm.get("a", ()) == ()  # the image is there, pinned
+
+
+MODEL_NODES = [
+    pytest.param(Want((), models=(MODEL,), count=1), {**EMPTY, "c": {MODEL: model("hot")}},
+                 ("c",), id="models-count-in-the-cost"),
+    pytest.param(Want((), models=(MODEL,), count=1, required=frozenset({"f"})), EMPTY,
+                 ("f", "a"), id="required-first-then-count"),
+    pytest.param(Want((), models=(MODEL,), count=0, required=frozenset({"d", "zz"})), EMPTY,
+                 ("d",), id="required-even-if-not-eligible-but-only-if-it-exists"),
+    pytest.param(Want((), models=(MODEL,), count=2, required=frozenset({"a"}),
+                      node_selector={"pool": "gpu"}), {**EMPTY, "b": {MODEL: model("hot")}},
+                 ("a", "b", "f"), id="required-not-counted-twice"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("want", "statuses", "selected"), MODEL_NODES)
+def test_model_node_selection(want: Want, statuses: Any, selected: tuple[str, ...]) -> None:
+    plan = plan_image_cache(want, ALL, AGENTS, statuses)
+    assert plan.selected == selected
+    assert set(plan.prewarm_models) == {n for n in selected if MODEL not in statuses.get(n, {})}
+    assert plan.prewarm == {}
+
+
+def test_images_by_ref_lists_images_and_models() -> None:
+    image = held("warm")[IMG]
+    status = StatusResponse(
+        node_id="n", url="http://n", store=StoreStatus(root="/s", usage=0, budget=None),
+        images=[image], models=[model("hot")], peers=[], upstreams=[], default_upstream=None,
+    )  # fmt: skip
+    assert images_by_ref(status) == {IMG: image, MODEL: model("hot")}
+    assert images_by_ref(None) == {}

@@ -25,6 +25,11 @@ GOOD = [
                  id="zero"),
     pytest.param({"images": ["a.io/b:c"], "nodes": "2"}, ImageCacheSpec(("a.io/b:c",), nodes=2),
                  id="int-or-string"),
+    pytest.param({"models": ["reg.example/m/llm:v1", "reg.example/m/llm:v1"]},
+                 ImageCacheSpec((), models=("reg.example/m/llm:v1",)), id="models-only-dedup"),
+    pytest.param({"images": ["a.io/b:c"], "models": ["a.io/m@sha256:" + "a" * 64], "hot": False},
+                 ImageCacheSpec(("a.io/b:c",), hot=False, models=("a.io/m@sha256:" + "a" * 64,)),
+                 id="images-and-models"),
 ]  # fmt: skip
 
 
@@ -35,7 +40,17 @@ def test_good_specs(spec: dict[str, Any], expected: ImageCacheSpec) -> None:
 
 BAD = [
     pytest.param(None, "spec must be an object", id="no-spec"),
-    pytest.param({}, "spec.images must be a non-empty list", id="no-images"),
+    pytest.param({}, "spec.images or spec.models must be a non-empty list", id="no-images"),
+    pytest.param({"images": None, "nodes": 1}, "spec.images or spec.models", id="null-images"),
+    pytest.param({"models": []}, "spec.models must be a non-empty list", id="empty-models"),
+    pytest.param({"models": "a.io/m:v1"}, "spec.models must be a non-empty list",
+                 id="models-not-a-list"),
+    pytest.param({"models": ["Bad Model"]}, "spec.models[0] 'Bad Model'", id="bad-model"),
+    pytest.param({"models": [7]}, "spec.models[0] must be a string", id="model-not-a-string"),
+    pytest.param({"models": [f"a.io/m{i}:v1" for i in range(17)]}, "at most 16",
+                 id="too-many-models"),
+    pytest.param({"images": ["a.io/x:v1"], "models": ["a.io/x:v1"]},
+                 "spec.images and spec.models both list a.io/x:v1", id="image-and-model"),
     pytest.param({"images": []}, "spec.images must be a non-empty list", id="empty-images"),
     pytest.param({"images": "busybox"}, "spec.images must be a non-empty list", id="not-a-list"),
     pytest.param({"images": ["Bad Ref"]}, "spec.images[0] 'Bad Ref'", id="bad-reference"),
@@ -63,6 +78,11 @@ def test_bad_specs_say_what_is_wrong(spec: Any, problem: str) -> None:
     assert isinstance(result, list) and result
     assert any(problem in p for p in result), result
     assert all("\n" not in p for p in result)
+
+
+def test_references_are_images_then_models() -> None:
+    spec = validate_spec({"images": ["a.io/i:1"], "models": ["a.io/m:1"]})
+    assert isinstance(spec, ImageCacheSpec) and spec.references == ("a.io/i:1", "a.io/m:1")
 
 
 def test_every_problem_is_reported_at_once() -> None:

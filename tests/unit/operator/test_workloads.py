@@ -9,7 +9,10 @@ import pytest
 from warmstart.operator.workloads import (
     deployment_workload,
     inference_service_workload,
+    is_managed,
     parse_annotation,
+    parse_containers,
+    parse_model,
     replica_nodes,
 )
 
@@ -87,3 +90,77 @@ def test_replica_nodes() -> None:
     pods = [pod("a"), pod("b", "Succeeded"), pod(None, "Pending"), pod("c", app="db"), pod("d")]
     assert replica_nodes(pods, {"app": "web"}) == {"a", "d"}
     assert replica_nodes(pods, {}) == set()
+
+
+# -- warmstart.dev/model ----------------------------------------------------------------------
+
+
+def annotated(**annotations: str) -> dict[str, Any]:
+    obj = dep()
+    obj["metadata"]["annotations"] = annotations
+    return obj
+
+
+MODEL_CASES = [
+    pytest.param({"warmstart.dev/model": "reg.example/m/llm:v1"},
+                 ("reg.example/m/llm:v1", None, (), 1), id="model-only-auto-no-images"),
+    pytest.param({"warmstart.dev/model": " reg.example/m/llm:v1 ", "warmstart.dev/prewarm": "3"},
+                 ("reg.example/m/llm:v1", None, ("reg.example/init:v1", "reg.example/web:v1"), 3),
+                 id="model-and-prewarm"),
+    pytest.param({"warmstart.dev/model": "ubuntu", "warmstart.dev/model-containers": "c, e,c"},
+                 ("docker.io/library/ubuntu:latest", ("c", "e"), (), 1),
+                 id="normalised-and-containers"),
+    pytest.param({"warmstart.dev/prewarm": "auto"},
+                 (None, None, ("reg.example/init:v1", "reg.example/web:v1"), 1), id="no-model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("annotations", "expected"), MODEL_CASES)
+def test_model_annotation(annotations: dict[str, str], expected: tuple[Any, ...]) -> None:
+    work = deployment_workload(annotated(**annotations), [])
+    assert (work.model, work.model_containers, work.images, work.spare) == expected
+    assert work.model_key == "Deployment/ns/web#model"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("", "must be a model reference"), ("Bad Ref", "warmstart.dev/model 'Bad Ref'"),
+     (None, "must be a model reference")],
+)  # fmt: skip
+def test_bad_model_annotation(value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_model(value)
+
+
+def test_model_containers_annotation() -> None:
+    assert parse_containers(None) is None
+    assert parse_containers("a,b, a") == ("a", "b")
+    with pytest.raises(ValueError, match="names no container"):
+        parse_containers(" , ")
+
+
+def test_managed_by_either_annotation_unless_deleted() -> None:
+    assert is_managed(annotated(**{"warmstart.dev/model": "r/m:v1"}))
+    assert is_managed(annotated(**{"warmstart.dev/prewarm": "1"}))
+    assert not is_managed(annotated(**{"warmstart.dev/model-containers": "c"}))
+    gone = annotated(**{"warmstart.dev/model": "r/m:v1"})
+    gone["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not is_managed(gone)
+
+
+def test_inference_service_with_a_model() -> None:
+    isvc = {
+        "metadata": {
+            "name": "llm",
+            "namespace": "ml",
+            "annotations": {"warmstart.dev/model": "reg.example/m/llm:v1"},
+        },
+        "spec": {
+            "predictor": {
+                "maxReplicas": 3,
+                "containers": [{"name": "k", "image": "reg.example/k:v1"}],
+            }
+        },
+    }
+    work = inference_service_workload(isvc)
+    assert (work.model, work.images, work.spare) == ("reg.example/m/llm:v1", (), 2)
