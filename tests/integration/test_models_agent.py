@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import oras.client as oras_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -117,11 +120,6 @@ def test_modelpack_is_materialised_read_only_with_links(
 def test_oras_pushed_artifact_materialises_with_title_names(
     registry: RegistryProcess, agents: Callable[..., AgentProcess], tmp_path: Path
 ) -> None:
-    oras_client = (
-        pytest.importorskip("oras.client")
-        if os.environ.get("CI") != "true"
-        else __import__("oras.client").client
-    )
     src = tmp_path / "src"
     src.mkdir()
     (src / "weights.bin").write_bytes(os.urandom(2 * MiB))
@@ -303,3 +301,45 @@ def test_a_pinned_model_is_not_evicted_until_unpinned(
     code, body = agent.prewarm(f"{registry.host}/models/other:v1", hot=True)
     assert code == 200, body
     assert not path.exists()
+
+
+def test_a_layer_whose_bytes_do_not_match_its_digest_is_refused(
+    registry: RegistryProcess, agents: Callable[..., AgentProcess], fault_proxy: Any
+) -> None:
+    weights = raw_file("w.bin", os.urandom(2 * MiB))
+    push_model(registry, "hostile/corrupt", "v1", config_blob(), [weights])
+    proxy = fault_proxy(registry)
+    proxy.corrupt(path_contains=str(weights.digest), times=None)
+    agent = agents(upstreams={registry.host: proxy.url})
+    code, body = agent.prewarm(f"{registry.host}/hostile/corrupt:v1", hot=True, model=True)
+    assert code == 503 and "other data; nothing was stored" in str(body), body
+    assert not (agent.store / "blobs" / "sha256" / weights.digest.hex).exists()
+    assert list((agent.store / "models" / "sha256").iterdir()) == []
+    assert "Traceback" not in agent.log.read_text()
+
+
+def test_pushed_with_warmstart_then_pulled_through_the_agent_by_oras(
+    registry: RegistryProcess, agents: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    src = tmp_path / "tiny"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(os.urandom(3 * MiB))
+    (src / "config.json").write_bytes(b'{"layers": 2}')
+    ref = f"{registry.host}/models/pushed:v1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "warmstart.cli.main", "model", "push", str(src), ref,
+         "--insecure-registry", registry.host, "-q"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    mirror = make_agent(agents, registry, settings={"default_upstream": registry.host})
+    out = tmp_path / "out"
+    oras_client.OrasClient(hostname=mirror.host, insecure=True).pull(
+        target=f"{mirror.host}/models/pushed:v1", outdir=str(out)
+    )
+    assert files_under(out) == files_under(src)
+    code, hot = mirror.prewarm(ref, hot=True)
+    assert code == 200, hot
+    # every layer was cached by the pull (ORAS reads no config blob: that one is fetched now)
+    assert hot["sources"].get("upstream", 0) < 1024 and hot["sources"]["local"] > 3 * MiB, hot
+    assert files_under(Path(hot["model"]["path"])) == files_under(src)
