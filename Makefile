@@ -6,7 +6,13 @@ APT_PACKAGES := docker-registry skopeo umoci containerd runc pigz debootstrap bu
 APT_LEAN_PACKAGES := podman
 STAMP_PY := $(VENV)/.py-stamp
 
-.PHONY: demo test lint bench-pull deps deps-apt clean
+# The image deploy/kubernetes runs, as an OCI layout (no Docker): `make image`, then
+# `make push-image REGISTRY=registry.example.internal` (after `skopeo login` if it needs one;
+# SKOPEO_FLAGS=--dest-tls-verify=false for a plain-HTTP registry).
+IMAGE_LAYOUT ?= build/agent-image
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+.PHONY: demo test lint bench-pull deps deps-apt clean image push-image
 
 demo: deps
 	$(VENV)/bin/python -m warmstart.demo
@@ -21,6 +27,16 @@ lint: deps
 
 bench-pull: deps
 	$(VENV)/bin/warmstart bench pull
+
+# Debian base (debootstrap, cached with the example image's), ctr and CA bundle from Debian's
+# packages, cp311 wheels of the runtime requirements, warmstart's wheel; assembled with umoci.
+image: deps
+	$(VENV)/bin/warmstart image build-agent --layout $(IMAGE_LAYOUT) --tag $(IMAGE_TAG)
+
+push-image:
+	@test -n "$(REGISTRY)" || { echo "usage: make push-image REGISTRY=HOST[:PORT] [IMAGE_TAG=$(IMAGE_TAG)]" >&2; exit 2; }
+	@test -f $(IMAGE_LAYOUT)/index.json || { echo "no layout in $(IMAGE_LAYOUT): run make image first" >&2; exit 2; }
+	skopeo copy --preserve-digests $(SKOPEO_FLAGS) oci:$(IMAGE_LAYOUT):$(IMAGE_TAG) docker://$(REGISTRY)/warmstart:$(IMAGE_TAG)
 
 deps: deps-apt $(STAMP_PY)
 

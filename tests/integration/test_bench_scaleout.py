@@ -115,3 +115,53 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     assert "| startup | startup from hot" in table
     assert "| provisioned | " in table and "| cost vs provisioned |" in table
     assert [row["mode"] for row in doc["spike_cost"]["rows"]] == [s.mode for s in results.spike]
+
+
+def test_tiny_startup_with_the_cri_puller(image_cache: Path, tmp_path: Path) -> None:
+    """``--puller cri``: every replica pulled by containerd's CRI plugin (PullImage) in the
+    node's namespace, its config_path the agent's certs dir (warmstart) or the runtime's
+    hosts.toml (baseline, registry-proxy); the tiers draw from the upstream exactly what they do
+    with ctr, so the CRI pulled through each mode's mirror."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces and containerd need root")
+    for tool in ("containerd", "ctr", "runc", "ip", "tc", "nsenter", "debootstrap", "umoci"):
+        require_tool(tool)
+    config = ScaleoutConfig(
+        nodes=2,
+        padding_bytes=8 << 20,
+        modes=("baseline", "registry-proxy", "warmstart"),
+        scenarios=("startup",),
+        image_cache=image_cache,
+        quick=True,
+        puller="cri",
+    )
+    lines: list[str] = []
+    results = run_scaleout(config, tmp_path / "work", log=lines.append)
+
+    tiers = {(r.mode, r.tier): r for r in results.startup}
+    assert set(tiers) == {
+        ("baseline", "cold"),
+        ("registry-proxy", "cold"),
+        ("registry-proxy", "warm"),
+        ("warmstart", "cold"),
+        ("warmstart", "warm"),
+        ("warmstart", "peer"),
+        ("warmstart", "hot"),
+    }
+    image_bytes = results.params["image_bytes"]
+    assert results.params["puller"] == "cri"
+    for mode in ("baseline", "warmstart"):
+        assert tiers[(mode, "cold")].upstream_bytes == image_bytes, mode
+    assert tiers[("registry-proxy", "cold")].upstream_bytes >= image_bytes  # its double fetch
+    for key in (("registry-proxy", "warm"), *(("warmstart", t) for t in ("warm", "peer", "hot"))):
+        assert tiers[key].upstream_bytes == 0, key  # through the node's mirror, not around it
+    for r in results.startup:
+        assert r.unpack_s == 0.0 and r.pull_s > 0  # PullImage: fetch + unpack, one phase
+        assert r.total_s >= r.pull_s + r.start_s
+    assert {p.tier for p in results.prewarm} == {"warm", "peer", "cold"}
+
+    written = write_outputs(results, None, tmp_path / "out")
+    table = (tmp_path / "out" / "scaleout.md").read_text()
+    assert "| pull s (CRI PullImage: fetch + unpack) | unpack s |" in table
+    assert "| warmstart | hot | " in table
+    assert written

@@ -95,6 +95,9 @@ class ScaleoutConfig:
 
     image_cache: Path = DEFAULT_IMAGE_CACHE
     quick: bool = False
+    # How the startup and fanout replicas pull: "ctr" (ctr images pull) or "cri" (containerd's
+    # CRI plugin, PullImage: the kubelet's way; warmstart.bench.scaleout_cri)
+    puller: str = "ctr"
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> ScaleoutConfig:
@@ -209,7 +212,7 @@ async def _run_mode(
     if not scenarios:
         log(f"{mode}: runs only the spike scenario; skipped")
     if "startup" in scenarios or "spike" in scenarios:
-        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream)
+        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream, config.puller)
         try:
             if "startup" in scenarios:
                 log(f"{mode}: startup")
@@ -248,7 +251,7 @@ async def _run_mode(
             await asyncio.to_thread(close_nodes, stacks)
     if "fanout" in scenarios:
         log(f"{mode}: fanout")
-        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream)
+        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream, config.puller)
         try:
             results.fanout.append(
                 await run_fanout(stacks, mode, image, image_bytes, env, upstream, log)
@@ -298,6 +301,7 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
         "trace": str(trace_path) if trace_path else None,
         "spike": plan.to_dict() if plan else None,
         "quick": config.quick,
+        "puller": config.puller,
         "wall_s": round(time.monotonic() - started, 1),
     }
     results.environment = environment_info()

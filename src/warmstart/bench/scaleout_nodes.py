@@ -13,7 +13,11 @@ node's shaped uplink) and, by mode, what its containerd pulls through:
   they pulled is not what it measures).
 
 :func:`start_replica` times one replica from "start" to "first request answered", split into
-pull, unpack, start and model load, straight through the runtime driver.
+pull, unpack, start and model load, straight through the runtime driver. Its pull is made by
+the nodes' ``puller``: ``ctr images pull`` (the default) or the CRI's ``PullImage``
+(:mod:`warmstart.bench.scaleout_cri`); the container is then created and started with ``ctr``
+either way. With ``cri`` everything (replicas, the agents' hot pre-warms, ``warmstart serve``'s
+own pulls in the spike) is in the CRI's namespace ``k8s.io``.
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ from pathlib import Path
 
 import aiohttp
 
+from warmstart.bench.scaleout_cri import PULLERS, cri_pull, ready_cri_client
 from warmstart.bench.scaleout_types import BASELINE, PROVISIONED, REGISTRY_PROXY, WARMSTART
-from warmstart.containerd.ctr import Ctr
+from warmstart.containerd.ctr import CRI_NAMESPACE, Ctr
 from warmstart.runtime.api import Replica, ReplicaError, ReplicaSpec
 from warmstart.runtime.containerd import ContainerdRuntime
 from warmstart.serving.serve import NodeOption
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.cluster import remove_containers
 from warmstart.testbed.containerd import ContainerdProcess
+from warmstart.testbed.cri import CriClient
 from warmstart.testbed.netcluster import NetCluster, NetNode
 from warmstart.testbed.netns import nsenter_prefix
 from warmstart.testbed.registry import RegistryProcess
@@ -60,11 +66,18 @@ class NodeStack:
     agent: AgentProcess | None = None
     proxy: RegistryProcess | None = None
     peer_token: str | None = field(default=None, repr=False)  # the agents' shared secret
+    puller: str = "ctr"  # or "cri": replicas' pulls by containerd's CRI plugin
+    certs_dir: Path | None = None  # cri: the CRI's config_path (hosts.toml files)
     _runtime: ContainerdRuntime | None = field(default=None, repr=False)
+    _cri: CriClient | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.node.name
+
+    @property
+    def namespace(self) -> str:
+        return CRI_NAMESPACE if self.puller == "cri" else NAMESPACE
 
     @property
     def mirror_url(self) -> str | None:
@@ -78,7 +91,9 @@ class NodeStack:
         if self._runtime is None:
             self._runtime = ContainerdRuntime(
                 Ctr(
-                    self.containerd.socket, NAMESPACE, prefix=tuple(nsenter_prefix(self.node.netns))
+                    self.containerd.socket,
+                    self.namespace,
+                    prefix=tuple(nsenter_prefix(self.node.netns)),
                 ),
                 self.work_dir / "runtime",
                 id_prefix=f"wsb{self.node.index}",
@@ -97,11 +112,26 @@ class NodeStack:
             netns=self.node.netns,
         )
 
+    def cri(self) -> CriClient:
+        """The CRI client of this node's containerd, once its CRI plugin answers (it
+        initialises after the socket is up)."""
+        if self._cri is None:
+            self._cri = ready_cri_client(self.containerd.socket)
+        return self._cri
+
+    def _close_cri(self) -> None:
+        if self._cri is not None:
+            self._cri.close()
+            self._cri = None
+
     def reset_containerd(self) -> None:
         """Drop everything containerd holds (content, snapshots): a node that never ran it."""
         remove_containers(self.containerd)
+        self._close_cri()
         self.containerd.wipe()
         self.containerd.start()
+        if self.puller == "cri":
+            self.cri()  # ready before anything is timed
 
     def reset_agent_store(self) -> None:
         """Restart the node's agent with an empty store: it holds nothing of any image."""
@@ -116,6 +146,7 @@ class NodeStack:
             remove_containers(self.containerd)
         except OSError:
             pass
+        self._close_cri()
         if self.agent is not None:
             self.agent.cleanup()
         if self.proxy is not None:
@@ -131,15 +162,31 @@ def _start_stack(
     upstream: RegistryProcess,
     agent_urls: dict[str, str],
     peer_token: str | None = None,
+    puller: str = "ctr",
 ) -> NodeStack:
     # Short: containerd's socket path must fit a unix socket address.
     work = Path(tempfile.mkdtemp(prefix=f"wsb{node.index}-", dir="/tmp"))
-    ctd = ContainerdProcess(work / "ctd", namespace=NAMESPACE, netns=node.netns)
-    stack = NodeStack(node, mode, ctd, work, upstream.host)
+    certs = work / "certs.d" if puller == "cri" else None
+    ctd = ContainerdProcess(
+        work / "ctd",
+        namespace=CRI_NAMESPACE if certs else NAMESPACE,
+        netns=node.netns,
+        cri_config_path=certs,
+    )
+    stack = NodeStack(node, mode, ctd, work, upstream.host, puller=puller, certs_dir=certs)
     try:
         ctd.start()
+        if certs is not None:
+            stack.cri()
         if mode == WARMSTART:
             stack.peer_token = peer_token
+            # cri: the agent writes containerd's hosts.toml into the CRI's config_path at start
+            # and checks containerd's config, as on a Kubernetes node
+            node_setup = (
+                {"containerd_certs_dir": str(certs), "containerd_config": str(ctd.config)}
+                if certs
+                else {}
+            )
             stack.agent = AgentProcess(
                 work / "agent",
                 upstreams={upstream.host: upstream.url},
@@ -150,8 +197,9 @@ def _start_stack(
                 settings={
                     "node_id": node.name,
                     "containerd_socket": str(ctd.socket),
-                    "containerd_namespace": NAMESPACE,
+                    "containerd_namespace": stack.namespace,
                     "peer_token": peer_token,
+                    **node_setup,
                 },
             )
         elif mode == REGISTRY_PROXY:
@@ -164,14 +212,18 @@ def _start_stack(
     return stack
 
 
-def start_nodes(net: NetCluster, mode: str, upstream: RegistryProcess) -> list[NodeStack]:
+def start_nodes(
+    net: NetCluster, mode: str, upstream: RegistryProcess, puller: str = "ctr"
+) -> list[NodeStack]:
     """Fresh stacks on every node of ``net`` for ``mode``, started side by side (all closed
-    again if one fails)."""
+    again if one fails). ``puller``: ``ctr`` or ``cri`` (see the module's doc)."""
+    if puller not in PULLERS:
+        raise ValueError(f"unknown puller {puller!r}: {' or '.join(PULLERS)}")
     agent_urls = {n.name: f"http://{n.lan_addr}:{AGENT_PORT}" for n in net.nodes}
     token = secrets.token_hex(16) if mode == WARMSTART else None
     with ThreadPoolExecutor(len(net.nodes)) as pool:
         futures = [
-            pool.submit(_start_stack, net, node, mode, upstream, agent_urls, token)
+            pool.submit(_start_stack, net, node, mode, upstream, agent_urls, token, puller)
             for node in net.nodes
         ]
         wait(futures)
@@ -228,7 +280,10 @@ async def start_replica(
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         t0 = time.monotonic()
-        pulled = await runtime.pull(image)
+        if stack.puller == "cri":
+            pulled = await asyncio.to_thread(cri_pull, stack, image)
+        else:
+            pulled = await runtime.pull(image)
         t1 = time.monotonic()
         spec = ReplicaSpec(id=replica_id, image=image, port=REPLICA_PORT, env=env)
         replica = await runtime.start(await runtime.create(spec, pull=pulled))

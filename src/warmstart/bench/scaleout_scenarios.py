@@ -15,7 +15,6 @@ from aiohttp import web
 from warmstart.bench.agent import upstream_blob_bytes
 from warmstart.bench.loadgen import LoadgenConfig, replay
 from warmstart.bench.scaleout_nodes import (
-    NAMESPACE,
     NodeStack,
     start_replica,
     stop_replica,
@@ -243,7 +242,7 @@ async def run_spike(
         spec=spec,
         nodes=[s.node_option(1) for s in stacks],
         work_dir=work_dir,
-        namespace=NAMESPACE,
+        namespace=stacks[0].namespace,  # the CRI's k8s.io with --puller cri
         insecure_registries=frozenset({upstream.host}),
         router=RouterConfig(queue_size=100_000, queue_timeout=600.0),
         interval=0.5,

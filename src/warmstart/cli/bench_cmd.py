@@ -174,6 +174,12 @@ def scaleout(
         None, "--cache", help="debootstrap, wheels and built images (default /var/cache/...)."
     ),
     quick: bool = typer.Option(False, "--quick", help="2 nodes, 256 MiB padding, short spike."),
+    puller: str = typer.Option(
+        "ctr",
+        "--puller",
+        help="How startup and fanout replicas pull: ctr (ctr images pull) or cri (containerd's "
+        "CRI plugin, PullImage, as the kubelet does: fetch and unpack are one pull phase).",
+    ),
     json_path: Path | None = typer.Option(Path("bench-results/scaleout.json"), "--json"),
     out_dir: Path | None = typer.Option(
         Path("bench-results"), "--out", help="Markdown table and PNG plots."
@@ -201,7 +207,12 @@ def scaleout(
 
     if os.geteuid() != 0:
         fail("bench scaleout needs root (network namespaces, containerd)", code=2)
+    from warmstart.bench.scaleout_cri import PULLERS
+
+    if puller not in PULLERS:
+        fail(f"--puller must be {' or '.join(PULLERS)}, not {puller!r}", code=2)
     overrides: dict[str, object] = {
+        "puller": puller,
         "modes": _names(modes, MODES, "mode(s)"),
         "scenarios": _names(scenarios, SCENARIOS, "scenario(s)") if scenarios else None,
         "rate": rate,

@@ -53,16 +53,20 @@ class Umoci:
     def configure(
         self,
         *,
-        entrypoint: Sequence[str],
+        entrypoint: Sequence[str] = (),
         env: Sequence[str],
+        cmd: Sequence[str] = (),
         ports: Sequence[str] = (),
         labels: Sequence[str] = (),
         workdir: str = "/",
     ) -> None:
+        """Set the image config; an empty ``entrypoint`` or ``cmd`` leaves it unset."""
         args: list[str | Path] = ["config", "--image", self.image, "--config.workingdir", workdir]
-        # --config.entrypoint takes one element per flag and replaces the whole list.
+        # --config.entrypoint and --config.cmd take one element per flag and replace the list.
         for part in entrypoint:
             args += ["--config.entrypoint", part]
+        for part in cmd:
+            args += ["--config.cmd", part]
         for item in env:
             args += ["--config.env", item]
         for port in ports:

@@ -87,16 +87,16 @@ def pip_download(
         argv.append("--no-deps")
     argv += list(requirements)
     run(argv, what=f"pip download {' '.join(requirements)}")
-    names = {_dist_name(r) for r in requirements}
-    wheels = [w for w in dest.glob("*.whl") if _dist_name(w.name.split("-", 1)[0]) in names]
+    names = {dist_name(r) for r in requirements}
+    wheels = [w for w in dest.glob("*.whl") if dist_name(w.name.split("-", 1)[0]) in names]
     # Several versions may sit in the cache: keep the newest of each project.
     newest: dict[str, Path] = {}
     for wheel in sorted(wheels, key=lambda w: (w.stat().st_mtime, w.name)):
-        newest[_dist_name(wheel.name.split("-", 1)[0])] = wheel
+        newest[dist_name(wheel.name.split("-", 1)[0])] = wheel
     return sorted(newest.values())
 
 
-def _dist_name(requirement: str) -> str:
+def dist_name(requirement: str) -> str:
     name = requirement
     for sep in "<>=!~;[ (":
         name = name.split(sep, 1)[0]

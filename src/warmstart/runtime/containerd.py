@@ -269,7 +269,9 @@ class ContainerdRuntime:
 
     # -- pull ---------------------------------------------------------------------------------
 
-    def _hosts_file(self, registry: str) -> HostsFile:
+    def hosts_file(self, registry: str) -> HostsFile:
+        """The ``hosts.toml`` a pull from ``registry`` uses: for ``ctr --hosts-dir``, or for a
+        CRI plugin whose ``config_path`` is where it is written."""
         insecure = {checked_registry(r) for r in self.insecure_registries}
         servers = {checked_registry(k): v for k, v in self.servers.items()}
         if self.agent_url is not None:
@@ -283,7 +285,7 @@ class ContainerdRuntime:
     async def pull(self, reference: str) -> PullTiming:
         try:
             ref = Reference.parse(reference)
-            write_hosts_dir(self.hosts_dir, [self._hosts_file(ref.registry)])
+            write_hosts_dir(self.hosts_dir, [self.hosts_file(ref.registry)])
         except (InvalidReference, HostsConfigError) as e:
             raise ImagePullError(f"cannot pull {reference!r}: {e}") from None
         name = str(ref)

