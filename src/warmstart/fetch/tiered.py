@@ -47,6 +47,7 @@ from warmstart.fetch.access import AccessControl, peer_token_ok
 from warmstart.fetch.api import (
     BlobResult,
     ClientIdentity,
+    ConflictError,
     DeniedError,
     FetchError,
     ManifestResult,
@@ -60,6 +61,7 @@ from warmstart.fetch.images import ImageTracker, PendingImage
 from warmstart.fetch.local import LocalSource
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
+from warmstart.fetch.pieces import piece_size_for, use_pieces
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
@@ -72,7 +74,9 @@ from warmstart.fetch.source import (
     SourceNotManifest,
     aclose_quietly,
 )
+from warmstart.fetch.swarm import PiecesDeclined, PieceSource, Swarm, SwarmSettings
 from warmstart.fetch.tags import TagResolver
+from warmstart.fetch.tracker import PiecesInvalid, PiecesRequest
 from warmstart.oci import (
     MAX_MANIFEST_BYTES,
     Digest,
@@ -85,6 +89,8 @@ from warmstart.oci import (
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.endpoints import canonical_registry
 from warmstart.store import ContentStore, StoreDigestMismatch, StoreError, StoreSizeMismatch
+from warmstart.store.piece_geometry import Pieces
+from warmstart.store.pieces import read_range
 from warmstart.store.singleflight import Flight, SingleFlight
 
 log = logging.getLogger(__name__)
@@ -158,6 +164,15 @@ class TieredFetcher:
         )
         self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
         self._runner = PlanRunner(upstream, peer_source, self.health, self._metrics)
+        self.swarm = Swarm(
+            store,
+            self.ring,
+            self.health,
+            self._runner,
+            self._metrics,
+            settings=SwarmSettings(downloads=config.piece_downloads),
+            clock=clock,
+        )
         self._local = LocalSource(store)
         self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
         self._images = ImageTracker()
@@ -395,6 +410,15 @@ class TieredFetcher:
         excluded: set[str] = set()
         failures = Failures()
         try:
+            pieces = self._pieces_of(t.known_size)
+            if pieces is not None:
+                try:
+                    await self._run_pieces(t, pieces)
+                except PiecesDeclined as e:
+                    log.info("%s travels whole: %s", what, e)
+                else:
+                    self._stored(t)
+                    return
             for _round in range(MAX_ROUNDS):
                 # A peer's transfer was let in because this node was the home: it stays so.
                 steps = self._steps(
@@ -451,6 +475,100 @@ class TieredFetcher:
             t.finished.set()
             if self._transfers.get(t.digest) is t:
                 del self._transfers[t.digest]
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _pieces_of(self, size: int | None) -> Pieces | None:
+        """How a blob of ``size`` bytes is cut into pieces here; None: it travels whole."""
+        c = self.config
+        if not c.pieces or not use_pieces(
+            size, len(self.ring.nodes()), threshold=c.piece_threshold
+        ):
+            return None
+        assert size is not None
+        return Pieces(size, piece_size_for(size, smallest=c.piece_min, largest=c.piece_max))
+
+    def _piece_peer(self, url: str) -> PieceSource | None:
+        peer = self._runner.peer(url)
+        return peer if isinstance(peer, PieceSource) else None
+
+    async def _run_pieces(self, t: Transfer, pieces: Pieces) -> None:
+        def on_open(kind: str, name: str) -> None:
+            t.size, t.source_kind, t.source_name = pieces.size, kind, name
+            if not t.ready.done():
+                t.ready.set_result((pieces.size, kind))
+            t.attempt_open.set()
+
+        def fill_steps() -> tuple[Step, ...]:
+            return self._steps("blob", t.digest, from_peer=t.from_peer, as_home=True)
+
+        kind = "upstream" if self.ring.is_home(t.digest) else "peer"
+        with self._metrics.transfer(kind):
+            await self.swarm.run(t, pieces, fill_steps, self._piece_peer, on_open)
+
+    async def pieces_request(
+        self, registry: str, digest: Digest, body: object, client: ClientIdentity
+    ) -> dict[str, object]:
+        registry = self._registry(registry)
+        try:
+            req = PiecesRequest.parse(body)
+        except PiecesInvalid as e:
+            raise ValueError(str(e)) from None
+        await self._admit(registry, req.repository, client, Probe("blob", str(digest)))
+        pieces = self._pieces_of(req.pieces.size)
+        if pieces != req.pieces:
+            raise ConflictError(
+                f"blob {digest} travels {'as ' + str(pieces) if pieces else 'whole'} here"
+            )
+        tracker = self.swarm.trackers.get(digest)
+        if tracker is None or tracker.pieces != pieces:
+            size = self._store.blob_size(digest) if self._store.has(digest) else None
+            if size is not None:
+                if size != pieces.size:
+                    raise ConflictError(f"blob {digest} has {size} bytes here")
+                tracker = await self.swarm.tracker_of_file(digest, pieces)
+            elif self.ring.is_home(digest):
+                if digest in self._transfers:
+                    raise ConflictError(f"blob {digest} is on its way here whole")
+                tracker = self.swarm.tracker(digest, pieces)
+                self._sizes.put(digest, pieces.size)
+                self._start(registry, req.repository, digest, True)
+            else:
+                raise NotFoundError(f"blob {digest}: this node keeps no piece list of it")
+        if req.hashes is not None:
+            have = self.swarm.have(digest, pieces)
+            tracker.learn_hashes([None if i in have else h for i, h in enumerate(req.hashes)])
+        me = self.ring.self_url
+        if req.url != me:
+            tracker.announce(req.url, req.have, req.served)
+        tracker.forget(g for g in req.gone if g != me)
+        await tracker.wait(req.version, req.wait)
+        return self.swarm.answer(digest, tracker).to_json()
+
+    async def get_piece(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        start: int,
+        end: int,
+        client: ClientIdentity,
+    ) -> BlobResult:
+        registry = self._registry(registry)
+        await self._admit(registry, repository, client, Probe("blob", str(digest)))
+        local = self._local_blob(digest)
+        if local is not None:
+            return local
+        pf = self._store.piece_file(digest)
+        if pf is None or not pf.covered(start, end):
+            raise NotFoundError(f"blob {digest}: bytes {start}-{end} are not verified here")
+        path = pf.path
+        return BlobResult(
+            digest, pf.pieces.size, "local", open_stream=lambda s: read_range(path, s, end)
+        )
+
+    def piece_sent(self, digest: Digest) -> None:
+        self.swarm.piece_sent(digest)
 
     def _resume_offset(self, t: Transfer) -> int:
         """Where the store will resume the blob from (a partial a dead agent left), so the
