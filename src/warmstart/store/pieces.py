@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from warmstart.oci import Digest
 from warmstart.store.blobs import CHUNK, fsync_dir
@@ -51,6 +52,23 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 def _hash_and_write(fd: int, hasher: hashlib._Hash, data: bytes, offset: int) -> None:
     hasher.update(data)
     _pwrite_all(fd, data, offset)
+
+
+async def _finish_anyway(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile (then re-raise the
+    cancellation once it has ended)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
 
 
 def _is_file(path: Path) -> bool:
@@ -96,7 +114,10 @@ class PieceSink:
             )
         offset = self.pos
         self.pos += len(chunk)
-        await asyncio.to_thread(_hash_and_write, self._owner.fd, self._hasher, chunk, offset)
+        # A cancelled caller waits for its write to land: no stray write may come after it.
+        await _finish_anyway(
+            asyncio.to_thread(_hash_and_write, self._owner.fd, self._hasher, chunk, offset)
+        )
 
     def close(self) -> str:
         if self.pos != self.end:
@@ -174,17 +195,27 @@ class PieceFile:
         """Accept piece ``index`` (its hash matched), then hash the whole blob along the
         prefix as far as it now reaches."""
         self.have.add(index)
+        # Shielded: a caller cancelled mid-hash must not leave the hasher fed with bytes the
+        # prefix does not count (the next pass would feed them again).
+        await _finish_anyway(self._advance_locked())
+
+    async def _advance_locked(self) -> None:
         async with self._lock:
-            target = self.pieces.prefix(self.have)
-            if target > self._hashed_to:
-                start = self._hashed_to
-                got = await asyncio.to_thread(_hash_range, self.fd, self._whole, start, target)
-                if got != target - start:
-                    raise StoreError(f"{self.path} is shorter than its accepted pieces")
-                self._hashed_to = target
-                self.prefix = target
-                if self.on_prefix is not None:
-                    self.on_prefix(target)
+            await self._advance()
+
+    async def _advance(self) -> None:
+        """Hash the whole blob on from where it was up to the prefix of accepted pieces (the
+        lock held: one pass at a time, in order)."""
+        target = self.pieces.prefix(self.have)
+        if target > self._hashed_to:
+            start = self._hashed_to
+            got = await asyncio.to_thread(_hash_range, self.fd, self._whole, start, target)
+            if got != target - start:
+                raise StoreError(f"{self.path} is shorter than its accepted pieces")
+            self._hashed_to = target
+            self.prefix = target
+            if self.on_prefix is not None:
+                self.on_prefix(target)
 
     async def adopt(self, index: int, expected: str) -> bool:
         """A piece a dead writer may have left: accepted if the file's bytes there hash to
@@ -201,6 +232,8 @@ class PieceFile:
 
     async def finish(self) -> str:
         """Every piece accepted: fsync and return the hex digest of the whole blob."""
+        async with self._lock:
+            await self._advance()  # a piece accepted a moment ago may still be hashing
         if not self.complete or self._hashed_to != self.pieces.size:
             raise StoreError(
                 f"{self.digest}: {len(self.have)} of {self.pieces.count} pieces accepted"
