@@ -142,3 +142,137 @@ def test_fan_out_travels_as_pieces_from_many_holders(
     assert max(pieces_sent) <= 2.5 * size, sent
     assert home_sent < 3 * size, sent
     print(f"fan-out of {size >> 20} MiB to 5 nodes: {elapsed:.1f} s; sent {sent}")
+
+
+def start_fan_out(
+    nodes: Sequence[AgentProcess], reference: str
+) -> tuple[list[tuple[int, Any]], list[threading.Thread]]:
+    results: list[tuple[int, Any]] = [(0, None)] * len(nodes)
+
+    def one(i: int) -> None:
+        try:
+            results[i] = nodes[i].prewarm(reference)
+        except OSError as e:  # the agent was killed under it
+            results[i] = (-1, str(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(nodes))]
+    for t in threads:
+        t.start()
+    return results, threads
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_peer_sending_a_corrupt_piece_is_refused_and_not_asked_again(
+    registry: RegistryProcess, image_builder: Any, fault_proxy: Any, agents: Any
+) -> None:
+    from warmstart.fetch.rendezvous import home
+
+    size = 48 * MiB
+    image = image_builder.build(registry, "fan/liar", "v1", layer_sizes=[size])
+    layer = big_layer(image)
+    slow = fault_proxy(registry)
+    slow.throttle(40 * MiB, path_contains="/blobs/")
+    ports = [free_port() for _ in range(5)]
+    real = [f"http://{LOOPBACK}:{p}" for p in ports]
+    # One node is reached by the others only through a proxy that flips a byte of every blob
+    # answer it gives (its pieces); it must not be the layer's home.
+    liar = liar_proxy = None
+    for i in range(1, 5):
+        proxy = fault_proxy(real[i])
+        urls = [*real[:i], proxy.url, *real[i + 1 :]]
+        if home(layer, urls) != proxy.url:
+            liar, liar_proxy = i, proxy
+            break
+    assert liar is not None and liar_proxy is not None
+    liar_proxy.corrupt(path_contains="/blobs/", times=None)
+    nodes = []
+    for i, port in enumerate(ports):
+        extra = {"advertise_url": liar_proxy.url} if i == liar else {}
+        nodes.append(
+            agents(
+                upstreams={registry.host: slow.url},
+                peers=urls,
+                port=port,
+                settings=piece_settings(node_id=f"node{i}", **extra),
+            )
+        )
+    mark = registry.mark()
+    results = prewarm_all(nodes, f"{registry.host}/fan/liar:v1")
+    assert all(code == 200 for code, _ in results), results
+    assert_every_node_holds(nodes, image)  # nothing bad kept anywhere
+    assert registry.blob_gets(layer, since=mark, successful_only=True) == 1
+    asked = [r for r in liar_proxy.requests_matching(layer, "GET") if r.header("Range")]
+    assert any(r.fault == "corrupt" for r in asked), "nobody asked the liar for a piece"
+    # each node that got a corrupt piece from it never asked it again for this blob
+    by_node: dict[str, int] = {}
+    for r in asked:
+        node = r.header("X-Warmstart-Peer") or "?"
+        by_node[node] = by_node.get(node, 0) + 1
+    assert by_node and all(n == 1 for n in by_node.values()), by_node
+    for i, node in enumerate(nodes):
+        if f"node{i}" in by_node:
+            assert "is not asked for this blob again" in node.log.read_text()
+
+
+def test_a_peer_killed_mid_fan_out_costs_only_its_pieces(
+    registry: RegistryProcess, image_builder: Any, fault_proxy: Any, agents: Any
+) -> None:
+    size = 64 * MiB
+    image = image_builder.build(registry, "fan/crash", "v1", layer_sizes=[size])
+    layer = big_layer(image)
+    slow = fault_proxy(registry)
+    slow.throttle(24 * MiB, path_contains="/blobs/")  # ~2.7 s from the upstream
+    nodes = cluster(agents, 5, slow.url, registry)
+    home = home_of(nodes, layer)
+    victim = next(n for n in nodes if n is not home)
+    mark = registry.mark()
+    results, threads = start_fan_out(nodes, f"{registry.host}/fan/crash:v1")
+    # kill it while it holds pieces and serves them to the others
+    wait_until(lambda: sent_to_peers(victim)[0] >= 4 * MiB, 30, "the victim to serve pieces")
+    victim.kill()
+    for t in threads:
+        t.join(300)
+    survivors = [n for n in nodes if n is not victim]
+    for node, (code, body) in zip(nodes, results, strict=True):
+        if node is not victim:
+            assert code == 200, body
+    assert_every_node_holds(survivors, image)
+    # the home held every piece: the upstream was not asked again
+    assert registry.blob_gets(layer, since=mark, successful_only=True) == 1
+
+
+def test_the_home_killed_mid_fan_out_leaves_the_others_to_finish(
+    registry: RegistryProcess, image_builder: Any, fault_proxy: Any, agents: Any
+) -> None:
+    size = 64 * MiB
+    image = image_builder.build(registry, "fan/home", "v1", layer_sizes=[size])
+    layer = big_layer(image)
+    slow = fault_proxy(registry)
+    slow.throttle(16 * MiB, path_contains="/blobs/")  # ~4 s from the upstream
+    nodes = cluster(agents, 5, slow.url, registry)
+    home = home_of(nodes, layer)
+    mark = registry.mark()
+    results, threads = start_fan_out(nodes, f"{registry.host}/fan/home:v1")
+    wait_until(lambda: sent_to_peers(home)[0] >= 16 * MiB, 60, "the home to serve pieces")
+    home.kill()
+    for t in threads:
+        t.join(300)
+    survivors = [n for n in nodes if n is not home]
+    for node, (code, body) in zip(nodes, results, strict=True):
+        if node is not home:
+            assert code == 200, body
+    assert_every_node_holds(survivors, image)
+    gets = registry.blob_get_requests(layer, since=mark, successful_only=True)
+    # the home's own GET, then ranged GETs by the node standing in for it, for the pieces
+    # nobody else held: the home had sent at least 16 MiB of pieces to four nodes, so at
+    # least 4 MiB of distinct pieces were held elsewhere and not asked for again
+    assert len(gets) >= 2 and gets[0].status == 200, gets
+    assert all(g.status == 206 for g in gets[1:]), gets
+    assert sum(g.size for g in gets[1:]) <= size - 3 * MiB, gets
