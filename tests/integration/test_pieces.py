@@ -276,3 +276,50 @@ def test_the_home_killed_mid_fan_out_leaves_the_others_to_finish(
     assert len(gets) >= 2 and gets[0].status == 200, gets
     assert all(g.status == 206 for g in gets[1:]), gets
     assert sum(g.size for g in gets[1:]) <= size - 3 * MiB, gets
+
+
+@pytest.mark.timeout(300)
+def test_containerd_pulls_an_ordinary_stream_of_a_blob_arriving_as_pieces(
+    registry: RegistryProcess,
+    image_builder: Any,
+    fault_proxy: Any,
+    agents: Any,
+    containerd: Any,
+    tmp_path: Any,
+) -> None:
+    from tests.support.containerd import ctr_pull, image_state, write_hosts
+
+    size = 40 * MiB
+    image = image_builder.build(registry, "fan/ctr", "v1", layer_sizes=[size, 200_000])
+    layer = big_layer(image)
+    slow = fault_proxy(registry)
+    slow.throttle(30 * MiB, path_contains="/blobs/")
+    nodes = cluster(agents, 4, slow.url, registry)
+    puller = next(n for n in nodes if n is not home_of(nodes, layer))
+    others = [n for n in nodes if n is not puller]
+    hosts = write_hosts(tmp_path / "hosts", registry.host, puller.url, slow.url)
+    ctd = containerd()
+    mark = registry.mark()
+    # the other nodes pre-warm while containerd pulls through one that is not the home (no
+    # containerd link on these agents: containerd reads the blob from the agent's stream)
+    results, threads = start_fan_out(others, image.reference)
+    result, _ = ctr_pull(ctd, image.reference, hosts)
+    for t in threads:
+        t.join(300)
+    assert result.returncode == 0, result.stderr
+    assert all(code == 200 for code, _ in results), results
+    state = image_state(ctd, image.reference)
+    assert state is not None and state.digest == image.manifest_digest
+    assert_every_node_holds(nodes, image)
+    assert registry.blob_gets(layer, since=mark, successful_only=True) == 1
+    # the puller's copy came as pieces: its peers answered piece requests, not whole blobs
+    # (containerd verified the stream it got against the layer's digest itself)
+    got = metric(puller, "warmstart_agent_fetched_bytes_total", 'source="peer"')
+    assert got >= image.blobs[layer], got
+    assert sum(sent_to_peers(n)[0] for n in others) >= image.blobs[layer]
+    ctr_gets = [
+        line
+        for line in puller.log.read_text().splitlines()
+        if f"GET /v2/fan/ctr/blobs/{layer}" in line and "containerd" in line
+    ]
+    assert ctr_gets and all('HTTP/1.1" 200 ' in line for line in ctr_gets), ctr_gets
