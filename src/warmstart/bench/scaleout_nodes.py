@@ -19,6 +19,7 @@ pull, unpack, start and model load, straight through the runtime driver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -102,6 +103,17 @@ class NodeStack:
         remove_containers(self.containerd)
         self.containerd.wipe()
         self.containerd.start()
+
+    def held_bytes(self) -> int:
+        """Bytes of complete blobs in this node's agent store (0 without an agent)."""
+        if self.agent is None:
+            return 0
+        root = self.agent.store / "blobs"
+        total = 0
+        for path in root.glob("*/*"):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
 
     def reset_agent_store(self) -> None:
         """Restart the node's agent with an empty store: it holds nothing of any image."""
