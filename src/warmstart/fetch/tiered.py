@@ -22,6 +22,15 @@ Blobs
     sent corrupt bytes is dropped and the transfer starts again without it; clients that were
     streaming the corrupt attempt get an error (they retry and get the good copy).
 
+    A blob of known size of at least ``piece_threshold`` bytes, in a cluster of three nodes or
+    more, is fetched as pieces instead (:mod:`warmstart.fetch.swarm`): from the home's tracker
+    and several holders at once, or, on the home, from the plan above for the pieces no node
+    holds. If the home does not take part (no tracker, another piece size) the transfer falls
+    back to the whole-blob path before anything is written. Clients stream it the same way:
+    ``open_reader`` follows the verified prefix of the piece file in order.
+    :meth:`TieredFetcher.pieces_request` is the tracker route's side and
+    :meth:`TieredFetcher.get_piece` serves verified pieces to peers.
+
 Manifests
     By digest: local store, home peer, upstream (verified). By tag: a tag cache with a TTL,
     then the upstream; when the upstream fails, the tag as this node or a peer last saw it
