@@ -100,7 +100,7 @@ class PiecesRequest:
         url = data.get("url")
         if not isinstance(repository, str) or not repository:
             raise PiecesInvalid("'repository' must be a repository name")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise PiecesInvalid("'url' must be the asking agent's URL")
         have = data.get("have")
         if not isinstance(have, str):
