@@ -51,7 +51,8 @@ class AgentMetrics:
         )
         self.piece_uploads_refused = counter(
             "warmstart_agent_piece_uploads_refused",
-            "Piece requests answered 503 because every upload slot was busy",
+            "Piece requests answered 503: every upload slot was busy, or (the home) the piece "
+            "was sent already and another node holds it",
         )
         self.fetched_bytes = counter(
             "warmstart_agent_fetched_bytes",

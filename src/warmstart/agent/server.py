@@ -72,6 +72,7 @@ from warmstart.fetch.api import (
     Fetcher,
     FetchError,
     ManifestResult,
+    PieceBusyError,
     PieceServer,
 )
 from warmstart.fetch.pieces import UploadSlots
@@ -465,9 +466,15 @@ async def _piece_get(
             start, end = int(first), int(last) + 1
             if start < 0 or end <= start:
                 raise ValueError(ranges[0])
-            result = await server.get_piece(
-                registry, target.name, digest, start, end, _client_identity(request)
-            )
+            try:
+                result = await server.get_piece(
+                    registry, target.name, digest, start, end, _client_identity(request)
+                )
+            except PieceBusyError as e:
+                state.metrics.piece_uploads_refused.inc()
+                return error_response(
+                    oci_error("UNAVAILABLE", str(e), headers={"Retry-After": RETRY_BUSY})
+                )
             if result.path is not None:
                 fobj = await _open_stored(result)
                 if fobj is None:
@@ -505,7 +512,7 @@ async def _piece_get(
                         raise e.error from None
                     return failed
             if sent == brange.length:
-                server.piece_sent(digest)
+                server.piece_sent(digest, start)
             return resp
         finally:
             if fobj is not None:

@@ -64,6 +64,11 @@ class UnavailableError(FetchError):
     code = "UNAVAILABLE"
 
 
+class PieceBusyError(UnavailableError):
+    """This node does not send that piece now (its upload slots are busy, or, as the home, it
+    has sent the piece already and another node holds it): ask another holder."""
+
+
 @dataclass(frozen=True)
 class ClientIdentity:
     """What the downstream client presented; used to check access to private repositories."""
@@ -136,9 +141,10 @@ class PieceServer(Protocol):
         client: ClientIdentity,
     ) -> BlobResult:
         """Bytes ``start..end`` of the blob, only from what this node holds verified (the
-        complete file, or accepted pieces); :class:`NotFoundError` otherwise."""
+        complete file, or accepted pieces); :class:`NotFoundError` otherwise,
+        :class:`PieceBusyError` when this node does not send that piece now."""
         ...
 
-    def piece_sent(self, digest: Digest) -> None:
-        """A piece of ``digest`` went out to a peer in full."""
+    def piece_sent(self, digest: Digest, start: int) -> None:
+        """The piece of ``digest`` at byte ``start`` went out to a peer in full."""
         ...

@@ -186,6 +186,24 @@ def runs(pieces: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
+HOLD_OFF = 2.0  # seconds the home waits for a piece's first copy to be held elsewhere
+
+
+def serve_again(
+    sent: int, others_holding: int, since_first: float, *, hold_off: float = HOLD_OFF
+) -> bool:
+    """Whether the home sends a piece once more (like BitTorrent's super-seeding). It has sent
+    it ``sent`` times, the first ``since_first`` seconds ago, and ``others_holding`` other nodes
+    hold it now. The first copy always; later ones only when nobody else holds the piece
+    ``hold_off`` seconds after the first went out (the node that got it may have died). So the
+    home's link carries new pieces, and the copies travel between the other nodes."""
+    if sent == 0:
+        return True
+    if others_holding > 0:
+        return False
+    return since_first >= hold_off
+
+
 class UploadSlots:
     """At most ``limit`` piece uploads at once on this node; more are refused (503 with
     ``Retry-After``), so the asker picks another holder and a node that is still downloading
@@ -228,5 +246,6 @@ __all__ = [
     "piece_size_for",
     "plan_pieces",
     "runs",
+    "serve_again",
     "use_pieces",
 ]

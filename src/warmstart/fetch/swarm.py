@@ -36,7 +36,7 @@ from warmstart.aio import cancel_all
 from warmstart.fetch.cache import LRUMap
 from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth, PeerRing
-from warmstart.fetch.pieces import Holder, orphans, plan_pieces, runs
+from warmstart.fetch.pieces import Holder, orphans, plan_pieces, runs, serve_again
 from warmstart.fetch.plan import Step
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
@@ -94,6 +94,7 @@ class SwarmSettings:
 @dataclass
 class _Counts:
     served: int = 0  # pieces this node uploaded
+    pieces: dict[int, tuple[int, float]] = field(default_factory=dict)  # index: (sent, first)
 
 
 class Swarm:
@@ -136,13 +137,41 @@ class Swarm:
         counts = self._counts.get(digest)
         return counts.served if counts is not None else 0
 
-    def piece_sent(self, digest: Digest) -> None:
-        """One piece of ``digest`` went out to a peer."""
+    def _counts_of(self, digest: Digest) -> _Counts:
         counts = self._counts.get(digest)
         if counts is None:
             counts = _Counts()
             self._counts.put(digest, counts)
+        return counts
+
+    def piece_sent(self, digest: Digest, start: int) -> None:
+        """The piece of ``digest`` at byte ``start`` went out to a peer."""
+        counts = self._counts_of(digest)
         counts.served += 1
+        tracker = self.trackers.get(digest)
+        if tracker is not None and start % tracker.pieces.piece_size == 0:
+            index = start // tracker.pieces.piece_size
+            sent, first = counts.pieces.get(index, (0, self.clock()))
+            counts.pieces[index] = (sent + 1, first)
+
+    def may_send(self, digest: Digest, start: int) -> bool:
+        """Whether this node sends the piece at ``start`` now (:func:`serve_again`): only the
+        node that keeps the blob's tracker while its own transfer runs holds back; a node
+        that merely holds pieces serves what it has."""
+        tracker = self.trackers.get(digest)
+        if tracker is None or self.store.piece_file(digest) is None:
+            return True
+        if not self.ring.is_home(digest) or start % tracker.pieces.piece_size:
+            return True
+        index = start // tracker.pieces.piece_size
+        counts = self._counts_of(digest)
+        sent, first = counts.pieces.get(index, (0, 0.0))
+        others = sum(
+            1
+            for url, h in tracker.holders.items()
+            if url != self.ring.self_url and index in h.have and not self.health.is_down(url)
+        )
+        return serve_again(sent, others, self.clock() - first)
 
     def tracker(self, digest: Digest, pieces: Pieces) -> Tracker:
         """This node's tracker of the blob (a new one if it had none, or one of other pieces)."""

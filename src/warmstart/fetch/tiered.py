@@ -61,6 +61,7 @@ from warmstart.fetch.api import (
     FetchError,
     ManifestResult,
     NotFoundError,
+    PieceBusyError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -514,6 +515,9 @@ class TieredFetcher:
         kind = "upstream" if self.ring.is_home(t.digest) else "peer"
         with self._metrics.transfer(kind):
             await self.swarm.run(t, pieces, fill_steps, self._piece_peer, on_open)
+        if not t.ready.done():
+            # Another process on this store wrote it meanwhile: it is there, final.
+            on_open("local", "local")
 
     async def pieces_request(
         self, registry: str, digest: Digest, body: object, client: ClientIdentity
@@ -565,6 +569,8 @@ class TieredFetcher:
     ) -> BlobResult:
         registry = self._registry(registry)
         await self._admit(registry, repository, client, Probe("blob", str(digest)))
+        if not self.swarm.may_send(digest, start):
+            raise PieceBusyError(f"blob {digest}: the piece at {start} is held elsewhere")
         local = self._local_blob(digest)
         if local is not None:
             return local
@@ -576,8 +582,8 @@ class TieredFetcher:
             digest, pf.pieces.size, "local", open_stream=lambda s: read_range(path, s, end)
         )
 
-    def piece_sent(self, digest: Digest) -> None:
-        self.swarm.piece_sent(digest)
+    def piece_sent(self, digest: Digest, start: int) -> None:
+        self.swarm.piece_sent(digest, start)
 
     def _resume_offset(self, t: Transfer) -> int:
         """Where the store will resume the blob from (a partial a dead agent left), so the

@@ -260,3 +260,23 @@ def test_upload_slots() -> None:
     empty = UploadSlots(1)
     with pytest.raises(RuntimeError):
         empty.give()
+
+
+@pytest.mark.parametrize(
+    ("sent", "others", "since", "expected"),
+    [
+        (0, 0, 0.0, True),  # the first copy always
+        (0, 3, 0.0, True),
+        (1, 1, 0.1, False),  # another node holds it: ask there
+        (1, 1, 60.0, False),
+        (1, 0, 0.5, False),  # the first copy is still on its way
+        (1, 0, 2.0, True),  # nobody holds it after a while: the first recipient died
+        (3, 0, 5.0, True),
+    ],
+)
+def test_the_home_sends_a_piece_again_only_when_nobody_else_has_it(
+    sent: int, others: int, since: float, expected: bool
+) -> None:
+    from warmstart.fetch.pieces import serve_again
+
+    assert serve_again(sent, others, since) is expected
