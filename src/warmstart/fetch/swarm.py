@@ -146,18 +146,13 @@ class Swarm:
 
     def piece_sent(self, digest: Digest, start: int) -> None:
         """The piece of ``digest`` at byte ``start`` went out to a peer."""
-        counts = self._counts_of(digest)
-        counts.served += 1
-        tracker = self.trackers.get(digest)
-        if tracker is not None and start % tracker.pieces.piece_size == 0:
-            index = start // tracker.pieces.piece_size
-            sent, first = counts.pieces.get(index, (0, self.clock()))
-            counts.pieces[index] = (sent + 1, first)
+        self._counts_of(digest).served += 1
 
     def may_send(self, digest: Digest, start: int) -> bool:
-        """Whether this node sends the piece at ``start`` now (:func:`serve_again`): only the
-        node that keeps the blob's tracker while its own transfer runs holds back; a node
-        that merely holds pieces serves what it has."""
+        """Whether this node sends the piece at ``start`` now (:func:`serve_again`), and if so
+        count the copy from now (a copy on its way counts: a second asker meanwhile goes to
+        whoever holds it first). Only the node that keeps the blob's tracker while its own
+        transfer runs holds back; a node that merely holds pieces serves what it has."""
         tracker = self.trackers.get(digest)
         if tracker is None or self.store.piece_file(digest) is None:
             return True
@@ -171,7 +166,11 @@ class Swarm:
             for url, h in tracker.holders.items()
             if url != self.ring.self_url and index in h.have and not self.health.is_down(url)
         )
-        return serve_again(sent, others, self.clock() - first)
+        now = self.clock()
+        if not serve_again(sent, others, now - first):
+            return False
+        counts.pieces[index] = (sent + 1, now if sent == 0 else first)
+        return True
 
     def tracker(self, digest: Digest, pieces: Pieces) -> Tracker:
         """This node's tracker of the blob (a new one if it had none, or one of other pieces)."""
