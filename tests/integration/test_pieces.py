@@ -323,3 +323,34 @@ def test_containerd_pulls_an_ordinary_stream_of_a_blob_arriving_as_pieces(
         if f"GET /v2/fan/ctr/blobs/{layer}" in line and "containerd" in line
     ]
     assert ctr_gets and all('HTTP/1.1" 200 ' in line for line in ctr_gets), ctr_gets
+
+
+def test_the_home_killed_when_the_next_node_takes_no_part(
+    registry: RegistryProcess, image_builder: Any, fault_proxy: Any, agents: Any
+) -> None:
+    """The node next in rendezvous order after the home pre-warms nothing: it keeps no piece
+    list to answer with. The others still finish: from each other, and from the upstream for
+    what nobody held (each on its own, so the upstream may be asked more than once)."""
+    from warmstart.fetch.rendezvous import rank
+
+    size = 48 * MiB
+    image = image_builder.build(registry, "fan/idle", "v1", layer_sizes=[size])
+    layer = big_layer(image)
+    slow = fault_proxy(registry)
+    slow.throttle(12 * MiB, path_contains="/blobs/")  # ~4 s from the upstream
+    nodes = cluster(agents, 5, slow.url, registry)
+    ranked = rank(layer, [n.url for n in nodes])
+    home = next(n for n in nodes if n.url == ranked[0])
+    idle = next(n for n in nodes if n.url == ranked[1])
+    busy = [n for n in nodes if n is not idle]
+    results, threads = start_fan_out(busy, f"{registry.host}/fan/idle:v1")
+    wait_until(lambda: sent_to_peers(home)[0] >= 8 * MiB, 60, "the home to serve pieces")
+    home.kill()
+    for t in threads:
+        t.join(300)
+    survivors = [n for n in busy if n is not home]
+    for node, (code, body) in zip(busy, results, strict=True):
+        if node is not home:
+            assert code == 200, body
+    assert_every_node_holds(survivors, image)
+    assert stored_blob(idle, layer) is None  # it took no part

@@ -20,7 +20,9 @@ unreachable one is reported ``gone`` to the tracker and skipped. When the home d
 node in the digest's rendezvous order answers with the list and holders it learned, and fills
 from the upstream only what no live node holds. A non-home node whose wanted pieces have no
 usable holder for ``stall`` seconds asks the upstream for those pieces itself (checked against
-their published hashes).
+their published hashes); when no tracker has answered for twice that long (the node standing
+in for a dead home keeps no list), also for pieces nobody published a hash of (checked with the
+whole blob's digest, as every piece is at the end).
 """
 
 from __future__ import annotations
@@ -309,6 +311,7 @@ class _Run:
     filler: asyncio.Task[None] | None = None
     fill_failures: int = 0
     stalled_since: float | None = None
+    answered_at: float = 0.0  # when a tracker last answered (or the run began)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     failures: Failures = field(default_factory=Failures)
@@ -338,6 +341,7 @@ class _Run:
 
     async def run(self, pf: PieceFile) -> None:
         self.pf = pf
+        self.answered_at = self.swarm.clock()
         await self._adopt()
         poller = announcer = None
         home_seen: str | None = None
@@ -427,19 +431,24 @@ class _Run:
             if missing:
                 self._fill(runs(missing)[0])
             return
-        busy = bool(self.in_flight)
-        if plan.stranded and not busy:
+        # Pieces nobody this node can use holds; and, once no tracker has answered for a
+        # while (the home died and the node in its place keeps no list), pieces without a
+        # hash: asked of the upstream by this node itself after ``stall`` seconds idle.
+        silent = now - self.answered_at >= 2 * settings.stall
+        lost = sorted(set(plan.stranded) | (set(plan.unhashed) if silent else set()))
+        if lost and not self.in_flight:
             if self.stalled_since is None:
                 self.stalled_since = now
             elif now - self.stalled_since >= settings.stall:
-                self.stalled_since = None
-                first = plan.stranded[0]
+                # Stays stalled: the next run is asked for as soon as this one is in.
+                first, end = runs(lost)[0]
                 log.info(
-                    "blob %s: no node holds piece %d that this node can use: asking the upstream",
+                    "blob %s: no node this node can use holds pieces %d-%d: asking the upstream",
                     self.digest,
                     first,
+                    end - 1,
                 )
-                self._fill((first, first + 1))
+                self._fill((first, end))
         else:
             self.stalled_since = None
 
@@ -583,6 +592,7 @@ class _Run:
                 await asyncio.sleep(self.swarm.settings.poll_wait)
                 continue
             version = answer.version
+            self.answered_at = self.swarm.clock()
             self.tracker.learn_hashes(answer.hashes)
             self.tracker.learn_holders(answer.holders, self.me)
             self.wake.set()
