@@ -100,7 +100,6 @@ from warmstart.oci import mediatypes as mt
 from warmstart.registry.endpoints import canonical_registry
 from warmstart.store import ContentStore, StoreDigestMismatch, StoreError, StoreSizeMismatch
 from warmstart.store.piece_geometry import Pieces
-from warmstart.store.pieces import read_range
 from warmstart.store.singleflight import Flight, SingleFlight
 
 log = logging.getLogger(__name__)
@@ -577,10 +576,9 @@ class TieredFetcher:
         pf = self._store.piece_file(digest)
         if pf is None or not pf.covered(start, end):
             raise NotFoundError(f"blob {digest}: bytes {start}-{end} are not verified here")
-        path = pf.path
-        return BlobResult(
-            digest, pf.pieces.size, "local", open_stream=lambda s: read_range(path, s, end)
-        )
+        # The piece file has the blob's size from the start, and accepted pieces are never
+        # written again: the server may send the range from it like a stored blob (sendfile).
+        return BlobResult(digest, pf.pieces.size, "local", path=pf.path)
 
     def piece_sent(self, digest: Digest, start: int) -> None:
         self.swarm.piece_sent(digest, start)
