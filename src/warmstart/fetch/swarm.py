@@ -306,7 +306,8 @@ class _Run:
     loads: dict[str, int] = field(default_factory=dict)
     excluded: set[str] = field(default_factory=set)  # sent a bad piece of this blob
     busy_until: dict[str, float] = field(default_factory=dict)
-    gone: set[str] = field(default_factory=set)  # unreachable: told to the tracker
+    gone: set[str] = field(default_factory=set)  # unreachable: to tell the tracker
+    looked_at: set[int] = field(default_factory=set)  # pieces of a dead writer's file tried
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     filler: asyncio.Task[None] | None = None
     fill_failures: int = 0
@@ -381,10 +382,12 @@ class _Run:
         if not pf.adoptable:
             return
         for i, h in enumerate(self.tracker.hashes):
-            if h is not None and i not in pf.have and i not in self.in_flight:
-                if await pf.adopt(i, h):
-                    self.tracker.poke()
-                    self.dirty.set()
+            if h is None or i in self.looked_at or i in pf.have or i in self.in_flight:
+                continue
+            self.looked_at.add(i)  # each piece once: what did not verify is fetched
+            if await pf.adopt(i, h):
+                self.tracker.poke()
+                self.dirty.set()
         if all(h is not None for h in self.tracker.hashes):
             pf.adoptable = 0  # every piece was looked at once
 
@@ -573,12 +576,14 @@ class _Run:
         version = -1
         while True:
             wait = self.swarm.settings.poll_wait
+            told = set(self.gone)
             request = self.swarm._request(
-                self.t, self.pieces, self.tracker, wait, gone=self.gone, version=version
+                self.t, self.pieces, self.tracker, wait, gone=told, version=version
             )
             try:
                 raw = await source.tracker(self.t.registry, self.digest, request.to_json(), wait)
                 answer = PiecesAnswer.parse(raw)
+                self.gone -= told  # told once; health skips them meanwhile
             except (SourceError, PiecesInvalid) as e:
                 if isinstance(e, SourceUnreachable):
                     self.swarm.runner.failed(source, e, self.t.registry)  # type: ignore[arg-type]
@@ -604,9 +609,11 @@ class _Run:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            request = self.swarm._request(self.t, self.pieces, self.tracker, 0.0, gone=self.gone)
+            told = set(self.gone)
+            request = self.swarm._request(self.t, self.pieces, self.tracker, 0.0, gone=told)
             try:
                 await source.tracker(self.t.registry, self.digest, request.to_json(), 0.0)
+                self.gone -= told
             except SourceError as e:
                 log.debug("blob %s: announcing to %s: %s", self.digest, home, e)
 
