@@ -38,6 +38,7 @@ from warmstart.containerd.content_link import (
 )
 from warmstart.fetch.api import Fetcher
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
+from warmstart.fetch.pieces import UploadSlots
 from warmstart.registry import Credentials, CredentialsError, CredentialStore
 from warmstart.store import ContentStore
 
@@ -95,6 +96,11 @@ def fetcher_config(config: AgentConfig) -> FetcherConfig:
         peer_token=config.peer_token,
         peer_timeout=config.peer_timeout,
         tag_ttl=config.tag_ttl,
+        pieces=config.pieces,
+        piece_threshold=config.piece_threshold,
+        piece_min=config.piece_min,
+        piece_max=min(max(config.piece_max, config.piece_min), 1 << 30),
+        piece_downloads=config.piece_downloads,
     )
 
 
@@ -227,6 +233,7 @@ def create_app(
         prewarmer=prewarmer,
         hot=hot,
         linker=linker,
+        uploads=UploadSlots(config.piece_uploads),
     )
     injected = fetcher is not None
 

@@ -27,6 +27,12 @@ containerd_root = "/var/lib/containerd"  # default: what containerd reports, els
 containerd_link = "hardlink"       # "copy": also copy where a hard link is impossible; "off"
 link_wait = 60                     # seconds a manifest answer to containerd waits for the
                                    # image's missing blobs to be fetched and linked
+pieces = true                      # big blobs travel between nodes as pieces (3+ nodes)
+piece_threshold = "64MiB"          # ... blobs at least this big
+piece_min = "8MiB"                 # piece size: blob / 64, a power of two within min..max
+piece_max = "64MiB"
+piece_downloads = 4                # pieces fetched at once
+piece_uploads = 2                  # pieces served at once (more: 503 + Retry-After)
 shutdown_grace = 30                # seconds: on SIGTERM (a rolling update, systemctl restart)
                                    # the agent stops accepting connections and finishes the
                                    # responses in flight for up to this long, then exits 0
@@ -62,6 +68,7 @@ from pydantic import (
 
 from warmstart.agent.linking import DEFAULT_LINK_WAIT
 from warmstart.containerd.content_link import LinkMode
+from warmstart.fetch.pieces import PIECE_MAX, PIECE_MIN, PIECE_THRESHOLD
 from warmstart.files import read_capped
 from warmstart.oci import InvalidReference
 from warmstart.oci.reference import validate_registry
@@ -208,6 +215,17 @@ class AgentConfig(_Model):
     containerd_link: LinkMode = LinkMode.HARDLINK
     link_wait: float = Field(default=DEFAULT_LINK_WAIT, ge=0, le=3600)
     shutdown_grace: float = Field(default=DEFAULT_SHUTDOWN_GRACE, ge=0, le=3600)
+    pieces: bool = True
+    piece_threshold: int = Field(default=PIECE_THRESHOLD, ge=1)
+    piece_min: int = Field(default=PIECE_MIN, ge=1)
+    piece_max: int = Field(default=PIECE_MAX, ge=1)
+    piece_downloads: int = Field(default=4, ge=1, le=64)
+    piece_uploads: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("piece_threshold", "piece_min", "piece_max", mode="before")
+    @classmethod
+    def _piece_sizes(cls, v: Any) -> Any:
+        return parse_size(v) if isinstance(v, str) else v
 
     @field_validator("listen")
     @classmethod

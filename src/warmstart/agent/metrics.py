@@ -43,6 +43,17 @@ class AgentMetrics:
             "Blob and manifest bytes sent to clients, by where they came from",
             ("source",),
         )
+        self.peer_served_bytes = counter(
+            "warmstart_agent_peer_served_bytes",
+            "Blob bytes sent to peer agents, by kind (blob: a whole-blob request, also a resumed "
+            "one; piece: a piece request)",
+            ("kind",),
+        )
+        self.piece_uploads_refused = counter(
+            "warmstart_agent_piece_uploads_refused",
+            "Piece requests answered 503: every upload slot was busy, or (the home) the piece "
+            "was sent already and another node holds it",
+        )
         self.fetched_bytes = counter(
             "warmstart_agent_fetched_bytes",
             "Bytes this node fetched from other places (peer, upstream)",
@@ -134,6 +145,8 @@ class AgentMetrics:
         )
         self._hits = 0
         self._misses = 0
+        for kind in ("blob", "piece"):
+            self.peer_served_bytes.labels(kind)
         for source in SOURCES:  # export zeros, so rates work from the first scrape
             self.served_bytes.labels(source)
             self.transfers_in_flight.labels(source)
@@ -157,6 +170,10 @@ class AgentMetrics:
     def served(self, source: str, nbytes: int) -> None:
         if nbytes > 0:
             self.served_bytes.labels(source).inc(nbytes)
+
+    def peer_served(self, kind: str, nbytes: int) -> None:
+        if nbytes > 0:
+            self.peer_served_bytes.labels(kind).inc(nbytes)
 
     def lookup(self, kind: str, source: str) -> None:
         """One manifest or blob answered from ``source``: a hit if that is this node."""

@@ -66,12 +66,16 @@ from warmstart.containerd.content_link import LinkSetup
 from warmstart.fetch.api import (
     PEER_HEADER,
     PEER_TOKEN_HEADER,
+    PIECE_HEADER,
     BlobResult,
     ClientIdentity,
     Fetcher,
     FetchError,
     ManifestResult,
+    PieceBusyError,
+    PieceServer,
 )
+from warmstart.fetch.pieces import UploadSlots
 from warmstart.oci import Digest, ImageManifest, OCIError
 from warmstart.oci.manifest import parse_manifest
 from warmstart.registry.errors import (
@@ -117,6 +121,12 @@ class AgentState:
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     # Pins taken by ``"pin": true`` pre-warms, by reference; released by POST /unpin.
     pins: dict[tuple[str, str], Pin] = field(default_factory=dict)  # (reference, holder)
+    # Piece requests served at once (more are answered 503 + Retry-After).
+    uploads: UploadSlots = field(default_factory=lambda: UploadSlots(2))
+
+    def piece_server(self) -> PieceServer | None:
+        """The fetcher's piece side, if it has one (the tiered fetcher does)."""
+        return self.fetcher if isinstance(self.fetcher, PieceServer) else None
 
     def cut_in_flight(self) -> int:
         """Cancel every request still being answered; how many there were."""
@@ -424,12 +434,101 @@ async def _open_stored(result: BlobResult) -> IO[bytes] | None:
     return fobj
 
 
+RETRY_BUSY = "0.2"  # seconds a peer waits before asking a busy node for a piece again
+
+
+async def _piece_get(
+    request: web.Request, state: AgentState, registry: str, target: V2Target
+) -> web.StreamResponse:
+    """A peer's piece request: one ``Range`` of the blob, answered only from what this node
+    holds verified, within its upload slots."""
+    assert target.digest is not None
+    request[ROUTE] = "piece"
+    digest = target.digest
+    server = state.piece_server()
+    ranges = request.headers.getall("Range", [])
+    if server is None or len(ranges) != 1:
+        return error_response(oci_error("BLOB_UNKNOWN", "no pieces here", status=404))
+    if not state.uploads.take():
+        state.metrics.piece_uploads_refused.inc()
+        return error_response(
+            oci_error(
+                "UNAVAILABLE",
+                "every upload slot is busy: ask another holder",
+                headers={"Retry-After": RETRY_BUSY},
+            )
+        )
+    try:
+        fobj: IO[bytes] | None = None
+        try:
+            # The range's end is checked against the blob's size once it is known.
+            first, _, last = ranges[0].removeprefix("bytes=").partition("-")
+            start, end = int(first), int(last) + 1
+            if start < 0 or end <= start:
+                raise ValueError(ranges[0])
+            try:
+                result = await server.get_piece(
+                    registry, target.name, digest, start, end, _client_identity(request)
+                )
+            except PieceBusyError as e:
+                state.metrics.piece_uploads_refused.inc()
+                return error_response(
+                    oci_error("UNAVAILABLE", str(e), headers={"Retry-After": RETRY_BUSY})
+                )
+            if result.path is not None:
+                fobj = await _open_stored(result)
+                if fobj is None:
+                    return error_response(oci_error("BLOB_UNKNOWN", "evicted", status=404))
+        except ValueError:
+            return _bad_request(f"a piece request needs one byte range, not {ranges[0][:100]!r}")
+        except Exception as e:
+            resp = fetch_error_response(e, manifest=False)
+            if resp is None:
+                raise
+            return resp
+        try:
+            brange = evaluate_range(ranges[0], result.size)
+            if brange.kind is not RangeKind.PARTIAL or brange.end + 1 != end:
+                return error_response(
+                    oci_error("RANGE_INVALID", f"{ranges[0][:100]!r} is no piece", status=416)
+                )
+            sent = 0
+
+            def count(n: int) -> None:
+                nonlocal sent
+                sent += n
+                state.metrics.peer_served("piece", n)
+
+            headers = _blob_headers(digest)
+            if fobj is not None:
+                resp = await send_file(request, fobj, brange, headers, count)
+            else:
+                assert result.open_stream is not None
+                try:
+                    resp = await send_stream(request, result.open_stream, brange, headers, count)
+                except StreamFailed as e:
+                    failed = fetch_error_response(e.error, manifest=False)
+                    if failed is None:
+                        raise e.error from None
+                    return failed
+            if sent == brange.length:
+                server.piece_sent(digest, start)
+            return resp
+        finally:
+            if fobj is not None:
+                fobj.close()
+    finally:
+        state.uploads.give()
+
+
 async def _blob_get(
     request: web.Request, state: AgentState, registry: str, target: V2Target
 ) -> web.StreamResponse:
     assert state.fetcher is not None and target.digest is not None
     digest = target.digest
     client = _client_identity(request)
+    if client.peer is not None and request.headers.get(PIECE_HEADER):
+        return await _piece_get(request, state, registry, target)
     fobj: IO[bytes] | None = None
     try:
         for _attempt in range(2):  # a stored file can be evicted between lookup and open
@@ -474,6 +573,8 @@ async def _blob_get(
 
         def count(n: int) -> None:
             state.metrics.served(result.source, n)
+            if client.peer is not None:
+                state.metrics.peer_served("blob", n)
 
         state.metrics.responses_in_flight.inc()
         try:
@@ -706,6 +807,35 @@ async def unpin(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer.to_json())
 
 
+async def pieces(request: web.Request) -> web.StreamResponse:
+    """``POST /pieces/<digest>?ns=<registry>``: the piece tracker (``warmstart.fetch.tracker``):
+    a peer announces what it holds and gets the piece list and the holders."""
+    state = state_of(request)
+    server = state.piece_server()
+    if server is None:
+        return error_response(oci_error("UNSUPPORTED", "no pieces on this agent", status=404))
+    client = _client_identity(request)
+    if client.peer is None:
+        return error_response(oci_error("DENIED", "the piece tracker is for peers", status=403))
+    try:
+        digest = Digest.parse(request.match_info["digest"])
+        registry = choose_registry(
+            request.query.getall("ns", []), state.config.upstreams, state.config.default_upstream
+        )
+        body = await _json_body(request)
+        answer = await server.pieces_request(registry, digest, body, client)
+    except BadRequest as e:
+        return error_response(e.response)
+    except (OCIError, ValueError) as e:
+        return _bad_request(str(e))
+    except Exception as e:
+        resp = fetch_error_response(e, manifest=False)
+        if resp is None:
+            raise
+        return resp
+    return web.json_response(answer)
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_route("*", "/v2", v2_root, name="v2")
@@ -717,3 +847,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/metrics", metrics, name="metrics")
     r.add_post("/prewarm", prewarm, name="prewarm")
     r.add_post("/unpin", unpin, name="unpin")
+    r.add_post("/pieces/{digest}", pieces, name="pieces")

@@ -23,6 +23,7 @@ from warmstart.bench.chaos_plan import (
     AGENT_ONLY,
     DISK_CORRUPT,
     DISK_FULL,
+    FANOUT_CRASH,
     HOME_CRASH,
     HOT,
     PEER,
@@ -167,6 +168,57 @@ async def home_crash(run: Run, injections: Sequence[Injection], result: ClassRes
         )  # fmt: skip
         if fired:
             await run.probe(victim, inj.image, HOME_CRASH, inj.number, result)
+
+
+async def fanout_crash(run: Run, injections: Sequence[Injection], result: ClassResult) -> None:
+    for inj in injections:
+        assert inj.image is not None
+        digest, size = run.big(inj.image)
+        urls = run.agent_urls()
+        home = rendezvous.home(digest, [rendezvous.node_key(u) for u in urls])
+        others = [s for s in run.stacks if rendezvous.node_key(run.agent(s).url) != home]
+        victim = others[inj.node % len(others)]
+        mark = await asyncio.to_thread(run.upstream.mark)
+        tasks = [
+            asyncio.create_task(
+                run.pull(s, inj.image, fault=FANOUT_CRASH, injection=inj.number, role=DURING)
+            )
+            for s in run.stacks
+        ]
+        all_done = asyncio.create_task(asyncio.wait(tasks))
+        fired = await run.wait_for_bytes([victim], digest, int(size * inj.fraction), all_done)
+        start = end = None
+        if fired:
+            start, end = await run.crash_and_restart(victim)
+            run.say(
+                f"  {victim.name} (not the home of {digest[:19]}) killed at {inj.fraction:.0%} "
+                f"of the layer while every node fetched it; healthy after {end - start:.1f} s"
+            )
+        await all_done
+        result.pulls.extend(t.result() for t in tasks)
+        sent = await asyncio.to_thread(run.upstream.requests, mark)
+        gets = [r for r in sent if r.method == "GET" and r.blob_digest == digest]
+        # The agents' requests; the killed node's containerd falls back to the upstream
+        # itself while its agent is down (hosts.toml), counted apart.
+        layer_gets = [r for r in gets if not r.user_agent.startswith("containerd")]
+        direct = sum(r.size for r in gets if r.user_agent.startswith("containerd"))
+        result.injections.append(
+            InjectionRecord(
+                FANOUT_CRASH, inj.number, victim.name, fired, start, end,
+                {"fraction": inj.fraction, "blob": digest, "blob_bytes": size,
+                 "nodes": [s.name for s in run.stacks],
+                 "upstream_layer_gets": len(layer_gets),
+                 "upstream_layer_bytes": sum(r.size for r in layer_gets),
+                 "containerd_direct_bytes": direct},
+            )
+        )  # fmt: skip
+        run.say(
+            f"  fan-out of {size >> 20} MiB: the upstream sent the agents the layer "
+            f"{sum(r.size for r in layer_gets) / size:.2f} times ({len(layer_gets)} GETs); "
+            f"containerd fetched {direct / size:.2f} times itself while its agent was down"
+        )
+        if fired:
+            await run.probe(victim, inj.image, FANOUT_CRASH, inj.number, result, after=end)
 
 
 async def _raw_blob_reads(url: str, digest: str, attempts: int, pause: float = 0.2) -> list[str]:
@@ -551,6 +603,7 @@ def _count_corrupt(run: Run, result: ClassResult, bad: list[str]) -> None:
 CLASSES: dict[str, Callable[[Run, Sequence[Injection], ClassResult], Awaitable[None]]] = {
     AGENT_CRASH: agent_crash,
     HOME_CRASH: home_crash,
+    FANOUT_CRASH: fanout_crash,
     WRONG_PEER: wrong_peer,
     DISK_CORRUPT: disk_corrupt,
     UPSTREAM_OUTAGE: upstream_outage,

@@ -17,6 +17,10 @@ Fault classes (one table row each), in the order they run:
   while it arrives);
 - ``home-crash``: SIGKILL of a layer's home agent (rendezvous hashing, as the agents compute
   it) while the other nodes stream that layer from it, restarted at once;
+- ``fanout-crash``: every node pulls the same image at once (a fan-out: its big layer, above
+  the agents' piece threshold, travels between the nodes as pieces) and a node that is not the
+  layer's home is SIGKILLed once it holds part of the layer (and serves it to the others),
+  restarted at once; the others must finish without asking the upstream again;
 - ``wrong-peer``: a stand-in peer that answers blob GETs with bytes of the right length but the
   wrong content, made the home of a layer in one agent's peer list;
 - ``disk-corrupt``: bytes of a stored blob overwritten behind the agent's back, then
@@ -39,6 +43,7 @@ from warmstart.fetch import rendezvous
 
 AGENT_CRASH = "agent-crash"
 HOME_CRASH = "home-crash"
+FANOUT_CRASH = "fanout-crash"
 WRONG_PEER = "wrong-peer"
 DISK_CORRUPT = "disk-corrupt"
 UPSTREAM_OUTAGE = "upstream-outage"
@@ -47,6 +52,7 @@ DISK_FULL = "disk-full"
 FAULT_CLASSES = (
     AGENT_CRASH,
     HOME_CRASH,
+    FANOUT_CRASH,
     WRONG_PEER,
     DISK_CORRUPT,
     UPSTREAM_OUTAGE,
@@ -67,6 +73,7 @@ UNCACHED = "uncached"  # nowhere but the (stopped) upstream
 MIB = 1 << 20
 SMALL_LAYER = 2 * MIB  # every image: a shared base layer, one big layer and one small one
 FRACTION_RANGE = (0.2, 0.8)  # where in a blob a kill fires
+FANOUT_LAYER = 72 * MIB  # the fan-out's big layer: above the agents' default piece threshold
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class ChaosConfig:
     layer_mib: tuple[int, int] = (32, 96)  # the big layer of each image: drawn in this range
     crash_injections: int = 4  # agent-crash (the variants in turn)
     home_injections: int = 3  # home-crash
+    fanout_injections: int = 2  # fanout-crash
     peer_injections: int = 2  # wrong-peer
     pull_timeout: float = 60.0  # one pull or start, retries included: later than this is hung
     pull_retries: int = 3  # retries of a pull whose body broke (as the runtime will)
@@ -102,6 +110,7 @@ class ChaosConfig:
             "layer_mib": (24, 32),
             "crash_injections": 2,
             "home_injections": 1,
+            "fanout_injections": 1,
             "peer_injections": 1,
             "pull_timeout": 30.0,
             "storm": 3,
@@ -123,9 +132,13 @@ class ChaosConfig:
         unknown = [c for c in self.classes if c not in FAULT_CLASSES]
         if unknown:
             raise ValueError(f"unknown fault class(es) {', '.join(unknown)}")
-        if min(self.crash_injections, self.home_injections, self.peer_injections) < 1 or (
-            self.storm < 2
-        ):
+        counts = (
+            self.crash_injections,
+            self.home_injections,
+            self.fanout_injections,
+            self.peer_injections,
+        )
+        if min(counts) < 1 or self.storm < 2:
             raise ValueError("at least one injection per class and a storm of 2 or more")
 
 
@@ -242,7 +255,19 @@ def plan_chaos(config: ChaosConfig) -> ChaosPlan:
                   images=tuple(rng.sample(pulled, config.storm)))
     )  # fmt: skip
     soak = tuple(rng.sample(pulled, min(config.soak_images, len(pulled))))
-    return ChaosPlan(config, tuple(images), tuple(injections), outage, holders, soak)
+    # Drawn last, so the other classes' choices for a seed stay what they were.
+    for k in range(1, config.fanout_injections + 1):
+        injections.append(
+            Injection(
+                FANOUT_CRASH,
+                k,
+                node(),
+                new_image(f"fanout{k}", FANOUT_LAYER),
+                fraction=_fraction(rng),
+            )
+        )
+    ordered = sorted(injections, key=lambda i: FAULT_CLASSES.index(i.fault))
+    return ChaosPlan(config, tuple(images), tuple(ordered), outage, holders, soak)
 
 
 def largest(plan: ChaosPlan, tags: Sequence[str]) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 from warmstart.bench.chaos_plan import (
     AGENT_CRASH,
     DISK_CORRUPT,
+    FANOUT_CRASH,
     FAULT_CLASSES,
     UNCACHED,
     UPSTREAM_OUTAGE,
@@ -260,6 +261,14 @@ class Target:
     met: bool | None  # None: could not be measured
 
 
+def _victim(result: ClassResult, pull: PullRecord) -> str | None:
+    """The node killed in the injection a pull belongs to."""
+    for i in result.injections:
+        if i.number == pull.injection:
+            return i.node
+    return None
+
+
 def served_corrupt(result: ClassResult) -> int:
     """Bodies a client received complete that were not the blob: containerd refused them at
     commit (pulls), or a plain client's hash did not match (``corrupt_served`` of an
@@ -358,6 +367,29 @@ def evaluate_targets(
                     else "none failed"
                 ),
                 None,
+            )
+        )
+    fanout = by_fault.get(FANOUT_CRASH)
+    if fanout is not None:
+        fired = [i for i in fanout.injections if i.fired]
+        survivors_ok = all(
+            p.ok for p in fanout.pulls if p.role == DURING and p.node != _victim(fanout, p)
+        )
+        ratios = [
+            i.detail.get("upstream_layer_bytes", 0) / max(1, i.detail.get("blob_bytes", 1))
+            for i in fired
+        ]
+        out.append(
+            Target(
+                "fan-out (pieces) with a peer killed mid-way",
+                "the other nodes finish; the upstream sends the agents the layer once (<= 1.05x)",
+                (
+                    ", ".join(f"#{i.number} {r:.2f}x" for i, r in zip(fired, ratios, strict=True))
+                    + ("" if survivors_ok else "; a surviving node's pull failed")
+                )
+                if fired
+                else "no crash fired",
+                (survivors_ok and all(r <= 1.05 for r in ratios)) if fired else None,
             )
         )
     corrupt = by_fault.get(DISK_CORRUPT)

@@ -295,13 +295,17 @@ class Run:
         self, stacks: Sequence[NodeStack], digest: str, threshold: int, until: asyncio.Task[Any]
     ) -> bool:
         """Wait until one of the agents' partial file of ``digest`` holds ``threshold`` bytes
-        (True), or ``until`` is done first (False)."""
+        (True), or ``until`` is done first (False). A blob written as pieces (``.pieces``, a
+        sparse file of the blob's size from the start) counts the bytes written into it."""
         hexd = digest.split(":", 1)[1]
-        partials = [self.agent(s).store / "ingest" / f"{hexd}.partial" for s in stacks]
+        ingest = [self.agent(s).store / "ingest" for s in stacks]
         while not until.done():
-            for partial in partials:
+            for folder in ingest:
                 with contextlib.suppress(FileNotFoundError):
-                    if partial.stat().st_size >= threshold:
+                    if (folder / f"{hexd}.partial").stat().st_size >= threshold:
+                        return True
+                with contextlib.suppress(FileNotFoundError):
+                    if (folder / f"{hexd}.pieces").stat().st_blocks * 512 >= threshold:
                         return True
             await asyncio.sleep(0.005)
         return False

@@ -23,6 +23,7 @@ own pulls in the spike) is in the CRI's namespace ``k8s.io``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -132,6 +133,17 @@ class NodeStack:
         self.containerd.start()
         if self.puller == "cri":
             self.cri()  # ready before anything is timed
+
+    def held_bytes(self) -> int:
+        """Bytes of complete blobs in this node's agent store (0 without an agent)."""
+        if self.agent is None:
+            return 0
+        root = self.agent.store / "blobs"
+        total = 0
+        for path in root.glob("*/*"):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
 
     def reset_agent_store(self) -> None:
         """Restart the node's agent with an empty store: it holds nothing of any image."""

@@ -680,6 +680,26 @@ def link_table(results: ScaleoutResults) -> str:
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def held_table(results: ScaleoutResults) -> str:
+    """What each node's agent held before each start (a "peer" start must find nothing on its
+    own node, a "cold" one nothing anywhere)."""
+    lines = [
+        "| mode | tier | started on | held there MiB | held by the others MiB |",
+        "|---|---|---|---:|---|",
+    ]
+    for r in results.startup:
+        if r.held is None:
+            continue
+        others = ", ".join(
+            f"{node} {n / 2**20:.0f}" for node, n in sorted(r.held.items()) if node != r.node
+        )
+        lines.append(
+            f"| {r.mode} | {r.tier} | {r.node} | {r.held.get(r.node, 0) / 2**20:.0f} "
+            f"| {others or '-'} |"
+        )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def prewarm_table(results: ScaleoutResults) -> str:
     """One row per tier a hot pre-warm started from: where its time went."""
     lines = [
@@ -791,6 +811,8 @@ def write_report(
         text += "\n" + spike_cost_table(results)
     if results.startup:
         text += "\n" + startup_phase_table(results)
+    if any(r.held is not None for r in results.startup):
+        text += "\n" + held_table(results)
     if results.prewarm:
         text += "\n" + prewarm_table(results)
     if any(r.links for r in results.startup):

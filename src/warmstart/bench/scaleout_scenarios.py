@@ -28,6 +28,7 @@ from warmstart.bench.scaleout_types import (
     PrewarmResult,
     SpikeResult,
     StartupResult,
+    pick_peer_node,
 )
 from warmstart.bench.spike_metrics import offered_demand, spike_metrics
 from warmstart.bench.spike_plan import DEMAND_SMOOTHING_S, SpikePlan, smooth
@@ -105,7 +106,18 @@ async def _timed_start(
     tier: str,
     log: Log,
     links: LinkCounter | None = None,
+    cluster: list[NodeStack] | None = None,
 ) -> StartupResult:
+    held = (
+        {s.name: await asyncio.to_thread(s.held_bytes) for s in cluster}
+        if cluster is not None
+        else None
+    )
+    if held is not None:
+        log(
+            f"  {mode} {tier} on {stack.name}: held before: "
+            + ", ".join(f"{name} {n / 2**20:.0f} MiB" for name, n in held.items())
+        )
     mark = upstream.mark()
     before = await asyncio.to_thread(links) if links is not None else None
     timing, replica = await start_replica(stack, image, rid, env)
@@ -129,7 +141,7 @@ async def _timed_start(
     return StartupResult(
         mode, tier, timing.pull_s, timing.unpack_s, timing.start_s,
         timing.load_s + timing.first_answer_s, timing.total_s, sent, crossed,
-        model_s=timing.model_s,
+        model_s=timing.model_s, node=stack.name, held=held,
     )  # fmt: skip
 
 
@@ -146,19 +158,39 @@ async def run_startup(
     """Each tier the mode has, on fresh containerd state where the tier says so; in warmstart
     mode also the hot pre-warm from each tier (into ``prewarms``)."""
     first = stacks[0]
-    second = stacks[1] if len(stacks) > 1 else None
-    results = [await _timed_start(first, image, "cold", env, upstream, mode, "cold", log, links)]
+    results = [
+        await _timed_start(
+            first, image, "cold", env, upstream, mode, "cold", log, links, cluster=stacks
+        )
+    ]
     if mode in (REGISTRY_PROXY, WARMSTART):
         # warm: the node's mirror holds the image, containerd does not.
         first.reset_containerd()
-        results.append(await _timed_start(first, image, "warm", env, upstream, mode, "warm", log))
-    if mode == WARMSTART and second is not None:
-        # peer: another node's agent holds it; this node has nothing.
-        results.append(await _timed_start(second, image, "peer", env, upstream, mode, "peer", log))
+        results.append(
+            await _timed_start(
+                first, image, "warm", env, upstream, mode, "warm", log, cluster=stacks
+            )
+        )
+    if mode == WARMSTART and len(stacks) > 1:
+        # peer: another node's agent holds it; this node has nothing. Not a node that was
+        # the home of one of the image's blobs in the cold start (it fetched that blob from
+        # the upstream for the cluster and holds it: a warm start under the peer label).
+        held = [(s.name, await asyncio.to_thread(s.held_bytes)) for s in stacks[1:]]
+        name = pick_peer_node(held)
+        second = next(s for s in stacks[1:] if s.name == name)
+        results.append(
+            await _timed_start(
+                second, image, "peer", env, upstream, mode, "peer", log, cluster=stacks
+            )
+        )
         # hot: pre-warmed --hot ahead (it happens before the replica is needed; timed apart).
         await asyncio.to_thread(second.reset_containerd)
         prewarms.append(await _timed_prewarm(second, image, upstream, mode, "warm", log))
-        results.append(await _timed_start(second, image, "hot", env, upstream, mode, "hot", log))
+        results.append(
+            await _timed_start(
+                second, image, "hot", env, upstream, mode, "hot", log, cluster=stacks
+            )
+        )
         # What the hot pre-warm itself costs when this node's agent has nothing (peer), and
         # when no agent has anything (cold).
         await asyncio.to_thread(second.reset_containerd)

@@ -146,6 +146,21 @@ class StartupResult:
     # overlaps them; the controller's "model" phase is only the part they did not hide);
     # None: the replica had no model artifact
     model_s: float | None = None
+    # the node the replica started on, and the bytes of blobs each node's agent (or mirror)
+    # held before it started: a "peer" start must find nothing on its own node
+    node: str = ""
+    held: dict[str, int] | None = None
+
+
+def pick_peer_node(held: list[tuple[str, int]]) -> str:
+    """The node for the "peer" start: the first of ``held`` (node, bytes its agent holds)
+    that holds nothing, else the one that holds least (and the report says what it held)."""
+    if not held:
+        raise ValueError("no node to start a peer replica on")
+    for name, nbytes in held:
+        if nbytes == 0:
+            return name
+    return min(held, key=lambda item: item[1])[0]
 
 
 @dataclass(frozen=True)

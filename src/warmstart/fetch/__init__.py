@@ -3,8 +3,11 @@
 ``api`` is the contract with the agent's HTTP layer; ``tiered.TieredFetcher`` implements it
 over ``Source``s (``local``, ``peer``, ``upstream``; in-memory ones in ``memory``), asking
 them in the order ``plan.plan_sources`` gives (run by ``run.PlanRunner``);
-``build.build_fetcher`` wires one to the network from a :class:`FetcherConfig`. Only
-``peer``, ``upstream`` and ``build`` use aiohttp; the rest is logic tested with tables.
+``build.build_fetcher`` wires one to the network from a :class:`FetcherConfig`. Big blobs
+travel between nodes as pieces: ``pieces`` (the rules and the planner, pure), ``tracker``
+(who holds what, and the wire format of ``POST /pieces``), ``swarm`` (one piece transfer).
+Only ``peer_source``, ``upstream`` and ``build`` use aiohttp; the rest is logic tested with
+tables.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from warmstart.oci import Digest
 
@@ -18,6 +18,9 @@ from warmstart.oci import Digest
 PEER_HEADER = "X-Warmstart-Peer"
 # Header carrying the cluster's shared secret on peer requests (if one is configured).
 PEER_TOKEN_HEADER = "X-Warmstart-Peer-Token"
+# Header of a peer's piece request (a Range GET of one piece): answered only from verified
+# pieces, within the node's upload slots (503 + Retry-After when none is free).
+PIECE_HEADER = "X-Warmstart-Piece"
 
 
 class FetchError(Exception):
@@ -46,11 +49,24 @@ class DeniedError(FetchError):
     code = "DENIED"
 
 
+class ConflictError(FetchError):
+    """The request cannot be answered as asked (a piece request for a blob this node does not
+    cut the same way, or that travels whole here): the asker takes the whole-blob path."""
+
+    status = 409
+    code = "CONFLICT"
+
+
 class UnavailableError(FetchError):
     """Every source failed (upstream down, peers down)."""
 
     status = 503
     code = "UNAVAILABLE"
+
+
+class PieceBusyError(UnavailableError):
+    """This node does not send that piece now (its upload slots are busy, or, as the home, it
+    has sent the piece already and another node holds it): ask another holder."""
 
 
 @dataclass(frozen=True)
@@ -100,4 +116,35 @@ class Fetcher(Protocol):
         self, registry: str, repository: str, digest: Digest, client: ClientIdentity
     ) -> int:
         """Size of the blob (for HEAD) without starting a transfer if it can be avoided."""
+        ...
+
+
+@runtime_checkable
+class PieceServer(Protocol):
+    """The piece side of a fetcher (``warmstart.fetch.swarm``): the tracker route and the
+    pieces this node serves to peers."""
+
+    async def pieces_request(
+        self, registry: str, digest: Digest, body: Any, client: ClientIdentity
+    ) -> dict[str, Any]:
+        """``POST /pieces/<digest>``: take the asker's announcement, answer the piece list and
+        the holders (long-polled). ValueError: the body is not a piece request."""
+        ...
+
+    async def get_piece(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        start: int,
+        end: int,
+        client: ClientIdentity,
+    ) -> BlobResult:
+        """Bytes ``start..end`` of the blob, only from what this node holds verified (the
+        complete file, or accepted pieces); :class:`NotFoundError` otherwise,
+        :class:`PieceBusyError` when this node does not send that piece now."""
+        ...
+
+    def piece_sent(self, digest: Digest, start: int) -> None:
+        """The piece of ``digest`` at byte ``start`` went out to a peer in full."""
         ...

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from warmstart.fetch.pieces import PIECE_MAX, PIECE_MIN, PIECE_THRESHOLD
 from warmstart.registry.credentials import Credentials
 from warmstart.registry.endpoints import canonical_registry
 
@@ -55,6 +56,14 @@ class FetcherConfig:
     upstream_read_timeout: float = 60.0
     upstream_max_attempts: int = 6
     max_known_sizes: int = 100_000
+    # Pieces (warmstart.fetch.pieces): blobs of at least piece_threshold bytes travel between
+    # nodes as pieces of piece_min..piece_max bytes when the cluster has three nodes or more;
+    # piece_downloads pieces are fetched at once.
+    pieces: bool = True
+    piece_threshold: int = PIECE_THRESHOLD
+    piece_min: int = PIECE_MIN
+    piece_max: int = PIECE_MAX
+    piece_downloads: int = 4
 
     def __post_init__(self) -> None:
         canon = {canonical_registry(k): v for k, v in self.upstreams.items()}
@@ -66,6 +75,8 @@ class FetcherConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.max_peer_probes < 0 or self.max_known_sizes < 1:
             raise ValueError("max_peer_probes must be >= 0 and max_known_sizes >= 1")
+        if self.piece_min < 1 or self.piece_max < self.piece_min or self.piece_downloads < 1:
+            raise ValueError("piece sizes must be 1 <= piece_min <= piece_max, downloads >= 1")
         if not self.self_url:
             raise ValueError("self_url (this agent's advertised URL) is required")
 

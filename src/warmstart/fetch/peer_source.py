@@ -10,17 +10,20 @@ transfer moves on to the next source from the same offset (``Range``).
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER
+from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER, PIECE_HEADER
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     BlobRequest,
     OpenedBlob,
+    SourceBusy,
     SourceCorrupt,
     SourceDenied,
     SourceError,
@@ -36,6 +39,7 @@ from warmstart.registry.errors import one_line, parse_error_body
 from warmstart.registry.ranges import RangeError, range_header, resume_response
 
 MAX_ERROR_BODY = 4096
+MAX_TRACKER_ANSWER = 8 << 20
 
 
 class PeerClient:
@@ -90,7 +94,13 @@ class PeerClient:
             await session.close()
 
     async def request(
-        self, method: str, url: URL, headers: dict[str, str]
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        *,
+        json: Any = None,
+        response_timeout: float | None = None,
     ) -> aiohttp.ClientResponse:
         """Send and wait for the answer's headers; connection failures are unreachable."""
         timeout = aiohttp.ClientTimeout(
@@ -98,7 +108,7 @@ class PeerClient:
         )
         where = f"peer {url.scheme}://{url.authority}"
         try:
-            async with asyncio.timeout(self.response_timeout):
+            async with asyncio.timeout(response_timeout or self.response_timeout):
                 return await self.session().request(
                     method,
                     url,
@@ -106,6 +116,7 @@ class PeerClient:
                     allow_redirects=False,
                     timeout=timeout,
                     ssl=self._ssl,
+                    json=json,
                 )
         except TimeoutError:
             raise SourceUnreachable(f"{where} did not answer in time") from None
@@ -132,6 +143,12 @@ async def _fail(resp: aiohttp.ClientResponse, what: str) -> SourceError:
         return SourceDenied(text)
     if resp.status == 416:
         return SourceCorrupt(text)
+    if resp.status == 503 and resp.headers.get("Retry-After"):
+        try:
+            retry = float(resp.headers["Retry-After"])
+        except ValueError:
+            retry = 1.0
+        return SourceBusy(text, min(max(retry, 0.05), 30.0))
     return SourceUnavailable(text)
 
 
@@ -216,6 +233,55 @@ class PeerSource:
                 resp.release()
             else:
                 resp.close()
+
+    async def open_piece(
+        self, registry: str, repository: str, digest: Digest, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``start..end`` of the blob (one piece) from this peer; :class:`SourceBusy`
+        when it has no upload slot free, :class:`SourceNotFound` when it does not hold them."""
+        what = f"piece {start}-{end} of {digest} from peer {self.name}"
+        headers = {
+            "Accept-Encoding": "identity",
+            "Range": f"bytes={start}-{end - 1}",
+            PIECE_HEADER: "1",
+        }
+        url = self._url(registry, repository, "blobs", str(digest))
+        resp = await self._client.request("GET", url, headers)
+        try:
+            if resp.status != 206:
+                raise await _fail(resp, what)
+            expected = f"bytes {start}-{end - 1}/"
+            if not resp.headers.get("Content-Range", "").startswith(expected):
+                raise SourceCorrupt(f"{what}: answered {resp.headers.get('Content-Range')!r}")
+        except BaseException:
+            resp.close()
+            raise
+        return self._body(resp, 0, end - start, what)
+
+    async def tracker(
+        self, registry: str, digest: Digest, body: dict[str, Any], wait: float
+    ) -> Any:
+        """``POST /pieces/<digest>``: announce what this node holds and get the piece list and
+        the holders (after up to ``wait`` seconds if nothing changed); the JSON answer."""
+        what = f"pieces of {digest} from peer {self.name}"
+        url = URL(self.name).with_path(f"/pieces/{digest}").with_query({"ns": registry})
+        resp = await self._client.request(
+            "POST", url, {}, json=body, response_timeout=self._client.response_timeout + wait
+        )
+        try:
+            if resp.status != 200:
+                raise await _fail(resp, what)
+            raw = await resp.content.read(MAX_TRACKER_ANSWER + 1)
+            if len(raw) > MAX_TRACKER_ANSWER:
+                raise SourceCorrupt(f"{what}: over {MAX_TRACKER_ANSWER} bytes")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise SourceUnavailable(f"{what}: {one_line(e) or type(e).__name__}") from None
+        finally:
+            resp.release()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise SourceCorrupt(f"{what}: the answer is not JSON") from None
 
     async def get_manifest(
         self, registry: str, repository: str, reference: str, accept: Sequence[str]

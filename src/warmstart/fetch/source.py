@@ -40,6 +40,16 @@ class SourceUnavailable(SourceError):
     kind = "unavailable"
 
 
+class SourceBusy(SourceUnavailable):
+    """The peer has no upload slot free now (503 with ``Retry-After``): ask another holder."""
+
+    kind = "busy"
+
+    def __init__(self, message: str, retry_after: float = 0.25) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SourceUnreachable(SourceUnavailable):
     """No connection or no answer at all: skip this source for a while."""
 
@@ -186,6 +196,7 @@ __all__ = [
     "OpenedBlob",
     "Probe",
     "Source",
+    "SourceBusy",
     "SourceCorrupt",
     "SourceDenied",
     "SourceError",

@@ -22,6 +22,15 @@ Blobs
     sent corrupt bytes is dropped and the transfer starts again without it; clients that were
     streaming the corrupt attempt get an error (they retry and get the good copy).
 
+    A blob of known size of at least ``piece_threshold`` bytes, in a cluster of three nodes or
+    more, is fetched as pieces instead (:mod:`warmstart.fetch.swarm`): from the home's tracker
+    and several holders at once, or, on the home, from the plan above for the pieces no node
+    holds. If the home does not take part (no tracker, another piece size) the transfer falls
+    back to the whole-blob path before anything is written. Clients stream it the same way:
+    ``open_reader`` follows the verified prefix of the piece file in order.
+    :meth:`TieredFetcher.pieces_request` is the tracker route's side and
+    :meth:`TieredFetcher.get_piece` serves verified pieces to peers.
+
 Manifests
     By digest: local store, home peer, upstream (verified). By tag: a tag cache with a TTL,
     then the upstream; when the upstream fails, the tag as this node or a peer last saw it
@@ -47,10 +56,12 @@ from warmstart.fetch.access import AccessControl, peer_token_ok
 from warmstart.fetch.api import (
     BlobResult,
     ClientIdentity,
+    ConflictError,
     DeniedError,
     FetchError,
     ManifestResult,
     NotFoundError,
+    PieceBusyError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -60,6 +71,7 @@ from warmstart.fetch.images import ImageTracker, PendingImage
 from warmstart.fetch.local import LocalSource
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
+from warmstart.fetch.pieces import piece_size_for, use_pieces
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
@@ -72,7 +84,9 @@ from warmstart.fetch.source import (
     SourceNotManifest,
     aclose_quietly,
 )
+from warmstart.fetch.swarm import PiecesDeclined, PieceSource, Swarm, SwarmSettings
 from warmstart.fetch.tags import TagResolver
+from warmstart.fetch.tracker import PiecesInvalid, PiecesRequest
 from warmstart.oci import (
     MAX_MANIFEST_BYTES,
     Digest,
@@ -85,6 +99,7 @@ from warmstart.oci import (
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.endpoints import canonical_registry
 from warmstart.store import ContentStore, StoreDigestMismatch, StoreError, StoreSizeMismatch
+from warmstart.store.piece_geometry import Pieces
 from warmstart.store.singleflight import Flight, SingleFlight
 
 log = logging.getLogger(__name__)
@@ -158,6 +173,15 @@ class TieredFetcher:
         )
         self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
         self._runner = PlanRunner(upstream, peer_source, self.health, self._metrics)
+        self.swarm = Swarm(
+            store,
+            self.ring,
+            self.health,
+            self._runner,
+            self._metrics,
+            settings=SwarmSettings(downloads=config.piece_downloads),
+            clock=clock,
+        )
         self._local = LocalSource(store)
         self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
         self._images = ImageTracker()
@@ -395,6 +419,15 @@ class TieredFetcher:
         excluded: set[str] = set()
         failures = Failures()
         try:
+            pieces = self._pieces_of(t.known_size)
+            if pieces is not None:
+                try:
+                    await self._run_pieces(t, pieces)
+                except PiecesDeclined as e:
+                    log.info("%s travels whole: %s", what, e)
+                else:
+                    self._stored(t)
+                    return
             for _round in range(MAX_ROUNDS):
                 # A peer's transfer was let in because this node was the home: it stays so.
                 steps = self._steps(
@@ -451,6 +484,104 @@ class TieredFetcher:
             t.finished.set()
             if self._transfers.get(t.digest) is t:
                 del self._transfers[t.digest]
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _pieces_of(self, size: int | None) -> Pieces | None:
+        """How a blob of ``size`` bytes is cut into pieces here; None: it travels whole."""
+        c = self.config
+        if not c.pieces or not use_pieces(
+            size, len(self.ring.nodes()), threshold=c.piece_threshold
+        ):
+            return None
+        assert size is not None
+        return Pieces(size, piece_size_for(size, smallest=c.piece_min, largest=c.piece_max))
+
+    def _piece_peer(self, url: str) -> PieceSource | None:
+        peer = self._runner.peer(url)
+        return peer if isinstance(peer, PieceSource) else None
+
+    async def _run_pieces(self, t: Transfer, pieces: Pieces) -> None:
+        def on_open(kind: str, name: str) -> None:
+            t.size, t.source_kind, t.source_name = pieces.size, kind, name
+            if not t.ready.done():
+                t.ready.set_result((pieces.size, kind))
+            t.attempt_open.set()
+
+        def fill_steps() -> tuple[Step, ...]:
+            return self._steps("blob", t.digest, from_peer=t.from_peer, as_home=True)
+
+        kind = "upstream" if self.ring.is_home(t.digest) else "peer"
+        with self._metrics.transfer(kind):
+            await self.swarm.run(t, pieces, fill_steps, self._piece_peer, on_open)
+        if not t.ready.done():
+            # Another process on this store wrote it meanwhile: it is there, final.
+            on_open("local", "local")
+
+    async def pieces_request(
+        self, registry: str, digest: Digest, body: object, client: ClientIdentity
+    ) -> dict[str, object]:
+        registry = self._registry(registry)
+        try:
+            req = PiecesRequest.parse(body)
+        except PiecesInvalid as e:
+            raise ValueError(str(e)) from None
+        await self._admit(registry, req.repository, client, Probe("blob", str(digest)))
+        pieces = self._pieces_of(req.pieces.size)
+        if pieces != req.pieces:
+            raise ConflictError(
+                f"blob {digest} travels {'as ' + str(pieces) if pieces else 'whole'} here"
+            )
+        tracker = self.swarm.trackers.get(digest)
+        if tracker is None or tracker.pieces != pieces:
+            size = self._store.blob_size(digest) if self._store.has(digest) else None
+            if size is not None:
+                if size != pieces.size:
+                    raise ConflictError(f"blob {digest} has {size} bytes here")
+                tracker = await self.swarm.tracker_of_file(digest, pieces)
+            elif self.ring.is_home(digest):
+                if digest in self._transfers:
+                    raise ConflictError(f"blob {digest} is on its way here whole")
+                tracker = self.swarm.tracker(digest, pieces)
+                self._sizes.put(digest, pieces.size)
+                self._start(registry, req.repository, digest, True)
+            else:
+                raise NotFoundError(f"blob {digest}: this node keeps no piece list of it")
+        if req.hashes is not None:
+            have = self.swarm.have(digest, pieces)
+            tracker.learn_hashes([None if i in have else h for i, h in enumerate(req.hashes)])
+        me = self.ring.self_url
+        if req.url != me:
+            tracker.announce(req.url, req.have, req.served)
+        tracker.forget(g for g in req.gone if g != me)
+        await tracker.wait(req.version, req.wait)
+        return self.swarm.answer(digest, tracker).to_json()
+
+    async def get_piece(
+        self,
+        registry: str,
+        repository: str,
+        digest: Digest,
+        start: int,
+        end: int,
+        client: ClientIdentity,
+    ) -> BlobResult:
+        registry = self._registry(registry)
+        await self._admit(registry, repository, client, Probe("blob", str(digest)))
+        if not self.swarm.may_send(digest, start):
+            raise PieceBusyError(f"blob {digest}: the piece at {start} is held elsewhere")
+        local = self._local_blob(digest)
+        if local is not None:
+            return local
+        pf = self._store.piece_file(digest)
+        if pf is None or not pf.covered(start, end):
+            raise NotFoundError(f"blob {digest}: bytes {start}-{end} are not verified here")
+        # The piece file has the blob's size from the start, and accepted pieces are never
+        # written again: the server may send the range from it like a stored blob (sendfile).
+        return BlobResult(digest, pf.pieces.size, "local", path=pf.path)
+
+    def piece_sent(self, digest: Digest, start: int) -> None:
+        self.swarm.piece_sent(digest, start)
 
     def _resume_offset(self, t: Transfer) -> int:
         """Where the store will resume the blob from (a partial a dead agent left), so the

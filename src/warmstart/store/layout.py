@@ -5,6 +5,7 @@
     root/
       blobs/<algorithm>/<hex>      complete, verified blobs (never modified in place)
       ingest/<hex>.partial         the one write in progress of a digest (owner holds its lock)
+      ingest/<hex>.pieces          ... or, for a blob written as pieces in any order, this
       ingest/put-<pid>-<rand>-<hex>.tmp   small atomic writes (put_bytes)
       locks/<hex>.lock             per-digest flock: held by whoever writes or deletes the blob
       sessions/<id>.lock           flock held for the lifetime of one open ContentStore
@@ -26,6 +27,7 @@ from pathlib import Path
 from warmstart.oci import Digest, InvalidDigest
 
 PARTIAL_SUFFIX = ".partial"
+PIECES_SUFFIX = ".pieces"
 PUT_PREFIX = "put-"
 TMP_SUFFIX = ".tmp"
 LOCK_SUFFIX = ".lock"
@@ -84,6 +86,9 @@ class Layout:
     def partial_path(self, digest: Digest) -> Path:
         return self.ingest_dir / f"{digest.hex}{PARTIAL_SUFFIX}"
 
+    def pieces_path(self, digest: Digest) -> Path:
+        return self.ingest_dir / f"{digest.hex}{PIECES_SUFFIX}"
+
     def put_temp_path(self, digest: Digest) -> Path:
         return (
             self.ingest_dir
@@ -134,9 +139,11 @@ def digest_of_hex(hex_: str) -> Digest | None:
 
 
 def parse_partial_name(name: str) -> Digest | None:
-    if not name.endswith(PARTIAL_SUFFIX):
-        return None
-    return digest_of_hex(name[: -len(PARTIAL_SUFFIX)])
+    """The digest of a ``<hex>.partial`` or ``<hex>.pieces`` name (a write in progress)."""
+    for suffix in (PARTIAL_SUFFIX, PIECES_SUFFIX):
+        if name.endswith(suffix):
+            return digest_of_hex(name[: -len(suffix)])
+    return None
 
 
 def parse_put_name(name: str) -> int | None:

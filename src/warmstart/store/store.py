@@ -54,6 +54,8 @@ from warmstart.store.models import (
     RecoveryReport,
     VerifyReport,
 )
+from warmstart.store.piece_geometry import Pieces
+from warmstart.store.pieces import PieceFile, follow_prefix
 from warmstart.store.pins import Pin
 from warmstart.store.reader import follow
 from warmstart.store.recovery import (
@@ -101,6 +103,7 @@ class ContentStore:
             self._session.close()
             raise
         self._flights: SingleFlight[Digest, Path] = SingleFlight()
+        self._piece_files: dict[Digest, PieceFile] = {}  # blobs written as pieces, here
         self._models = ModelDirs(self._index, self._layout, self._session, clock)
         self._space = SpaceKeeper(
             self._index, self._layout, self._session, self._flights, self._models, clock
@@ -300,9 +303,51 @@ class ContentStore:
         return self._checked(digest, size)
 
     def open_reader(self, digest: Digest, start: int = 0) -> AsyncIterator[bytes]:
-        """Stream the blob from ``start``, following a write in progress until it completes."""
+        """Stream the blob from ``start``, following a write in progress until it completes
+        (a blob written as pieces here: in order, up to its verified prefix)."""
         self._check_open()
+        piece_file = self._piece_files.get(digest)
+        flight = self._flights.get(digest)
+        if piece_file is not None and flight is not None:
+            return follow_prefix(
+                piece_file,
+                self.blob_path(digest),
+                start,
+                flight.error,
+                flight.wait_changed,
+                poll=self._poll,
+            )
         return follow(self._layout, digest, start, self._flights.get, poll=self._poll)
+
+    def piece_file(self, digest: Digest) -> PieceFile | None:
+        """The blob's pieces being written by this process, if it is written as pieces."""
+        return self._piece_files.get(digest)
+
+    async def fetch_pieces(
+        self,
+        digest: Digest,
+        pieces: Pieces,
+        run: Callable[[PieceFile], Awaitable[None]],
+        *,
+        media_type: str | None = None,
+    ) -> Path:
+        """Make sure the blob is in the store, written as ``pieces`` by ``run``, and return its
+        path.
+
+        Like :meth:`fetch` (one writer per digest across tasks and processes, room reserved
+        under the budget, nothing kept unless the whole content matches the digest), but
+        ``run`` writes pieces in any order into a :class:`PieceFile` and accepts each once its
+        hash matched; when it returns every piece must be accepted. A piece file a dead writer
+        left is handed over for ``run`` to adopt what still verifies."""
+        self._check_open()
+        if not self.has(digest):
+            await self._flights.do(
+                digest,
+                lambda flight: self._transfer(
+                    flight, lambda: self._write_pieces(flight, pieces, run, media_type)
+                ),
+            )
+        return self._checked(digest, pieces.size)
 
     def _checked(self, digest: Digest, size: int | None) -> Path:
         path = self.blob_path(digest)
@@ -364,6 +409,8 @@ class ContentStore:
         digest = flight.key
         partial = self._layout.partial_path(digest)
         final = self.blob_path(digest)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._layout.pieces_path(digest))  # a piece write's leftover
         resume = await asyncio.to_thread(self._adopt_partial, digest, size)
         self._space.reserve(digest, size or 0, self.budget)
         reserved = True
@@ -414,6 +461,62 @@ class ContentStore:
             await asyncio.to_thread(fsync_dir, final.parent)  # make the rename durable
             return final
         finally:
+            if reserved and not self._closed:
+                with contextlib.suppress(StoreError, sqlite3.Error):
+                    self._index.remove_inflight(digest, self._session.id)
+
+    async def _write_pieces(
+        self,
+        flight: Flight[Digest, Path],
+        pieces: Pieces,
+        run: Callable[[PieceFile], Awaitable[None]],
+        media_type: str | None,
+    ) -> Path:
+        """Write the blob as pieces (we hold its lock): reserve room, ``run``, verify, rename."""
+        digest = flight.key
+        final = self.blob_path(digest)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._layout.partial_path(digest))  # a whole-blob write's leftover
+        self._space.reserve(digest, pieces.size, self.budget)
+        reserved = True
+        piece_file: PieceFile | None = None
+        try:
+            try:
+                piece_file = await asyncio.to_thread(
+                    PieceFile,
+                    self._layout.pieces_path(digest),
+                    digest,
+                    pieces,
+                    on_prefix=flight.advance,
+                )
+            except OSError as e:
+                raise self._disk_error(digest, e) from e
+            self._piece_files[digest] = piece_file
+            try:
+                await run(piece_file)
+                actual = await piece_file.finish()
+            except OSError as e:
+                raise self._disk_error(digest, e) from e
+            if actual != digest.hex:
+                raise StoreDigestMismatch(
+                    f"blob {digest} from its pieces hashes to {digest.algorithm}:{actual}: "
+                    "the pieces' list was wrong; nothing was stored"
+                )
+            await asyncio.to_thread(piece_file.rename, final)
+            with self._index.transaction():
+                self._index.add_blob(digest, pieces.size, media_type, self._clock())
+                self._index.remove_inflight(digest, self._session.id)
+            reserved = False
+            return final
+        except BaseException as e:
+            if piece_file is not None and isinstance(e, StoreDigestMismatch):
+                piece_file.remove()  # every piece matched a wrong list: keep none of it
+            raise
+        finally:
+            if piece_file is not None:
+                piece_file.close()
+                if self._piece_files.get(digest) is piece_file:
+                    del self._piece_files[digest]
             if reserved and not self._closed:
                 with contextlib.suppress(StoreError, sqlite3.Error):
                     self._index.remove_inflight(digest, self._session.id)

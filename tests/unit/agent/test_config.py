@@ -236,3 +236,31 @@ def test_cli_bad_config_exits_2_with_one_line(args: list[str]) -> None:
 def test_shutdown_grace_from_the_file(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "shutdown_grace = 5")).shutdown_grace == 5
     assert load_config(write(tmp_path, "shutdown_grace = 0")).shutdown_grace == 0
+
+
+def test_piece_settings_parse_and_reach_the_fetcher() -> None:
+    from warmstart.agent.app import fetcher_config
+
+    config = build_config(
+        {
+            "piece_threshold": "16MiB",
+            "piece_min": "1MiB",
+            "piece_max": 4 << 20,
+            "piece_downloads": 6,
+            "piece_uploads": 3,
+        }
+    )
+    assert (config.piece_threshold, config.piece_min, config.piece_max) == (
+        16 << 20,
+        1 << 20,
+        4 << 20,
+    )
+    fc = fetcher_config(config)
+    assert (fc.pieces, fc.piece_threshold, fc.piece_min, fc.piece_max, fc.piece_downloads) == (
+        True, 16 << 20, 1 << 20, 4 << 20, 6,
+    )  # fmt: skip
+    defaults = build_config({})
+    assert defaults.pieces and defaults.piece_threshold == 64 << 20 and defaults.piece_uploads == 2
+    for bad in ({"piece_uploads": 0}, {"piece_min": "nonsense"}, {"piece_downloads": 100}):
+        with pytest.raises(ConfigError):
+            build_config(bad)

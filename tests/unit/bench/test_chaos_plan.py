@@ -7,6 +7,8 @@ from warmstart.bench.chaos_plan import (
     AGENT_ONLY,
     DISK_CORRUPT,
     DISK_FULL,
+    FANOUT_CRASH,
+    FANOUT_LAYER,
     FAULT_CLASSES,
     FRACTION_RANGE,
     HOME_CRASH,
@@ -43,6 +45,7 @@ def test_every_class_is_planned_with_its_count() -> None:
     assert counts == {
         AGENT_CRASH: 3,
         HOME_CRASH: 3,
+        FANOUT_CRASH: 2,
         WRONG_PEER: 2,
         DISK_CORRUPT: 2,
         UPSTREAM_OUTAGE: 1,
@@ -62,12 +65,16 @@ def test_choices_stay_in_range(seed: int) -> None:
     tags = {s.tag for s in plan.images}
     assert len(tags) == len(plan.images)  # every image is its own
     low, high = config.layer_mib
+    fanout = {i.image for i in plan.of(FANOUT_CRASH)}
     for spec in plan.images:
-        assert low * MIB <= spec.big_bytes <= high * MIB
+        if spec.tag in fanout:  # above the agents' piece threshold, whatever the range
+            assert spec.big_bytes == FANOUT_LAYER
+        else:
+            assert low * MIB <= spec.big_bytes <= high * MIB
     for inj in plan.injections:
         assert inj.node == -1 or 0 <= inj.node < config.nodes
         assert inj.image is None or inj.image in tags
-        if inj.fault in (AGENT_CRASH, HOME_CRASH):
+        if inj.fault in (AGENT_CRASH, HOME_CRASH, FANOUT_CRASH):
             assert FRACTION_RANGE[0] <= inj.fraction <= FRACTION_RANGE[1]
         else:
             assert 0 <= inj.fraction <= 1
@@ -126,3 +133,13 @@ def test_fake_peer_port_makes_it_the_home() -> None:
     assert fake_peer_port(digest, nodes, "127.0.0.1") == port  # deterministic
     with pytest.raises(ValueError):
         fake_peer_port(digest, nodes, "127.0.0.1", first=1, tries=0)
+
+
+def test_the_fan_out_is_drawn_last_and_leaves_the_other_choices_alone() -> None:
+    with_fanout = plan_chaos(ChaosConfig(seed=5, fanout_injections=2))
+    fewer = plan_chaos(ChaosConfig(seed=5, fanout_injections=1))
+    assert [i for i in with_fanout.injections if i.fault != FANOUT_CRASH] == [
+        i for i in fewer.injections if i.fault != FANOUT_CRASH
+    ]
+    assert len(with_fanout.of(FANOUT_CRASH)) == 2
+    assert FANOUT_LAYER >= 64 * MIB  # the agents' default piece threshold

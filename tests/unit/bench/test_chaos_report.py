@@ -268,3 +268,33 @@ def test_markdown_and_json() -> None:
     nan.injections = [InjectionRecord(AGENT_CRASH, 1, "node0", True, 1.0, 2.0)]
     assert "| never |" in class_table([nan])
     assert to_json(ChaosResults(classes=[nan]))["rows"][0]["recover_s"] is None
+
+
+@pytest.mark.parametrize(
+    ("upstream_bytes", "victim_pull_ok", "other_ok", "met"),
+    [
+        (100, False, True, True),  # the layer once from the upstream, the victim's pull broke
+        (100, True, True, True),
+        (180, True, True, False),  # the upstream was asked for much of it again
+        (100, True, False, False),  # a node that was not killed did not finish
+    ],
+)
+def test_fan_out_target(
+    upstream_bytes: int, victim_pull_ok: bool, other_ok: bool, met: bool
+) -> None:
+    from warmstart.bench.chaos_plan import FANOUT_CRASH
+
+    fan = ClassResult(FANOUT_CRASH, planned=1)
+    fan.injections = [
+        InjectionRecord(
+            FANOUT_CRASH, 1, "node1", True, 1.0, 2.0,
+            {"blob_bytes": 100, "upstream_layer_bytes": upstream_bytes},
+        )
+    ]  # fmt: skip
+    fan.pulls = [
+        pull("node0", fault=FANOUT_CRASH, ok=other_ok),
+        pull("node1", fault=FANOUT_CRASH, ok=victim_pull_ok),
+        pull("node2", fault=FANOUT_CRASH),
+    ]
+    [target] = [t for t in evaluate_targets([fan], None) if t.name.startswith("fan-out")]
+    assert target.met is met

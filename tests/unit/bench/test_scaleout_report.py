@@ -448,3 +448,36 @@ def test_a_replicas_model_fetch_is_kept_in_its_startup_record():
     doc = to_json(r)
     assert [s["model_s"] for s in doc["startup"]] == [7.5, None]  # None: no model
     assert from_json(json.loads(dumps(doc))) == r
+
+
+@pytest.mark.parametrize(
+    ("held", "expected"),
+    [
+        ([("node1", 2 << 30), ("node2", 0), ("node3", 0)], "node2"),  # node1 was a home
+        ([("node1", 0), ("node2", 5)], "node1"),
+        ([("node1", 7), ("node2", 5), ("node3", 9)], "node2"),  # nobody is empty: the least
+    ],
+)
+def test_the_peer_start_runs_on_a_node_that_holds_nothing(
+    held: list[tuple[str, int]], expected: str
+) -> None:
+    from warmstart.bench.scaleout_types import pick_peer_node
+
+    assert pick_peer_node(held) == expected
+
+
+def test_the_report_says_what_each_node_held_before_each_start() -> None:
+    from warmstart.bench.scaleout_report import held_table
+
+    results = ScaleoutResults(
+        modes=("warmstart",),
+        startup=[
+            StartupResult("warmstart", "cold", 9.0, 3.0, 0.1, 1.0, 13.0, node="node0",
+                          held={"node0": 0, "node1": 0, "node2": 0}),
+            StartupResult("warmstart", "peer", 2.0, 3.0, 0.1, 1.0, 6.0, node="node2",
+                          held={"node0": 3 << 30, "node1": 2 << 30, "node2": 0}),
+        ],
+    )  # fmt: skip
+    table = held_table(results)
+    assert "| warmstart | cold | node0 | 0 | node1 0, node2 0 |" in table
+    assert "| warmstart | peer | node2 | 0 | node0 3072, node1 2048 |" in table
