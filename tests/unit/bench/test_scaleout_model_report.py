@@ -221,3 +221,19 @@ def test_bench_model_counts_its_own_repositorys_blob_bytes() -> None:
         "SM_MODEL_DIR": DOWNLOAD_DIR,
     }
     assert model_tag(1 << 30) == "st1024m-s16" and model_tag(1000) == "st1000b-s16"
+
+
+def test_the_stand_in_model_is_written_once_and_the_same_every_time(tmp_path: Path) -> None:
+    from warmstart.bench.scaleout_model import stand_in_dir
+
+    lines: list[str] = []
+    first = stand_in_dir(tmp_path / "a", 3 * MIB, lines.append)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == ["config.json", "model-00001-of-00001.safetensors",
+                     "model.safetensors.index.json"]  # fmt: skip
+    shard = (first / names[1]).read_bytes()
+    assert len(shard) == 3 * MIB and lines[0].startswith("model: wrote 1 safetensors shard")
+    assert stand_in_dir(tmp_path / "a", 3 * MIB, lines.append) == first
+    assert lines[1] == f"model: reusing {first}"
+    again = stand_in_dir(tmp_path / "b", 3 * MIB, lines.append)  # seeded: the same bytes
+    assert (again / names[1]).read_bytes() == shard
