@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,14 @@ Log = Callable[[str], None]
 LinkCounter = Callable[[], dict[str, dict[str, int]]]
 
 # -- scenarios --------------------------------------------------------------------------------
+
+
+def run_id() -> str:
+    """A suffix that keeps this run's container ids its own: every containerd on the machine
+    shares runc's state directory (``/run/containerd/runc/<namespace>/<id>``), so a scale-out
+    benchmark running beside another would otherwise create, kill and delete the other's
+    replicas (``ws-node0-bench-1``, ``wsb0-cold``)."""
+    return secrets.token_hex(3)
 
 
 def bench_env(config: ScaleoutConfig, time_scale: float) -> dict[str, str]:
@@ -232,7 +241,8 @@ async def run_startup(
     async def start(
         stack: NodeStack, tier: str, counter: LinkCounter | None = None, since: int | None = None
     ) -> StartupResult:
-        return await _timed_start(stack, image, tier, env, upstream, mode, tier, log, counter,
+        rid = f"{tier}-{run_id()}"
+        return await _timed_start(stack, image, rid, env, upstream, mode, tier, log, counter,
                                   model, since)  # fmt: skip
 
     results = [await start(first, "cold", links)]
@@ -291,8 +301,9 @@ async def run_fanout(
 ) -> FanoutResult:
     mark = upstream.mark()
     started = time.monotonic()
+    suffix = run_id()
     outcomes = await asyncio.gather(
-        *(start_replica(s, image, f"fan{i}", env, model) for i, s in enumerate(stacks)),
+        *(start_replica(s, image, f"fan{i}-{suffix}", env, model) for i, s in enumerate(stacks)),
         return_exceptions=True,
     )
     wall = time.monotonic() - started
@@ -340,7 +351,7 @@ async def run_spike(
     if model is not None and mode != WARMSTART:
         env.update(download_env(model))
     settings: dict[str, Any] = {
-        "name": "bench",
+        "name": f"bench-{run_id()}",
         "image": image,
         "min_replicas": floor,
         "max_replicas": len(stacks),
