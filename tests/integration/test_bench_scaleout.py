@@ -1,10 +1,12 @@
 """``warmstart bench scaleout`` end to end on a tiny configuration: two nodes in network
-namespaces with shaped uplinks, the example image with a small padding layer, every scenario in
-two modes, and the spike in provisioned mode. Checks what the benchmark claims, not how fast it
-ran: which tiers were measured, that warmstart's fan-out drew the image from the upstream exactly
-once while the baseline drew it once per node, that a hot start drew nothing, that no request
-was lost, that provisioned kept every replica ready and paid the most replica-seconds, and that
-the report was written."""
+namespaces with shaped uplinks, the example image with a small padding layer and a separate
+8 MiB model artifact, every scenario in two modes, and the spike in provisioned mode. Checks
+what the benchmark claims, not how fast it ran: which tiers were measured, that warmstart's
+fan-out drew the image and model from the upstream exactly once while the baseline drew them
+once per node, that a hot start drew nothing, that warmstart fetched the model from the upstream
+once for all its starts and once for the spike while the baseline's replicas downloaded it
+each time, that no request was lost, that provisioned kept every replica ready and paid the
+most replica-seconds, and that the report was written."""
 
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     config = ScaleoutConfig(
         nodes=2,
         padding_bytes=8 << 20,
+        model_bytes=8 << 20,
         modes=("baseline", "warmstart", "provisioned"),
         trace=write_trace(tmp_path / "trace.csv"),
         factor=2.0,
@@ -57,26 +60,52 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     tiers = {(r.mode, r.tier): r for r in results.startup}
     assert set(tiers) == {
         ("baseline", "cold"),
+        ("baseline", "image-cached"),
         ("warmstart", "cold"),
         ("warmstart", "warm"),
         ("warmstart", "peer"),
         ("warmstart", "hot"),
     }
     image_bytes = results.params["image_bytes"]
-    assert tiers[("baseline", "cold")].upstream_bytes == image_bytes
-    assert tiers[("warmstart", "cold")].upstream_bytes == image_bytes
+    model_bytes = results.params["model_bytes"]  # its layers and config
+    assert results.params["model_files"] == 3  # a shard, its index, config.json
+    # a replica downloads the model's layers (not its config blob); the agent fetches them all
+    downloaded = tiers[("baseline", "cold")].upstream_model_bytes
+    assert model_bytes - 4096 < downloaded < model_bytes
+    assert tiers[("baseline", "cold")].upstream_bytes == image_bytes + downloaded
+    assert tiers[("baseline", "image-cached")].upstream_bytes == downloaded  # image cached
+    assert tiers[("baseline", "image-cached")].pull_s < 1.0
+    assert tiers[("warmstart", "cold")].upstream_bytes == image_bytes + model_bytes
+    assert tiers[("warmstart", "cold")].upstream_model_bytes == model_bytes
     for tier in ("warm", "peer", "hot"):
         assert tiers[("warmstart", tier)].upstream_bytes == 0, tier
     for r in results.startup:
         assert r.total_s >= r.pull_s + r.unpack_s + r.start_s
+        assert r.model_s is not None and r.model_phase_s is not None
+        if r.mode == "warmstart":  # through the agent, materialised: links
+            assert r.model_agent is not None and r.model_materialise_s is not None
+            made = r.model_agent["model"]
+            assert made["built"] == (r.tier != "hot")  # a hot start finds it materialised
+            assert made["linked_bytes"] == (0 if r.tier == "hot" else downloaded)
+        else:  # the replica's own download, after its container started
+            assert r.model_agent is None and r.model_phase_s == r.model_s > 0
+    assert tiers[("warmstart", "peer")].model_agent["sources"] == {"peer": model_bytes}
+    assert tiers[("warmstart", "hot")].model_agent["sources"] == {"local": model_bytes}
     # the cold starts crossed the links once: the image came through one shaped uplink
     for mode in ("baseline", "warmstart"):
         links = tiers[(mode, "cold")].links
         assert links is not None and set(links) == {"node0", "node1"}
         assert sum(c["upstream_rx"] for c in links.values()) >= image_bytes
 
-    # the hot pre-warm from each tier: every blob linked, upstream bytes only when cold
-    prewarms = {p.tier: p for p in results.prewarm}
+    # the hot pre-warm from each tier: every blob linked, upstream bytes only when cold; the
+    # model's: materialised as links, from the upstream only when cold
+    models = {p.tier: p for p in results.prewarm if p.kind == "model"}
+    assert set(models) == {"warm", "peer", "cold"}
+    assert models["cold"].upstream_bytes == model_bytes
+    for p in models.values():
+        assert p.linked == 3 and p.linked_bytes == downloaded  # the layers, as hard links
+        assert p.tier == "cold" or p.upstream_bytes == 0
+    prewarms = {p.tier: p for p in results.prewarm if p.kind == "image"}
     assert set(prewarms) == {"warm", "peer", "cold"}
     assert prewarms["cold"].upstream_bytes == image_bytes
     for tier in ("warm", "peer"):
@@ -85,8 +114,8 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
         assert p.linked >= 2 and p.total_s >= p.fetch_s  # config and layers, never streamed
 
     fanout = {f.mode: f for f in results.fanout}
-    assert fanout["baseline"].upstream_bytes == 2 * image_bytes  # once per node
-    assert fanout["warmstart"].upstream_bytes == image_bytes  # once for the cluster
+    assert fanout["baseline"].upstream_bytes == 2 * (image_bytes + downloaded)  # once per node
+    assert fanout["warmstart"].upstream_bytes == image_bytes + model_bytes  # once for the cluster
 
     spike = {s.mode: s for s in results.spike}
     assert set(spike) == {"baseline", "warmstart", "warmstart-spare0", "provisioned"}
@@ -94,6 +123,13 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
         assert s.metrics.requests == len(s.records) > 0
         assert s.metrics.lost == 0, [r for r in s.records if not r.ok][:3]
         assert max(p.ready for p in s.timeline) >= 1
+    # the model from the upstream: once for warmstart's cluster (its agents start empty), once
+    # per replica start elsewhere (provisioned: both replicas)
+    assert spike["warmstart"].upstream_model_bytes == model_bytes
+    assert spike["warmstart-spare0"].upstream_model_bytes == model_bytes
+    assert spike["provisioned"].upstream_model_bytes == 2 * downloaded
+    assert spike["baseline"].upstream_model_bytes in (downloaded, 2 * downloaded)
+    assert spike["warmstart"].links is not None
     # provisioned: both replicas ready through the replay, so it pays 2 x the window; every
     # autoscaled run (one replica before the burst) pays less over the same window
     floor = spike["provisioned"]
@@ -113,6 +149,8 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     assert doc["params"]["nodes"] == 2
     table = (tmp_path / "out" / "scaleout.md").read_text()
     assert "| startup | startup from hot" in table
+    assert "| startup | startup with the image cached, model downloaded" in table
+    assert "| model s |" in table and "| baseline | image-cached |" in table
     assert "| provisioned | " in table and "| cost vs provisioned |" in table
     assert [row["mode"] for row in doc["spike_cost"]["rows"]] == [s.mode for s in results.spike]
 

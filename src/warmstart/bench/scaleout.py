@@ -5,7 +5,13 @@ its own network namespace; N nodes, each a namespace with its own containerd (an
 mirror), whose downloads from the upstream are shaped (``tbf``, default 100 MB/s per node); the
 nodes share an unshaped LAN; the controller, router and load generator run in the root
 namespace. The image is the example model image with an incompressible padding layer standing
-in for the weights of a large model (default 2 GiB).
+in for the weights of a large model (default 2 GiB). With ``model_bytes`` (``--model-size``) the
+weights are a separate model artifact as well (:mod:`warmstart.bench.scaleout_model`): stand-in
+safetensors shards pushed upstream as a CNCF ModelPack; the padding then stands for the rest of
+a large image (its CUDA and Python stack), as in the published case (17.7 GB image, ~16 GB of
+weights). warmstart's replicas get the model through the agents (fetched beside the pull,
+materialised, mounted at /opt/ml/model); every other mode's replicas download it themselves
+from the upstream at start, over their node's shaped link.
 
 Modes (:mod:`warmstart.bench.scaleout_nodes`): ``baseline`` (containerd pulls straight from the
 upstream), ``registry-proxy`` (a docker-registry pull-through cache per node), ``warmstart``
@@ -17,8 +23,9 @@ spike run's replica-seconds are compared with its.
 Scenarios:
 
 - ``startup``: one replica, start -> first request answered, split into pull, unpack, start and
-  model load, from each tier the mode has (baseline: cold; registry-proxy: cold, warm;
-  warmstart: cold, peer, warm, hot);
+  model load (and with a model its fetch), from each tier the mode has (baseline: cold;
+  registry-proxy: cold, warm; warmstart: cold, peer, warm, hot; with a model, baseline and
+  registry-proxy also image-cached: the image still in containerd, the model downloaded);
 - ``fanout``: every node starts the same image at once: wall time, bytes from the upstream;
 - ``spike``: the endpoint sits at one replica under a lead-in of trace traffic, then the trace's
   busiest stretch arrives time-compressed; latency percentiles, losses, time to capacity, the
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warmstart.bench.scaleout_model import BenchModel, prepare_model
 from warmstart.bench.scaleout_nodes import (
     close_nodes,
     start_nodes,
@@ -73,6 +81,9 @@ class ScaleoutConfig:
     upstream_rate: str | None = None
     lan_rate: str | None = None
     padding_bytes: int = 2 << 30
+    # A separate model artifact of this many bytes of safetensors shards (0: none; the padding
+    # layer in the image stands for the weights then).
+    model_bytes: int = 0
     modes: tuple[str, ...] = MODES
     scenarios: tuple[str, ...] = SCENARIOS
     trace: Path | None = None
@@ -203,10 +214,12 @@ async def _run_mode(
     work: Path,
     results: ScaleoutResults,
     log: Log,
+    model: BenchModel | None = None,
 ) -> None:
     """startup, then spike on the same nodes (the endpoint's first node holds the image, as
-    after the startup runs; every other node's containerd is emptied first); fanout on fresh
-    nodes. ``provisioned`` runs the spike only."""
+    after the startup runs; every other node's containerd is emptied first, and with a model
+    every agent's store, so the spike's upstream bytes show what one cluster fetches); fanout
+    on fresh nodes. ``provisioned`` runs the spike only."""
     env = bench_env(config, plan.time_scale if plan else 0.05)
     scenarios = mode_scenarios(mode, config.scenarios)
     if not scenarios:
@@ -217,22 +230,30 @@ async def _run_mode(
             if "startup" in scenarios:
                 log(f"{mode}: startup")
                 results.startup += await run_startup(
-                    stacks, mode, image, env, upstream, log, results.prewarm, net.link_bytes
-                )
+                    stacks, mode, image, env, upstream, log, results.prewarm, net.link_bytes,
+                    model,
+                )  # fmt: skip
             if "spike" in scenarios:
                 assert plan is not None
                 log(f"{mode}: spike")
                 for stack in stacks[1:]:
                     await asyncio.to_thread(stack.reset_containerd)
+                if model is not None:
+                    for stack in stacks:
+                        await asyncio.to_thread(stack.reset_agent_store)
                 results.spike.append(
                     await run_spike(
-                        stacks, mode, image, plan, config, upstream, work / f"spike-{mode}", log
+                        stacks, mode, image, plan, config, upstream, work / f"spike-{mode}", log,
+                        model=model, links=net.link_bytes,
                     )
-                )
+                )  # fmt: skip
                 if mode == WARMSTART and config.spike_spare0 and config.prewarm_spare != 0:
                     log(f"{mode}: spike with prewarm_spare = 0 (demand-driven pre-warm only)")
                     for stack in stacks[1:]:
                         await asyncio.to_thread(stack.reset_containerd)
+                    if model is not None:
+                        for stack in stacks:
+                            await asyncio.to_thread(stack.reset_agent_store)
                     results.spike.append(
                         await run_spike(
                             stacks,
@@ -245,6 +266,8 @@ async def _run_mode(
                             log,
                             prewarm_spare=0,
                             label=WARMSTART_SPARE0,
+                            model=model,
+                            links=net.link_bytes,
                         )
                     )
         finally:
@@ -254,7 +277,7 @@ async def _run_mode(
         stacks = await asyncio.to_thread(start_nodes, net, mode, upstream, config.puller)
         try:
             results.fanout.append(
-                await run_fanout(stacks, mode, image, image_bytes, env, upstream, log)
+                await run_fanout(stacks, mode, image, image_bytes, env, upstream, log, model)
             )
         finally:
             await asyncio.to_thread(close_nodes, stacks)
@@ -283,10 +306,16 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
     ) as net:
         upstream = net.start_upstream_registry(work / "upstream")
         image, image_bytes = prepare_image(config, upstream, log)
+        model = None
+        if config.model_bytes > 0:
+            model = prepare_model(config.image_cache, config.model_bytes, upstream.host, log)
         for mode in config.modes:
             asyncio.run(
-                _run_mode(net, mode, upstream, image, image_bytes, plan, config, work, results, log)
-            )
+                _run_mode(
+                    net, mode, upstream, image, image_bytes, plan, config, work, results, log,
+                    model,
+                )
+            )  # fmt: skip
     results.params = {
         "nodes": config.nodes,
         "rate": config.rate,
@@ -295,6 +324,9 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
         "image": image,
         "image_bytes": image_bytes,
         "padding_bytes": config.padding_bytes,
+        "model": model.reference if model else None,
+        "model_bytes": model.bytes if model else 0,
+        "model_files": model.files if model else 0,
         "slots_per_replica": config.slots,
         "prewarm_spare": "default" if config.prewarm_spare is None else config.prewarm_spare,
         "spike_prewarm_spare_0": config.spike_spare0,
@@ -315,7 +347,12 @@ def summary_lines(results: ScaleoutResults) -> list[str]:
         tiers = [r for r in results.startup if r.mode == mode]
         if tiers:
             lines.append(
-                f"startup {mode}: " + ", ".join(f"{r.tier} {r.total_s:.1f} s" for r in tiers)
+                f"startup {mode}: "
+                + ", ".join(
+                    f"{r.tier} {r.total_s:.1f} s"
+                    + (f" (model {r.model_s:.1f} s)" if r.model_s is not None else "")
+                    for r in tiers
+                )
             )
     for f in results.fanout:
         lines.append(

@@ -18,12 +18,17 @@ the nodes' ``puller``: ``ctr images pull`` (the default) or the CRI's ``PullImag
 (:mod:`warmstart.bench.scaleout_cri`); the container is then created and started with ``ctr``
 either way. With ``cri`` everything (replicas, the agents' hot pre-warms, ``warmstart serve``'s
 own pulls in the spike) is in the CRI's namespace ``k8s.io``.
+With a model
+(:mod:`warmstart.bench.scaleout_model`) a warmstart node's agent materialises it while the
+image is pulled and the replica gets it at ``/opt/ml/model``; a replica on a node without an
+agent downloads it itself once its container runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import shutil
 import tempfile
@@ -31,14 +36,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from warmstart.bench.scaleout_cri import PULLERS, cri_pull, ready_cri_client
+from warmstart.bench.scaleout_model import (
+    AgentModel,
+    BenchModel,
+    agent_model,
+    agent_unpin,
+    download_env,
+)
 from warmstart.bench.scaleout_types import BASELINE, PROVISIONED, REGISTRY_PROXY, WARMSTART
 from warmstart.containerd.ctr import CRI_NAMESPACE, Ctr
-from warmstart.runtime.api import Replica, ReplicaError, ReplicaSpec
+from warmstart.runtime.api import PullTiming, Replica, ReplicaError, ReplicaSpec
 from warmstart.runtime.containerd import ContainerdRuntime
+from warmstart.serving.models import model_mount
 from warmstart.serving.serve import NodeOption
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.cluster import remove_containers
@@ -264,17 +278,29 @@ class StartTiming:
     load_s: float
     first_answer_s: float
     total_s: float
-    model_s: float | None = None  # the model's fetch beside the pull (None: no model)
+    # The model's whole fetch (None: no model): beside the pull through the node's agent, or
+    # the replica's own download once its container runs (then not part of load_s).
+    model_s: float | None = None
+    model_phase_s: float | None = None  # the part of it the pull and unpack did not hide
+    model_materialise_s: float | None = None  # the agent's materialisation (links) within it
+    model_agent: dict[str, Any] | None = None  # the agent's answer (POST /prewarm), as JSON
 
 
-async def _wait_ping(session: aiohttp.ClientSession, url: str, deadline: float) -> None:
+async def _wait_ping(
+    session: aiohttp.ClientSession, url: str, deadline: float
+) -> dict[str, object]:
+    """``/ping``'s JSON once it answers 200; ``ReplicaError`` at once if the replica says its
+    load failed (a model download that broke), ``TimeoutError`` after ``deadline``."""
     while True:
         try:
             async with session.get(url + "/ping") as resp:
-                await resp.read()
+                body = await resp.read()
                 if resp.status == 200:
-                    return
-        except (aiohttp.ClientError, TimeoutError):
+                    answer = json.loads(body or b"{}")
+                    return answer if isinstance(answer, dict) else {}
+                if resp.status == 503 and b'"failed"' in body:
+                    raise ReplicaError(f"{url} failed to load: {json.loads(body).get('error')}")
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url}/ping did not answer 200 in time")
@@ -282,25 +308,49 @@ async def _wait_ping(session: aiohttp.ClientSession, url: str, deadline: float) 
 
 
 async def start_replica(
-    stack: NodeStack, image: str, replica_id: str, env: dict[str, str]
+    stack: NodeStack,
+    image: str,
+    replica_id: str,
+    env: dict[str, str],
+    model: BenchModel | None = None,
 ) -> tuple[StartTiming, Replica]:
     """Pull, create, start, wait for ``/ping`` 200, answer one request; timed per phase.
 
-    The replica keeps running: the caller stops it (:func:`stop_replica`)."""
+    With ``model``: on a node with an agent, the agent materialises and pins it while the image
+    is pulled (the controller's path) and the replica mounts it; elsewhere the replica
+    downloads it itself before it loads. The replica keeps running: the caller stops it
+    (:func:`stop_replica`, with the same ``model``)."""
     runtime = stack.runtime()
     url = f"http://{stack.node.lan_addr}:{REPLICA_PORT}"
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        t0 = time.monotonic()
+    via_agent = model is not None and stack.agent is not None
+    if model is not None and not via_agent:
+        env = {**env, **download_env(model)}
+
+    async def pull() -> tuple[PullTiming, float]:
         if stack.puller == "cri":
             pulled = await asyncio.to_thread(cri_pull, stack, image)
         else:
             pulled = await runtime.pull(image)
-        t1 = time.monotonic()
-        spec = ReplicaSpec(id=replica_id, image=image, port=REPLICA_PORT, env=env)
+        return pulled, time.monotonic()
+
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        t0 = time.monotonic()
+        fetched: AgentModel | None = None
+        if via_agent:
+            assert model is not None and stack.agent is not None
+            (pulled, t1), fetched = await asyncio.gather(
+                pull(), agent_model(stack.agent.url, stack.peer_token, model)
+            )
+        else:
+            pulled, t1 = await pull()
+        t_model = t0 + fetched.seconds if fetched is not None else t1
+        t_create = max(t1, t_model)
+        mounts = (model_mount(fetched.path),) if fetched is not None else ()
+        spec = ReplicaSpec(id=replica_id, image=image, port=REPLICA_PORT, env=env, mounts=mounts)
         replica = await runtime.start(await runtime.create(spec, pull=pulled))
         t2 = time.monotonic()
-        await _wait_ping(session, url, t0 + READY_TIMEOUT)
+        ping = await _wait_ping(session, url, t0 + READY_TIMEOUT)
         t3 = time.monotonic()
         async with session.post(url + "/invocations", json=FIRST_REQUEST) as resp:
             await resp.read()
@@ -308,10 +358,29 @@ async def start_replica(
                 raise ReplicaError(f"the first request answered HTTP {resp.status}")
         t4 = time.monotonic()
     unpack = min(pulled.unpack_seconds, t1 - t0)
-    return StartTiming(t1 - t0 - unpack, unpack, t2 - t1, t3 - t2, t4 - t3, t4 - t0), replica
+    load = t3 - t2
+    model_s = phase = materialise = None
+    answer = None
+    if fetched is not None:
+        model_s, phase, materialise = fetched.seconds, t_create - t1, fetched.materialise_s
+        answer = fetched.answer.model_dump(mode="json")
+    elif model is not None:
+        download = ping.get("download")
+        if not isinstance(download, dict):
+            raise ReplicaError(f"{url} reported no model download: {ping}")
+        model_s = phase = min(float(download["seconds"]), load)
+        load -= model_s
+    timing = StartTiming(
+        t1 - t0 - unpack, unpack, t2 - t_create, load, t4 - t3, t4 - t0,
+        model_s=model_s, model_phase_s=phase, model_materialise_s=materialise,
+        model_agent=answer,
+    )  # fmt: skip
+    return timing, replica
 
 
-async def stop_replica(stack: NodeStack, replica: Replica) -> None:
+async def stop_replica(stack: NodeStack, replica: Replica, model: BenchModel | None = None) -> None:
     runtime = stack.runtime()
     await runtime.stop(replica, grace=5)
     await runtime.delete(replica)
+    if model is not None and stack.agent is not None:
+        await agent_unpin(stack.agent.url, stack.peer_token, model)

@@ -4,7 +4,8 @@
   stopping, the replicas the offered load needs, and what the provisioned run keeps ready) above
   per-request latency by send time with a rolling P50; each column's title has its P50 and its
   replica-seconds (and their ratios to provisioned's);
-- startup: one stacked bar per mode and tier, split into pull, unpack, start, model load;
+- startup: one stacked bar per mode and tier, split into pull, unpack, the model's fetch (the
+  part the pull and unpack did not hide; with a separate model only), start, model load;
 - fanout: wall time and upstream bytes per mode (:func:`warmstart.bench.plots.bar_chart`).
 """
 
@@ -30,6 +31,7 @@ COLORS = ["#2a9d8f", "#e9c46a", "#e76f51", "#8ab17d", "#264653"]  # as in bench.
 PHASES = (
     ("pull_s", "pull"),
     ("unpack_s", "unpack"),
+    ("model_phase_s", "model fetch"),
     ("start_s", "start"),
     ("load_s", "model load"),
 )
@@ -171,7 +173,8 @@ def plot_startup(
     fig, ax = plt.subplots(figsize=(7.2, 0.5 * len(keys) + 1.6), dpi=120)
     labels = [f"{m} / {t}" for m, t in keys]
     left = [0.0] * len(keys)
-    segments = [*PHASES, ("other", "other")]
+    with_model = any(r.model_phase_s is not None for r in results)
+    segments = [p for p in PHASES if with_model or p[0] != "model_phase_s"] + [("other", "other")]
     for i, (field, label) in enumerate(segments):
         widths = []
         for (m, t), base in zip(keys, left, strict=True):
@@ -179,7 +182,7 @@ def plot_startup(
             if field == "other":
                 widths.append(max(0.0, median(r.total_s for r in runs) - base))
             else:
-                widths.append(float(median(getattr(r, field) for r in runs)))
+                widths.append(float(median(getattr(r, field) or 0.0 for r in runs)))
         color = COLORS[i] if field != "other" else "#bbbbbb"
         ax.barh(labels, widths, left=left, color=color, label=label)
         left = [a + b for a, b in zip(left, widths, strict=True)]

@@ -22,6 +22,10 @@ MODES: tuple[str, ...] = (BASELINE, REGISTRY_PROXY, WARMSTART, PROVISIONED)
 # so the cost of turning the default off stays visible. Not a column of the main table.
 WARMSTART_SPARE0 = "warmstart-spare0"
 TIERS: tuple[str, ...] = ("hot", "warm", "peer", "cold")
+# With a model (``--model-size``), a start of a node without an agent whose containerd still
+# holds the image, while its replica downloads the model again: SageMaker with container
+# caching (the image cached on the instance, the weights fetched at start).
+IMAGE_CACHED = "image-cached"
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,12 @@ class SpikeResult:
     timeline: list[TimelinePoint]
     metrics: SpikeMetrics
     demand: list[DemandPoint] = field(default_factory=list)
+    # Body bytes the upstream sent for blob GETs during the run (the endpoint's first replicas
+    # included), and of them the model's; bytes that crossed each node's links (node ->
+    # upstream_rx, lan_rx, lan_tx). None: not recorded.
+    upstream_bytes: int | None = None
+    upstream_model_bytes: int | None = None
+    links: dict[str, dict[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ class StartupResult:
     """One replica start: where its time went, by phase, from a given cache tier."""
 
     mode: str
-    tier: str  # "hot", "warm", "peer", "cold"
+    tier: str  # "hot", "warm", "peer", "cold"; "image-cached" (with a model, no agent)
     pull_s: float
     unpack_s: float
     start_s: float
@@ -142,25 +152,23 @@ class StartupResult:
     upstream_bytes: int = 0
     # bytes on each node's links during this start (node -> upstream_rx, lan_rx, lan_tx)
     links: dict[str, dict[str, int]] | None = None
-    # the replica's model fetched by its node's agent, alongside pull_s + unpack_s (it
-    # overlaps them; the controller's "model" phase is only the part they did not hide);
-    # None: the replica had no model artifact
+    # the replica's model: fetched by its node's agent alongside pull_s + unpack_s (it
+    # overlaps them), or downloaded by the replica itself once its container ran (then after
+    # start_s and not part of load_s); None: the replica had no model artifact
     model_s: float | None = None
+    # the part of model_s the pull and unpack did not hide (the controller's "model" phase;
+    # all of it for a replica's own download): what the model added to total_s
+    model_phase_s: float | None = None
+    # the agent's materialisation (hard links) within model_s; None without an agent
+    model_materialise_s: float | None = None
+    upstream_model_bytes: int = 0  # of upstream_bytes, the model's
+    # the agent's answer to the start's model request (POST /prewarm: bytes by source, fetch
+    # and materialisation seconds, files linked); None without an agent
+    model_agent: dict[str, Any] | None = None
     # the node the replica started on, and the bytes of blobs each node's agent (or mirror)
     # held before it started: a "peer" start must find nothing on its own node
     node: str = ""
     held: dict[str, int] | None = None
-
-
-def pick_peer_node(held: list[tuple[str, int]]) -> str:
-    """The node for the "peer" start: the first of ``held`` (node, bytes its agent holds)
-    that holds nothing, else the one that holds least (and the report says what it held)."""
-    if not held:
-        raise ValueError("no node to start a peer replica on")
-    for name, nbytes in held:
-        if nbytes == 0:
-            return name
-    return min(held, key=lambda item: item[1])[0]
 
 
 @dataclass(frozen=True)
@@ -168,7 +176,11 @@ class PrewarmResult:
     """One hot pre-warm of a node (``POST /prewarm {"hot": true}``) from a given tier:
     ``fetch_s`` brings every blob into the agent's store, ``link_s`` places them in containerd's
     content store, ``import_s`` is ``ctr images pull`` through the agent (with every blob linked:
-    the commit and the unpack), ``unpack_s`` the unpack as ctr reports it."""
+    the commit and the unpack), ``unpack_s`` the unpack as ctr reports it.
+
+    ``kind`` "model": a model's (``{"model": true, "hot": true}``): ``link_s`` is its
+    materialisation (raw layers hard-linked into its read-only directory), ``linked`` the files
+    and ``linked_bytes`` their bytes; no import or unpack."""
 
     mode: str
     tier: str  # "cold", "peer", "warm"
@@ -179,6 +191,8 @@ class PrewarmResult:
     total_s: float
     upstream_bytes: int = 0
     linked: int = 0  # blobs linked (not transferred into containerd)
+    kind: str = "image"  # or "model"
+    linked_bytes: int = 0  # a model: bytes its directory got as links (no copy)
 
 
 @dataclass(frozen=True)
@@ -191,6 +205,7 @@ class FanoutResult:
     upstream_bytes: int
     image_bytes: int
     fetch_s: float | None = None  # until every node held all the image's bytes (pull phase)
+    model_bytes: int = 0  # a separate model every replica got too (upstream_bytes counts it)
 
 
 @dataclass

@@ -378,3 +378,28 @@ def versus_provisioned(
         )
         for mode, m in metrics.items()
     }
+
+
+def demand_replica_seconds(
+    demand: Sequence[DemandPoint], slots_per_replica: int, end_s: float, min_replicas: int = 1
+) -> float:
+    """What the offered load itself asks for over ``[0, end_s)``: in each bin of ``demand``
+    (offered slots, :func:`offered_demand`), ``max(min_replicas, ceil(slots / K))`` replicas.
+
+    An autoscaler that never let a request wait for a slot paid at least this (replicas take
+    time to start, and are paid while they do); one that pays less made requests queue. The
+    spike's cost floor beside provisioned's ``max_replicas x window``.
+    """
+    if slots_per_replica < 1:
+        raise ValueError(f"slots_per_replica must be >= 1, not {slots_per_replica}")
+    total = 0.0
+    ends = [p.t_s for p in demand[1:]] + [demand[-1].t_s + 1.0] if demand else []
+    for point, until in zip(demand, ends, strict=True):
+        a, b = max(point.t_s, 0.0), min(until, end_s)
+        if b > a:
+            needed = math.ceil(point.slots / slots_per_replica - 1e-9)
+            total += max(min_replicas, needed) * (b - a)
+    covered = ends[-1] if ends else 0.0
+    if covered < end_s:  # no demand recorded there: the endpoint's floor still runs
+        total += min_replicas * (end_s - max(covered, 0.0))
+    return total

@@ -158,6 +158,14 @@ def scaleout(
     padding: str | None = typer.Option(
         None, "--padding", help="Stand-in weights layer, e.g. 2GiB (quick: 256MiB)."
     ),
+    model_size: str | None = typer.Option(
+        None,
+        "--model-size",
+        help="Also a separate model artifact of this size (safetensors shards, random tensors), "
+        "e.g. 1GiB: warmstart's replicas get it through the agents at /opt/ml/model, the other "
+        "modes' replicas download it from the upstream at start; adds the image-cached start. "
+        "The image keeps its --padding (default none).",
+    ),
     trace: Path | None = typer.Option(
         None,
         "--trace",
@@ -224,6 +232,7 @@ def scaleout(
         "prewarm_spare": prewarm_spare,
         "nodes": nodes,
         "padding_bytes": size_option(padding),
+        "model_bytes": size_option(model_size),
         "burst_s": burst,
         "lead_s": lead,
         "image_cache": image_cache

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from warmstart.model_server.config import ServerConfig
+from warmstart.model_server.download import DownloadReport, download_model, parse_source
 from warmstart.model_server.embed import Embedder
 from warmstart.model_server.invocations import BadRequest, parse_texts, parse_token_counts
 from warmstart.model_server.weights import LoadReport, read_all
@@ -45,13 +46,15 @@ class ModelApp:
     """Readiness, embeddings and the bench mode's simulated service.
 
     ``load_embedder`` builds the model after every weight byte was read (not called in bench
-    mode); ``sleep`` stands in for the model's work in bench mode.
+    mode); ``sleep`` stands in for the model's work in bench mode. With ``model_source`` set,
+    the model is downloaded into the model directory first (``download_report``).
     """
 
     config: ServerConfig
     load_embedder: Callable[[], Embedder]
     sleep: Callable[[float], None] = time.sleep
     load_report: LoadReport | None = None
+    download_report: DownloadReport | None = None
     load_error: str | None = None
     embedder: Embedder | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -68,9 +71,15 @@ class ModelApp:
         return self._ready.is_set()
 
     def load(self) -> None:
-        """Read every weight byte, then load the model; /ping turns 200 only after this."""
+        """Download the model if a source is set, read every weight byte, then load the
+        model; /ping turns 200 only after this."""
         try:
             start = time.monotonic()
+            if self.config.model_source is not None:
+                source = parse_source(self.config.model_source)
+                log.info("model: downloading %s into %s", source, self.config.model_dir)
+                self.download_report = download_model(source, self.config.model_dir)
+                log.info("model: %s", self.download_report.describe())
             report = read_all(self.config.model_dir, chunk=self.config.read_chunk)
             log.info("weights: %s", report.describe())
             if not self.config.bench_mode:
@@ -108,8 +117,15 @@ class ModelApp:
             status = "failed" if self.load_error else "loading"
             return Response.json(503, {"status": status, "error": self.load_error})
         report = self.load_report.as_dict() if self.load_report else None
+        download = self.download_report.as_dict() if self.download_report else None
         return Response.json(
-            200, {"status": "ready", "bench_mode": self.config.bench_mode, "weights": report}
+            200,
+            {
+                "status": "ready",
+                "bench_mode": self.config.bench_mode,
+                "weights": report,
+                "download": download,
+            },
         )
 
     def _embed(self, body: bytes) -> Response:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmstart.model_server.download import DownloadError, parse_source
+
 DEFAULT_PORT = 8080
 DEFAULT_MODEL_DIR = Path("/opt/ml/model")
 
@@ -43,6 +45,10 @@ class ServerConfig:
     costs: BenchCosts = BenchCosts()
     max_batch: int = 256
     read_chunk: int = 8 << 20
+    # An artifact to download into model_dir before loading (``WARMSTART_MODEL_SOURCE``:
+    # http[s]://HOST/REPO:TAG), as a replica without a node agent gets its model; None: the
+    # model is already there (in the image, or mounted).
+    model_source: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -59,7 +65,13 @@ class ServerConfig:
             bench_mode=env.get("WARMSTART_BENCH_MODE", "").strip().lower() in {"1", "true", "yes"},
             max_concurrency=_int(env, "MAX_CONCURRENCY", 1),
             costs=costs,
+            model_source=env.get("WARMSTART_MODEL_SOURCE", "").strip() or None,
         )
+        if config.model_source is not None:
+            try:
+                parse_source(config.model_source)
+            except DownloadError as e:
+                raise ConfigError(f"WARMSTART_MODEL_SOURCE: {e}") from None
         if not 0 < config.port < 65536:
             raise ConfigError(f"PORT must be 1..65535, not {config.port}")
         if config.max_concurrency < 1:

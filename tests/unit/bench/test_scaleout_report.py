@@ -264,8 +264,8 @@ def test_startup_phase_table_orders_tiers_and_compares_with_baseline_cold():
         ["| warmstart", "warm"],
         ["| warmstart", "hot"],
     ]
-    assert rows[0] == "| baseline | cold | 20.0 | 15.0 | 0.20 | 4.8 | 40.0 | 1.0x | 2048 |"
-    assert rows[2] == "| warmstart | warm | 9.0 | 15.0 | 0.20 | 1.8 | 26.0 | 1.5x | 0 |"
+    assert rows[0] == "| baseline | cold | 20.0 | 15.0 | - | 0.20 | 4.8 | 40.0 | 1.0x | 2048 |"
+    assert rows[2] == "| warmstart | warm | 9.0 | 15.0 | - | 0.20 | 1.8 | 26.0 | 1.5x | 0 |"
     assert rows[3].endswith("| 2.0 | 20.0x | 0 |")
 
 
@@ -283,8 +283,10 @@ def test_prewarm_rows_and_table_and_json_round_trip(tmp_path: Path):
         "| - | unpack + 2 s or less | met |" in lines
     )
     table = prewarm_table(r).splitlines()
-    assert table[2].startswith("| warmstart | cold | 20.0 | 0.01 | 6.5 | 6.0 | 26.6 | 3 | 954 |")
-    assert [row.split(" | ")[1] for row in table[2:]] == ["cold", "peer", "warm"]
+    assert table[2].startswith(
+        "| warmstart | image | cold | 20.0 | 0.01 | 6.5 | 6.0 | 26.6 | 3 | 954 |"
+    )
+    assert [row.split(" | ")[2] for row in table[2:]] == ["cold", "peer", "warm"]
     write_report(r, tmp_path / "s.json", None)
     assert read_json(tmp_path / "s.json").prewarm == r.prewarm
     slow = results()
@@ -380,7 +382,11 @@ def test_spike_cost_table_and_summary_lines():
         "| provisioned | 2.50 s | 2.50 s | 0 | 90 | 1.00 | 1.00x |",
     ]
     summary = spike_cost_summary(r)
-    assert len(summary) == 4  # every run but provisioned
+    assert len(summary) == 5  # every run but provisioned, then what the load itself needs
+    # 4 slots (2 replicas of K = 2) from 1 s on, 1.5 slots (1 replica) before: 1 + 29 x 2
+    assert summary[4].startswith(
+        "the offered load itself needs 59 replica-seconds (0.66 of provisioned's): "
+    )
     assert summary[2] == (
         "warmstart: P50 1.20x provisioned's (3.00 s vs 2.50 s), P99 1.20x, lost 0, at 0.91 of "
         "its cost (82 vs 90 replica-seconds)"
@@ -448,22 +454,6 @@ def test_a_replicas_model_fetch_is_kept_in_its_startup_record():
     doc = to_json(r)
     assert [s["model_s"] for s in doc["startup"]] == [7.5, None]  # None: no model
     assert from_json(json.loads(dumps(doc))) == r
-
-
-@pytest.mark.parametrize(
-    ("held", "expected"),
-    [
-        ([("node1", 2 << 30), ("node2", 0), ("node3", 0)], "node2"),  # node1 was a home
-        ([("node1", 0), ("node2", 5)], "node1"),
-        ([("node1", 7), ("node2", 5), ("node3", 9)], "node2"),  # nobody is empty: the least
-    ],
-)
-def test_the_peer_start_runs_on_a_node_that_holds_nothing(
-    held: list[tuple[str, int]], expected: str
-) -> None:
-    from warmstart.bench.scaleout_types import pick_peer_node
-
-    assert pick_peer_node(held) == expected
 
 
 def test_the_report_says_what_each_node_held_before_each_start() -> None:

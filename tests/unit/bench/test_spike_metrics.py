@@ -267,3 +267,19 @@ def test_versus_provisioned():
     assert versus_provisioned({"warmstart": metrics(replica_seconds=1.0)}) == {}
     zero = versus_provisioned({"provisioned": metrics(replica_seconds=0.0), "w": metrics()})
     assert zero["w"].cost_fraction is None
+
+
+def test_demand_replica_seconds_is_what_the_offered_load_needs():
+    from warmstart.bench.spike_metrics import demand_replica_seconds
+
+    demand = [DemandPoint(0.0, 0.5), DemandPoint(1.0, 4.0), DemandPoint(2.0, 4.01),
+              DemandPoint(3.0, 0.0)]  # fmt: skip
+    # K = 4: 1 (at least one), 1, 2 (4.01 slots), 1 (idle: still one) and 1 for the second
+    # after the last point; the window's end cuts the rest
+    assert demand_replica_seconds(demand, 4, 5.0) == 1 + 1 + 2 + 1 + 1
+    assert demand_replica_seconds(demand, 4, 2.5) == 1 + 1 + 1
+    assert demand_replica_seconds(demand, 2, 4.0) == 1 + 2 + 3 + 1
+    assert demand_replica_seconds(demand, 4, 4.0, min_replicas=0) == 1 + 1 + 2 + 0
+    assert demand_replica_seconds([], 4, 10.0) == 10.0
+    with pytest.raises(ValueError):
+        demand_replica_seconds(demand, 0, 1.0)

@@ -67,3 +67,27 @@ def test_an_unknown_mode_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.exit_code == 2
     assert "unknown mode(s) reserved; choose from" in result.output
     assert "provisioned" in result.output
+
+
+def test_model_size_goes_to_the_config_and_the_padding_stays_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[ScaleoutConfig] = []
+
+    def fake_run(config: ScaleoutConfig, work: Path, log: Any = print) -> ScaleoutResults:
+        seen.append(config)
+        return ScaleoutResults(modes=config.modes)
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(scaleout, "run_scaleout", fake_run)
+    common = ["--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "o"),
+              "--workdir", str(tmp_path / "w")]  # fmt: skip
+    args = ["bench", "scaleout", "--padding", "1GiB", "--model-size", "1GiB", *common]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (seen[0].padding_bytes, seen[0].model_bytes) == (1 << 30, 1 << 30)
+    result = CliRunner().invoke(app, ["bench", "scaleout", "--quick", *common])
+    assert result.exit_code == 0, result.output
+    assert (seen[1].padding_bytes, seen[1].model_bytes) == (64 << 20, 0)  # quick: no model
+    result = CliRunner().invoke(app, ["bench", "scaleout", "--model-size", "lots", *common])
+    assert result.exit_code == 2
