@@ -33,7 +33,7 @@ from warmstart.model_push import ModelPusher
 from warmstart.oci import parse_reference
 from warmstart.oci.modelpack import ModelInfo
 from warmstart.registry import ClientOptions, RegistryClient
-from warmstart.serving.models import materialised_path, replica_model_request
+from warmstart.serving.models import materialised_path, pin_holder, replica_model_request
 from warmstart.testbed.model_files import write_safetensors_model
 from warmstart.testbed.registry import Request
 
@@ -44,6 +44,9 @@ SEED = 16  # the stand-in's bytes: the same every run, so its digests are too
 # Where a replica without an agent downloads the model (SM_MODEL_DIR): a fresh directory in its
 # own container, not the image's /opt/ml/model (whose padding stands for the image's software).
 DOWNLOAD_DIR = "/opt/ml/downloaded-model"
+
+# a startup replica pins its model on the node as an endpoint of this name would
+BENCH_ENDPOINT = "bench-startup"
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ async def agent_model(agent_url: str, token: str | None, model: BenchModel) -> A
     materialised and pinned on this node; the directory to mount."""
     started = time.monotonic()
     async with agent_client(agent_url, token) as agent:
-        answer = await agent.prewarm(replica_model_request(model.reference))
+        answer = await agent.prewarm(replica_model_request(model.reference, BENCH_ENDPOINT))
     return AgentModel(
         materialised_path(answer, model.reference), time.monotonic() - started, answer
     )
@@ -150,7 +153,7 @@ async def agent_model(agent_url: str, token: str | None, model: BenchModel) -> A
 async def agent_unpin(agent_url: str, token: str | None, model: BenchModel) -> None:
     """Release the pin :func:`agent_model` took (the replica is gone)."""
     async with agent_client(agent_url, token) as agent:
-        await agent.unpin(model.reference, time_limit=10.0)
+        await agent.unpin(model.reference, holder=pin_holder(BENCH_ENDPOINT), time_limit=10.0)
 
 
 __all__ = [
