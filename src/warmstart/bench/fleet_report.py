@@ -15,6 +15,7 @@ took on this machine); bytes are bytes; rates bytes/s.
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -147,10 +148,18 @@ def describe(results: FleetResults) -> str:
     blobs = ", ".join(_gb(s) for s in p.blob_sizes)
     nic = format_rate(p.nic_rate) if p.nic_rate else "unlimited"
     upstream = format_rate(p.upstream_rate) if p.upstream_rate else "unlimited"
+    pp = results.pieces
+    size = "auto" if pp.piece_size is None else f"{pp.piece_size >> 20} MiB"
+    tracker = f"{pp.tracker_rps:g}/s" if pp.tracker_rps else "no queue"
     return (
         f"simulated: blob(s) {blobs}, every node's NIC {nic} up and down, upstream {upstream}, "
         f"sha256 {format_rate(p.hash_rate)} per core x {p.hash_cores}, disk "
-        f"{format_rate(p.disk_rate) if p.disk_rate else 'unlimited'}, seed {p.seed}"
+        f"{format_rate(p.disk_rate) if p.disk_rate else 'unlimited'}; latency: request "
+        f"{p.request_latency * 1e3:g} ms, tracker {p.tracker_latency * 1e3:g} ms ({tracker}), "
+        f"upstream {p.upstream_latency * 1e3:g} ms; pieces: {size}, {pp.requests} requests, "
+        f"{pp.upload_slots} upload slots ({pp.upload_slots_downloading} while downloading), "
+        f"blob digest {'checked' if pp.verify_blob_digest else 'not checked'}, home seeds "
+        f"{'once' if pp.home_seeds_once else 'freely'}; seed {p.seed}"
     )
 
 
@@ -252,7 +261,7 @@ def plot(results: FleetResults, path: Path) -> Path:
     scale.set_title("P50 / P99 against fleet size (simulated)")
     scale.grid(alpha=0.3, which="both")
     scale.legend(fontsize=7)
-    fig.suptitle(describe(results), fontsize=8)
+    fig.suptitle(textwrap.fill(describe(results), 160), fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")

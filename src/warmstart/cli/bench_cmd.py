@@ -342,6 +342,24 @@ def fleet(
     hash_rate: str = typer.Option(
         "1.7GB/s", "--hash-rate", help="sha256 per core (1.7GB/s SHA-NI; 390MB/s without)."
     ),
+    hash_cores: int = typer.Option(4, "--hash-cores", min=1, max=256, help="Cores hashing."),
+    disk_rate: str = typer.Option("4GB/s", "--disk-rate", help="Disk writes ('none': no bound)."),
+    tracker_rps: float | None = typer.Option(
+        None,
+        "--tracker-rps",
+        min=1,
+        help="Tracker answers per second at a home (default: no queue).",
+    ),
+    blob_digest: bool = typer.Option(
+        True,
+        "--blob-digest/--no-blob-digest",
+        help="pieces: also check each blob's own digest (in order, one core).",
+    ),
+    seeds_once: bool = typer.Option(
+        True,
+        "--home-seeds-once/--no-home-seeds-once",
+        help="pieces: a streaming home sends each piece out once.",
+    ),
     policies: str = typer.Option("one-home,pieces", "--policies", help="Comma-separated."),
     seed: int = typer.Option(0, "--seed", help="Chooses the homes and breaks ties."),
     calibrate_path: Path | None = typer.Option(
@@ -369,6 +387,9 @@ def fleet(
         requests=requests,
         upload_slots=upload_slots,
         upload_slots_downloading=max(1, upload_slots // 2),
+        verify_blob_digest=blob_digest,
+        home_seeds_once=seeds_once,
+        tracker_rps=tracker_rps,
     )
     per_core = _rate_option(hash_rate, "--hash-rate")
     if calibrate_path is not None:
@@ -411,6 +432,8 @@ def fleet(
             nic_rate=_rate_option(rate, "--rate"),
             upstream_rate=_rate_option(upstream_rate, "--upstream-rate"),
             hash_rate=per_core or 1.7e9,
+            hash_cores=hash_cores,
+            disk_rate=_rate_option(disk_rate, "--disk-rate"),
             seed=seed,
         )
     except ValueError as e:

@@ -32,6 +32,8 @@ def test_options_reach_the_model(tmp_path: Path) -> None:
     args = ["bench", "fleet", "--nodes", "4", "--size", "1GB", "--blobs", "2",
             "--rate", "25Gb/s", "--upstream-rate", "1GB/s", "--piece-size", "16MiB",
             "--requests", "8", "--upload-slots", "6", "--hash-rate", "390MB/s",
+            "--hash-cores", "2", "--disk-rate", "none", "--tracker-rps", "5000",
+            "--no-blob-digest", "--no-home-seeds-once",
             "--policies", "pieces", "--json", str(tmp_path / "f.json"), "--out", str(tmp_path)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -41,6 +43,8 @@ def test_options_reach_the_model(tmp_path: Path) -> None:
     assert (p.nic_rate, p.upstream_rate, p.hash_rate) == (3.125e9, 1e9, 390e6)
     assert (pp.piece_size, pp.requests, pp.upload_slots, pp.upload_slots_downloading) == (
         16 << 20, 8, 6, 3)  # fmt: skip
+    assert (p.hash_cores, p.disk_rate) == (2, None)
+    assert (pp.tracker_rps, pp.verify_blob_digest, pp.home_seeds_once) == (5000, False, False)
     assert [r.policy for r in saved.rows] == ["pieces"]
 
 
