@@ -46,7 +46,7 @@ _TIMER, _WAKE = 0, 1
 class Link:
     """A capacity (bytes/s; for a weighted link, whatever its weights are per byte)."""
 
-    __slots__ = ("capacity", "flows", "load", "name")
+    __slots__ = ("capacity", "flows", "lid", "name")
 
     def __init__(self, name: str, capacity: float) -> None:
         if not capacity > 0:
@@ -54,7 +54,7 @@ class Link:
         self.name = name
         self.capacity = float(capacity)
         self.flows: dict[int, Flow] = {}  # insertion-ordered: runs are deterministic
-        self.load = 0.0  # sum of weight x rate of its flows, kept up to date
+        self.lid = -1  # its index in the simulator's per-link arrays, once it carries a flow
 
     def __repr__(self) -> str:
         return f"Link({self.name!r}, {self.capacity:g})"
@@ -85,6 +85,7 @@ class Flow:
         "tailing",
         "ver",
         "weights",
+        "wids",
         "wlinks",
     )
 
@@ -102,6 +103,7 @@ class Flow:
         self.weights = weights  # None: 1 per byte on every link
         self.wlinks = tuple(zip(links, weights or (1.0,) * len(links), strict=True))
         self.bcap = min((link.capacity for link in links), default=INF)
+        self.wids: tuple[tuple[int, float], ...] = ()  # (link id, weight), set by the simulator
         self.size = float(size)
         self.cap = cap
         self.done = 0.0  # bytes moved by ``t0``
@@ -135,33 +137,37 @@ class Flow:
 
 def _fill(
     paths: Sequence[Sequence[tuple[int, float]]],
-    residual: Sequence[float],
     limits: list[float],
+    live: Sequence[int],
+    residual: list[float],
+    weight: list[float],
+    load: list[float],
+    members: list[list[int]],
 ) -> tuple[list[float], list[int]]:
-    """Progressive filling: flow ``i`` crosses links ``paths[i]`` (``(link index, weight)``
-    pairs) of ``residual`` capacity (what other flows leave) and goes at most ``limits[i]``.
-    All rates rise together; a link that fills freezes its flows, a flow that reaches its limit
-    freezes alone. Returns the rates, and for each flow the link that froze it (-1: its
-    limit)."""
+    """Progressive filling: flow ``i`` crosses the links ``paths[i]`` (``(link id, weight)``
+    pairs, ids among ``live``) whose ``residual[id]`` is what other flows leave, and goes at
+    most ``limits[i]``. All rates rise together; a link that fills freezes its flows, a flow
+    that reaches its limit freezes alone. ``weight``, ``load`` and ``members`` are scratch
+    arrays indexed by link id (overwritten at the live ids). Returns the rates, and for each
+    flow the id of the link that froze it (-1: its limit)."""
     n = len(paths)
-    nl = len(residual)
     rates = [0.0] * n
     froze = [-1] * n
-    weight = [0.0] * nl  # of the flows not frozen yet
-    members: list[list[int]] = [[] for _ in range(nl)]
+    for j in live:
+        weight[j] = 0.0  # of the flows not frozen yet
+        load[j] = 0.0  # of the frozen flows
+        members[j] = []
     for i, path in enumerate(paths):
         for j, w in path:
             weight[j] += w
             members[j].append(i)
-    load = [0.0] * nl  # of the frozen flows
     order = sorted(range(n), key=limits.__getitem__)
     li = 0
     frozen = [False] * n
     left = n
-    live = [j for j in range(nl) if weight[j] > 0.0]
     heap: list[tuple[float, int]] | None = None
     if len(live) > 8:  # many shared links: a heap of their levels (they only grow)
-        heap = [(max(0.0, residual[j]) / weight[j], j) for j in live]
+        heap = [(max(0.0, residual[j]) / weight[j], j) for j in live if weight[j] > 0.0]
         heapq.heapify(heap)
     while left:
         best, bj = INF, -1
@@ -235,11 +241,16 @@ def max_min_rates(
         w = tuple(weights[i]) if weights is not None else None
         flows.append(Flow(i, tuple(links[p] for p in path), w, 1.0, INF, 0.0))
     index = {link: j for j, link in enumerate(links.values())}
+    nl = len(index)
     limits = list(caps) if caps is not None else [INF] * len(flows)
     rates, _ = _fill(
         [[(index[link], w) for link, w in f.wlinks] for f in flows],
-        [link.capacity for link in links.values()],
         limits,
+        range(nl),
+        [link.capacity for link in links.values()],
+        [0.0] * nl,
+        [0.0] * nl,
+        [[] for _ in range(nl)],
     )
     return rates
 
@@ -257,6 +268,20 @@ class FlowSim:
         self._fids = itertools.count()
         self._dirty: dict[Link, None] = {}
         self._active: dict[int, Flow] = {}
+        # Per link, by id: the link, its capacity, the load of its flows (weight x rate, kept
+        # up to date), and scratch for the refills (a stamp marks what one refill touched).
+        self._links: list[Link] = []
+        self._cap: list[float] = []
+        self._load: list[float] = []
+        self._stamp = 0
+        self._seen: list[int] = []
+        self._in_region: list[int] = []
+        self._cross: list[int] = []
+        self._old_load: list[float] = []
+        self._resid: list[float] = []
+        self._weight: list[float] = []
+        self._frozen_load: list[float] = []
+        self._members: list[list[int]] = []
         self.events = 0  # events handled
         self.reallocations = 0  # rate recomputations (each after a batch of events)
         self.refilled = 0  # flows refilled over all recomputations (the work done)
@@ -300,11 +325,27 @@ class FlowSim:
         if size <= 0:
             self.at(self.now, self._finish, f)
             return f
+        f.wids = tuple((self._register(link), w) for link, w in f.wlinks)
         self._active[f.fid] = f
         for link in f.links:
             link.flows[f.fid] = f
             self._dirty[link] = None
         return f
+
+    def _register(self, link: Link) -> int:
+        if link.lid < 0:
+            link.lid = len(self._links)
+            self._links.append(link)
+            self._cap.append(link.capacity)
+            self._load.append(0.0)
+            for ints in (self._seen, self._in_region, self._cross):
+                ints.append(0)
+            for floats in (self._old_load, self._resid, self._weight, self._frozen_load):
+                floats.append(0.0)
+            self._members.append([])
+        elif link.lid >= len(self._links) or self._links[link.lid] is not link:
+            raise ValueError(f"{link!r} belongs to another simulation")
+        return link.lid
 
     def run(self, until: float = INF) -> None:
         """Handle events until none is left (or the next is after ``until``)."""
@@ -392,9 +433,10 @@ class FlowSim:
         f.finished = True
         f.ver += 1
         if self._active.pop(f.fid, None) is not None:
-            for link, w in f.wlinks:
+            load = self._load
+            for link, (j, w) in zip(f.links, f.wids, strict=True):
                 del link.flows[f.fid]
-                link.load = link.load - w * f.rate if link.flows else 0.0
+                load[j] = load[j] - w * f.rate if link.flows else 0.0
                 self._dirty[link] = None
         eps = self._eps(f)
         while f._mi < len(f.milestones) and f.milestones[f._mi] <= f.size + eps:
@@ -445,56 +487,65 @@ class FlowSim:
         than ``tolerance`` of its bottleneck, and those where a flow outside goes faster than a
         flow the link held down."""
         self.refilled += len(flows)
-        # Local link indices: the links the flows cross, the flows' old load on each.
-        index: dict[Link, int] = {}
-        links: list[Link] = []
-        crossings: list[int] = []
-        inside: list[float] = []
-        rows: list[list[tuple[int, float]]] = []
+        self._stamp += 1
+        stamp = self._stamp
+        seen, cross, old = self._seen, self._cross, self._old_load
+        # The links the flows cross, how many of the flows cross each, and their old load.
+        touched: list[int] = []
         limits: list[float] = []
         for f in flows:
-            row = []
             r = f.rate
-            for link, w in f.wlinks:
-                j = index.get(link)
-                if j is None:
-                    j = index[link] = len(links)
-                    links.append(link)
-                    crossings.append(1)
-                    inside.append(w * r)
+            for j, w in f.wids:
+                if seen[j] != stamp:
+                    seen[j] = stamp
+                    touched.append(j)
+                    cross[j] = 1
+                    old[j] = w * r
                 else:
-                    crossings[j] += 1
-                    inside[j] += w * r
-                row.append((j, w))
-            rows.append(row)
+                    cross[j] += 1
+                    old[j] += w * r
             limits.append(f.limit() if f.tailing else f.cap)
+        resid, cap, links = self._resid, self._cap, self._links
+        scratch = (self._weight, self._frozen_load, self._members)
         if region is None:
-            rates, froze_j = _fill(rows, [link.capacity for link in links], limits)
+            for j in touched:
+                resid[j] = cap[j]
+            rates, froze_j = _fill([f.wids for f in flows], limits, touched, resid, *scratch)
             return rates, [links[j] if j >= 0 else None for j in froze_j], {}
         # What the flows outside leave of each link. A link outside the region crossed by one
-        # refilled flow only is a limit on that flow; the rest are filled over.
-        residual = [
-            link.capacity if link in region else link.capacity - link.load + inside[j]
-            for j, link in enumerate(links)
-        ]
-        paths: list[list[tuple[int, float]]] = []
+        # refilled flow only is a limit on that flow; the others are filled over.
+        in_region = self._in_region
+        for link in region:
+            in_region[link.lid] = stamp
+        load = self._load
+        shared: list[int] = []
+        for j in touched:
+            if in_region[j] == stamp:
+                resid[j] = cap[j]
+                shared.append(j)
+            else:
+                resid[j] = cap[j] - load[j] + old[j]
+                if cross[j] > 1:
+                    shared.append(j)
+        paths: list[Sequence[tuple[int, float]]] = []
         limited_by: list[int] = []
-        for i, row in enumerate(rows):
-            path = []
+        for i, f in enumerate(flows):
+            path = f.wids
             by = -1
-            for j, w in row:
-                if crossings[j] == 1 and links[j] not in region:
-                    free = residual[j] / w
+            for j, w in path:
+                if cross[j] == 1 and in_region[j] != stamp:
+                    free = resid[j] / w
                     if free < 0.0:
                         free = 0.0
                     if free < limits[i]:
                         limits[i] = free
                         by = j
-                else:
-                    path.append((j, w))
+                    path = None  # type: ignore[assignment]
+            if path is None:
+                path = [(j, w) for j, w in f.wids if cross[j] > 1 or in_region[j] == stamp]
             paths.append(path)
             limited_by.append(by)
-        rates, froze_j = _fill(paths, residual, limits)
+        rates, froze_j = _fill(paths, limits, shared, resid, *scratch)
         froze: list[Link | None] = []
         for i, j in enumerate(froze_j):
             if j < 0 and limited_by[i] >= 0 and rates[i] >= limits[i]:
@@ -518,29 +569,30 @@ class FlowSim:
             return rates, froze, grow
         new = {f.fid: (r, by) for f, r, by in zip(flows, rates, froze, strict=True)}
         for link in check:
-            slack = tol * link.capacity
-            load = link.capacity - residual[index[link]]  # the flows outside
-            top = 0.0
+            capacity = link.capacity
+            load = capacity - resid[link.lid]  # the flows outside
+            top, low = 0.0, INF  # the fastest flow; the slowest it holds down
             for g in link.flows.values():
                 x = new.get(g.fid)
-                rate = g.rate if x is None else x[0]
-                if x is not None:
+                if x is None:
+                    rate, by = g.rate, g.bneck
+                else:
+                    rate, by = x
                     load += rate * (1.0 if g.weights is None else g.weights[g.links.index(link)])
                 if rate > top:
                     top = rate
-            full = load >= link.capacity - slack
-            for g in link.flows.values():
-                x = new.get(g.fid)
-                rate, by = (g.rate, g.bneck) if x is None else x
-                if by is link and (not full or rate < top - slack):
-                    grow[link] = None
-                    break
+                if by is link and rate < low:
+                    low = rate
+            slack = tol * capacity
+            if low < INF and (load < capacity - slack or low < top - slack):
+                grow[link] = None
         return rates, froze, grow
 
     def _apply(self, flows: list[Flow], rates: list[float], froze: list[Link | None]) -> bool:
         """Give ``flows`` their new ``rates`` (and bottlenecks); True if a leader's rate moved
         (its tailing followers are then marked for another recomputation)."""
         leaders_moved = False
+        load = self._load
         for f, r, by in zip(flows, rates, froze, strict=True):
             f.bneck = by
             old = f.rate
@@ -548,8 +600,8 @@ class FlowSim:
                 continue
             self._settle(f)
             f.rate = r
-            for link, w in f.wlinks:
-                link.load += w * (r - old)
+            for j, w in f.wids:
+                load[j] += w * (r - old)
             self._schedule(f)
             if f.followers:
                 leaders_moved = True
