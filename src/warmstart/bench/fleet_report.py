@@ -119,7 +119,8 @@ def run_fleet(
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB"
+    gb = n / 1e9
+    return f"{gb:,.0f} GB" if gb >= 100 else f"{gb:.3g} GB"
 
 
 def markdown_table(results: FleetResults) -> str:
