@@ -214,38 +214,39 @@ def read_json(path: Path) -> FleetResults:
 
 
 def plot(results: FleetResults, path: Path) -> Path:
-    """Left: the completion CDF of every run (policy by colour, fleet size by line style);
-    right: P50 and P99 against the fleet size, with the floor."""
+    """A completion CDF per policy (its own time axis; fleet size by line style), then P50
+    and P99 against the fleet size, with the floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = sorted({n for n, _, _ in results.completions})
+    policies = list(dict.fromkeys(policy for _, policy, _ in results.completions))
     styles = ["-", "--", ":", "-."]
-    fig, (cdf, scale) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
-    for n, policy, done in results.completions:
-        ordered = sorted(done)
-        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        cdf.step(
-            ordered,
-            ys,
-            where="post",
-            color=COLORS.get(policy, "#264653"),
-            linestyle=styles[sizes.index(n) % len(styles)],
-            label=f"{policy}, {n:,} nodes",
-        )
+    fig, axes = plt.subplots(
+        1, len(policies) + 1, figsize=(5 * (len(policies) + 1), 4.2), dpi=120, squeeze=False
+    )
     floor = results.rows[0].floor_s if results.rows else None
-    if floor:
-        cdf.axvline(floor, color="grey", linewidth=0.8, linestyle=":")
-        cdf.annotate("floor", (floor, 0.02), fontsize=8, color="grey", rotation=90)
-    cdf.set_xscale("log")
-    cdf.set_xlabel("seconds until the node holds every byte (verified)")
-    cdf.set_ylabel("fraction of nodes")
-    cdf.set_title("completion CDF (simulated)")
-    cdf.grid(alpha=0.3)
-    cdf.legend(fontsize=7)
-    for policy in dict.fromkeys(r.policy for r in results.rows):
+    for cdf, policy in zip(axes[0], policies, strict=False):
+        color = COLORS.get(policy, "#264653")
+        for n, p, done in results.completions:
+            if p == policy:
+                ordered = sorted(done)
+                ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+                style = styles[sizes.index(n) % len(styles)]
+                cdf.step(
+                    ordered, ys, where="post", color=color, linestyle=style, label=f"{n:,} nodes"
+                )
+        if floor:
+            cdf.axvline(floor, color="grey", linewidth=0.8, linestyle=":", label="floor")
+        cdf.set_xlabel("seconds until the node holds every byte (verified)")
+        cdf.set_ylabel("fraction of nodes")
+        cdf.set_title(f"{policy}: completion CDF (simulated)")
+        cdf.grid(alpha=0.3)
+        cdf.legend(fontsize=7)
+    scale = axes[0][-1]
+    for policy in policies:
         rows = sorted((r for r in results.rows if r.policy == policy), key=lambda r: r.nodes)
         xs = [r.nodes for r in rows]
         color = COLORS.get(policy, "#264653")
@@ -262,7 +263,7 @@ def plot(results: FleetResults, path: Path) -> Path:
     scale.set_title("P50 / P99 against fleet size (simulated)")
     scale.grid(alpha=0.3, which="both")
     scale.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(describe(results), 160), fontsize=7)
+    fig.suptitle(textwrap.fill(describe(results), 200), fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
