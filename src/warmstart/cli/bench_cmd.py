@@ -309,3 +309,168 @@ def chaos(
     out_console.print(markdown(results), markup=False)
     for path in write_outputs(results, json_path, out_dir):
         out_console.print(f"wrote {path}")
+
+
+def _node_counts(values: list[str]) -> list[int]:
+    counts = []
+    for text in values:
+        for part in text.split(","):
+            part = part.strip().replace("_", "")
+            if not part:
+                continue
+            if not part.isdigit() or int(part) < 1:
+                fail(f"--nodes takes positive whole numbers, not {part!r}", code=2)
+            counts.append(int(part))
+    if not counts:
+        fail("--nodes needs at least one fleet size", code=2)
+    return list(dict.fromkeys(counts))
+
+
+def _rate_option(value: str | None, flag: str) -> float | None:
+    if value is None or value.lower() in ("none", "unlimited"):
+        return None
+    from warmstart.units import parse_rate
+
+    try:
+        return parse_rate(value)
+    except ValueError as e:
+        fail(f"{flag}: {e}", code=2)
+
+
+@app.command("fleet")
+def fleet(
+    nodes: list[str] = typer.Option(
+        ["100,1000,2600"], "--nodes", help="Fleet sizes: repeat, or a comma list."
+    ),
+    size: str = typer.Option("3GB", "--size", help="The image every node wants at once."),
+    blobs: int = typer.Option(
+        1, "--blobs", min=1, max=1000, help="Split it into this many equal blobs (layers)."
+    ),
+    rate: str = typer.Option(
+        "300MB/s", "--rate", help="Each node's NIC, up and down (300MB/s, 25Gb/s, 800mbit)."
+    ),
+    upstream_rate: str | None = typer.Option(
+        None, "--upstream-rate", help="What the upstream registry sends in all (default none)."
+    ),
+    piece_size: str = typer.Option(
+        "auto", "--piece-size", help="auto: blob / 128 within 8-64 MiB; or e.g. 16MiB."
+    ),
+    requests: int = typer.Option(4, "--requests", min=1, max=64, help="Piece requests per node."),
+    upload_slots: int = typer.Option(
+        8, "--upload-slots", min=1, max=64, help="Uploads per node (half while downloading)."
+    ),
+    hash_rate: str = typer.Option(
+        "1.7GB/s", "--hash-rate", help="sha256 per core (1.7GB/s SHA-NI; 390MB/s without)."
+    ),
+    hash_cores: int = typer.Option(4, "--hash-cores", min=1, max=256, help="Cores hashing."),
+    disk_rate: str = typer.Option("4GB/s", "--disk-rate", help="Disk writes ('none': no bound)."),
+    tracker_rps: float | None = typer.Option(
+        None,
+        "--tracker-rps",
+        min=1,
+        help="Tracker answers per second at a home (default: no queue).",
+    ),
+    blob_digest: bool = typer.Option(
+        True,
+        "--blob-digest/--no-blob-digest",
+        help="pieces: also check each blob's own digest (in order, one core).",
+    ),
+    seeds_once: bool = typer.Option(
+        True,
+        "--home-seeds-once/--no-home-seeds-once",
+        help="pieces: a streaming home sends each piece out once.",
+    ),
+    policies: str = typer.Option("one-home,pieces", "--policies", help="Comma-separated."),
+    seed: int = typer.Option(0, "--seed", help="Chooses the homes and breaks ties."),
+    calibrate_path: Path | None = typer.Option(
+        None,
+        "--calibrate",
+        help="Instead: predict the fan-outs measured in this JSON (bench scaleout's, or rows) "
+        "on the test bed's topology and print the error per row.",
+    ),
+    json_path: Path | None = typer.Option(Path("bench-results/fleet.json"), "--json"),
+    out_dir: Path | None = typer.Option(
+        Path("bench-results"), "--out", help="fleet.png (the plot) and fleet.md (the table)."
+    ),
+) -> None:
+    """Simulate a fleet pulling one image at once: the one-home policy (every node from the
+    blob's home) against pieces (every node from every node), side by side; P50/P99
+    completion, upstream bytes, the largest upload of a node. Flow-level, max-min fair links."""
+    from warmstart.bench.fleet_policies import POLICIES, PieceParams
+    from warmstart.bench.fleet_sim import FleetParams
+
+    size_bytes = size_option(size)
+    assert size_bytes is not None
+    fixed_piece = None if piece_size.lower() == "auto" else size_option(piece_size)
+    pieces = PieceParams(
+        piece_size=fixed_piece,
+        requests=requests,
+        upload_slots=upload_slots,
+        upload_slots_downloading=max(1, upload_slots // 2),
+        verify_blob_digest=blob_digest,
+        home_seeds_once=seeds_once,
+        tracker_rps=tracker_rps,
+    )
+    per_core = _rate_option(hash_rate, "--hash-rate")
+    if calibrate_path is not None:
+        from warmstart.bench.fleet_calibrate import (
+            TARGET_ERROR,
+            BedCosts,
+            calibrate,
+            markdown_table,
+            read_file,
+        )
+
+        try:
+            measured, skipped = read_file(calibrate_path)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            fail(f"--calibrate {calibrate_path}: {e}", code=2)
+        if not measured:
+            fail(f"--calibrate {calibrate_path}: no warmstart fan-out rows ({skipped})", code=2)
+        cal = calibrate(measured, BedCosts(), pieces, seed)
+        cal.skipped.extend(skipped)
+        out_console.print(markdown_table(cal), markup=False)
+        for policy in dict.fromkeys(r.policy for r in cal.rows):
+            worst = cal.worst(policy) or 0.0
+            verdict = "within" if worst <= TARGET_ERROR else "outside"
+            out_console.print(
+                f"{policy}: worst error {worst:.1%} ({verdict} {TARGET_ERROR:.0%})", markup=False
+            )
+        return
+    from warmstart.bench.fleet_report import describe, plot, run_fleet, write_json
+    from warmstart.bench.fleet_report import markdown_table as fleet_table
+
+    counts = _node_counts(nodes)
+    chosen = _names(policies, POLICIES, "policy(ies)")
+    if size_bytes < blobs:
+        fail("--size must be at least one byte per blob", code=2)
+    part, extra = divmod(size_bytes, blobs)
+    try:
+        base = FleetParams(
+            nodes=counts[0],
+            blob_sizes=tuple(part + (1 if i < extra else 0) for i in range(blobs)),
+            nic_rate=_rate_option(rate, "--rate"),
+            upstream_rate=_rate_option(upstream_rate, "--upstream-rate"),
+            hash_rate=per_core or 1.7e9,
+            hash_cores=hash_cores,
+            disk_rate=_rate_option(disk_rate, "--disk-rate"),
+            seed=seed,
+        )
+    except ValueError as e:
+        fail(str(e), code=2)
+    results = run_fleet(
+        base, counts, pieces, chosen, log=lambda line: err_console.print(line, markup=False)
+    )
+    out_console.print(describe(results), markup=False)
+    out_console.print(fleet_table(results), markup=False)
+    written = []
+    if json_path is not None:
+        written.append(write_json(results, json_path))
+    if out_dir is not None:
+        require_bench_extra("bench fleet --out")
+        written.append(plot(results, out_dir / "fleet.png"))
+        md = out_dir / "fleet.md"
+        md.write_text(describe(results) + "\n\n" + fleet_table(results) + "\n", encoding="utf-8")
+        written.append(md)
+    for path in written:
+        out_console.print(f"wrote {path}")
