@@ -234,6 +234,7 @@ def markdown_table(cal: Calibration) -> str:
             f"| {r.metric} | {r.measured_s:.2f} s | {r.predicted_s:.2f} s | {r.error:+.1%} "
             f"| {ok} |"
         )
-    for line in cal.skipped:
-        lines.append(f"\nskipped: {line}")
+    if cal.skipped:
+        lines.append("")
+        lines.extend(f"skipped: {line}" for line in cal.skipped)
     return "\n".join(lines)

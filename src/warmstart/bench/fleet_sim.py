@@ -20,12 +20,13 @@ The model
   the same instant are handled together, then rates are recomputed once.
 - **Incremental recomputation.** Adding or removing a flow marks its links *dirty*; they are the
   first *region*. The flows of the region's links are refilled against what the flows outside
-  leave of the links they cross (:func:`_fill`). A link outside joins the region when a refilled
-  flow crossing it moved by more than ``tolerance`` of its bottleneck's capacity, or when it held
-  a refilled flow down while a flow outside goes faster on it; then the larger region is
-  refilled, until no link joins (the region only grows, so this ends; at worst it is every
-  flow). Rates are applied once, at the end. ``exact=True`` refills every flow on every change
-  (:func:`max_min_rates`' computation); the tests compare the two.
+  leave of the other links they cross (a link crossed by one refilled flow only is just a limit
+  on it). Then every link outside where a refilled flow slowed down, or that held one down, is
+  checked: max-min fair means that a link holding a flow down is full and that flow is among its
+  fastest. A link that fails joins the region and the larger region is refilled, until none
+  fails (the region only grows, so this ends; at worst it is every flow). Rates are applied
+  once, at the end. ``exact=True`` refills every flow on every change; the tests compare the
+  two after every event.
 """
 
 from __future__ import annotations
@@ -482,10 +483,9 @@ class FlowSim:
         self, flows: list[Flow], region: dict[Link, None] | None
     ) -> tuple[list[float], list[Link | None], dict[Link, None]]:
         """Max-min rates of ``flows`` (all the flows of the ``region``'s links; every active
-        flow when None) against what the flows outside leave of the links they cross, and the
-        links outside the region that must join it: those of a flow whose rate moved by more
-        than ``tolerance`` of its bottleneck, and those where a flow outside goes faster than a
-        flow the link held down."""
+        flow when None) against what the flows outside leave of the links they cross; the link
+        that held each one down; and the links outside the region that must join it (see
+        below)."""
         self.refilled += len(flows)
         self._stamp += 1
         stamp = self._stamp
@@ -517,33 +517,34 @@ class FlowSim:
         in_region = self._in_region
         for link in region:
             in_region[link.lid] = stamp
-        load = self._load
+        loads = self._load
         shared: list[int] = []
         for j in touched:
             if in_region[j] == stamp:
                 resid[j] = cap[j]
                 shared.append(j)
             else:
-                resid[j] = cap[j] - load[j] + old[j]
+                resid[j] = cap[j] - loads[j] + old[j]
                 if cross[j] > 1:
                     shared.append(j)
         paths: list[Sequence[tuple[int, float]]] = []
         limited_by: list[int] = []
         for i, f in enumerate(flows):
-            path = f.wids
             by = -1
-            for j, w in path:
+            folded = False
+            for j, w in f.wids:
                 if cross[j] == 1 and in_region[j] != stamp:
+                    folded = True
                     free = resid[j] / w
                     if free < 0.0:
                         free = 0.0
                     if free < limits[i]:
                         limits[i] = free
                         by = j
-                    path = None  # type: ignore[assignment]
-            if path is None:
-                path = [(j, w) for j, w in f.wids if cross[j] > 1 or in_region[j] == stamp]
-            paths.append(path)
+            if folded:
+                paths.append([(j, w) for j, w in f.wids if cross[j] > 1 or in_region[j] == stamp])
+            else:
+                paths.append(f.wids)
             limited_by.append(by)
         rates, froze_j = _fill(paths, limits, shared, resid, *scratch)
         froze: list[Link | None] = []
@@ -570,7 +571,7 @@ class FlowSim:
         new = {f.fid: (r, by) for f, r, by in zip(flows, rates, froze, strict=True)}
         for link in check:
             capacity = link.capacity
-            load = capacity - resid[link.lid]  # the flows outside
+            used = capacity - resid[link.lid]  # by the flows outside
             top, low = 0.0, INF  # the fastest flow; the slowest it holds down
             for g in link.flows.values():
                 x = new.get(g.fid)
@@ -578,13 +579,13 @@ class FlowSim:
                     rate, by = g.rate, g.bneck
                 else:
                     rate, by = x
-                    load += rate * (1.0 if g.weights is None else g.weights[g.links.index(link)])
+                    used += rate * (1.0 if g.weights is None else g.weights[g.links.index(link)])
                 if rate > top:
                     top = rate
                 if by is link and rate < low:
                     low = rate
             slack = tol * capacity
-            if low < INF and (load < capacity - slack or low < top - slack):
+            if low < INF and (used < capacity - slack or low < top - slack):
                 grow[link] = None
         return rates, froze, grow
 
