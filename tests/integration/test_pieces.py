@@ -22,6 +22,7 @@ from warmstart.testbed.net import LOOPBACK, free_port
 from warmstart.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
+PIECE_DOWNLOADS = 4  # the agent's default piece_downloads: pieces one node fetches at once
 TOKEN = "pieces-secret"
 
 
@@ -211,12 +212,14 @@ def test_a_peer_sending_a_corrupt_piece_is_refused_and_not_asked_again(
     assert registry.blob_gets(layer, since=mark, successful_only=True) == 1
     asked = [r for r in liar_proxy.requests_matching(layer, "GET") if r.header("Range")]
     assert any(r.fault == "corrupt" for r in asked), "nobody asked the liar for a piece"
-    # each node that got a corrupt piece from it never asked it again for this blob
+    # each node that got a corrupt piece from it asked it no more: only requests already in
+    # flight when the first bad piece was found (a node has at most PIECE_DOWNLOADS at once,
+    # usually one per peer) can still reach it
     by_node: dict[str, int] = {}
     for r in asked:
         node = r.header("X-Warmstart-Peer") or "?"
         by_node[node] = by_node.get(node, 0) + 1
-    assert by_node and all(n == 1 for n in by_node.values()), by_node
+    assert by_node and all(n <= PIECE_DOWNLOADS for n in by_node.values()), by_node
     for i, node in enumerate(nodes):
         if f"node{i}" in by_node:
             assert "is not asked for this blob again" in node.log.read_text()
