@@ -13,6 +13,10 @@ FanoutResult` with the run's ``params``: ``rate``, ``upstream_rate``, ``lan_rate
      "fetch_s": 24.5,                         # every node done (used without completions)
      "policy": "pieces"}                      # optional: which policy was measured
 
+A scale-out row's ``per_node[].done_s`` are its completions, and its policy is the product's
+default (pieces: the agents ran with their defaults); ``fanout-fetch`` rows (no containerd) are
+what the simulator models best, ``fanout`` rows add the pull's containerd side.
+
 A row of another mode than ``warmstart`` (baseline, registry-proxy) is listed as skipped: the
 simulator models warmstart's two policies only. Without ``policy`` both are predicted.
 
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warmstart.bench.fleet_policies import POLICIES, PieceParams, simulate
+from warmstart.bench.fleet_policies import PIECES, POLICIES, PieceParams, simulate
 from warmstart.bench.fleet_sim import FleetParams
 from warmstart.bench.spike_metrics import percentile
 from warmstart.units import parse_rate
@@ -125,7 +129,11 @@ def _measurement(row: Mapping[str, Any], params: Mapping[str, Any], cpus: Any) -
     if rate is None:
         raise ValueError(f"a measured row needs the nodes' rate: {dict(row)}")
     done = row.get("completions_s")
+    if done is None and row.get("per_node"):  # a scale-out fan-out: each node's finish
+        done = [n["done_s"] for n in row["per_node"]]
     policy = row.get("policy")
+    if policy is None and params:  # a scale-out run measures the product's default
+        policy = PIECES
     if policy is not None and policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r} in a measured row")
     if done is None and row.get("fetch_s") is None:

@@ -46,14 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warmstart.bench.scaleout_fanout import FETCH_MODES, run_fanout, run_fanout_fetch
 from warmstart.bench.scaleout_model import BenchModel, prepare_model
 from warmstart.bench.scaleout_nodes import (
     close_nodes,
     start_nodes,
 )
 from warmstart.bench.scaleout_report import environment_info, write_report
-from warmstart.bench.scaleout_scenarios import bench_env, run_fanout, run_spike, run_startup
+from warmstart.bench.scaleout_scenarios import bench_env, run_spike, run_startup
 from warmstart.bench.scaleout_types import (
+    FANOUT_FETCH,
     MODES,
     PROVISIONED,
     WARMSTART,
@@ -69,7 +71,7 @@ from warmstart.testbed.registry import RegistryProcess
 
 Log = Callable[[str], None]
 
-SCENARIOS = ("startup", "fanout", "spike")
+SCENARIOS = ("startup", "fanout", "fanout-fetch", "spike")
 BUNDLED_TRACE = Path(__file__).resolve().parent / "traces" / "azure-llm-2023-conv.csv"
 REPOSITORY = "warmstart/example-minilm"
 
@@ -199,8 +201,11 @@ def layout_blob_bytes(layout: Path, tag: str) -> int:
 
 def mode_scenarios(mode: str, scenarios: tuple[str, ...]) -> tuple[str, ...]:
     """The scenarios ``mode`` runs of those asked for: ``provisioned`` only the spike (its
-    replicas are up before the replay; it has no startup or fan-out of its own)."""
-    return tuple(s for s in scenarios if s == "spike") if mode == PROVISIONED else scenarios
+    replicas are up before the replay; it has no startup or fan-out of its own);
+    ``fanout-fetch`` only baseline and warmstart (agents, or skopeo from the upstream)."""
+    if mode == PROVISIONED:
+        return tuple(s for s in scenarios if s == "spike")
+    return tuple(s for s in scenarios if s != FANOUT_FETCH or mode in FETCH_MODES)
 
 
 async def _run_mode(
@@ -277,10 +282,17 @@ async def _run_mode(
         stacks = await asyncio.to_thread(start_nodes, net, mode, upstream, config.puller)
         try:
             results.fanout.append(
-                await run_fanout(stacks, mode, image, image_bytes, env, upstream, log, model)
+                await run_fanout(
+                    stacks, mode, image, image_bytes, env, upstream, log, model, net.link_bytes
+                )
             )
         finally:
             await asyncio.to_thread(close_nodes, stacks)
+    if FANOUT_FETCH in scenarios:
+        log(f"{mode}: fanout-fetch (no containerd)")
+        results.fanout.append(
+            await run_fanout_fetch(net, mode, image, image_bytes, upstream, log)
+        )
 
 
 def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> ScaleoutResults:

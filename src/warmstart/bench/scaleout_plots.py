@@ -6,7 +6,8 @@
   replica-seconds (and their ratios to provisioned's);
 - startup: one stacked bar per mode and tier, split into pull, unpack, the model's fetch (the
   part the pull and unpack did not hide; with a separate model only), start, model load;
-- fanout: wall time and upstream bytes per mode (:func:`warmstart.bench.plots.bar_chart`).
+- fanout: wall time and upstream bytes per mode (:func:`warmstart.bench.plots.bar_chart`), and
+  per node when it held every byte (nodes done over time) and what it sent its peers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from warmstart.bench.plots import bar_chart
 from warmstart.bench.scaleout_types import (
+    FANOUT_FETCH,
     MODES,
     PROVISIONED,
     TIERS,
@@ -208,7 +210,8 @@ def plot_fanout(
     several = len({r.nodes for r in results}) > 1
 
     def name(r: FanoutResult) -> str:
-        return f"{r.mode}, {r.nodes} nodes" if several else r.mode
+        what = r.mode + (", fetch only" if r.scenario == FANOUT_FETCH else "")
+        return f"{what}, {r.nodes} nodes" if several else what
 
     rank = {m: i for i, m in enumerate(_ordered([r.mode for r in results], modes))}
     ordered = sorted(results, key=lambda r: (rank[r.mode], r.nodes))
@@ -238,4 +241,31 @@ def plot_fanout(
                 upstream,
             )
         )
+    with_nodes = [r for r in ordered if r.per_node]
+    if with_nodes:
+        paths.append(plot_fanout_nodes(with_nodes, out_dir / f"{prefix}-fanout-nodes.png", name))
     return paths
+
+
+def plot_fanout_nodes(results: Sequence[FanoutResult], path: Path, name: Any) -> Path:
+    """Left: nodes holding every byte over time, a line per run; right: what each node sent
+    its peers (x the image), a marker per node."""
+    plt = _pyplot()
+    fig, (done, sent) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, r in enumerate(results):
+        color = COLORS[i % len(COLORS)]
+        times = sorted(n.done_s for n in r.per_node)
+        done.step([0.0, *times], range(len(times) + 1), where="post", color=color, label=name(r))
+        total = r.image_bytes + r.model_bytes or 1
+        uploads = [n.lan_tx / total for n in r.per_node]
+        sent.plot(range(len(uploads)), uploads, "o", color=color, label=name(r))
+    done.set_xlabel("seconds since every node asked")
+    done.set_ylabel("nodes holding every byte")
+    done.set_title("Fan-out: nodes done over time")
+    done.grid(alpha=0.3)
+    sent.set_xlabel("node")
+    sent.set_ylabel("sent to peers, x the image")
+    sent.set_title("What each node uploaded")
+    sent.grid(alpha=0.3)
+    done.legend(fontsize=7, loc="lower right")
+    return _save(fig, plt, path)

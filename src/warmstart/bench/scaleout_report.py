@@ -32,7 +32,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
@@ -40,7 +40,9 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from warmstart.bench.scaleout_fanout_report import fanout_node_table, fanout_rows
 from warmstart.bench.scaleout_plots import plot_fanout, plot_spike, plot_startup
+from warmstart.bench.scaleout_rows import STARTUP_REFERENCE_TIER, Row, finite, medians, pct, times
 from warmstart.bench.scaleout_types import (
     BASELINE,
     IMAGE_CACHED,
@@ -73,9 +75,6 @@ STARTUP_TARGETS = {"warm": 3.0, "peer": 2.5, "cold": 0.95, "hot": 20.0}
 SPARE0_P50_REDUCTION_TARGET = 0.30  # spike with prewarm_spare = 0: P50 30 % lower, or more
 P99_REDUCTION_TARGET = 0.50
 PREWARM_OVER_UNPACK_TARGET_S = 2.0  # a hot pre-warm from warm: containerd's unpack + 2 s
-FANOUT_CAPPED_TARGET = 0.6  # shared upstream cap: warmstart's wall time <= 0.6x baseline's
-STARTUP_REFERENCE_TIER = "cold"  # the baseline's start when it has no result for a tier
-FANOUT_WALL_TARGET = 1.3  # N nodes at once: at most 1.3x one node's cold start (baseline)
 # With a separate model (issue 16): hot = the image hot and the model materialised.
 STARTUP_TARGETS_WITH_MODEL = {**STARTUP_TARGETS, "hot": 10.0}
 HOT_VS_IMAGE_CACHED_TARGET = 3.0  # warmstart hot >= 3x SageMaker-with-caching's start
@@ -142,10 +141,6 @@ def environment_info(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 # -- JSON ---------------------------------------------------------------------------------------
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
 
 
 def _columns(cls: type, items: Sequence[Any]) -> dict[str, Any]:
@@ -219,7 +214,7 @@ def from_json(doc: Mapping[str, Any]) -> ScaleoutResults:
     return ScaleoutResults(
         spike=[_spike_from_json(s) for s in doc.get("spike", [])],
         startup=[StartupResult(**s) for s in doc.get("startup", [])],
-        fanout=[FanoutResult(**f) for f in doc.get("fanout", [])],
+        fanout=[FanoutResult.from_json(f) for f in doc.get("fanout", [])],
         prewarm=[PrewarmResult(**p) for p in doc.get("prewarm", [])],
         modes=tuple(doc["modes"]),
         params=dict(doc.get("params", {})),
@@ -264,41 +259,6 @@ def read_json(path: Path) -> ScaleoutResults:
 # -- the table ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the table: a metric per mode, warmstart vs the baseline, and its target.
-
-    ``met`` is None when the row has no target (``target == ""``) or it could not be judged.
-    """
-
-    scenario: str
-    metric: str
-    unit: str  # "s", "count", "req/s", "x image"
-    values: dict[str, float | None]
-    ratio: str = ""
-    ratio_value: float | None = None
-    target: str = ""
-    met: bool | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "values": {k: _finite(v) for k, v in self.values.items()},
-            "ratio_value": _finite(self.ratio_value),
-        }
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{-x * 100:+.0f}%"
-
-
-def _times(x: float | None, lower_bound: bool = False) -> str:
-    if x is None:
-        return ""
-    shown = "inf" if math.isinf(x) else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
-    return (">= " if lower_bound else "") + shown
-
-
 def _spike_rows(results: ScaleoutResults) -> list[Row]:
     metrics = {r.mode: r.metrics for r in results.spike}
     comp = ratios_vs_baseline(metrics).get(WARMSTART)
@@ -320,7 +280,7 @@ def _spike_rows(results: ScaleoutResults) -> list[Row]:
                 f"{q.upper()} latency",
                 "s",
                 values(lambda m, q=q: getattr(m, f"{q}_s")),
-                _pct(reduction),
+                pct(reduction),
                 None if reduction is None else -reduction,
                 target,
                 met,
@@ -336,7 +296,7 @@ def _spike_rows(results: ScaleoutResults) -> list[Row]:
             "time to capacity",
             "s",
             values(lambda m: m.time_to_capacity_s),
-            _times(speedup, bool(comp and comp.ttc_lower_bound)) or ("never" if comp else ""),
+            times(speedup, bool(comp and comp.ttc_lower_bound)) or ("never" if comp else ""),
             speedup,
             f"{TIME_TO_CAPACITY_TARGET:g}x faster or more",
             ttc_met,
@@ -434,7 +394,7 @@ def _spare0_rows(results: ScaleoutResults) -> list[Row]:
                 f"{q.upper()} latency, prewarm_spare = 0 (demand-driven pre-warm only)",
                 "s",
                 {BASELINE: theirs, WARMSTART: ours},
-                _pct(reduction),
+                pct(reduction),
                 None if reduction is None else -reduction,
                 f"-{goal * 100:.0f}% or more" if goal else "",
                 None if goal is None or reduction is None else reduction >= goal - 1e-9,
@@ -475,7 +435,7 @@ class SpikeCostRow:
     p50_vs_provisioned: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _finite(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: finite(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 def spike_cost_rows(results: ScaleoutResults) -> list[SpikeCostRow]:
@@ -607,15 +567,6 @@ def spike_cost_table(results: ScaleoutResults) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _medians(
-    items: Iterable[Any], key: Callable[[Any], tuple[str, Any]], value: Callable[[Any], float]
-) -> dict[tuple[str, Any], float]:
-    groups: dict[tuple[str, Any], list[float]] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(value(item))
-    return {k: float(median(v)) for k, v in groups.items()}
-
-
 def _startup_target(target: float | None) -> str:
     if target is None:
         return ""
@@ -625,7 +576,7 @@ def _startup_target(target: float | None) -> str:
 
 
 def _startup_rows(results: ScaleoutResults) -> list[Row]:
-    totals = _medians(results.startup, lambda r: (r.mode, r.tier), lambda r: r.total_s)
+    totals = medians(results.startup, lambda r: (r.mode, r.tier), lambda r: r.total_s)
     with_model = any(r.model_s is not None for r in results.startup)
     targets = STARTUP_TARGETS_WITH_MODEL if with_model else STARTUP_TARGETS
     present = {tier for _, tier in totals} - {IMAGE_CACHED}
@@ -649,7 +600,7 @@ def _startup_rows(results: ScaleoutResults) -> list[Row]:
                 label,
                 "s",
                 values,
-                _times(speedup),
+                times(speedup),
                 speedup,
                 _startup_target(target),
                 None if target is None or speedup is None else speedup >= target - 1e-9,
@@ -675,7 +626,7 @@ def _image_cached_rows(
             "startup with the image cached, model downloaded (baseline: cold)",
             "s",
             {BASELINE: cached},
-            _times(speedup),
+            times(speedup),
             speedup,
             f"about 2x ({lo:g}x to {hi:g}x), the published shape",
             None if speedup is None else lo - 1e-9 <= speedup <= hi + 1e-9,
@@ -690,7 +641,7 @@ def _image_cached_rows(
                 "startup from hot vs the image cached (baseline: image-cached)",
                 "s",
                 {BASELINE: cached, WARMSTART: hot},
-                _times(ratio),
+                times(ratio),
                 ratio,
                 f"{HOT_VS_IMAGE_CACHED_TARGET:g}x faster or more",
                 None if ratio is None else ratio >= HOT_VS_IMAGE_CACHED_TARGET - 1e-9,
@@ -702,7 +653,7 @@ def _image_cached_rows(
 def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
     """The model's fetch by tier: from a peer vs from the upstream, warm -> hot, and the
     upstream bytes of every start of a mode (warmstart: once for its whole sequence)."""
-    fetched = _medians(
+    fetched = medians(
         [r for r in results.startup if r.model_s is not None],
         lambda r: (r.mode, r.tier),
         lambda r: r.model_s,
@@ -721,7 +672,7 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
                 "its own download)",
                 "s",
                 {BASELINE: fetched.get((BASELINE, STARTUP_REFERENCE_TIER)), WARMSTART: peer},
-                _times(speedup),
+                times(speedup),
                 speedup,
                 f"{MODEL_PEER_TARGET:g}x faster than from the upstream or more",
                 None if speedup is None else speedup >= MODEL_PEER_TARGET - 1e-9,
@@ -742,7 +693,7 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
                 f"model pre-warm alone, fetch from a peer (from the upstream: {shown})",
                 "s",
                 {WARMSTART: alone["peer"]},
-                _times(speedup),
+                times(speedup),
                 speedup,
                 f"{MODEL_PEER_TARGET:g}x faster than from the upstream or more",
                 None if speedup is None else speedup >= MODEL_PEER_TARGET - 1e-9,
@@ -779,81 +730,6 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
     return rows
 
 
-def _fanout_rows(results: ScaleoutResults) -> list[Row]:
-    walls = _medians(results.fanout, lambda r: (r.mode, r.nodes), lambda r: r.wall_s)
-    fetches = _medians(
-        [r for r in results.fanout if r.fetch_s is not None],
-        lambda r: (r.mode, r.nodes),
-        lambda r: r.fetch_s,
-    )
-    upstream = _medians(
-        results.fanout,
-        lambda r: (r.mode, r.nodes),
-        lambda r: r.upstream_bytes / (r.image_bytes + r.model_bytes) if r.image_bytes else math.nan,
-    )
-    with_model = any(r.model_bytes for r in results.fanout)
-    what = "the image and model" if with_model else "the image"
-    rows = []
-    for nodes in sorted({n for _, n in walls}):
-        for metric, unit, table in (
-            ("wall time", "s", walls),
-            ("fetch time (all bytes on every node)", "s", fetches),
-            ("upstream bytes" + (" (image + model)" if with_model else ""), "x image", upstream),
-        ):
-            if not any((m, nodes) in table for m in results.modes):
-                continue
-            values = {m: table.get((m, nodes)) for m in results.modes}
-            values = {m: None if v is None or math.isnan(v) else v for m, v in values.items()}
-            base, ours = values.get(BASELINE), values.get(WARMSTART)
-            ratio = base / ours if base is not None and ours else None
-            target, met = "", None
-            if metric.startswith("upstream bytes"):
-                target = f"1x {what}"
-                met = None if ours is None else abs(ours - 1.0) < 0.005
-            elif metric == "wall time" and results.params.get("upstream_rate"):
-                # every node behind one shared upstream cap: warmstart at most 0.6x baseline
-                target = f"{FANOUT_CAPPED_TARGET:g}x baseline's or less (shared upstream cap)"
-                met = None if ratio is None else 1 / ratio <= FANOUT_CAPPED_TARGET + 1e-9
-            rows.append(
-                Row("fanout", f"{metric}, {nodes} nodes", unit, values, _times(ratio), ratio,
-                    target, met)
-            )  # fmt: skip
-        cold = _medians(results.startup, lambda r: (r.mode, r.tier), lambda r: r.total_s).get(
-            (BASELINE, STARTUP_REFERENCE_TIER)
-        )
-        if cold:
-            values = {m: (w / cold if (w := walls.get((m, nodes))) else None)
-                      for m in results.modes}  # fmt: skip
-            ours = values.get(WARMSTART)
-            rows.append(
-                Row(
-                    "fanout",
-                    f"wall time, {nodes} nodes / one node's cold start ({cold:.1f} s)",
-                    "x",
-                    values,
-                    "",
-                    None,
-                    f"{FANOUT_WALL_TARGET:g}x or less",
-                    None if ours is None else ours <= FANOUT_WALL_TARGET + 1e-9,
-                )
-            )
-        cold_pull = _medians(results.startup, lambda r: (r.mode, r.tier), lambda r: r.pull_s).get(
-            (BASELINE, STARTUP_REFERENCE_TIER)
-        )
-        if cold_pull and any((m, nodes) in fetches for m in results.modes):
-            values = {m: (f / cold_pull if (f := fetches.get((m, nodes))) else None)
-                      for m in results.modes}  # fmt: skip
-            rows.append(
-                Row(
-                    "fanout",
-                    f"fetch time, {nodes} nodes / one node's cold fetch ({cold_pull:.1f} s)",
-                    "x",
-                    values,
-                )
-            )
-    return rows
-
-
 def table_rows(results: ScaleoutResults) -> list[Row]:
     """Every row of the table, scenario by scenario."""
     rows: list[Row] = []
@@ -862,7 +738,7 @@ def table_rows(results: ScaleoutResults) -> list[Row]:
     if results.startup:
         rows += _startup_rows(results)
     if results.fanout:
-        rows += _fanout_rows(results)
+        rows += fanout_rows(results)
     if results.prewarm:
         rows += _prewarm_rows(results)
     return rows
@@ -1075,6 +951,8 @@ def write_report(
         text += "\n" + prewarm_table(results)
     if any(r.links for r in results.startup):
         text += "\n" + link_table(results)
+    if any(r.per_node for r in results.fanout):
+        text += "\n" + fanout_node_table(results)
     table.write_text(text, encoding="utf-8")
     written.append(table)
     if results.spike:

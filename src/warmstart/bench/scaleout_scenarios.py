@@ -1,5 +1,5 @@
-"""The scenarios of ``warmstart bench scaleout`` on one mode's nodes: startup (per tier),
-fanout, spike."""
+"""The scenarios of ``warmstart bench scaleout`` on one mode's nodes: startup (per tier) and
+spike (the fan-outs: :mod:`warmstart.bench.scaleout_fanout`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from warmstart.bench.scaleout_types import (
     REGISTRY_PROXY,
     WARMSTART,
     EndpointLoad,
-    FanoutResult,
     PrewarmResult,
     SpikeResult,
     StartupResult,
@@ -303,40 +302,6 @@ async def run_startup(
         if model is not None:
             prewarms.append(await _timed_model_prewarm(second, model, upstream, "cold", log))
     return results
-
-
-async def run_fanout(
-    stacks: list[NodeStack],
-    mode: str,
-    image: str,
-    image_bytes: int,
-    env: dict[str, str],
-    upstream: RegistryProcess,
-    log: Log,
-    model: BenchModel | None = None,
-) -> FanoutResult:
-    mark = upstream.mark()
-    started = time.monotonic()
-    suffix = run_id()
-    outcomes = await asyncio.gather(
-        *(start_replica(s, image, f"fan{i}-{suffix}", env, model) for i, s in enumerate(stacks)),
-        return_exceptions=True,
-    )
-    wall = time.monotonic() - started
-    fetch = 0.0
-    for stack, outcome in zip(stacks, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
-            raise RuntimeError(f"fanout on {stack.name} failed: {outcome}")
-        fetch = max(fetch, outcome[0].pull_s)  # every node's pull began at ``started``
-        await stop_replica(stack, outcome[1], model)
-    sent = upstream_blob_bytes(upstream.requests(since=mark))
-    model_bytes = model.bytes if model is not None else 0
-    log(
-        f"  {mode} fanout x{len(stacks)}: {wall:.1f} s (all image bytes on every node after "
-        f"{fetch:.1f} s), upstream {sent / 2**20:.0f} MiB ({sent / (image_bytes + model_bytes):.2f}x "
-        f"the image{' and model' if model is not None else ''})"
-    )
-    return FanoutResult(mode, len(stacks), wall, sent, image_bytes, fetch, model_bytes)
 
 
 async def run_spike(

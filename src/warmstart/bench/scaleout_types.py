@@ -195,9 +195,30 @@ class PrewarmResult:
     linked_bytes: int = 0  # a model: bytes its directory got as links (no copy)
 
 
+# The fan-out scenarios: every node starts a replica of the image at once (containerd pulls
+# and unpacks it: ``fanout``), or every node only fetches the image's blobs at once, no
+# containerd (``fanout-fetch``: the agents pre-warm it warm; baseline nodes copy it from the
+# upstream with skopeo): the network side without N unpacks sharing the machine's cores.
+FANOUT = "fanout"
+FANOUT_FETCH = "fanout-fetch"
+
+
+@dataclass(frozen=True)
+class NodeTransfer:
+    """One node in a fan-out: when it held every byte, and what crossed its links meanwhile
+    (kernel counters of its shaped links, so TCP/IP and HTTP overhead included)."""
+
+    node: str
+    done_s: float  # since the fan-out began: every image byte verified on this node
+    upstream_rx: int  # received through its uplink from the upstream
+    lan_rx: int  # received over the LAN (from its peers)
+    lan_tx: int  # sent over the LAN (to its peers)
+
+
 @dataclass(frozen=True)
 class FanoutResult:
-    """``nodes`` nodes start the same image at once: wall time and bytes from the upstream."""
+    """``nodes`` nodes start (or fetch) the same image at once: wall time, bytes from the
+    upstream, and per node when it was done and its link bytes."""
 
     mode: str
     nodes: int
@@ -206,6 +227,14 @@ class FanoutResult:
     image_bytes: int
     fetch_s: float | None = None  # until every node held all the image's bytes (pull phase)
     model_bytes: int = 0  # a separate model every replica got too (upstream_bytes counts it)
+    scenario: str = FANOUT  # or FANOUT_FETCH
+    per_node: tuple[NodeTransfer, ...] = ()
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> FanoutResult:
+        """The inverse of ``dataclasses.asdict`` (older files have no ``per_node``)."""
+        nodes = tuple(NodeTransfer(**n) for n in doc.get("per_node", ()))
+        return cls(**{**doc, "per_node": nodes})
 
 
 @dataclass
