@@ -1,10 +1,16 @@
-"""Small asyncio helpers for groups of tasks."""
+"""Small asyncio helpers: groups of tasks, a body read to its end with a cap."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
+
+
+class ByteStream(Protocol):
+    """What :func:`read_to_end` reads (``aiohttp.StreamReader``)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
 
 
 async def cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
@@ -25,4 +31,21 @@ async def run_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
         await cancel_all(tasks)
 
 
-__all__ = ["cancel_all", "run_all"]
+async def read_to_end(stream: ByteStream, limit: int) -> bytes | None:
+    """Every byte of ``stream`` up to its end, or None once it has more than ``limit``.
+
+    ``StreamReader.read(n)`` returns what has arrived, up to ``n`` bytes — a body longer than
+    one segment comes back cut short; this reads until the end."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await stream.read(min(1 << 16, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return None
+
+
+__all__ = ["ByteStream", "cancel_all", "read_to_end", "run_all"]

@@ -62,6 +62,7 @@ from warmstart.agent.sending import (
     send_stream,
 )
 from warmstart.agent.status import status_body
+from warmstart.aio import read_to_end
 from warmstart.containerd.content_link import LinkSetup
 from warmstart.fetch.api import (
     PEER_HEADER,
@@ -627,8 +628,8 @@ def _bad_request(message: str) -> web.Response:
 async def _json_body(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > MAX_CONTROL_BODY:
         raise ValueError("request body too large")
-    raw = await request.content.read(MAX_CONTROL_BODY + 1)
-    if len(raw) > MAX_CONTROL_BODY:
+    raw = await read_to_end(request.content, MAX_CONTROL_BODY)
+    if raw is None:
         raise ValueError("request body too large")
     try:
         return json.loads(raw)

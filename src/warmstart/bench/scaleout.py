@@ -291,7 +291,7 @@ async def _run_mode(
     if FANOUT_FETCH in scenarios:
         log(f"{mode}: fanout-fetch (no containerd)")
         results.fanout.append(
-            await run_fanout_fetch(net, mode, image, image_bytes, upstream, log)
+            await run_fanout_fetch(net, mode, image, image_bytes, upstream, work, log)
         )
 
 

@@ -19,7 +19,6 @@ import asyncio
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -187,12 +186,15 @@ async def run_fanout_fetch(
     image: str,
     image_bytes: int,
     upstream: RegistryProcess,
+    work_dir: Path,
     log: Log,
 ) -> FanoutResult:
-    """Every node fetches ``image``'s blobs at once, no containerd (``fanout-fetch``)."""
+    """Every node fetches ``image``'s blobs at once, no containerd (``fanout-fetch``); the
+    agents' logs stay under ``work_dir``."""
     if mode not in FETCH_MODES:
         raise ValueError(f"fanout-fetch runs {' and '.join(FETCH_MODES)}, not {mode!r}")
-    work = Path(tempfile.mkdtemp(prefix=f"ws-fetch-{mode}-", dir="/tmp"))
+    work = work_dir / f"fanout-fetch-{mode}"
+    work.mkdir(parents=True, exist_ok=True)
     agents: list[AgentProcess] = []
     try:
         if mode == WARMSTART:
@@ -218,7 +220,9 @@ async def run_fanout_fetch(
     finally:
         for agent in agents:
             await asyncio.to_thread(agent.stop)
-        await asyncio.to_thread(shutil.rmtree, work, True)
+        # the fetched bytes go; the agents' logs stay in the run's work dir (--workdir)
+        for fetched in [*(a.store for a in agents), *(work / n.name for n in net.nodes)]:
+            await asyncio.to_thread(shutil.rmtree, fetched, True)
     result = FanoutResult(
         mode=mode,
         nodes=len(net.nodes),

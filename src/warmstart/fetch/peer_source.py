@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from warmstart.aio import read_to_end
 from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER, PIECE_HEADER
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
@@ -271,8 +272,8 @@ class PeerSource:
         try:
             if resp.status != 200:
                 raise await _fail(resp, what)
-            raw = await resp.content.read(MAX_TRACKER_ANSWER + 1)
-            if len(raw) > MAX_TRACKER_ANSWER:
+            raw = await read_to_end(resp.content, MAX_TRACKER_ANSWER)
+            if raw is None:
                 raise SourceCorrupt(f"{what}: over {MAX_TRACKER_ANSWER} bytes")
         except (aiohttp.ClientError, TimeoutError) as e:
             raise SourceUnavailable(f"{what}: {one_line(e) or type(e).__name__}") from None
@@ -295,8 +296,8 @@ class PeerSource:
                 raise await _fail(resp, what)
             if (resp.content_length or 0) > MAX_MANIFEST_BYTES:
                 raise SourceCorrupt(f"{what}: over {MAX_MANIFEST_BYTES} bytes")
-            body = await resp.content.read(MAX_MANIFEST_BYTES + 1)
-            if len(body) > MAX_MANIFEST_BYTES:
+            body = await read_to_end(resp.content, MAX_MANIFEST_BYTES)
+            if body is None:
                 raise SourceCorrupt(f"{what}: over {MAX_MANIFEST_BYTES} bytes")
             media_type = mt.base_media_type(resp.headers.get("Content-Type"))
         except (aiohttp.ClientError, TimeoutError) as e:
