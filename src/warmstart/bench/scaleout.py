@@ -42,6 +42,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,11 @@ async def _run_mode(
     after the startup runs; every other node's containerd is emptied first, and with a model
     every agent's store, so the spike's upstream bytes show what one cluster fetches); fanout
     on fresh nodes. ``provisioned`` runs the spike only."""
+    # asyncio.to_thread's default pool has min(32, cores + 4) threads, 6 on 2 cores: the
+    # nodes' blocking calls (a pre-warm, a CRI pull, a skopeo copy) would go six at a time.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(4 * len(net.nodes) + 4, thread_name_prefix="scaleout")
+    )
     env = bench_env(config, plan.time_scale if plan else 0.05)
     scenarios = mode_scenarios(mode, config.scenarios)
     if not scenarios:
