@@ -113,9 +113,24 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     for p in prewarms.values():
         assert p.linked >= 2 and p.total_s >= p.fetch_s  # config and layers, never streamed
 
-    fanout = {f.mode: f for f in results.fanout}
+    fanout = {f.mode: f for f in results.fanout if f.scenario == "fanout"}
     assert fanout["baseline"].upstream_bytes == 2 * (image_bytes + downloaded)  # once per node
     assert fanout["warmstart"].upstream_bytes == image_bytes + model_bytes  # once for the cluster
+    for f in fanout.values():  # each node's finish and link bytes
+        assert [n.node for n in f.per_node] == ["node0", "node1"]
+        assert all(0 < n.done_s <= f.wall_s for n in f.per_node)
+        assert sum(n.upstream_rx for n in f.per_node) >= f.upstream_bytes
+    # fetch only (no containerd): baseline nodes each copy the image from the upstream; the
+    # agents draw it once and each blob crosses the LAN once, to the node that is not its home
+    fetch = {f.mode: f for f in results.fanout if f.scenario == "fanout-fetch"}
+    assert set(fetch) == {"baseline", "warmstart"}
+    assert fetch["baseline"].upstream_bytes == 2 * image_bytes
+    assert fetch["warmstart"].upstream_bytes == image_bytes
+    for n in fetch["baseline"].per_node:
+        assert n.upstream_rx >= image_bytes and n.lan_tx < (1 << 20)
+    ours = fetch["warmstart"].per_node
+    assert sum(n.lan_rx for n in ours) >= image_bytes > sum(n.upstream_rx for n in ours) / 1.2
+    assert fetch["warmstart"].agents_cpu_s is not None and fetch["baseline"].agents_cpu_s is None
 
     spike = {s.mode: s for s in results.spike}
     assert set(spike) == {"baseline", "warmstart", "warmstart-spare0", "provisioned"}
@@ -145,12 +160,14 @@ def test_tiny_scaleout_in_two_modes(image_cache: Path, tmp_path: Path) -> None:
     written = write_outputs(results, tmp_path / "out" / "scaleout.json", tmp_path / "out")
     names = {p.name for p in written}
     assert {"scaleout.json", "scaleout.md", "scaleout-spike.png", "scaleout-startup.png"} <= names
+    assert "scaleout-fanout-nodes.png" in names
     doc = json.loads((tmp_path / "out" / "scaleout.json").read_text())
     assert doc["params"]["nodes"] == 2
     table = (tmp_path / "out" / "scaleout.md").read_text()
     assert "| startup | startup from hot" in table
     assert "| startup | startup with the image cached, model downloaded" in table
     assert "| model s |" in table and "| baseline | image-cached |" in table
+    assert "| fanout-fetch | warmstart | node1 |" in table
     assert "| provisioned | " in table and "| cost vs provisioned |" in table
     assert [row["mode"] for row in doc["spike_cost"]["rows"]] == [s.mode for s in results.spike]
 

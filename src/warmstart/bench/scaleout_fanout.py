@@ -16,6 +16,7 @@ over the LAN, and what it sent to its peers.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import subprocess
@@ -66,6 +67,26 @@ def node_transfers(
     )
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has been busy since boot (``/proc/stat``)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used; 0 once it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _log_result(result: FanoutResult, log: Log) -> None:
     total = result.image_bytes + result.model_bytes
     what = "the image" + (" and model" if result.model_bytes else "")
@@ -76,6 +97,12 @@ def _log_result(result: FanoutResult, log: Log) -> None:
         f"{result.upstream_bytes / 2**20:.0f} MiB ({result.upstream_bytes / total:.2f}x {what}),"
         f" largest upload of a node {sent / total:.2f}x"
     )
+    if result.machine_busy_s is not None:
+        agents = f", agents {result.agents_cpu_s:.0f}" if result.agents_cpu_s is not None else ""
+        log(
+            f"  CPU seconds: machine busy {result.machine_busy_s:.0f} of "
+            f"{os.cpu_count() or 1} x {result.wall_s:.0f}{agents}"
+        )
 
 
 async def run_fanout(
@@ -201,6 +228,8 @@ async def run_fanout_fetch(
             agents = await asyncio.to_thread(_start_agents, net, upstream, work)
         mark = upstream.mark()
         before = await asyncio.to_thread(net.link_bytes)
+        cpu0 = [process_cpu_s(a.pid) for a in agents]
+        busy0 = machine_busy_s()
         started = time.monotonic()
         if mode == WARMSTART:
             jobs = [asyncio.to_thread(_agent_fetch, a, image, started) for a in agents]
@@ -211,6 +240,8 @@ async def run_fanout_fetch(
             ]
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
         wall = time.monotonic() - started
+        busy = machine_busy_s() - busy0
+        agents_cpu = sum(process_cpu_s(a.pid) for a in agents) - sum(cpu0)
         after = await asyncio.to_thread(net.link_bytes)
         for node, outcome in zip(net.nodes, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -232,6 +263,8 @@ async def run_fanout_fetch(
         fetch_s=max(done),
         scenario=FANOUT_FETCH,
         per_node=node_transfers([n.name for n in net.nodes], done, before, after),
+        machine_busy_s=round(busy, 1),
+        agents_cpu_s=round(agents_cpu, 1) if agents else None,
     )
     _log_result(result, log)
     return result

@@ -59,6 +59,7 @@ def _value_rows(results: ScaleoutResults, scenario: str, nodes: int) -> list[Row
         lambda r: r.upstream_bytes / (r.image_bytes + r.model_bytes) if r.image_bytes else None
     )
     uploads = table(largest_upload)
+    busy = table(lambda r: r.machine_busy_s / r.wall_s if r.machine_busy_s is not None else None)
     with_model = any(r.model_bytes for r in runs)
     what = "the image and model" if with_model else "the image"
     rows = []
@@ -67,6 +68,7 @@ def _value_rows(results: ScaleoutResults, scenario: str, nodes: int) -> list[Row
         ("fetch time (all bytes on every node)", "s", fetches),
         ("upstream bytes" + (" (image + model)" if with_model else ""), "x image", upstream),
         ("largest upload of one node", "x image", uploads),
+        ("CPU cores busy on average (the whole machine)", "cores", busy),
     ):
         values = {m: values_by.get((m, nodes)) for m in results.modes}
         if all(v is None for v in values.values()):
@@ -77,6 +79,8 @@ def _value_rows(results: ScaleoutResults, scenario: str, nodes: int) -> list[Row
         if metric.startswith("upstream bytes"):
             target = f"1x {what}"
             met = None if ours is None else abs(ours - 1.0) < 0.005
+        elif metric.startswith("CPU"):
+            ratio = None
         elif metric.startswith("largest upload"):
             target = f"{UPLOAD_TARGET:g}x or less"
             met = None if ours is None else ours <= UPLOAD_TARGET + 1e-9

@@ -229,6 +229,10 @@ class FanoutResult:
     model_bytes: int = 0  # a separate model every replica got too (upstream_bytes counts it)
     scenario: str = FANOUT  # or FANOUT_FETCH
     per_node: tuple[NodeTransfer, ...] = ()
+    # CPU seconds the whole machine was busy during the fan-out (every process, the
+    # benchmark's own and anything else running), and of it the agents' (warmstart only)
+    machine_busy_s: float | None = None
+    agents_cpu_s: float | None = None
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> FanoutResult:
