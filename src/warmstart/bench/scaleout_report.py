@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
+from operator import attrgetter
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -319,7 +320,7 @@ def _spike_rows(results: ScaleoutResults) -> list[Row]:
                 "spike",
                 f"{q.upper()} latency",
                 "s",
-                values(lambda m, q=q: getattr(m, f"{q}_s")),
+                values(attrgetter(f"{q}_s")),
                 _pct(reduction),
                 None if reduction is None else -reduction,
                 target,
@@ -766,7 +767,7 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
             runs = [r for r in results.startup if r.mode == mode and r.model_s is not None]
             if runs:
                 values[mode] = sum(r.upstream_model_bytes for r in runs) / size
-        ours = values.get(WARMSTART)
+        ours_ratio = values.get(WARMSTART)
         starts = ", ".join(
             f"{m}: {'+'.join(r.tier for r in results.startup if r.mode == m)}"
             for m in results.modes if m in values
@@ -774,7 +775,7 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
         rows.append(
             Row("startup", f"upstream model bytes over all starts ({starts})", "x model", values,
                 "", None, "1x the model (warmstart)",
-                None if ours is None else abs(ours - 1.0) < 0.005)
+                None if ours_ratio is None else abs(ours_ratio - 1.0) < 0.005)
         )  # fmt: skip
     return rows
 

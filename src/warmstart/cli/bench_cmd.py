@@ -287,17 +287,17 @@ def chaos(
 
     if os.geteuid() != 0:
         fail("bench chaos needs root (network namespaces, containerd, tmpfs mounts)", code=2)
-    overrides = {"seed": seed, "nodes": nodes, "soak_seconds": seconds}
     try:
         if quick:
-            config = ChaosConfig.quick_config(**overrides)
+            config = ChaosConfig.quick_config(seed=seed, nodes=nodes, soak_seconds=seconds)
         else:
-            config = ChaosConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+            soak = ChaosConfig.soak_seconds if seconds is None else seconds
+            config = ChaosConfig(seed=seed, nodes=nodes, soak_seconds=soak)
     except ValueError as e:
         fail(str(e), code=2)
     own = workdir is None
     # Short: the nodes' containerd sockets live under it.
-    work = Path(tempfile.mkdtemp(prefix="wschaos-", dir="/tmp")) if own else workdir
+    work = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="wschaos-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         results = run_chaos(config, work, log=lambda line: err_console.print(line, markup=False))

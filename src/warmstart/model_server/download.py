@@ -206,7 +206,8 @@ class DownloadReport:
 
 
 def _urlopen(request: urllib.request.Request, timeout: float) -> IO[bytes]:
-    return urllib.request.urlopen(request, timeout=timeout)  # type: ignore[no-any-return]
+    response: IO[bytes] = urllib.request.urlopen(request, timeout=timeout)
+    return response
 
 
 def _open(opener: Opener, url: str, accept: str | None, timeout: float, what: str) -> IO[bytes]:

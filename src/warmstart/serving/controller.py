@@ -692,9 +692,9 @@ class Controller:
             )
         finally:
             self._prewarming.discard(node.name)
-            done = self._prewarm_events.pop(node.name, None)
-            if done is not None:
-                done.set()
+            prewarm_event = self._prewarm_events.pop(node.name, None)
+            if prewarm_event is not None:
+                prewarm_event.set()
 
     async def _prewarm_model(self, node: NodeHandle, model: str) -> None:
         try:

@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from warmstart.image.push import push_layout as push_layout  # re-exported for the harness
 from warmstart.oci import Digest
@@ -101,7 +101,7 @@ def _write_layer(layout: Path, spec: LayerSpec) -> tuple[Digest, int, str]:
                 info.size = size
                 info.mode = 0o644
                 info.mtime = 0
-                tar.addfile(info, _RandomReader(size, spec.seed * 1000 + index))  # type: ignore[arg-type]
+                tar.addfile(info, _RandomReader(size, spec.seed * 1000 + index))
             for name, source in spec.host_files:
                 st = os.stat(source)
                 info = tarfile.TarInfo(name.lstrip("/"))
@@ -156,7 +156,7 @@ def write_image(
     manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
     manifest_digest = _put_bytes(layout, manifest_bytes)
     index_path = layout / "index.json"
-    index = (
+    index: dict[str, Any] = (
         json.loads(index_path.read_text())
         if index_path.exists()
         else {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
