@@ -561,7 +561,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def to_json(results: ChaosResults) -> dict[str, Any]:
-    return _jsonable(
+    doc: dict[str, Any] = _jsonable(
         {
             "params": results.params,
             "environment": results.environment,
@@ -578,3 +578,4 @@ def to_json(results: ChaosResults) -> dict[str, Any]:
             "targets": [asdict(t) for t in results.targets()],
         }
     )
+    return doc

@@ -60,6 +60,7 @@ from warmstart.bench.scaleout_types import (
     TimelinePoint,
 )
 from warmstart.bench.spike_metrics import (
+    CostComparison,
     demand_replica_seconds,
     ratios_vs_baseline,
     versus_provisioned,
@@ -372,12 +373,14 @@ def _versus_provisioned_rows(results: ScaleoutResults) -> list[Row]:
     if not versus:
         return []
     rows = []
-    for metric, unit, get, goal, shown in (
+    comparisons: tuple[tuple[str, str, Callable[[CostComparison], float | None], float, str], ...]
+    comparisons = (
         ("P50 vs provisioned", "x", lambda c: c.p50_ratio, SPIKE_P50_VS_PROVISIONED_TARGET,
          f"{SPIKE_P50_VS_PROVISIONED_TARGET:g}x or less"),
         ("replica-seconds vs provisioned", "fraction", lambda c: c.cost_fraction,
          SPIKE_COST_VS_PROVISIONED_TARGET, f"{SPIKE_COST_VS_PROVISIONED_TARGET:g} or less"),
-    ):  # fmt: skip
+    )  # fmt: skip
+    for metric, unit, get, goal, shown in comparisons:
         values = {m: get(versus[m]) for m in results.modes if m in versus}
         ours = values.get(WARMSTART)
         rows.append(

@@ -144,7 +144,7 @@ class RegistryProcess(Daemon):
         self._upstream_ca_file = upstream_ca_file
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], RegistryProcess] | None = None
         self._log_files: list[IO[bytes]] = []
         self._parsed: list[Request] = []
         self._log_offset = 0
