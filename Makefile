@@ -24,6 +24,7 @@ test: deps
 lint: deps
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
 
 bench-pull: deps
 	$(VENV)/bin/warmstart bench pull
@@ -63,4 +64,4 @@ $(STAMP_PY): pyproject.toml | deps-apt
 	touch $@
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

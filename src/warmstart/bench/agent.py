@@ -35,6 +35,7 @@ from typing import Any
 from warmstart.bench.plots import bar_chart
 from warmstart.bench.stats import median, rate_mb_s, rotated
 from warmstart.oci import mediatypes as mt
+from warmstart.oci.tiers import Tier
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.containerd import ContainerdProcess
 from warmstart.testbed.layout import LayerSpec, LayoutImage, write_image
@@ -437,7 +438,7 @@ def _unpacked(ctd: ContainerdProcess, ref: str) -> bool:
     from warmstart.containerd.images import parse_images_check
 
     rows = parse_images_check(ctd.ctr("images", "check").stdout)
-    return any(r.reference == ref and r.tier == "hot" for r in rows)
+    return any(r.reference == ref and r.tier is Tier.HOT for r in rows)
 
 
 def run_shaped_bench(

@@ -375,7 +375,7 @@ def evaluate_targets(
         survivors_ok = all(
             p.ok for p in fanout.pulls if p.role == DURING and p.node != _victim(fanout, p)
         )
-        ratios = [
+        upstream_ratios = [
             i.detail.get("upstream_layer_bytes", 0) / max(1, i.detail.get("blob_bytes", 1))
             for i in fired
         ]
@@ -384,12 +384,14 @@ def evaluate_targets(
                 "fan-out (pieces) with a peer killed mid-way",
                 "the other nodes finish; the upstream sends the agents the layer once (<= 1.05x)",
                 (
-                    ", ".join(f"#{i.number} {r:.2f}x" for i, r in zip(fired, ratios, strict=True))
+                    ", ".join(
+                        f"#{i.number} {r:.2f}x" for i, r in zip(fired, upstream_ratios, strict=True)
+                    )
                     + ("" if survivors_ok else "; a surviving node's pull failed")
                 )
                 if fired
                 else "no crash fired",
-                (survivors_ok and all(r <= 1.05 for r in ratios)) if fired else None,
+                (survivors_ok and all(r <= 1.05 for r in upstream_ratios)) if fired else None,
             )
         )
     corrupt = by_fault.get(DISK_CORRUPT)
@@ -559,7 +561,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def to_json(results: ChaosResults) -> dict[str, Any]:
-    return _jsonable(
+    doc: dict[str, Any] = _jsonable(
         {
             "params": results.params,
             "environment": results.environment,
@@ -576,3 +578,4 @@ def to_json(results: ChaosResults) -> dict[str, Any]:
             "targets": [asdict(t) for t in results.targets()],
         }
     )
+    return doc

@@ -163,7 +163,7 @@ class Run:
     scanner: IntegrityScanner = field(default_factory=IntegrityScanner)
     extra_stores: dict[str, Path] = field(default_factory=dict)  # label: store root
     corrupt_seen: set[str] = field(default_factory=set)
-    ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def now(self) -> float:
         return time.monotonic() - self.t0

@@ -214,7 +214,7 @@ def calibrate(
         params = bed_params(m, costs, seed)
         for policy in (m.policy,) if m.policy else POLICIES:
             done = simulate(params, policy, pieces).completions_s
-            pairs: list[tuple[str, float, float]] = []
+            pairs: list[tuple[str, float, float | None]] = []
             if m.completions_s:
                 pairs.append(("P50", percentile(m.completions_s, 50) or 0.0, percentile(done, 50)))
                 pairs.append(("slowest node", max(m.completions_s), max(done)))

@@ -32,6 +32,7 @@ transfer, choking games; all nodes are alike.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from warmstart.bench.fleet_sim import Fleet, FleetParams, Flow, FlowSim, MiB
@@ -135,13 +136,27 @@ class _Run:
         if left == 0:
             self.completions[node] = t
 
-    def from_upstream(self, blob: int, **kwargs: object) -> Flow:
+    def from_upstream(
+        self,
+        blob: int,
+        *,
+        on_done: Callable[[Flow], None] | None = None,
+        milestones: Sequence[float] = (),
+        on_milestone: Callable[[Flow, int], None] | None = None,
+    ) -> Flow:
         home = self.homes[blob]
         links, weights = self.fleet.from_upstream(home)
         size = self.p.blob_sizes[blob]
         self.upstream_bytes += size
         return self.sim.start_flow(
-            links, size, cap=self.p.hash_rate, weights=weights, tag=(home, blob), **kwargs
+            links,
+            size,
+            cap=self.p.hash_rate,
+            weights=weights,
+            on_done=on_done,
+            milestones=milestones,
+            on_milestone=on_milestone,
+            tag=(home, blob),
         )
 
     # -- one-home ---------------------------------------------------------------------------

@@ -530,7 +530,7 @@ class FlowSim:
         paths: list[Sequence[tuple[int, float]]] = []
         limited_by: list[int] = []
         for i, f in enumerate(flows):
-            by = -1
+            limit_j = -1
             folded = False
             for j, w in f.wids:
                 if cross[j] == 1 and in_region[j] != stamp:
@@ -540,12 +540,12 @@ class FlowSim:
                         free = 0.0
                     if free < limits[i]:
                         limits[i] = free
-                        by = j
+                        limit_j = j
             if folded:
                 paths.append([(j, w) for j, w in f.wids if cross[j] > 1 or in_region[j] == stamp])
             else:
                 paths.append(f.wids)
-            limited_by.append(by)
+            limited_by.append(limit_j)
         rates, froze_j = _fill(paths, limits, shared, resid, *scratch)
         froze: list[Link | None] = []
         for i, j in enumerate(froze_j):

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from warmstart.bench.plots import bar_chart
 from warmstart.bench.stats import median, rate_mb_s, rotated
@@ -42,7 +43,7 @@ class PullBenchResult:
     def rates(self) -> dict[str, float]:
         return {name: rate_mb_s(self.image_bytes, t) for name, t in self.medians().items()}
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "median_seconds": self.medians(),

@@ -254,10 +254,10 @@ def start_nodes(
         ]
         wait(futures)
     stacks = [f.result() for f in futures if f.exception() is None]
-    failed = [f.exception() for f in futures if f.exception() is not None]
+    failed = [e for f in futures if (e := f.exception()) is not None]
     if failed:
         close_nodes(stacks)
-        raise failed[0]  # type: ignore[misc]
+        raise failed[0]
     return stacks
 
 

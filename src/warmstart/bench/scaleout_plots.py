@@ -97,7 +97,11 @@ def _replicas(ax: Any, result: SpikeResult, provisioned: int | None = None) -> N
 
 
 def _latency(ax: Any, result: SpikeResult) -> None:
-    ok = [(r.sent_s, max(r.latency_s, MIN_LATENCY_S)) for r in result.records if r.latency_s]
+    ok = [
+        (r.sent_s, max(r.latency_s, MIN_LATENCY_S))
+        for r in result.records
+        if r.latency_s and r.sent_s is not None
+    ]
     failed = [
         (r.sent_s, max(r.done_s - r.sent_s, MIN_LATENCY_S))
         for r in result.records

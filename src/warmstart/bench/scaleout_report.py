@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from importlib import metadata
+from operator import attrgetter
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -61,6 +62,7 @@ from warmstart.bench.scaleout_types import (
     TimelinePoint,
 )
 from warmstart.bench.spike_metrics import (
+    CostComparison,
     demand_replica_seconds,
     ratios_vs_baseline,
     versus_provisioned,
@@ -279,7 +281,7 @@ def _spike_rows(results: ScaleoutResults) -> list[Row]:
                 "spike",
                 f"{q.upper()} latency",
                 "s",
-                values(lambda m, q=q: getattr(m, f"{q}_s")),
+                values(attrgetter(f"{q}_s")),
                 pct(reduction),
                 None if reduction is None else -reduction,
                 target,
@@ -331,12 +333,14 @@ def _versus_provisioned_rows(results: ScaleoutResults) -> list[Row]:
     if not versus:
         return []
     rows = []
-    for metric, unit, get, goal, shown in (
+    comparisons: tuple[tuple[str, str, Callable[[CostComparison], float | None], float, str], ...]
+    comparisons = (
         ("P50 vs provisioned", "x", lambda c: c.p50_ratio, SPIKE_P50_VS_PROVISIONED_TARGET,
          f"{SPIKE_P50_VS_PROVISIONED_TARGET:g}x or less"),
         ("replica-seconds vs provisioned", "fraction", lambda c: c.cost_fraction,
          SPIKE_COST_VS_PROVISIONED_TARGET, f"{SPIKE_COST_VS_PROVISIONED_TARGET:g} or less"),
-    ):  # fmt: skip
+    )  # fmt: skip
+    for metric, unit, get, goal, shown in comparisons:
         values = {m: get(versus[m]) for m in results.modes if m in versus}
         ours = values.get(WARMSTART)
         rows.append(
@@ -717,7 +721,7 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
             runs = [r for r in results.startup if r.mode == mode and r.model_s is not None]
             if runs:
                 values[mode] = sum(r.upstream_model_bytes for r in runs) / size
-        ours = values.get(WARMSTART)
+        ours_ratio = values.get(WARMSTART)
         starts = ", ".join(
             f"{m}: {'+'.join(r.tier for r in results.startup if r.mode == m)}"
             for m in results.modes if m in values
@@ -725,7 +729,7 @@ def _model_startup_rows(results: ScaleoutResults) -> list[Row]:
         rows.append(
             Row("startup", f"upstream model bytes over all starts ({starts})", "x model", values,
                 "", None, "1x the model (warmstart)",
-                None if ours is None else abs(ours - 1.0) < 0.005)
+                None if ours_ratio is None else abs(ours_ratio - 1.0) < 0.005)
         )  # fmt: skip
     return rows
 

@@ -186,9 +186,9 @@ def replica_seconds(timeline: Sequence[TimelinePoint], end_s: float, start_s: fl
     total = 0.0
     ends = [p.t_s for p in timeline[1:]] + [end_s]  # where each point's count stops
     for point, until in zip(timeline, ends, strict=True):
-        a, b = max(point.t_s, start_s), min(until, end_s)
-        if b > a:
-            total += paid_replicas(point) * (b - a)
+        begin, stop = max(point.t_s, start_s), min(until, end_s)
+        if stop > begin:
+            total += paid_replicas(point) * (stop - begin)
     return total
 
 

@@ -99,11 +99,12 @@ def agent(
             markup=False,
         )
 
+    setup_errors: tuple[type[BaseException], ...] = (AgentSetupError, *USER_ERRORS)
     try:
         asyncio.run(serve(cfg, ready=ready))
     except KeyboardInterrupt:
         pass
-    except (AgentSetupError, *USER_ERRORS) as e:
+    except setup_errors as e:
         fail(str(e))
     except ImportError as e:
         fail(f"this build cannot serve yet: {e}")

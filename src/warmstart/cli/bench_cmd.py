@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -219,29 +220,32 @@ def scaleout(
 
     if puller not in PULLERS:
         fail(f"--puller must be {' or '.join(PULLERS)}, not {puller!r}", code=2)
-    overrides: dict[str, object] = {
-        "puller": puller,
-        "modes": _names(modes, MODES, "mode(s)"),
-        "scenarios": _names(scenarios, SCENARIOS, "scenario(s)") if scenarios else None,
-        "rate": rate,
-        "upstream_rate": upstream_rate,
-        "lan_rate": lan_rate,
-        "trace": trace,
-        "factor": factor,
-        "slots": slots,
-        "prewarm_spare": prewarm_spare,
-        "nodes": nodes,
-        "padding_bytes": size_option(padding),
-        "model_bytes": size_option(model_size),
-        "burst_s": burst,
-        "lead_s": lead,
-        "image_cache": image_cache
+    mode_names = _names(modes, MODES, "mode(s)")
+    scenario_names = _names(scenarios, SCENARIOS, "scenario(s)") if scenarios else None
+    padding_bytes = size_option(padding)
+    model_bytes = size_option(model_size)
+    # an option left out keeps the default of the run (the quick run's, with --quick)
+    base = ScaleoutConfig.quick_config() if quick else ScaleoutConfig()
+    config = replace(
+        base,
+        puller=puller,
+        modes=mode_names,
+        scenarios=base.scenarios if scenario_names is None else scenario_names,
+        rate=rate,
+        upstream_rate=base.upstream_rate if upstream_rate is None else upstream_rate,
+        lan_rate=base.lan_rate if lan_rate is None else lan_rate,
+        trace=base.trace if trace is None else trace,
+        factor=factor,
+        slots=slots,
+        prewarm_spare=base.prewarm_spare if prewarm_spare is None else prewarm_spare,
+        nodes=base.nodes if nodes is None else nodes,
+        padding_bytes=base.padding_bytes if padding_bytes is None else padding_bytes,
+        model_bytes=base.model_bytes if model_bytes is None else model_bytes,
+        burst_s=base.burst_s if burst is None else burst,
+        lead_s=base.lead_s if lead is None else lead,
+        image_cache=image_cache
         or Path(os.environ.get("WARMSTART_IMAGE_CACHE") or DEFAULT_IMAGE_CACHE),
-    }
-    if quick:
-        config = ScaleoutConfig.quick_config(**overrides)
-    else:
-        config = ScaleoutConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    )
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="ws-scaleout-")) if workdir is None else workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -287,17 +291,17 @@ def chaos(
 
     if os.geteuid() != 0:
         fail("bench chaos needs root (network namespaces, containerd, tmpfs mounts)", code=2)
-    overrides = {"seed": seed, "nodes": nodes, "soak_seconds": seconds}
     try:
         if quick:
-            config = ChaosConfig.quick_config(**overrides)
+            config = ChaosConfig.quick_config(seed=seed, nodes=nodes, soak_seconds=seconds)
         else:
-            config = ChaosConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+            soak = ChaosConfig.soak_seconds if seconds is None else seconds
+            config = ChaosConfig(seed=seed, nodes=nodes, soak_seconds=soak)
     except ValueError as e:
         fail(str(e), code=2)
     own = workdir is None
     # Short: the nodes' containerd sockets live under it.
-    work = Path(tempfile.mkdtemp(prefix="wschaos-", dir="/tmp")) if own else workdir
+    work = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="wschaos-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         results = run_chaos(config, work, log=lambda line: err_console.print(line, markup=False))

@@ -18,7 +18,7 @@ from warmstart.cli.registry_options import (
     client_options,
 )
 from warmstart.oci import OCIError, Platform, parse_reference
-from warmstart.pull import DEFAULT_CONCURRENCY, Puller
+from warmstart.pull import DEFAULT_CONCURRENCY, Puller, PullResult
 from warmstart.registry import RegistryClient
 from warmstart.store import ContentStore
 from warmstart.units import format_size
@@ -58,7 +58,7 @@ def pull(
         docker_config=docker_config,
     )
 
-    async def go():
+    async def go() -> PullResult:
         content = ContentStore(store, budget=budget_bytes)
         try:
             async with RegistryClient(options) as client:

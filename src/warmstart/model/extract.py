@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import zstandard
 
@@ -50,17 +50,17 @@ def _member_type(member: tarfile.TarInfo) -> MemberType:
 
 
 @contextlib.contextmanager
-def open_layer(path: Path, kind: LayerKind) -> Iterator[BinaryIO]:
+def open_layer(path: Path, kind: LayerKind) -> Iterator[BinaryIO | gzip.GzipFile]:
     """The layer's tar stream, decompressed while it is read."""
     with open(path, "rb") as raw:
         if kind is LayerKind.TAR:
             yield raw
         elif kind is LayerKind.TAR_GZIP:
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz  # type: ignore[misc]
+                yield gz
         elif kind is LayerKind.TAR_ZSTD:
             with zstandard.ZstdDecompressor().stream_reader(raw) as zs:
-                yield zs  # type: ignore[misc]
+                yield zs
         else:
             raise ValueError(f"{kind} is not a tar layer")
 
@@ -117,7 +117,7 @@ def extract_layer(
     return Extracted(files, written)
 
 
-def _copy(source: BinaryIO, dest: Path, size: int, where: str) -> int:
+def _copy(source: IO[bytes], dest: Path, size: int, where: str) -> int:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     copied = 0
     with os.fdopen(fd, "wb") as out:

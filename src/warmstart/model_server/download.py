@@ -17,6 +17,8 @@ Standard library only: this module runs inside the example image.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import io
 import json
 import os
 import re
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 MANIFEST_ACCEPT = ", ".join(
     (
@@ -54,7 +56,7 @@ DEFAULT_THREADS = 4
 DEFAULT_TIMEOUT = 60.0  # seconds per socket operation
 CHUNK = 1 << 20
 
-Opener = Callable[[urllib.request.Request, float], IO[bytes]]
+Opener = Callable[[urllib.request.Request, float], io.BufferedIOBase]
 
 
 class DownloadError(Exception):
@@ -205,11 +207,14 @@ class DownloadReport:
         }
 
 
-def _urlopen(request: urllib.request.Request, timeout: float) -> IO[bytes]:
-    return urllib.request.urlopen(request, timeout=timeout)  # type: ignore[no-any-return]
+def _urlopen(request: urllib.request.Request, timeout: float) -> io.BufferedIOBase:
+    response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
+    return response
 
 
-def _open(opener: Opener, url: str, accept: str | None, timeout: float, what: str) -> IO[bytes]:
+def _open(
+    opener: Opener, url: str, accept: str | None, timeout: float, what: str
+) -> io.BufferedIOBase:
     headers = {"User-Agent": "warmstart-model-server"}
     if accept:
         headers["Accept"] = accept
@@ -272,7 +277,7 @@ def fetch_file(
             view = memoryview(buf)
             while True:
                 try:
-                    n = body.readinto(buf)  # type: ignore[attr-defined]
+                    n = body.readinto(buf)
                 except OSError as e:
                     raise DownloadError(f"{file.path}: the transfer broke: {e}") from None
                 if not n:

@@ -23,12 +23,14 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     weights = mask.astype(np.float32)[:, :, None]
     summed = (hidden * weights).sum(axis=1)
     counts = np.clip(weights.sum(axis=1), 1e-9, None)
-    return summed / counts
+    pooled: np.ndarray = summed / counts
+    return pooled
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.clip(norms, 1e-12, None)
+    unit: np.ndarray = vectors / np.clip(norms, 1e-12, None)
+    return unit
 
 
 @dataclass
@@ -65,4 +67,5 @@ class OnnxEmbedder:
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self.session.run(["last_hidden_state"], feeds)[:1]
-        return normalize(mean_pool(hidden, mask)).tolist()
+        rows: list[list[float]] = normalize(mean_pool(hidden, mask)).tolist()
+        return rows

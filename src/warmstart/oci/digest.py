@@ -25,7 +25,7 @@ class Digest:
     hex: str
 
     @classmethod
-    def parse(cls, text: str) -> Digest:
+    def parse(cls, text: object) -> Digest:
         if not isinstance(text, str) or len(text) > 200:
             raise InvalidDigest(f"invalid digest: {str(text)[:80]!r}")
         m = _DIGEST_RE.match(text)

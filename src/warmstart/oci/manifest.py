@@ -39,7 +39,7 @@ class Descriptor:
         if not isinstance(media_type, str) or not media_type or len(media_type) > 255:
             raise InvalidManifest(f"{where}: descriptor has no valid mediaType")
         try:
-            digest = Digest.parse(data.get("digest"))  # type: ignore[arg-type]
+            digest = Digest.parse(data.get("digest"))
         except InvalidDigest as e:
             raise InvalidManifest(f"{where}: {e}") from None
         size = data.get("size")

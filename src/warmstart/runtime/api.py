@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 DEFAULT_PORT = 8080  # the SageMaker hosting contract
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -122,6 +122,15 @@ class ReplicaTimings:
         return self.fetch_seconds + self.create_seconds + self.start_seconds
 
 
+class TimingChanges(TypedDict, total=False):
+    """The fields of :class:`ReplicaTimings` that :meth:`Replica.with_timings` may change."""
+
+    pull: PullTiming | None
+    create_seconds: float | None
+    start_seconds: float | None
+    model_seconds: float | None
+
+
 @dataclass(frozen=True)
 class Replica:
     """A created replica: its spec, the runtime's own id for it, and the phase timings.
@@ -136,8 +145,8 @@ class Replica:
     def id(self) -> str:
         return self.spec.id
 
-    def with_timings(self, **changes: object) -> Replica:
-        return replace(self, timings=replace(self.timings, **changes))  # type: ignore[arg-type]
+    def with_timings(self, **changes: Unpack[TimingChanges]) -> Replica:
+        return replace(self, timings=replace(self.timings, **changes))
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def is_transient_pull_error(stderr: str) -> bool:
 
 def pull_retry_delay(attempt: int, base: float = PULL_RETRY_DELAY) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): base, 2 x base, ..."""
-    return base * 2 ** max(attempt - 1, 0)
+    return base * 2.0 ** max(attempt - 1, 0)
 
 
 # -- the driver ----------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def prewarm_retry_delay(failures: int) -> float:
     if failures <= 0:
         return 0.0
     # min() before the power would overflow on absurd counts; 2 ** 30 is far past the cap.
-    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2 ** min(failures - 1, 30))
+    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2.0 ** min(failures - 1, 30))
 
 
 def prewarm_failed(previous: PrewarmFailure | None, at: float) -> PrewarmFailure:
@@ -692,9 +692,9 @@ class Controller:
             )
         finally:
             self._prewarming.discard(node.name)
-            done = self._prewarm_events.pop(node.name, None)
-            if done is not None:
-                done.set()
+            prewarm_event = self._prewarm_events.pop(node.name, None)
+            if prewarm_event is not None:
+                prewarm_event.set()
 
     async def _prewarm_model(self, node: NodeHandle, model: str) -> None:
         try:

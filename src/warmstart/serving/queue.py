@@ -51,11 +51,11 @@ class WaitQueue(Generic[T]):
 
     def push(
         self,
-        future: asyncio.Future[str],
+        future: asyncio.Future[T],
         *,
         exclude: frozenset[str] = frozenset(),
         urgent: bool = False,
-    ) -> Waiter:
+    ) -> Waiter[T]:
         """Append a waiter; an ``urgent`` one (a retry) goes first and ignores the bound."""
         waiter = Waiter(future=future, exclude=exclude)
         if urgent:

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -191,13 +190,11 @@ class AgentProcess(Daemon):
     # -- a tiny client (from inside the agent's netns, if it has one; the product's client is
     # warmstart.agent.client.AgentClient, which cannot dial into a netns) -----------------
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection(self.bind_host, self.port, timeout=timeout)
         if self.netns is not None:
-            from warmstart.testbed.netns import connect_in_netns
+            from warmstart.testbed.netns import NetnsHTTPConnection
 
-            # http.client opens its socket through this attribute (set in __init__)
-            conn._create_connection = partial(connect_in_netns, self.netns)  # type: ignore[attr-defined]
-        return conn
+            return NetnsHTTPConnection(self.netns, self.bind_host, self.port, timeout=timeout)
+        return http.client.HTTPConnection(self.bind_host, self.port, timeout=timeout)
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
         conn = self._connection(timeout)

@@ -63,7 +63,8 @@ class ThreadedAiohttpServer:
         return self._thread is not None and self._thread.is_alive()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self) -> Self:
+        """Serve on a thread of its own; returns once the site listens (or raises)."""
         if self._thread is not None:
             raise RuntimeError(f"{self._name} already started")
         loop = asyncio.new_event_loop()
@@ -94,6 +95,7 @@ class ThreadedAiohttpServer:
             self._thread.join(timeout=5)
             self._thread = None
             raise
+        return self
 
     async def _start_site(self) -> None:
         await self.on_loop_started()

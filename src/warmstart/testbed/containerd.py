@@ -100,7 +100,7 @@ class ContainerdProcess:
         self.socket = self.base / "containerd.sock"
         self.config = self.base / "config.toml"
         self.log = self.base / "containerd.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         if len(str(self.socket)) > 100:
             raise ValueError(f"containerd socket path too long for a unix socket: {self.socket}")
 

@@ -8,6 +8,7 @@ of seeded random, incompressible bytes, streamed to disk while hashed: a 1 GiB l
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -15,26 +16,34 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from warmstart.image.push import push_layout as push_layout  # re-exported for the harness
 from warmstart.oci import Digest
 from warmstart.oci import mediatypes as mt
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 _CHUNK = 1 << 20
 
 
-class _HashingWriter:
-    """A write-only file object that hashes and counts what passes through."""
+class _HashingWriter(io.RawIOBase):
+    """A write-only file object that hashes and counts what passes through to ``raw`` (which
+    it does not close)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
         self._raw = raw
         self.hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
         self.hash.update(data)
-        self.size += len(data)
+        self.size += memoryview(data).nbytes
         return self._raw.write(data)
 
 
@@ -95,13 +104,13 @@ def _write_layer(layout: Path, spec: LayerSpec) -> tuple[Digest, int, str]:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "wb") as raw:
         writer = _HashingWriter(raw)
-        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for index, (name, size) in enumerate(spec.files):
                 info = tarfile.TarInfo(name.lstrip("/"))
                 info.size = size
                 info.mode = 0o644
                 info.mtime = 0
-                tar.addfile(info, _RandomReader(size, spec.seed * 1000 + index))  # type: ignore[arg-type]
+                tar.addfile(info, _RandomReader(size, spec.seed * 1000 + index))
             for name, source in spec.host_files:
                 st = os.stat(source)
                 info = tarfile.TarInfo(name.lstrip("/"))
@@ -156,7 +165,7 @@ def write_image(
     manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
     manifest_digest = _put_bytes(layout, manifest_bytes)
     index_path = layout / "index.json"
-    index = (
+    index: dict[str, Any] = (
         json.loads(index_path.read_text())
         if index_path.exists()
         else {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}

@@ -166,7 +166,7 @@ class NetCluster:
         self.plan: AddressPlan | None = None
         self.nodes: list[NetNode] = []
         self._resources = Resources()
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[Resources], NetCluster] | None = None
         self._signals_held = False
 
     # -- addresses ---------------------------------------------------------------------------

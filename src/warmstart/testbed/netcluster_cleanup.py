@@ -32,6 +32,7 @@ class _Stoppable(Protocol):
 
 
 S = TypeVar("S", bound=_Stoppable)
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,7 +64,9 @@ class Resources:
             raise errors[0]
 
     @staticmethod
-    def _step(errors: list[BaseException], items: list[Any], item: Any, fn: Callable) -> None:
+    def _step(
+        errors: list[BaseException], items: list[T], item: T, fn: Callable[[T], object]
+    ) -> None:
         try:
             fn(item)
             items.remove(item)

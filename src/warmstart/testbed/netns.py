@@ -4,9 +4,10 @@ sockets (setns in a thread), and a link's byte counters."""
 from __future__ import annotations
 
 import ctypes
+import http.client
 import json
 import os
-import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -76,17 +77,29 @@ def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def connect_in_netns(
-    netns: str,
-    address: tuple[str, int],
-    timeout: float | None = None,
-    source_address: tuple[str, int] | None = None,
-) -> socket.socket:
-    """``socket.create_connection`` made from inside ``netns`` (e.g. to a node's 127.0.0.1).
+class NetnsHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection whose socket is made from inside ``netns`` (e.g. to a node's
+    127.0.0.1); requests on it then run in the caller's thread."""
 
-    Its signature fits ``http.client.HTTPConnection._create_connection`` after binding ``netns``.
-    """
-    return run_in_netns(netns, lambda: socket.create_connection(address, timeout, source_address))
+    def __init__(self, netns: str, host: str, port: int, *, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.netns = netns
+
+    def connect(self) -> None:
+        run_in_netns(self.netns, super().connect)
+
+
+class NetnsHTTPSConnection(http.client.HTTPSConnection):
+    """:class:`NetnsHTTPConnection` over TLS (the handshake runs inside ``netns`` too)."""
+
+    def __init__(
+        self, netns: str, host: str, port: int, *, timeout: float, context: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.netns = netns
+
+    def connect(self) -> None:
+        run_in_netns(self.netns, super().connect)
 
 
 def run_cmd(

@@ -23,7 +23,7 @@ IFNAMSIZ = 15  # longest interface name Linux accepts
 MAX_NODES = 200
 # Second octets tried for 10.B.0.0/16, in order. 10.213/16 belongs to bench.agent.ShapedLink.
 RESERVED_OCTETS = frozenset({213})
-CANDIDATE_OCTETS = (*range(214, 255), *range(150, 213))
+CANDIDATE_OCTETS: tuple[int, ...] = (*range(214, 255), *range(150, 213))
 _LOCK_FILE = (
     Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
 ) / "warmstart-netcluster.lock"

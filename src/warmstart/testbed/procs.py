@@ -9,14 +9,17 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeAlias
+
+# a process started in binary or in text mode: the functions here touch neither pipe
+AnyPopen: TypeAlias = subprocess.Popen[bytes] | subprocess.Popen[str]
 
 
 def wait_ready(
     check: Callable[[], bool],
     timeout: float,
     what: str,
-    proc: subprocess.Popen | None = None,
+    proc: AnyPopen | None = None,
     log: Path | None = None,
 ) -> None:
     """Poll ``check`` until it is true; raise with the daemon's log tail if it never is."""
@@ -37,7 +40,7 @@ def wait_ready(
     raise RuntimeError(f"{what} did not become ready in {timeout:.0f}s{state}{tail}")
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_process(proc: AnyPopen, timeout: float = 10.0) -> None:
     """Stop a process we started, by its PID: SIGTERM, then SIGKILL."""
     if proc.poll() is not None:
         return

@@ -29,13 +29,12 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 from warmstart.testbed.certs import CertificateAuthority, IssuedCert
 from warmstart.testbed.net import LOOPBACK, free_port
-from warmstart.testbed.netns import connect_in_netns, nsenter_prefix
+from warmstart.testbed.netns import NetnsHTTPConnection, NetnsHTTPSConnection, nsenter_prefix
 from warmstart.testbed.procs import Daemon, stop_process
 from warmstart.testbed.token_server import TokenRequest, TokenServer
 from warmstart.testbed.tools import find_tool
@@ -144,7 +143,7 @@ class RegistryProcess(Daemon):
         self._upstream_ca_file = upstream_ca_file
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], RegistryProcess] | None = None
         self._log_files: list[IO[bytes]] = []
         self._parsed: list[Request] = []
         self._log_offset = 0
@@ -307,15 +306,18 @@ class RegistryProcess(Daemon):
         timeout: float = 30,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         conn: http.client.HTTPConnection
-        if self.tls:
+        if self.tls and self.netns is not None:
+            conn = NetnsHTTPSConnection(
+                self.netns, self.bind_host, self.port, timeout=timeout, context=self.ssl_context()
+            )
+        elif self.tls:
             conn = http.client.HTTPSConnection(
                 self.bind_host, self.port, timeout=timeout, context=self.ssl_context()
             )
+        elif self.netns is not None:
+            conn = NetnsHTTPConnection(self.netns, self.bind_host, self.port, timeout=timeout)
         else:
             conn = http.client.HTTPConnection(self.bind_host, self.port, timeout=timeout)
-        if self.netns is not None:
-            # http.client opens its socket through this attribute (set in __init__)
-            conn._create_connection = partial(connect_in_netns, self.netns)  # type: ignore[attr-defined]
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()

@@ -52,11 +52,14 @@ def encode_es256_jwt(
 def decode_jwt_unverified(token: str) -> tuple[dict[str, object], dict[str, object]]:
     """Header and claims of a JWT, without checking the signature (for assertions in tests)."""
     head, body, _sig = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
     return (
-        json.loads(base64.urlsafe_b64decode(pad(head))),
-        json.loads(base64.urlsafe_b64decode(pad(body))),
+        json.loads(base64.urlsafe_b64decode(_b64_padded(head))),
+        json.loads(base64.urlsafe_b64decode(_b64_padded(body))),
     )
+
+
+def _b64_padded(text: str) -> str:
+    return text + "=" * (-len(text) % 4)
 
 
 @dataclass(frozen=True)
