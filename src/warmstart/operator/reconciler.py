@@ -153,7 +153,7 @@ class Operator:
                 out[node] = NO_AGENT
             elif node in cluster.errors:
                 out[node] = cluster.errors[node]
-            elif (err := self.executor.attempts.error(node, list(refs))) is not None:
+            elif (err := self.executor.failures.error(node, list(refs))) is not None:
                 out[node] = err
         return out
 
