@@ -25,7 +25,7 @@ def prewarm_retry_delay(failures: int) -> float:
     if failures <= 0:
         return 0.0
     # min() before the power would overflow on absurd counts; 2 ** 30 is far past the cap.
-    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2 ** min(failures - 1, 30))
+    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2.0 ** min(failures - 1, 30))
 
 
 def prewarm_failed(previous: PrewarmFailure | None, at: float) -> PrewarmFailure:
