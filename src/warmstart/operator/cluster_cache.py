@@ -99,8 +99,9 @@ def _by_name(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 class ClusterCache:
     """The operator's reads of the cluster, from kopf's indexes (``indexes``: id -> index,
-    handed over when kopf starts). ``populated`` is set once kopf has listed every indexed
-    resource (kopf runs no other handler before that)."""
+    handed over when kopf starts). ``populated`` is set by the first handler kopf runs that is
+    not an index's (a Node's or a workload's event, an ImageCache's reconcile): kopf runs none
+    before every indexed resource is listed."""
 
     def __init__(self, agent_namespace: str, agent_selector: str) -> None:
         self.agent_namespace = agent_namespace
