@@ -1,5 +1,6 @@
 """Fixtures the integration tests share: containerd instances and agent processes, each
-cleaned up after the test (their logs printed when it failed)."""
+cleaned up after the test (their logs printed when it failed), and kmock's emulator made to
+honour label selectors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.containerd import ContainerdFactory
+from tests.support.kmock_selectors import SelectingKubernetesEmulator
 from warmstart.testbed.agent import AgentProcess
 
 
@@ -41,3 +43,9 @@ def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
             if request.session.testsfailed > failures:
                 sys.stderr.write(f"\n=== agent {agent.url} log ===\n{agent.log_tail()}\n")
             agent.stop()
+
+
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    """The ``kmock`` fixture's emulator honours label selectors, as an API server does."""
+    return {**kmock_options, "cls": SelectingKubernetesEmulator}

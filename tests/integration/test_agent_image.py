@@ -52,6 +52,7 @@ from tests.support.daemonset_pod import (
     load_daemonset,
 )
 from tests.support.images import ImageBuilder
+from tests.support.kmock_selectors import SelectingKubernetesEmulator
 from tests.support.tools import in_ci, require_tool
 from warmstart.agent.api import PrewarmRequest
 from warmstart.agent.client import AgentClient
@@ -143,7 +144,7 @@ async def kube_api(
     server_cert = ca.issue_server("kube-api", ip=cluster.control_addr)
     tls = type("TlsServer", (_TlsTestServer,), {"context": ca.server_ssl_context(server_cert)})
     async with (
-        KubernetesEmulator() as emulator,
+        SelectingKubernetesEmulator() as emulator,
         Server(emulator, host=cluster.control_addr, server_cls=tls) as server,
     ):
         emulator.resources["discovery.k8s.io/v1/endpointslices"] = {}

@@ -1,7 +1,9 @@
 """The Kubernetes client and informer against kmock's API emulator (no real API server here).
 
-kmock serves list/watch/create/merge-patch/delete from memory; it ignores label selectors and
-``timeoutSeconds``, which the client also enforces itself (filtering, a local resync bound).
+kmock serves list/watch/create/merge-patch/delete from memory; it ignores ``timeoutSeconds``,
+which the informer bounds itself (a local resync bound). The ``kmock`` fixture honours label
+selectors as the API server does (tests/support/kmock_selectors.py): the client leaves the
+selecting to the server.
 """
 
 import asyncio

@@ -9,9 +9,12 @@ and its pod template patched once with the read-only volume (the user's volumes 
 loses both when the annotation goes.
 
 kmock stores objects and serves list/watch/merge- and JSON-patch; it is not an API server: no
-schema validation or pruning, no resourceVersion bumps, no label-selector filtering (our
-client filters), and ``/status`` patches merge into the whole object (kopf still sends them
-to ``/status`` because the discovery lists the subresource).
+schema validation or pruning, no resourceVersion bumps, and ``/status`` patches merge into the
+whole object (kopf still sends them to ``/status`` because the discovery lists the
+subresource). The ``kmock`` fixture honours label selectors (tests/integration/conftest.py).
+Objects stored before the operator starts are in its first list; those that come later are
+created through the API, so that its watches see them (storing into ``kmock.objects`` tells
+no watcher).
 """
 
 from __future__ import annotations
@@ -309,12 +312,13 @@ async def test_operator_end_to_end(
         assert node_labels("node-c")["kept"] == "yes"
 
         # An annotated Deployment with an HPA (max 3, replicas 1): hot on 2 spare nodes.
-        kmock.objects["autoscaling/v2/horizontalpodautoscalers", NS, "web"] = {
+        # (Created through the API, as everything after the start: the operator watches.)
+        await op.kube.create(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers", {
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": "web", "namespace": NS, **_ids()},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                         "name": "web"}, "minReplicas": 1, "maxReplicas": 3},
-        }  # fmt: skip
+        })  # fmt: skip
         await op.kube.create(
             "/apis/apps/v1/namespaces/team/deployments", _deployment(web.reference)
         )
@@ -412,7 +416,7 @@ async def test_operator_end_to_end(
         assert web_hot("node-a") and web_hot("node-b")  # its two spare gpu nodes
 
         # A node that joins is pre-warmed for the ImageCache that wants every node.
-        kmock.objects[nodes, None, "node-d"] = _node("node-d", {"pool": "cpu"})
+        await op.kube.create("/api/v1/nodes", _node("node-d", {"pool": "cpu"}))
         await _until("node-d warm", lambda: app.reference in _status(agent["node-d"])
                      and _status(agent["node-d"])[app.reference]["tier"] == "warm")  # fmt: skip
         await _until("4/4", lambda: cache("everywhere")["status"]["summary"] == "4/4 warm")

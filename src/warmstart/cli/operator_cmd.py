@@ -81,6 +81,7 @@ def operator(
     annotated warmstart.dev/prewarm or warmstart.dev/model, pre-warmed through each node's
     agent."""
     from warmstart.kube.config import KubeConfigError, load_kube_config
+    from warmstart.kube.selectors import parse_label_selector
     from warmstart.operator.handlers import run_operator
     from warmstart.operator.nodes import parse_agent_urls
     from warmstart.operator.reconciler import DEFAULT_AGENT_PORT, OperatorOptions
@@ -91,6 +92,7 @@ def operator(
         kube = load_kube_config(kube_api, kube_token_file)
         token = read_token_file(peer_token_file) if peer_token_file is not None else None
         overrides = parse_agent_urls(agent_url)
+        parse_label_selector(agent_selector)  # the operator matches its cached pods with it
         if not agent_store_path.startswith("/"):
             raise ValueError(f"--agent-store-path {agent_store_path!r} is not an absolute path")
     except (KubeConfigError, TokenFileError, ValueError) as e:

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 
 from warmstart.kube.config import KubeConfig
-from warmstart.kube.selectors import parse_label_selector, selector_matches
 
 JsonObj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -142,16 +141,11 @@ class KubeClient:
     async def list(
         self, path: str, *, label_selector: str | None = None
     ) -> tuple[list[JsonObj], str]:
-        """The items (filtered by ``label_selector`` here too) and the list's resourceVersion."""
+        """The items (the server selects them by ``label_selector``) and the list's
+        resourceVersion."""
         params = {"labelSelector": label_selector} if label_selector else None
         doc = await self._request("GET", path, params=params)
-        reqs = parse_label_selector(label_selector or "")
-        items = [
-            it
-            for it in doc.get("items") or []
-            if isinstance(it, dict)
-            and selector_matches(reqs, (it.get("metadata") or {}).get("labels"))
-        ]
+        items = [it for it in doc.get("items") or [] if isinstance(it, dict)]
         return items, str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
     async def create(self, path: str, body: JsonObj) -> JsonObj:
@@ -174,9 +168,9 @@ class KubeClient:
     ) -> AsyncIterator[tuple[str, JsonObj]]:
         """``(type, object)`` events until the server ends the stream (after ``timeout_seconds``).
 
-        Events for objects outside ``label_selector`` are dropped here as well. An ERROR event
-        with 410 raises WatchExpired; BOOKMARK events are passed on (they carry the newest
-        resourceVersion).
+        The server selects the objects by ``label_selector`` (one relabelled out of the
+        selection arrives as DELETED). An ERROR event with 410 raises WatchExpired; BOOKMARK
+        events are passed on (they carry the newest resourceVersion).
         """
         if self._session is None:
             raise RuntimeError("KubeClient used outside 'async with'")
@@ -189,7 +183,6 @@ class KubeClient:
             params["resourceVersion"] = resource_version
         if label_selector:
             params["labelSelector"] = label_selector
-        reqs = parse_label_selector(label_selector or "")
         try:
             async with self._session.get(
                 self.config.server + path,
@@ -213,11 +206,6 @@ class KubeClient:
                         continue
                     if kind == "ERROR":
                         raise _error_from(int(obj.get("code") or 500), json.dumps(obj).encode())
-                    labels = (obj.get("metadata") or {}).get("labels")
-                    if kind != "BOOKMARK" and not selector_matches(reqs, labels):
-                        if kind != "MODIFIED":
-                            continue
-                        kind = "DELETED"  # relabelled out of the selection, as the server says
                     yield kind, obj
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(0, f"watch {path}: {exc or type(exc).__name__}") from exc

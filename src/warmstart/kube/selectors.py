@@ -1,7 +1,7 @@
 """Label selectors, node selectors and taints, as the API server and scheduler read them (pure).
 
-The client filters list and watch results with :func:`parse_label_selector` as well as sending
-the selector to the server, so a server that ignores it (or a mock) cannot widen a result.
+The client sends label selectors to the API server, which does the selecting; matching here is
+for objects already in hand (a cache, a workload's nodes).
 """
 
 from __future__ import annotations

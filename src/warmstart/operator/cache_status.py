@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from warmstart.oci.tiers import Tier
 from warmstart.operator.plan import NodeImages, Plan, satisfied
 
 NO_AGENT = "no warmstart agent found on this node"
@@ -49,9 +50,9 @@ def node_state(
         and all(satisfied(have.get(r), hot) for r in images)
         and all(satisfied(have.get(r), True) for r in models)
     )
-    if present and len(present) == len(refs) and all(i.tier == "hot" for i in present):
+    if present and len(present) == len(refs) and all(i.tier == Tier.HOT for i in present):
         actual: str | None = "hot"
-    elif len(present) == len(refs) and all(i.tier in ("hot", "warm") for i in present):
+    elif len(present) == len(refs) and all(i.tier in (Tier.HOT, Tier.WARM) for i in present):
         actual = "warm"
     else:
         actual = "partial" if present else None

@@ -21,7 +21,7 @@ import aiohttp
 from warmstart.agent.api import PrewarmRequest
 from warmstart.agent.client import AgentClient, AgentError
 from warmstart.operator.plan import NodeImages, images_by_ref
-from warmstart.operator.retry import Attempts, Key
+from warmstart.operator.retry import Key, PrewarmFailures
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class AgentExecutor:
         on_done: Callable[[], Any] | None = None,
     ) -> None:
         self.peer_token = peer_token
-        self.attempts = Attempts()
+        self.failures = PrewarmFailures()
         self.prewarms = 0  # started, for tests and logs
         self._clock = clock
         self._on_done = on_done
@@ -107,7 +107,7 @@ class AgentExecutor:
             for ref in refs:
                 key = (node, ref)
                 task = self._tasks.get(key)
-                if (task is not None and not task.done()) or not self.attempts.due(key, now):
+                if (task is not None and not task.done()) or not self.failures.due(key, now):
                     continue
                 auth = (authorization or {}).get(ref)
                 request = PrewarmRequest.of(ref, hot=hot, pin=pin, model=model)
@@ -127,10 +127,10 @@ class AgentExecutor:
                 request, authorization=authorization, time_limit=PREWARM_TIMEOUT
             )
         except AgentError as e:
-            self.attempts.failed(key, self._clock(), str(e))
+            self.failures.failed(key, self._clock(), str(e))
             log.warning("pre-warm of %s on node %s failed: %s", ref, node, e)
         else:
-            self.attempts.succeeded(key)
+            self.failures.succeeded(key)
             if answer.model is not None:
                 self.linked.add(key)
             log.info(

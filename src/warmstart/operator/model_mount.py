@@ -106,9 +106,11 @@ def mount_changes(
     where = container_field(pod_spec, kind)
     raw = pod_spec.get(where)
     single = isinstance(raw, Mapping)
-    current: list[Mapping[str, Any]] = (
-        [raw] if single else [c for c in raw or () if isinstance(c, Mapping)]  # type: ignore[misc]
-    )
+    current: list[Mapping[str, Any]]
+    if isinstance(raw, Mapping):
+        current = [raw]
+    else:
+        current = [c for c in raw or () if isinstance(c, Mapping)]
     names = [str(c.get("name", "")) for c in current]
     if host_path is not None and containers is not None:
         missing = [n for n in containers if n not in names]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warmstart.agent.api import ImageStatus, ModelStatus, StatusResponse
+from warmstart.oci.tiers import Tier
 from warmstart.operator.nodes import NodeInfo, eligible_nodes
 
 # One line of an agent's /status: an image, or a model (hot: materialised).
@@ -44,7 +45,7 @@ def satisfied(image: Held | None, hot: bool) -> bool:
     """Whether the node has the image (model) at the wanted tier (hot, or at least warm)."""
     if image is None:
         return False
-    return image.tier == "hot" if hot else image.tier in ("hot", "warm")
+    return image.tier == Tier.HOT if hot else image.tier in (Tier.HOT, Tier.WARM)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,15 @@ hot and pinned on its replicas' nodes and the spare ones; one patch of its pod s
 scheduling hint and the model volume), and a periodic pass (``tick``) that pre-warms every
 managed image and model on nodes that need it (a node that joins is served on the next pass,
 which a Node event starts at once) and keeps the nodes' labels in step with the agents'
-``/status``. Annotated workloads are found by that pass (listed, not watched by kopf: a kopf
-timer on a Deployment would put a finalizer on it); their events only start a pass sooner. A
-workload's model pins live in this process's memory: they are released when the workload, its
-annotation or a node's replica goes, while the operator runs.
+``/status``. Annotated workloads are found by that pass (in kopf's index, not handled by kopf:
+a kopf timer on a Deployment would put a finalizer on it); their events only start a pass
+sooner. A workload's model pins live in this process's memory: they are released when the
+workload, its annotation or a node's replica goes, while the operator runs.
+
+The cluster (nodes, agent pods, workloads, their HPAs and pods, ImageCaches) is read from
+kopf's indexes (:class:`~warmstart.operator.cluster_cache.ClusterCache`), never listed here;
+the API client only writes (patches of workloads and nodes) and reads the pull secrets an
+ImageCache names.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warmstart.agent.config import DEFAULT_LISTEN, split_listen
-from warmstart.kube.client import JsonObj, KubeApiError, KubeClient, resource_path
+from warmstart.kube.client import KubeApiError, KubeClient, resource_path
 from warmstart.kube.config import KubeConfig
 from warmstart.operator.cache_status import NO_AGENT, cache_status, invalid_status
+from warmstart.operator.cluster_cache import ClusterCache
 from warmstart.operator.executor import AgentExecutor
 from warmstart.operator.labels import label_patch, pod_spec_of, wanted_labels
 from warmstart.operator.model_mount import DEFAULT_STORE_PATH, has_model_volume, model_host_path
@@ -35,12 +41,11 @@ from warmstart.operator.nodes import (
     DEFAULT_AGENT_SELECTOR,
     NodeInfo,
     agent_urls,
-    node_info,
 )
 from warmstart.operator.plan import NodeImages, Plan, Want, plan_image_cache
 from warmstart.operator.pod_patch import workload_patch
 from warmstart.operator.pull_secrets import authorization_for, secret_credentials
-from warmstart.operator.spec import API_VERSION, PLURAL, ImageCacheSpec, validate_spec
+from warmstart.operator.spec import ImageCacheSpec, validate_spec
 from warmstart.operator.workloads import (
     Workload,
     deployment_workload,
@@ -99,9 +104,10 @@ class _Owner:
 
 
 class Operator:
-    def __init__(self, options: OperatorOptions, kube: KubeClient) -> None:
+    def __init__(self, options: OperatorOptions, kube: KubeClient, cache: ClusterCache) -> None:
         self.options = options
         self.kube = kube
+        self.cache = cache
         self.kicked = asyncio.Event()
         self.executor = AgentExecutor(peer_token=options.peer_token, on_done=self.kick)
         # "ImageCache/ns/name", "Deployment/ns/name" (its images), "Deployment/ns/name#model"
@@ -130,16 +136,9 @@ class Operator:
         snap = self._snapshot
         if snap is not None and time.monotonic() - snap.at < SNAPSHOT_TTL:
             return snap
-        nodes, _ = await self.kube.list(resource_path("v1", "nodes"))
-        pods_path = resource_path("v1", "pods", self.options.agent_namespace)
-        try:
-            pods, _ = await self.kube.list(pods_path, label_selector=self.options.agent_selector)
-        except KubeApiError as e:
-            if e.status != 404:
-                raise
-            pods = []
+        pods = self.cache.agent_pods()
         agents = agent_urls(pods, self.options.agent_port, self.options.agent_urls)
-        infos = tuple(node_info(n) for n in nodes)
+        infos = self.cache.nodes()
         names = {n.name for n in infos}
         agents = {n: u for n, u in agents.items() if n in names}
         held, errors = await self.executor.statuses(agents)
@@ -154,7 +153,7 @@ class Operator:
                 out[node] = NO_AGENT
             elif node in cluster.errors:
                 out[node] = cluster.errors[node]
-            elif (err := self.executor.attempts.error(node, list(refs))) is not None:
+            elif (err := self.executor.failures.error(node, list(refs))) is not None:
                 out[node] = err
         return out
 
@@ -249,20 +248,18 @@ class Operator:
     ) -> list[str]:
         """Unpin ``images`` (and models) on ``agents`` but those another owner (an ImageCache, a
         workload's model) still pins there."""
-        others = await self._pinned_elsewhere(key)
+        others = self._pinned_elsewhere(key)
         errors: list[str] = []
         for node, url in agents.items():
             refs = [r for r in images if (node, r) not in others]
             errors += await self.executor.unpin({node: url}, refs)
         return errors
 
-    async def _pinned_elsewhere(self, key: str) -> set[tuple[str, str]]:
-        """(node, reference) pairs other live ImageCaches keep, from the API (not only memory),
-        and those the other pinning owners in memory (workloads' models) keep."""
-        path = resource_path(API_VERSION, PLURAL, self.options.namespace)
-        items, _ = await self.kube.list(path)
+    def _pinned_elsewhere(self, key: str) -> set[tuple[str, str]]:
+        """(node, reference) pairs other live ImageCaches keep, from kopf's index (not only
+        memory), and those the other pinning owners in memory (workloads' models) keep."""
         out: set[tuple[str, str]] = set()
-        for item in items:
+        for item in self.cache.image_caches():
             meta = item.get("metadata") or {}
             if f"ImageCache/{meta.get('namespace')}/{meta.get('name')}" == key:
                 continue
@@ -293,28 +290,6 @@ class Operator:
 
     # -- workloads ------------------------------------------------------------------------------
 
-    async def _list_or_empty(self, path: str) -> list[JsonObj]:
-        try:
-            items, _ = await self.kube.list(path)
-        except KubeApiError as e:
-            if e.status != 404:
-                raise
-            return []
-        return items
-
-    async def workloads(self) -> list[tuple[str, JsonObj]]:
-        """Deployments and InferenceServices (when KServe is installed)."""
-        ns = self.options.namespace
-        return [
-            (kind, body)
-            for kind, (group_version, plural) in WORKLOAD_RESOURCES.items()
-            for body in await self._list_or_empty(resource_path(group_version, plural, ns))
-        ]
-
-    async def annotated_workloads(self) -> list[tuple[str, JsonObj]]:
-        """Workloads with ``warmstart.dev/prewarm`` or ``warmstart.dev/model``."""
-        return [(kind, body) for kind, body in await self.workloads() if is_managed(body)]
-
     async def reconcile_workload(
         self, kind: str, body: Mapping[str, Any], cluster: Cluster
     ) -> Workload:
@@ -325,14 +300,10 @@ class Operator:
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
         if kind == "Deployment":
-            hpas = await self._list_or_empty(
-                resource_path("autoscaling/v2", "horizontalpodautoscalers", namespace)
-            )
-            work = deployment_workload(body, hpas)
+            work = deployment_workload(body, self.cache.hpas(namespace))
         else:
             work = inference_service_workload(body)
-        pods = await self._list_or_empty(resource_path("v1", "pods", namespace))
-        running = frozenset(replica_nodes(pods, work.pod_selector))
+        running = frozenset(replica_nodes(self.cache.pods(namespace), work.pod_selector))
         if work.images:
             owner = self.owners.get(work.key)
             want = Want(
@@ -450,7 +421,7 @@ class Operator:
         self._snapshot = None
         cluster = await self.cluster()
         seen: set[str] = set()
-        for kind, body in await self.workloads():
+        for kind, body in self.cache.workloads():
             meta = body.get("metadata") or {}
             if not is_managed(body):
                 if not meta.get("deletionTimestamp") and has_model_volume(pod_spec_of(body, kind)):
@@ -482,7 +453,9 @@ class Operator:
                 await self.kube.patch(resource_path("v1", "nodes", name=node.name), patch)
 
     async def run(self) -> None:
-        """``tick`` every ``interval`` seconds, or at once when kicked."""
+        """``tick`` every ``interval`` seconds, or at once when kicked; the first once kopf's
+        indexes are filled."""
+        await self.cache.populated.wait()
         while True:
             self.kicked.clear()
             try:

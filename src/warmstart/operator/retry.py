@@ -1,6 +1,6 @@
-"""Per node and image: failed pre-warms and when to try again (pure).
+"""Per node and image: failed pre-warms, their last errors and when to try again (pure).
 
-The backoff is ``warmstart serve``'s pre-warm backoff (:func:`warmstart.serving.controller.
+The backoff is ``warmstart serve``'s pre-warm backoff (:func:`warmstart.prewarm_backoff.
 prewarm_retry_delay`): 10 s after the first failure, doubling up to 5 min.
 """
 
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from warmstart.serving.controller import PrewarmFailure, prewarm_failed, prewarm_retry_delay
+from warmstart.prewarm_backoff import PrewarmFailure, prewarm_failed, prewarm_retry_delay
 
 Key = tuple[str, str]  # (node, image reference)
 
 
 @dataclass
-class Attempts:
+class PrewarmFailures:
+    """The failed pre-warms, by (node, image reference), until one succeeds."""
+
     failures: dict[Key, PrewarmFailure] = field(default_factory=dict)
     errors: dict[Key, str] = field(default_factory=dict)
 

@@ -9,10 +9,10 @@ ahead of time (:func:`~warmstart.serving.prewarm_ahead.prewarm_targets`), and re
 crashed are removed (the autoscaler then replaces them).
 
 A node's pre-warm that failed (its agent is down, or the image does not fit its store budget)
-is tried again only after a backoff that doubles from :data:`PREWARM_RETRY_MIN_SECONDS` to
-:data:`PREWARM_RETRY_MAX_SECONDS`, not on every tick; a node that appears (it is added to the
-node list, or the tier source reports it again after leaving it out) starts with a clean slate,
-so it is pre-warmed on the next tick.
+is tried again only after :mod:`warmstart.prewarm_backoff`'s backoff (doubling from 10 s to
+5 min), not on every tick; a node that appears (it is added to the node list, or the tier source
+reports it again after leaving it out) starts with a clean slate, so it is pre-warmed on the
+next tick.
 
 Starting a replica runs as a task: pull through the node's agent, create, start, then poll
 ``GET /ping`` until it answers 200; only then does the router send it traffic. A replica that
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from warmstart.oci.tiers import Tier
+from warmstart.prewarm_backoff import PrewarmFailure, prewarm_failed, prewarm_retry_delay
 from warmstart.runtime.api import (
     Mount,
     PullTiming,
@@ -75,9 +76,6 @@ AgentFor = Callable[["NodeHandle"], ModelAgent]  # the client of a node's agent
 PING_INTERVAL = 0.2
 # A node pre-warmed this recently is not pre-warmed again (its tier may not show it yet).
 PREWARM_MEMORY_SECONDS = 300.0
-# A node whose pre-warm failed is tried again after 10 s, 20 s, 40 s, ... at most 5 min apart.
-PREWARM_RETRY_MIN_SECONDS = 10.0
-PREWARM_RETRY_MAX_SECONDS = 300.0
 # A replica's way to ready: waiting (for a pre-warm of its node in flight, and to be scheduled),
 # pulling, unpacking, waiting for the model (only an endpoint with a model has this phase: the
 # part of the model's fetch that the image's pull and unpack did not hide), creating and
@@ -87,28 +85,6 @@ PHASES = ("wait", "pull", "unpack", "model", "start", "load")
 
 class _Abandoned(Exception):
     """A replica still starting was stopped (a scale-down chose it): its start ends here."""
-
-
-@dataclass(frozen=True)
-class PrewarmFailure:
-    """A node's pre-warms that failed in a row: how many, and when the last one ended."""
-
-    count: int
-    at: float
-
-
-def prewarm_retry_delay(failures: int) -> float:
-    """Seconds to wait before pre-warming a node again after ``failures`` failures in a row:
-    0 for none, then doubling from the minimum, capped at the maximum."""
-    if failures <= 0:
-        return 0.0
-    # min() before the power would overflow on absurd counts; 2 ** 30 is far past the cap.
-    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2.0 ** min(failures - 1, 30))
-
-
-def prewarm_failed(previous: PrewarmFailure | None, at: float) -> PrewarmFailure:
-    """The record after one more failure ending at ``at``."""
-    return PrewarmFailure((previous.count if previous else 0) + 1, at)
 
 
 def prewarm_due(

@@ -53,6 +53,8 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     result = runner.invoke(app, ["operator", *api, "--peer-token-file", str(missing)])
     assert result.exit_code == 2
+    result = runner.invoke(app, ["operator", *api, "--agent-selector", "app in (a"])
+    assert result.exit_code == 2 and "label selector" in result.output
     result = runner.invoke(app, ["operator", *api, "--agent-store-path", "var/lib/ws"])
     assert result.exit_code == 2 and "not an absolute path" in result.output
 

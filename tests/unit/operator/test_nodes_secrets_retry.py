@@ -9,7 +9,7 @@ import pytest
 
 from warmstart.operator.nodes import agent_urls, parse_agent_urls
 from warmstart.operator.pull_secrets import authorization_for, secret_credentials
-from warmstart.operator.retry import Attempts
+from warmstart.operator.retry import PrewarmFailures
 
 
 def pod(name: str, node: str, ip: str | None, phase: str = "Running", **meta: str) -> dict:
@@ -63,17 +63,17 @@ def test_pull_secret_gives_basic_authorization_per_registry() -> None:
 
 
 def test_backoff_per_node_and_image() -> None:
-    attempts = Attempts()
+    failures = PrewarmFailures()
     key = ("a", "img")
-    assert attempts.due(key, 0.0)
-    attempts.failed(key, 100.0, "HTTP 502: boom")
-    assert not attempts.due(key, 105.0) and attempts.due(key, 110.0)
-    assert attempts.due(("b", "img"), 100.0)  # another node is not held back
-    assert attempts.error("a", ["img"]) == "img: HTTP 502: boom"
-    attempts.failed(key, 110.0, "again")
-    assert attempts.retry_in(key, 110.0) == 20.0
+    assert failures.due(key, 0.0)
+    failures.failed(key, 100.0, "HTTP 502: boom")
+    assert not failures.due(key, 105.0) and failures.due(key, 110.0)
+    assert failures.due(("b", "img"), 100.0)  # another node is not held back
+    assert failures.error("a", ["img"]) == "img: HTTP 502: boom"
+    failures.failed(key, 110.0, "again")
+    assert failures.retry_in(key, 110.0) == 20.0
     for i in range(10):
-        attempts.failed(key, 200.0 + i, "again")
-    assert attempts.retry_in(key, 209.0) == 300.0  # capped at 5 min
-    attempts.succeeded(key)
-    assert attempts.due(key, 209.0) and attempts.error("a", ["img"]) is None
+        failures.failed(key, 200.0 + i, "again")
+    assert failures.retry_in(key, 209.0) == 300.0  # capped at 5 min
+    failures.succeeded(key)
+    assert failures.due(key, 209.0) and failures.error("a", ["img"]) is None

@@ -9,17 +9,19 @@ from collections.abc import Sequence
 import pytest
 
 from warmstart.oci.tiers import Tier
+from warmstart.prewarm_backoff import (
+    PREWARM_RETRY_MAX_SECONDS,
+    PREWARM_RETRY_MIN_SECONDS,
+    PrewarmFailure,
+    prewarm_failed,
+    prewarm_retry_delay,
+)
 from warmstart.runtime.memory import MemoryRuntime
 from warmstart.serving.controller import (
     PREWARM_MEMORY_SECONDS,
-    PREWARM_RETRY_MAX_SECONDS,
-    PREWARM_RETRY_MIN_SECONDS,
     Controller,
     NodeHandle,
-    PrewarmFailure,
     prewarm_due,
-    prewarm_failed,
-    prewarm_retry_delay,
 )
 from warmstart.serving.placement import NodeTiers
 from warmstart.serving.router import Router, RouterConfig
