@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.backoff import Backoff
 from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line, pull_args
 from warmstart.containerd.hosts import (
     HostsConfigError,
@@ -200,7 +201,7 @@ def is_transient_pull_error(stderr: str) -> bool:
 
 def pull_retry_delay(attempt: int, base: float = PULL_RETRY_DELAY) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): base, 2 x base, ..."""
-    return base * 2 ** max(attempt - 1, 0)
+    return Backoff(base).ceiling(attempt - 1)
 
 
 # -- the driver ----------------------------------------------------------------------------------

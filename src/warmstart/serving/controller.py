@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from warmstart.backoff import Backoff
 from warmstart.oci.tiers import Tier
 from warmstart.runtime.api import (
     Mount,
@@ -102,8 +103,7 @@ def prewarm_retry_delay(failures: int) -> float:
     0 for none, then doubling from the minimum, capped at the maximum."""
     if failures <= 0:
         return 0.0
-    # min() before the power would overflow on absurd counts; 2 ** 30 is far past the cap.
-    return min(PREWARM_RETRY_MAX_SECONDS, PREWARM_RETRY_MIN_SECONDS * 2 ** min(failures - 1, 30))
+    return Backoff(PREWARM_RETRY_MIN_SECONDS, PREWARM_RETRY_MAX_SECONDS).ceiling(failures - 1)
 
 
 def prewarm_failed(previous: PrewarmFailure | None, at: float) -> PrewarmFailure:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.aio import cancel_all
+from warmstart.backoff import Backoff
 from warmstart.oci import Digest
 from warmstart.store.blobs import (
     INLINE_LIMIT,
@@ -44,7 +45,7 @@ from warmstart.store.eviction import (
 )
 from warmstart.store.index import ImageBlob, Index
 from warmstart.store.layout import Layout
-from warmstart.store.locks import FileLock, Session
+from warmstart.store.locks import FIRST_POLL, FileLock, Session
 from warmstart.store.model_dirs import ModelDirs, ModelDirStats
 from warmstart.store.models import (
     BlobSource,
@@ -375,7 +376,7 @@ class ContentStore:
         lock = FileLock(self._layout.lock_path(digest))
         partial = self._layout.partial_path(digest)
         try:
-            delay = 0.001
+            delays = Backoff(FIRST_POLL, self._poll).delays()
             while True:  # someone else (another process) may be writing it: follow, or take over
                 if final.is_file():
                     return final
@@ -385,8 +386,7 @@ class ContentStore:
                     grown = partial.stat().st_size
                     if grown != flight.progress:
                         flight.advance(grown)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._poll)
+                await asyncio.sleep(next(delays))
             if final.is_file():  # finished between our check and the lock
                 return final
             return await write()
