@@ -25,7 +25,7 @@ from aiohttp import web
 from warmstart.agent.api import (
     Health,
     NodeSetup,
-    PeerSource,
+    PeerDiscovery,
     PeersRequest,
     PeersResponse,
     PrewarmRequest,
@@ -115,7 +115,7 @@ class AgentState:
     node_setup: NodeSetup | None = None  # hosts.toml files and containerd's config_path
     peers_changed_at: float | None = None  # when the peer list last changed (epoch seconds)
     # Where the peer list comes from: the running Kubernetes follower reports it.
-    peer_source: Callable[[float | None], PeerSource] | None = None
+    peer_source: Callable[[float | None], PeerDiscovery] | None = None
     # The tasks answering requests right now: a graceful stop waits for them, then cuts
     # those still running when the grace period ends.
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -703,7 +703,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         peer_source=(
             state.peer_source(state.peers_changed_at)
             if state.peer_source is not None
-            else PeerSource(kind="static", changed_at=state.peers_changed_at)
+            else PeerDiscovery(kind="static", changed_at=state.peers_changed_at)
         ),
         node_setup=state.node_setup,
         models_root=store.layout.models_root if store is not None else None,

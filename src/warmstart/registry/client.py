@@ -63,7 +63,7 @@ from warmstart.registry.ranges import (
     range_header,
     resume_response,
 )
-from warmstart.registry.retry import Attempts, Retry
+from warmstart.registry.retry import RequestRetries, Retry
 from warmstart.registry.sending import BodyFactory, read_at_most, send, url_origin
 from warmstart.registry.token_fetch import fetch_token
 from warmstart.registry.tokens import (
@@ -622,8 +622,8 @@ class RegistryClient:
 
     # -- requests, auth, redirects ---------------------------------------------------------
 
-    def _attempts(self, what: str) -> Attempts:
-        return Attempts(
+    def _attempts(self, what: str) -> RequestRetries:
+        return RequestRetries(
             what,
             self._policy,
             sleep=self._sleep,
