@@ -1,7 +1,7 @@
 """Pre-warm: bring an image into this node before a replica needs it.
 
 ``warm``: every blob of the image (for one platform) into the agent's store, fetched through
-the agent's own :class:`~warmstart.fetch.api.Fetcher`, so the tiers apply exactly as for a
+the agent's own :class:`~warmstart.fetch.interfaces.Fetcher`, so the tiers apply exactly as for a
 containerd pull (local store, the digest's home peer, other peers, upstream once per cluster).
 The image is pinned while it is pre-warmed and recorded in the store's index afterwards.
 
@@ -54,7 +54,7 @@ from warmstart.containerd.ctr import (
 from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
-from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
+from warmstart.fetch.interfaces import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.model.materialise import ModelMaterialiser
 from warmstart.oci import (
     Descriptor,

@@ -2,7 +2,7 @@
 plus peers, status, health, metrics and pre-warm.
 
 Handlers only parse and answer; where bytes come from is the :class:`Fetcher`'s business
-(``warmstart.fetch.api``). Pure rules live beside this module: ``paths`` (routes, names,
+(``warmstart.fetch.interfaces``). Pure rules live beside this module: ``paths`` (routes, names,
 ``?ns=``, Accept), ``ranges`` (Range), ``errors`` (OCI error bodies), ``status``, and ``api``
 (the bodies of the control routes, shared with ``warmstart.agent.client``).
 """
@@ -63,7 +63,7 @@ from warmstart.agent.sending import (
 )
 from warmstart.agent.status import status_body
 from warmstart.containerd.content_link import LinkSetup
-from warmstart.fetch.api import (
+from warmstart.fetch.interfaces import (
     PEER_HEADER,
     PEER_TOKEN_HEADER,
     PIECE_HEADER,

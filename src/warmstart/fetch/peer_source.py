@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER, PIECE_HEADER
+from warmstart.fetch.interfaces import PEER_HEADER, PEER_TOKEN_HEADER, PIECE_HEADER
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     BlobRequest,

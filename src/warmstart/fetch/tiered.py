@@ -53,7 +53,10 @@ from pathlib import Path
 
 from warmstart.aio import cancel_all
 from warmstart.fetch.access import AccessControl, peer_token_ok
-from warmstart.fetch.api import (
+from warmstart.fetch.cache import LRUMap, TTLCache
+from warmstart.fetch.config import FetcherConfig
+from warmstart.fetch.images import ImageTracker, PendingImage
+from warmstart.fetch.interfaces import (
     BlobResult,
     ClientIdentity,
     ConflictError,
@@ -65,9 +68,6 @@ from warmstart.fetch.api import (
     UnauthorizedError,
     UnavailableError,
 )
-from warmstart.fetch.cache import LRUMap, TTLCache
-from warmstart.fetch.config import FetcherConfig
-from warmstart.fetch.images import ImageTracker, PendingImage
 from warmstart.fetch.local import LocalSource
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
@@ -132,7 +132,7 @@ def _retrieve(fut: asyncio.Future[tuple[int, str]]) -> None:
 
 
 class TieredFetcher:
-    """Implements :class:`warmstart.fetch.api.Fetcher` over a store, an upstream and peers.
+    """Implements :class:`warmstart.fetch.interfaces.Fetcher` over a store, an upstream and peers.
 
     ``upstream`` is a :class:`Source` that is also an :class:`AccessChecker` (or pass
     ``access``); ``peer_source(url)`` gives the Source of one peer (None: no peers);

@@ -1,4 +1,4 @@
-"""The real :class:`~warmstart.runtime.api.Runtime`: containerd 1.6 + runc, driven with ``ctr``.
+"""The real :class:`~warmstart.runtime.interfaces.Runtime`: containerd 1.6 + runc, driven with ``ctr``.
 
 containerd 1.6 has no pull RPC (ctr fetches in its own process) and no Python client that works
 with current protobuf, so everything runs ``ctr`` against the node's socket and namespace:
@@ -49,7 +49,7 @@ from warmstart.containerd.hosts import (
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.oci.errors import InvalidReference
 from warmstart.oci.reference import Reference
-from warmstart.runtime.api import (
+from warmstart.runtime.interfaces import (
     DEFAULT_STOP_TIMEOUT,
     ImageNotPresent,
     ImagePullError,

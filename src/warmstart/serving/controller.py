@@ -42,7 +42,7 @@ from typing import Protocol
 
 from warmstart.backoff import Backoff
 from warmstart.oci.tiers import Tier
-from warmstart.runtime.api import (
+from warmstart.runtime.interfaces import (
     Mount,
     PullTiming,
     Replica,

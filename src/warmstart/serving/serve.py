@@ -38,8 +38,8 @@ from aiohttp import web
 from warmstart.agent.api import PrewarmRequest
 from warmstart.agent.client import AgentClient
 from warmstart.containerd.ctr import Ctr
-from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
+from warmstart.runtime.interfaces import ReplicaError
 from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
 from warmstart.serving.metrics import CONTENT_TYPE, EndpointMetrics
 from warmstart.serving.router import Router, RouterConfig, create_router_app

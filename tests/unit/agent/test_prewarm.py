@@ -26,7 +26,7 @@ from warmstart.agent.prewarm import (
     transient_pull_failure,
 )
 from warmstart.containerd.ctr import ContainerdTarget
-from warmstart.fetch.api import ClientIdentity, NotFoundError
+from warmstart.fetch.interfaces import ClientIdentity, NotFoundError
 from warmstart.oci import Platform, Reference
 from warmstart.oci import mediatypes as mt
 from warmstart.store import ContentStore

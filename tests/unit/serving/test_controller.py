@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from warmstart.oci.tiers import Tier
-from warmstart.runtime.api import ImagePullError, PullTiming, Replica, RuntimeUnavailable
+from warmstart.runtime.interfaces import ImagePullError, PullTiming, Replica, RuntimeUnavailable
 from warmstart.runtime.memory import MemoryRuntime, PhaseDurations
 from warmstart.serving.controller import PHASES, Controller, NodeHandle, StaticTiers
 from warmstart.serving.router import Router, RouterConfig
