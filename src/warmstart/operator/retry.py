@@ -1,6 +1,6 @@
 """Per node and image: failed pre-warms and when to try again (pure).
 
-The backoff is ``warmstart serve``'s pre-warm backoff (:func:`warmstart.serving.controller.
+The backoff is ``warmstart serve``'s pre-warm backoff (:func:`warmstart.serving.prewarm_retry.
 prewarm_retry_delay`): 10 s after the first failure, doubling up to 5 min.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from warmstart.serving.controller import PrewarmFailure, prewarm_failed, prewarm_retry_delay
+from warmstart.serving.prewarm_retry import PrewarmFailure, prewarm_failed, prewarm_retry_delay
 
 Key = tuple[str, str]  # (node, image reference)
 

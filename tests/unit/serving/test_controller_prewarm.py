@@ -10,18 +10,18 @@ import pytest
 
 from warmstart.oci.tiers import Tier
 from warmstart.runtime.memory import MemoryRuntime
-from warmstart.serving.controller import (
+from warmstart.serving.controller import Controller
+from warmstart.serving.placement import NodeTiers
+from warmstart.serving.prewarm_retry import (
     PREWARM_MEMORY_SECONDS,
     PREWARM_RETRY_MAX_SECONDS,
     PREWARM_RETRY_MIN_SECONDS,
-    Controller,
-    NodeHandle,
     PrewarmFailure,
     prewarm_due,
     prewarm_failed,
     prewarm_retry_delay,
 )
-from warmstart.serving.placement import NodeTiers
+from warmstart.serving.replicas import NodeHandle
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 
