@@ -518,30 +518,30 @@ class TieredFetcher:
             raise ConflictError(
                 f"blob {digest} travels {'as ' + str(pieces) if pieces else 'whole'} here"
             )
-        tracker = self.swarm.trackers.get(digest)
+        tracker = self.swarm.book.trackers.get(digest)
         if tracker is None or tracker.pieces != pieces:
             size = self._store.blob_size(digest) if self._store.has(digest) else None
             if size is not None:
                 if size != pieces.size:
                     raise ConflictError(f"blob {digest} has {size} bytes here")
-                tracker = await self.swarm.tracker_of_file(digest, pieces)
+                tracker = await self.swarm.book.tracker_of_file(digest, pieces)
             elif self.ring.is_home(digest):
                 if digest in self._transfers:
                     raise ConflictError(f"blob {digest} is on its way here whole")
-                tracker = self.swarm.tracker(digest, pieces)
+                tracker = self.swarm.book.tracker(digest, pieces)
                 self._sizes.put(digest, pieces.size)
                 self._start(registry, req.repository, digest, True)
             else:
                 raise NotFoundError(f"blob {digest}: this node keeps no piece list of it")
         if req.hashes is not None:
-            have = self.swarm.have(digest, pieces)
+            have = self.swarm.book.have(digest, pieces)
             tracker.learn_hashes([None if i in have else h for i, h in enumerate(req.hashes)])
         me = self.ring.self_url
         if req.url != me:
             tracker.announce(req.url, req.have, req.served)
         tracker.forget(g for g in req.gone if g != me)
         await tracker.wait(req.version, req.wait)
-        return self.swarm.answer(digest, tracker).to_json()
+        return self.swarm.book.answer(digest, tracker).to_json()
 
     async def get_piece(
         self,
@@ -554,7 +554,7 @@ class TieredFetcher:
     ) -> BlobResult:
         registry = self._registry(registry)
         await self._admit(registry, repository, client, Probe("blob", str(digest)))
-        if not self.swarm.may_send(digest, start):
+        if not self.swarm.book.may_send(digest, start):
             raise PieceBusyError(f"blob {digest}: the piece at {start} is held elsewhere")
         local = self._local_blob(digest)
         if local is not None:
@@ -567,7 +567,7 @@ class TieredFetcher:
         return BlobResult(digest, pf.pieces.size, "local", path=pf.path)
 
     def piece_sent(self, digest: Digest, start: int) -> None:
-        self.swarm.piece_sent(digest, start)
+        self.swarm.book.piece_sent(digest, start)
 
     def _resume_offset(self, t: Transfer) -> int:
         """Where the store will resume the blob from (a partial a dead agent left), so the
