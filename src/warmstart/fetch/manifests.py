@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from warmstart.fetch.access import AccessControl
@@ -47,26 +48,17 @@ class PlanSteps(Protocol):
     def __call__(self, what: What, digest: Digest, *, from_peer: bool) -> tuple[Step, ...]: ...
 
 
+@dataclass(eq=False)
 class Manifests:
     """The fetcher's manifests; ``steps(what, digest, from_peer=...)`` plans where to look."""
 
-    def __init__(
-        self,
-        store: ContentStore,
-        runner: PlanRunner,
-        sizes: LRUMap[Digest, int],
-        access: AccessControl,
-        *,
-        steps: PlanSteps,
-    ) -> None:
-        self._store = store
-        self._runner = runner
-        self._sizes = sizes
-        self.access = access
-        self._steps = steps
-        self._local = LocalSource(store)
-        self._images = ImageTracker()
-        self.flights: SingleFlight[tuple[object, ...], ManifestResult] = SingleFlight()
+    store: ContentStore
+    runner: PlanRunner
+    sizes: LRUMap[Digest, int]
+    access: AccessControl
+    steps: PlanSteps
+    flights: SingleFlight[tuple[object, ...], ManifestResult] = field(default_factory=SingleFlight)
+    _images: ImageTracker = field(init=False, default_factory=ImageTracker)
 
     async def by_digest(
         self,
@@ -77,16 +69,18 @@ class Manifests:
         *,
         from_peer: bool,
     ) -> ManifestResult:
-        known = self._sizes.get(digest)
+        known = self.sizes.get(digest)
         if known is not None and known > MAX_MANIFEST_BYTES:
             # A blob of a manifest served here: no need to ask anyone what it is.
             raise NotFoundError(
                 f"{digest} is a blob of {known} bytes, not a manifest "
                 f"(the limit is {MAX_MANIFEST_BYTES})"
             )
-        if self._store.has(digest):
+        if self.store.has(digest):
             try:
-                local = await self._local.get_manifest(registry, repository, str(digest), accept)
+                local = await LocalSource(self.store).get_manifest(
+                    registry, repository, str(digest), accept
+                )
             except SourceNotManifest as e:
                 raise NotFoundError(str(e)) from None
             except SourceError:
@@ -101,8 +95,8 @@ class Manifests:
             return SourceManifest(digest, got.media_type, got.body)
 
         async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
-            steps = self._steps("manifest", digest, from_peer=from_peer)
-            source, got = await self._runner.run(
+            steps = self.steps("manifest", digest, from_peer=from_peer)
+            source, got = await self.runner.run(
                 steps, f"manifest {digest}", registry, repository, digest, verified
             )
             self.keep(got)
@@ -113,7 +107,7 @@ class Manifests:
 
     def keep(self, got: SourceManifest) -> None:
         try:
-            self._store.put_bytes(got.digest, got.body, got.media_type)
+            self.store.put_bytes(got.digest, got.body, got.media_type)
         except (StoreError, OSError, sqlite3.Error) as e:
             log.warning("could not keep manifest %s in the store: %s", got.digest, e)
 
@@ -137,23 +131,23 @@ class Manifests:
         tag_reference = f"{registry}/{repository}:{tag}" if tag is not None else None
         if isinstance(parsed, ImageIndex):
             for d in parsed.manifests:
-                self._sizes.put(d.digest, d.size)
+                self.sizes.put(d.digest, d.size)
                 members.append(d.digest)
             if tag_reference is not None:
                 self._images.saw_index(registry, repository, tag_reference, parsed, entry)
         elif isinstance(parsed, ImageManifest):
             for d in parsed.blobs:
-                self._sizes.put(d.digest, d.size)
+                self.sizes.put(d.digest, d.size)
                 members.append(d.digest)
             self._images.saw_image(registry, repository, parsed, entry, tag_reference)
-            self._record(self._images.complete(self._store.has, blob=got.digest))
+            self._record(self._images.complete(self.store.has, blob=got.digest))
         self.access.note_members(registry, repository, members)
         return ManifestResult(got.digest, media_type, got.body, source)
 
     def _record(self, images: list[PendingImage]) -> None:
         for image in images:
             try:
-                self._store.record_image(
+                self.store.record_image(
                     image.reference, image.top, list(image.entries), image.platform
                 )
             except (StoreError, sqlite3.Error, ValueError) as e:
@@ -161,7 +155,7 @@ class Manifests:
 
     def blob_stored(self, digest: Digest) -> None:
         """Record the images that ``digest`` completes in the store."""
-        self._record(self._images.complete(self._store.has, blob=digest))
+        self._record(self._images.complete(self.store.has, blob=digest))
 
 
 __all__ = ["Manifests"]

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from warmstart.aio import cancel_all
 from warmstart.fetch.metrics import FetchMetrics
-from warmstart.fetch.peer_ring import PeerHealth, PeerRing
+from warmstart.fetch.peer_ring import PeerRing
 from warmstart.fetch.piece_book import PieceBook
 from warmstart.fetch.pieces import Holder, orphans, plan_pieces, runs
 from warmstart.fetch.plan import Step
@@ -93,29 +92,27 @@ class SwarmSettings:
     stall: float = STALL
 
 
+@dataclass(eq=False)
 class Swarm:
-    """The piece transfers of one node: trackers, upload counts, runs."""
+    """The piece transfers of one node: its :class:`PieceBook` (trackers, upload counts) and
+    the runs."""
 
-    def __init__(
-        self,
-        store: ContentStore,
-        ring: PeerRing,
-        health: PeerHealth,
-        runner: PlanRunner,
-        metrics: FetchMetrics,
-        *,
-        settings: SwarmSettings | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        max_trackers: int = 1024,
-    ) -> None:
-        self.store = store
-        self.ring = ring
-        self.health = health
-        self.runner = runner
-        self.metrics = metrics
-        self.settings = settings or SwarmSettings()
-        self.clock = clock
-        self.book = PieceBook(store, ring, health, clock=clock, max_trackers=max_trackers)
+    book: PieceBook
+    runner: PlanRunner
+    metrics: FetchMetrics
+    settings: SwarmSettings = field(default_factory=SwarmSettings)
+
+    @property
+    def store(self) -> ContentStore:
+        return self.book.store
+
+    @property
+    def ring(self) -> PeerRing:
+        return self.book.ring
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.book.clock
 
     # -- one transfer ------------------------------------------------------------------
 
@@ -266,7 +263,7 @@ class _Run:
     # -- deciding ----------------------------------------------------------------------
 
     def _holders(self) -> dict[str, Holder]:
-        health = self.swarm.health
+        health = self.swarm.book.health
         return {
             url: h
             for url, h in self.tracker.holders.items()

@@ -72,6 +72,7 @@ from warmstart.fetch.interfaces import (
 from warmstart.fetch.manifests import Manifests
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
+from warmstart.fetch.piece_book import PieceBook
 from warmstart.fetch.pieces import piece_size_for, use_pieces
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
@@ -157,20 +158,15 @@ class TieredFetcher:
         self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
         self._runner = PlanRunner(upstream, peer_source, self.health, self._metrics)
         self.swarm = Swarm(
-            store,
-            self.ring,
-            self.health,
+            PieceBook(store, self.ring, self.health, clock=clock),
             self._runner,
             self._metrics,
-            settings=SwarmSettings(downloads=config.piece_downloads),
-            clock=clock,
+            SwarmSettings(downloads=config.piece_downloads),
         )
         self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
         self._transfers: dict[Digest, Transfer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._manifests = Manifests(
-            store, self._runner, self._sizes, self.access, steps=self._steps
-        )
+        self._manifests = Manifests(store, self._runner, self._sizes, self.access, self._steps)
         self._tags = TagResolver(
             store,
             upstream,

@@ -16,6 +16,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import NoReturn, TypeVar
 
 from yarl import URL
@@ -36,31 +37,23 @@ from warmstart.registry.transport import Response, Transport
 T = TypeVar("T")
 
 
+@dataclass(eq=False)
 class AuthorizedRequests:
     """Requests to registries on behalf of one client, with its auth state."""
 
-    def __init__(
-        self,
-        transport: Transport,
-        policy: BackoffPolicy,
-        credentials: CredentialStore,
-        *,
-        insecure: frozenset[str],
-        user_agent: str,
-    ) -> None:
-        self.transport = transport
-        self.policy = policy
-        self.insecure = insecure
-        self.user_agent = user_agent
-        self.closed = False
-        self._credentials = credentials
-        self.tokens = TokenCache()
-        self._challenges: dict[str, Challenge] = {}
-        self._token_locks: dict[TokenKey, asyncio.Lock] = {}
-        # Seams for tests: how to wait, where jitter comes from, what time it is.
-        self.sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
-        self.random: Callable[[], float] = random.Random().random
-        self.clock: Callable[[], float] = time.time
+    transport: Transport
+    policy: BackoffPolicy
+    credentials: CredentialStore
+    insecure: frozenset[str]
+    user_agent: str
+    closed: bool = False
+    tokens: TokenCache = field(default_factory=TokenCache)
+    _challenges: dict[str, Challenge] = field(init=False, default_factory=dict)
+    _token_locks: dict[TokenKey, asyncio.Lock] = field(init=False, default_factory=dict)
+    # Seams for tests: how to wait, where jitter comes from, what time it is.
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+    random: Callable[[], float] = field(default_factory=lambda: random.Random().random)
+    clock: Callable[[], float] = time.time
 
     def attempts(self, what: str) -> RequestRetries:
         return RequestRetries(
@@ -96,7 +89,7 @@ class AuthorizedRequests:
         """
         if url is None:
             url = URL(endpoint.url(path), encoded=True)
-        creds = self._credentials.get(endpoint.registry)
+        creds = self.credentials.get(endpoint.registry)
         has_basic = creds is not None and creds.has_basic
         action = auth.before_request(
             self._challenges.get(endpoint.registry), scopes, has_basic=has_basic
@@ -138,7 +131,7 @@ class AuthorizedRequests:
             kind, token = await self._bearer_token(endpoint, action, what)
             return auth.Sent(kind, action.key, token), f"Bearer {token}"
         if isinstance(action, auth.UseBasic):
-            creds = self._credentials.get(endpoint.registry)
+            creds = self.credentials.get(endpoint.registry)
             assert creds is not None
             return auth.Sent("basic"), creds.basic_header()
         return auth.Sent("none"), None
@@ -199,7 +192,7 @@ class AuthorizedRequests:
             endpoint=endpoint,
             challenge=challenge,
             scopes=scopes,
-            creds=self._credentials.get(endpoint.registry),
+            creds=self.credentials.get(endpoint.registry),
             insecure=self.insecure,
             client_id=self.user_agent.split("/", 1)[0] or "warmstart",
             clock=self.clock,
@@ -208,13 +201,13 @@ class AuthorizedRequests:
     # -- errors ------------------------------------------------------------------------------
 
     def _hint(self, endpoint: Endpoint) -> str:
-        return answers.hint(self._credentials.get(endpoint.registry), endpoint.registry)
+        return answers.hint(self.credentials.get(endpoint.registry), endpoint.registry)
 
     def _denied(
         self, endpoint: Endpoint, what: str, code: str | None, message: str | None
     ) -> AuthError:
         """The error for a 401 that another token or credentials will not fix."""
-        creds = self._credentials.get(endpoint.registry)
+        creds = self.credentials.get(endpoint.registry)
         return answers.denied(creds, endpoint, what, 401, code, message)
 
     async def fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:

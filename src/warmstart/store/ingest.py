@@ -18,6 +18,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,70 +39,34 @@ from warmstart.store.singleflight import Flight
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class BlobIngest:
-    """The write side of one open store (its index, session and room under the budget)."""
+    """The write side of one open store (its index, session and room under the budget):
+    :meth:`transfer` takes the blob's lock around :meth:`write_whole` or
+    :meth:`write_in_pieces`, or returns the blob another process wrote."""
 
-    def __init__(
-        self,
-        layout: Layout,
-        index: Index,
-        session: Session,
-        space: SpaceKeeper,
-        *,
-        budget: int | None,
-        resume_attempts: int,
-        poll: float,
-        clock: Callable[[], float] = time.time,
-        is_open: Callable[[], bool],
-    ) -> None:
-        self._layout = layout
-        self._index = index
-        self._session = session
-        self._space = space
-        self._budget = budget
-        self._resume_attempts = resume_attempts
-        self._poll = poll
-        self._clock = clock
-        self._is_open = is_open
-        self.piece_files: dict[Digest, PieceFile] = {}  # blobs written as pieces, here
+    layout: Layout
+    index: Index
+    session: Session
+    space: SpaceKeeper
+    budget: int | None
+    resume_attempts: int
+    poll: float
+    is_open: Callable[[], bool]
+    clock: Callable[[], float] = time.time
+    piece_files: dict[Digest, PieceFile] = field(default_factory=dict)  # written as pieces here
 
-    async def write(
-        self,
-        flight: Flight[Digest, Path],
-        size: int | None,
-        source: BlobSource,
-        media_type: str | None,
-    ) -> Path:
-        """Write the blob whole from ``source`` once its lock is ours (see
-        :meth:`_write_whole`), or return it when another process wrote it."""
-        return await self._transfer(
-            flight, lambda: self._write_whole(flight, size, source, media_type)
-        )
-
-    async def write_pieces(
-        self,
-        flight: Flight[Digest, Path],
-        pieces: Pieces,
-        run: Callable[[PieceFile], Awaitable[None]],
-        media_type: str | None,
-    ) -> Path:
-        """Write the blob as ``pieces`` by ``run`` once its lock is ours (see
-        :meth:`_write_in_pieces`), or return it when another process wrote it."""
-        return await self._transfer(
-            flight, lambda: self._write_in_pieces(flight, pieces, run, media_type)
-        )
-
-    async def _transfer(
+    async def transfer(
         self, flight: Flight[Digest, Path], write: Callable[[], Awaitable[Path]]
     ) -> Path:
         """Take the blob's lock and ``write`` it, or follow whoever (another process) holds
         the lock until the blob is there or the lock is free."""
         digest = flight.key
-        final = self._layout.blob_path(digest)
-        lock = FileLock(self._layout.lock_path(digest))
-        partial = self._layout.partial_path(digest)
+        final = self.layout.blob_path(digest)
+        lock = FileLock(self.layout.lock_path(digest))
+        partial = self.layout.partial_path(digest)
         try:
-            delays = Backoff(FIRST_POLL, self._poll).delays()
+            delays = Backoff(FIRST_POLL, self.poll).delays()
             while True:  # someone else (another process) may be writing it: follow, or take over
                 if final.is_file():
                     return final
@@ -118,7 +83,7 @@ class BlobIngest:
         finally:
             lock.release(unlink=True)
 
-    async def _write_whole(
+    async def write_whole(
         self,
         flight: Flight[Digest, Path],
         size: int | None,
@@ -132,12 +97,12 @@ class BlobIngest:
         whole content matches the digest, so a torn partial costs one failed resume, then the
         blob is fetched again from byte 0."""
         digest = flight.key
-        partial = self._layout.partial_path(digest)
-        final = self._layout.blob_path(digest)
+        partial = self.layout.partial_path(digest)
+        final = self.layout.blob_path(digest)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._layout.pieces_path(digest))  # a piece write's leftover
+            os.unlink(self.layout.pieces_path(digest))  # a piece write's leftover
         resume = await asyncio.to_thread(self._adopt_partial, digest, size)
-        self._space.reserve(digest, size or 0, self._budget)
+        self.space.reserve(digest, size or 0, self.budget)
         reserved = True
         try:
             while True:
@@ -179,18 +144,18 @@ class BlobIngest:
                 )
                 writer.abort()
                 resume = None
-            with self._index.transaction():
-                self._index.add_blob(digest, writer.written, media_type, self._clock())
-                self._index.remove_inflight(digest, self._session.id)
+            with self.index.transaction():
+                self.index.add_blob(digest, writer.written, media_type, self.clock())
+                self.index.remove_inflight(digest, self.session.id)
             reserved = False
             await asyncio.to_thread(fsync_dir, final.parent)  # make the rename durable
             return final
         finally:
-            if reserved and self._is_open():
+            if reserved and self.is_open():
                 with contextlib.suppress(StoreError, sqlite3.Error):
-                    self._index.remove_inflight(digest, self._session.id)
+                    self.index.remove_inflight(digest, self.session.id)
 
-    async def _write_in_pieces(
+    async def write_in_pieces(
         self,
         flight: Flight[Digest, Path],
         pieces: Pieces,
@@ -199,17 +164,17 @@ class BlobIngest:
     ) -> Path:
         """Write the blob as pieces (we hold its lock): reserve room, ``run``, verify, rename."""
         digest = flight.key
-        final = self._layout.blob_path(digest)
+        final = self.layout.blob_path(digest)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._layout.partial_path(digest))  # a whole-blob write's leftover
-        self._space.reserve(digest, pieces.size, self._budget)
+            os.unlink(self.layout.partial_path(digest))  # a whole-blob write's leftover
+        self.space.reserve(digest, pieces.size, self.budget)
         reserved = True
         piece_file: PieceFile | None = None
         try:
             try:
                 piece_file = await asyncio.to_thread(
                     PieceFile,
-                    self._layout.pieces_path(digest),
+                    self.layout.pieces_path(digest),
                     digest,
                     pieces,
                     on_prefix=flight.advance,
@@ -228,9 +193,9 @@ class BlobIngest:
                     "the pieces' list was wrong; nothing was stored"
                 )
             await asyncio.to_thread(piece_file.rename, final)
-            with self._index.transaction():
-                self._index.add_blob(digest, pieces.size, media_type, self._clock())
-                self._index.remove_inflight(digest, self._session.id)
+            with self.index.transaction():
+                self.index.add_blob(digest, pieces.size, media_type, self.clock())
+                self.index.remove_inflight(digest, self.session.id)
             reserved = False
             return final
         except BaseException as e:
@@ -242,21 +207,21 @@ class BlobIngest:
                 piece_file.close()
                 if self.piece_files.get(digest) is piece_file:
                     del self.piece_files[digest]
-            if reserved and self._is_open():
+            if reserved and self.is_open():
                 with contextlib.suppress(StoreError, sqlite3.Error):
-                    self._index.remove_inflight(digest, self._session.id)
+                    self.index.remove_inflight(digest, self.session.id)
 
     def _adopt_partial(self, digest: Digest, size: int | None) -> tuple[Any, int] | None:
         """(hash state, bytes) of the partial file a dead writer left for ``digest`` (we hold
         its lock), if it is worth resuming; otherwise it is removed and None returned."""
-        partial = self._layout.partial_path(digest)
+        partial = self.layout.partial_path(digest)
         try:
             st = os.stat(partial)
         except FileNotFoundError:
             return None
         usable = (
             stat.S_ISREG(st.st_mode)
-            and partial_worth_keeping(self._layout, digest, st.st_size, st.st_mtime, self._clock())
+            and partial_worth_keeping(self.layout, digest, st.st_size, st.st_mtime, self.clock())
             and (size is None or st.st_size <= size)
         )
         if usable:
@@ -302,13 +267,13 @@ class BlobIngest:
             except StoreError:
                 raise
             except Exception:
-                if attempts >= self._resume_attempts:
+                if attempts >= self.resume_attempts:
                     raise
                 attempts += 1  # resume from writer.accepted; the hash state is kept
                 continue
             if size is None or writer.accepted == size:
                 return
-            if attempts < self._resume_attempts:
+            if attempts < self.resume_attempts:
                 attempts += 1  # the stream ended early: ask for the rest
                 continue
             raise StoreSizeMismatch(
@@ -318,6 +283,6 @@ class BlobIngest:
 
     def _disk_error(self, digest: Digest, error: OSError) -> StoreError:
         return StoreError(
-            f"cannot write {digest} under {self._layout.root}: {error.strerror or error}; "
+            f"cannot write {digest} under {self.layout.root}: {error.strerror or error}; "
             "free disk space or check permissions"
         )

@@ -101,10 +101,10 @@ class ContentStore:
         )
         self._closed = False
         self._ingest = BlobIngest(
-            self._layout,
-            self._index,
-            self._session,
-            self._space,
+            layout=self._layout,
+            index=self._index,
+            session=self._session,
+            space=self._space,
             budget=budget,
             resume_attempts=max(0, resume_attempts),
             poll=poll_interval,
@@ -297,7 +297,9 @@ class ContentStore:
         if not self.has(digest):
             await self._flights.do(
                 digest,
-                lambda flight: self._ingest.write(flight, size, source, media_type),
+                lambda flight: self._ingest.transfer(
+                    flight, lambda: self._ingest.write_whole(flight, size, source, media_type)
+                ),
                 on_progress,
             )
         return self._checked(digest, size)
@@ -343,7 +345,9 @@ class ContentStore:
         if not self.has(digest):
             await self._flights.do(
                 digest,
-                lambda flight: self._ingest.write_pieces(flight, pieces, run, media_type),
+                lambda flight: self._ingest.transfer(
+                    flight, lambda: self._ingest.write_in_pieces(flight, pieces, run, media_type)
+                ),
             )
         return self._checked(digest, pieces.size)
 
