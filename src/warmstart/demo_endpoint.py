@@ -17,7 +17,7 @@ from rich.table import Table
 from warmstart.demo_report import GETS, Claims, DemoFailed, add_row, heading, one_line, show, table
 from warmstart.demo_steps import Witness, steps_table
 from warmstart.image.build import DEFAULT_IMAGE_CACHE, BuildOptions, build_example
-from warmstart.serving.controller import PHASES
+from warmstart.serving.replicas import PHASES
 from warmstart.testbed.cluster import LocalCluster
 from warmstart.testbed.layout import push_layout
 from warmstart.testbed.registry import RegistryProcess

@@ -200,8 +200,8 @@ async def test_rejected_cached_token_is_refreshed_once(
         await client.get_manifest(ref)
         before = len(reg.token_server.token_requests)
         # Replace every cached token by one the registry will reject.
-        for key in list(client._tokens._entries):
-            client._tokens.put(key, TokenResponse("not-a-jwt", expires_in=300))
+        for key in list(client._requests.tokens._entries):
+            client._requests.tokens.put(key, TokenResponse("not-a-jwt", expires_in=300))
         await client.get_manifest(ref)
         assert len(reg.token_server.token_requests) == before + 1
 

@@ -305,7 +305,7 @@ class ModelStatus(_Answer):
     last_used: float
 
 
-class PeerSource(_Answer):
+class PeerDiscovery(_Answer):
     """Where the peer list comes from: ``static`` (agent.toml, ``--peer``, ``PUT /peers``) or
     ``kubernetes`` (the ready endpoints of ``service`` in ``namespace``)."""
 
@@ -337,7 +337,7 @@ class StatusResponse(_Answer):
     peers: list[str]
     upstreams: list[str]
     default_upstream: str | None
-    peer_source: PeerSource = PeerSource()
+    peer_source: PeerDiscovery = PeerDiscovery()
     node_setup: NodeSetup | None = None  # None: no containerd_certs_dir
 
 
@@ -427,7 +427,7 @@ __all__ = [
     "ModelMaterialisation",
     "ModelStatus",
     "NodeSetup",
-    "PeerSource",
+    "PeerDiscovery",
     "PeersRequest",
     "PeersResponse",
     "PlatformName",

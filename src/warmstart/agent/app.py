@@ -36,8 +36,8 @@ from warmstart.containerd.content_link import (
     LinkMode,
     LinkSetup,
 )
-from warmstart.fetch.api import Fetcher
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
+from warmstart.fetch.interfaces import Fetcher
 from warmstart.fetch.pieces import UploadSlots
 from warmstart.registry import Credentials, CredentialsError, CredentialStore
 from warmstart.store import ContentStore

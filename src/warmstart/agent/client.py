@@ -29,7 +29,7 @@ from warmstart.agent.api import (
     error_code,
     error_message,
 )
-from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
 
 DEFAULT_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0

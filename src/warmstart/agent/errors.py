@@ -91,7 +91,7 @@ def denied(message: str) -> ErrorResponse:
 
 
 def from_fetch_error(error: Exception, *, manifest: bool) -> ErrorResponse:
-    """Map an exception of the Fetcher (``warmstart.fetch.api.FetchError`` and subclasses, or
+    """Map an exception of the Fetcher (``warmstart.fetch.interfaces.FetchError`` and subclasses, or
     anything with ``status``/``code`` attributes) to an answer.
 
     Not-found on a manifest route answers MANIFEST_UNKNOWN; a 429 passes ``retry_after`` on as

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from typing import Protocol, runtime_checkable
 
 from warmstart.agent.api import PrewarmResponse
-from warmstart.fetch.api import ClientIdentity
+from warmstart.fetch.interfaces import ClientIdentity
 from warmstart.oci import Platform, Reference
 
 
@@ -32,7 +32,7 @@ class Prewarmer(Protocol):
         ``client`` is who asked (their ``Authorization`` is checked for private repositories
         exactly as on a pull).
 
-        Raise a ``warmstart.fetch.api.FetchError`` (its status is answered), an ``OCIError``
+        Raise a ``warmstart.fetch.interfaces.FetchError`` (its status is answered), an ``OCIError``
         (400) or ``ValueError`` (400) for bad input.
         """
         ...

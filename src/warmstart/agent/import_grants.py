@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from warmstart.fetch.api import ClientIdentity
+from warmstart.fetch.interfaces import ClientIdentity
 
 IMPORT_HEADER = "X-Warmstart-Import"
 

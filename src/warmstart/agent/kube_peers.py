@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
-from warmstart.agent.api import PeerSource
+from warmstart.agent.api import PeerDiscovery
 from warmstart.agent.config import AgentConfig
 from warmstart.agent.peer_set import PeerSet
 from warmstart.kube.client import JsonObj, KubeClient, resource_path
@@ -75,8 +75,8 @@ class KubePeers:
     async def run(self) -> None:
         await self.informer.run()
 
-    def status(self, changed_at: float | None) -> PeerSource:
-        return PeerSource(
+    def status(self, changed_at: float | None) -> PeerDiscovery:
+        return PeerDiscovery(
             kind="kubernetes",
             service=self.service,
             namespace=self.namespace,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.containerd.content_link import ContentLinker, LinkOutcome, LinkRefused
-from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError
+from warmstart.fetch.interfaces import ClientIdentity, Fetcher, FetchError
 from warmstart.oci import Descriptor, Digest, ImageManifest
 from warmstart.store import ContentStore, StoreError
 

@@ -1,7 +1,7 @@
 """Pre-warm: bring an image into this node before a replica needs it.
 
 ``warm``: every blob of the image (for one platform) into the agent's store, fetched through
-the agent's own :class:`~warmstart.fetch.api.Fetcher`, so the tiers apply exactly as for a
+the agent's own :class:`~warmstart.fetch.interfaces.Fetcher`, so the tiers apply exactly as for a
 containerd pull (local store, the digest's home peer, other peers, upstream once per cluster).
 The image is pinned while it is pre-warmed and recorded in the store's index afterwards.
 
@@ -41,6 +41,7 @@ from warmstart.agent.api import (
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.linking import ImageLinker, ensure_stored
 from warmstart.aio import run_all
+from warmstart.backoff import Backoff
 from warmstart.containerd.ctr import (
     CRI_NAMESPACE,
     ContainerdTarget,
@@ -53,7 +54,7 @@ from warmstart.containerd.ctr import (
 from warmstart.containerd.hosts import agent_only, write_hosts_dir
 from warmstart.containerd.images import ContainerdImages
 from warmstart.containerd.pull_output import parse_pull_output
-from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, ManifestResult
+from warmstart.fetch.interfaces import ClientIdentity, Fetcher, FetchError, ManifestResult
 from warmstart.model.materialise import ModelMaterialiser
 from warmstart.oci import (
     Descriptor,
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 4
 DEFAULT_IMPORT_TIMEOUT = 3600.0
 IMPORT_ATTEMPTS = 3  # ctr pulls per hot import when one breaks mid-body
-IMPORT_RETRY_DELAYS = (0.5, 2.0)  # seconds before the 2nd and 3rd attempt
+IMPORT_RETRY_BACKOFF = Backoff(0.5, cap=2.0, factor=4.0)  # 0.5 s before the 2nd attempt, 2 s after
 # What ctr prints when a body it was reading broke (the agent restarted, a connection reset):
 # the next attempt resumes from what containerd already has. Anything else is final.
 TRANSIENT_PULL_ERRORS = (
@@ -416,7 +417,7 @@ class ContainerdPrewarmer:
                     result.returncode, result.stderr
                 ):
                     break
-                delay = IMPORT_RETRY_DELAYS[min(attempts, len(IMPORT_RETRY_DELAYS)) - 1]
+                delay = IMPORT_RETRY_BACKOFF.ceiling(attempts - 1)
                 log.warning(
                     "hot import of %s: ctr pull broke mid-transfer (%s); attempt %d of %d in "
                     "%.1f s",

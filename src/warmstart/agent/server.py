@@ -2,7 +2,7 @@
 plus peers, status, health, metrics and pre-warm.
 
 Handlers only parse and answer; where bytes come from is the :class:`Fetcher`'s business
-(``warmstart.fetch.api``). Pure rules live beside this module: ``paths`` (routes, names,
+(``warmstart.fetch.interfaces``). Pure rules live beside this module: ``paths`` (routes, names,
 ``?ns=``, Accept), ``ranges`` (Range), ``errors`` (OCI error bodies), ``status``, and ``api``
 (the bodies of the control routes, shared with ``warmstart.agent.client``).
 """
@@ -25,7 +25,7 @@ from aiohttp import web
 from warmstart.agent.api import (
     Health,
     NodeSetup,
-    PeerSource,
+    PeerDiscovery,
     PeersRequest,
     PeersResponse,
     PrewarmRequest,
@@ -64,7 +64,7 @@ from warmstart.agent.sending import (
 from warmstart.agent.status import status_body
 from warmstart.aio import read_to_end
 from warmstart.containerd.content_link import LinkSetup
-from warmstart.fetch.api import (
+from warmstart.fetch.interfaces import (
     PEER_HEADER,
     PEER_TOKEN_HEADER,
     PIECE_HEADER,
@@ -116,7 +116,7 @@ class AgentState:
     node_setup: NodeSetup | None = None  # hosts.toml files and containerd's config_path
     peers_changed_at: float | None = None  # when the peer list last changed (epoch seconds)
     # Where the peer list comes from: the running Kubernetes follower reports it.
-    peer_source: Callable[[float | None], PeerSource] | None = None
+    peer_source: Callable[[float | None], PeerDiscovery] | None = None
     # The tasks answering requests right now: a graceful stop waits for them, then cuts
     # those still running when the grace period ends.
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -704,7 +704,7 @@ async def status(request: web.Request) -> web.StreamResponse:
         peer_source=(
             state.peer_source(state.peers_changed_at)
             if state.peer_source is not None
-            else PeerSource(kind="static", changed_at=state.peers_changed_at)
+            else PeerDiscovery(kind="static", changed_at=state.peers_changed_at)
         ),
         node_setup=state.node_setup,
         models_root=store.layout.models_root if store is not None else None,

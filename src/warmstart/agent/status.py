@@ -9,7 +9,7 @@ from warmstart.agent.api import (
     ImageStatus,
     ModelStatus,
     NodeSetup,
-    PeerSource,
+    PeerDiscovery,
     StatusResponse,
     StoreStatus,
 )
@@ -64,7 +64,7 @@ def status_body(
     peers: Iterable[str] = (),
     upstreams: Iterable[str] = (),
     default_upstream: str | None = None,
-    peer_source: PeerSource | None = None,
+    peer_source: PeerDiscovery | None = None,
     node_setup: NodeSetup | None = None,
     models_root: Path | None = None,
 ) -> StatusResponse:
@@ -119,6 +119,6 @@ def status_body(
         peers=list(peers),
         upstreams=sorted(upstreams),
         default_upstream=default_upstream,
-        peer_source=peer_source or PeerSource(),
+        peer_source=peer_source or PeerDiscovery(),
         node_setup=node_setup,
     )

@@ -51,7 +51,7 @@ from warmstart.bench.chaos_report import (
 from warmstart.bench.chaos_run import CONTENT_BLOBS, REPOSITORY, Run
 from warmstart.bench.scaleout_nodes import NodeStack
 from warmstart.fetch import rendezvous
-from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.wrong_peer import WrongBytesPeer
 

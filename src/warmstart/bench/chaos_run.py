@@ -28,7 +28,7 @@ from warmstart.bench.chaos_report import (
     is_broken_body,
 )
 from warmstart.bench.scaleout_nodes import NodeStack
-from warmstart.runtime.api import ReplicaError
+from warmstart.runtime.interfaces import ReplicaError
 from warmstart.testbed.agent import AgentProcess
 from warmstart.testbed.layout import LayerSpec, LayoutImage, push_layout, write_image
 from warmstart.testbed.netcluster import NetCluster

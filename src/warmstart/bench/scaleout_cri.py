@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from warmstart.containerd.hosts import write_hosts_dir
 from warmstart.oci.reference import Reference
-from warmstart.runtime.api import PullTiming
+from warmstart.runtime.interfaces import PullTiming
 from warmstart.testbed.cri import CriClient, CriError
 
 if TYPE_CHECKING:

@@ -50,8 +50,8 @@ from warmstart.bench.scaleout_model import (
 )
 from warmstart.bench.scaleout_types import BASELINE, PROVISIONED, REGISTRY_PROXY, WARMSTART
 from warmstart.containerd.ctr import CRI_NAMESPACE, Ctr
-from warmstart.runtime.api import PullTiming, Replica, ReplicaError, ReplicaSpec
 from warmstart.runtime.containerd import ContainerdRuntime
+from warmstart.runtime.interfaces import PullTiming, Replica, ReplicaError, ReplicaSpec
 from warmstart.serving.models import model_mount
 from warmstart.serving.serve import NodeOption
 from warmstart.testbed.agent import AgentProcess

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.table import Table
 
 from warmstart.cli.common import err_console, fail, out_console
-from warmstart.image.build import DEFAULT_IMAGE_CACHE
+from warmstart.image.build import DEFAULT_IMAGE_CACHE, LayerInfo
 from warmstart.units import format_size
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Build images without Docker: the example endpoint's, and the one deploy/kubernetes runs.",
@@ -46,8 +50,6 @@ def build_example_cmd(
 
     require_bench_extra("image build-example")
     from warmstart.image.build import BuildOptions, build_example
-    from warmstart.image.mirror import MirrorNotFound
-    from warmstart.image.tools import BuildError, ToolMissing
 
     if "/" in registry or ":" not in registry:
         fail(f"--registry must be HOST:PORT, not {registry!r}", code=2)
@@ -60,20 +62,8 @@ def build_example_cmd(
         padding_bytes=int(padding_gib * 2**30),
         mirror=mirror,
     )
-    try:
-        result = build_example(options, log=lambda line: err_console.print(line, markup=False))
-    except (BuildError, MirrorNotFound, ToolMissing, RuntimeError, OSError) as e:
-        fail(f"build failed: {e}")
-    table = Table("layer", "content", "digest", "size", "unpacked", title=result.reference)
-    for layer in result.layers:
-        table.add_row(
-            layer.name,
-            layer.content,
-            layer.digest[:19],
-            format_size(layer.size),
-            format_size(layer.unpacked),
-        )
-    out_console.print(table)
+    result = _built(lambda log: build_example(options, log=log))
+    _print_layers(result.reference, result.layers)
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     out_console.print(f"total {format_size(result.total_size)} compressed; {timing}")
     out_console.print(f"digest {result.manifest.digest}")
@@ -113,8 +103,6 @@ def build_agent_cmd(
     contacted (this machine's apt sources, pip's index), and only for what the cache lacks.
     """
     from warmstart.image.agent_image import AgentImageOptions, build_agent_image
-    from warmstart.image.mirror import MirrorNotFound
-    from warmstart.image.tools import BuildError, ToolMissing
 
     options = AgentImageOptions(
         cache=cache,
@@ -125,20 +113,8 @@ def build_agent_cmd(
         push=push,
         insecure=insecure,
     )
-    try:
-        result = build_agent_image(options, log=lambda line: err_console.print(line, markup=False))
-    except (BuildError, MirrorNotFound, ToolMissing, RuntimeError, OSError) as e:
-        fail(f"build failed: {e}")
-    table = Table("layer", "content", "digest", "size", "unpacked", title=result.oci_reference)
-    for layer in result.layers:
-        table.add_row(
-            layer.name,
-            layer.content,
-            layer.digest[:19],
-            format_size(layer.size),
-            format_size(layer.unpacked),
-        )
-    out_console.print(table)
+    result = _built(lambda log: build_agent_image(options, log=log))
+    _print_layers(result.oci_reference, result.layers)
     shares = []
     for name, only in sorted(result.exclusive.items()):
         size, share = result.share(only)
@@ -154,3 +130,27 @@ def build_agent_cmd(
         out_console.print(f"pushed {result.reference}@{result.manifest.digest}")
     else:
         out_console.print(f"push with: {result.push_command()}")
+
+
+def _built(build: Callable[[Callable[[str], None]], T]) -> T:
+    """Run ``build`` with its log on stderr; a failure ends the command with its message."""
+    from warmstart.image.mirror import MirrorNotFound
+    from warmstart.image.tools import BuildError, ToolMissing
+
+    try:
+        return build(lambda line: err_console.print(line, markup=False))
+    except (BuildError, MirrorNotFound, ToolMissing, RuntimeError, OSError) as e:
+        fail(f"build failed: {e}")
+
+
+def _print_layers(title: str | None, layers: Sequence[LayerInfo]) -> None:
+    table = Table("layer", "content", "digest", "size", "unpacked", title=title)
+    for layer in layers:
+        table.add_row(
+            layer.name,
+            layer.content,
+            layer.digest[:19],
+            format_size(layer.size),
+            format_size(layer.unpacked),
+        )
+    out_console.print(table)

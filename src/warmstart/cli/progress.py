@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import (
@@ -35,16 +36,12 @@ def _bars(console: Console, enabled: bool) -> Progress:
     )
 
 
-class RichPullProgress:
-    """Implements :class:`warmstart.pull.PullProgress` with a bar per layer."""
+class _Bars:
+    """Progress bars shown while the ``with`` block runs."""
 
-    def __init__(self, console: Console, *, enabled: bool = True) -> None:
-        self._console = console
-        self._progress = _bars(console, enabled)
-        self._tasks: dict[Digest, TaskID] = {}
-        self._enabled = enabled
+    _progress: Progress
 
-    def __enter__(self) -> RichPullProgress:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 
@@ -55,6 +52,16 @@ class RichPullProgress:
         tb: TracebackType | None,
     ) -> None:
         self._progress.stop()
+
+
+class RichPullProgress(_Bars):
+    """Implements :class:`warmstart.pull.PullProgress` with a bar per layer."""
+
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self._console = console
+        self._progress = _bars(console, enabled)
+        self._tasks: dict[Digest, TaskID] = {}
+        self._enabled = enabled
 
     def resolved(self, ref: Reference, digest: Digest, platform: Platform | None) -> None:
         if not self._enabled:
@@ -87,7 +94,7 @@ def _label(path: str, state: str) -> str:
     return f"{shown:<{LABEL_WIDTH}} {state:<6}"
 
 
-class RichPushProgress:
+class RichPushProgress(_Bars):
     """Implements :class:`warmstart.model_push.PushProgress`: a bar per file (hashed, then
     pushed, or found in the registry) and one for the bytes of all files in the registry."""
 
@@ -97,18 +104,6 @@ class RichPushProgress:
         self._total: TaskID | None = None
         self._done = 0  # bytes of finished files
         self._in_flight: dict[str, int] = {}  # path -> bytes sent or held
-
-    def __enter__(self) -> RichPushProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def started(self, ref: Reference, files: Sequence[LocalFile]) -> None:
         self._total = self._progress.add_task(

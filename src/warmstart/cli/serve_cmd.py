@@ -23,7 +23,7 @@ from warmstart.cli.common import (
     setup_logging,
 )
 
-# A replica's phases, as the controller reports them (warmstart.serving.controller.PHASES; not
+# A replica's phases, as the controller reports them (warmstart.serving.replicas.PHASES; not
 # imported: the status command stays light). "model" only for an endpoint with a model.
 PHASES = ("wait", "pull", "unpack", "model", "start", "load")
 DEFAULT_LISTEN = "127.0.0.1:8080"

@@ -32,9 +32,14 @@ from urllib.parse import urlsplit
 
 from warmstart.oci.errors import InvalidReference
 from warmstart.oci.reference import validate_registry
-from warmstart.oci.registry_name import DOCKER_HUB, canonical_registry, registry_names
+from warmstart.oci.registry_name import (
+    DOCKER_HUB,
+    DOCKER_HUB_API_HOST,
+    canonical_registry,
+    registry_names,
+)
 
-DOCKER_HUB_SERVER = "https://registry-1.docker.io"
+DOCKER_HUB_SERVER = f"https://{DOCKER_HUB_API_HOST}"
 DEFAULT_CAPABILITIES = ("pull", "resolve")
 KNOWN_CAPABILITIES = frozenset({"pull", "resolve", "push"})
 DEFAULT_DIAL_TIMEOUT = "200ms"

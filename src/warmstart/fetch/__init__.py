@@ -1,6 +1,6 @@
 """Where bytes come from: local store, peers, upstream; single-flight across the cluster.
 
-``api`` is the contract with the agent's HTTP layer; ``tiered.TieredFetcher`` implements it
+``interfaces`` is the contract with the agent's HTTP layer; ``tiered.TieredFetcher`` implements it
 over ``Source``s (``local``, ``peer``, ``upstream``; in-memory ones in ``memory``), asking
 them in the order ``plan.plan_sources`` gives (run by ``run.PlanRunner``);
 ``build.build_fetcher`` wires one to the network from a :class:`FetcherConfig`. Big blobs

@@ -23,8 +23,8 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from warmstart.fetch.api import NotFoundError, UnauthorizedError, UnavailableError
 from warmstart.fetch.cache import LRUMap, TTLCache
+from warmstart.fetch.interfaces import NotFoundError, UnauthorizedError, UnavailableError
 from warmstart.fetch.source import Access, AccessChecker, AccessQuery, Probe, SourceError
 from warmstart.registry.credentials import Credentials
 from warmstart.store.singleflight import Flight, SingleFlight

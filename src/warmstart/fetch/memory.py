@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.fetch.api import ClientIdentity, Fetcher, FetchError, NotFoundError
-from warmstart.fetch.api import UnauthorizedError as FetchUnauthorized
+from warmstart.fetch.interfaces import ClientIdentity, Fetcher, FetchError, NotFoundError
+from warmstart.fetch.interfaces import UnauthorizedError as FetchUnauthorized
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     Access,

@@ -19,7 +19,7 @@ import aiohttp
 from yarl import URL
 
 from warmstart.aio import read_to_end
-from warmstart.fetch.api import PEER_HEADER, PEER_TOKEN_HEADER, PIECE_HEADER
+from warmstart.fetch.interfaces import PEER_HEADER, PEER_TOKEN_HEADER, PIECE_HEADER
 from warmstart.fetch.rendezvous import node_key
 from warmstart.fetch.source import (
     BlobRequest,

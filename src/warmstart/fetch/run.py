@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from warmstart.aio import cancel_all
-from warmstart.fetch.api import FetchError, NotFoundError, UnavailableError
+from warmstart.fetch.interfaces import FetchError, NotFoundError, UnavailableError
 from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth
 from warmstart.fetch.plan import HomePeer, NotHere, ProbePeers, Step

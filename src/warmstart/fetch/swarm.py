@@ -1,7 +1,8 @@
 """A blob fetched as pieces from many nodes at once (see :mod:`warmstart.fetch.pieces`).
 
-:class:`Swarm` is the fetcher's piece side: the trackers of the blobs this node takes part in,
-the pieces it has uploaded, and :meth:`Swarm.run`, one piece transfer:
+:class:`Swarm` is the fetcher's piece side: its :class:`~warmstart.fetch.piece_book.PieceBook`
+(the trackers of the blobs this node takes part in, the pieces it has uploaded) and
+:meth:`Swarm.run`, one piece transfer:
 
 * Not the digest's home: ask the home's tracker first (``POST /pieces/<digest>``). No answer,
   or a piece size of its own: the whole-blob path, as before. Otherwise write the blob as
@@ -29,16 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from warmstart.aio import cancel_all
-from warmstart.fetch.cache import LRUMap
 from warmstart.fetch.metrics import FetchMetrics
-from warmstart.fetch.peer_ring import PeerHealth, PeerRing
-from warmstart.fetch.pieces import Holder, orphans, plan_pieces, runs, serve_again
+from warmstart.fetch.peer_ring import PeerRing
+from warmstart.fetch.piece_book import PieceBook
+from warmstart.fetch.pieces import Holder, orphans, plan_pieces, runs
 from warmstart.fetch.plan import Step
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
 from warmstart.fetch.source import (
@@ -49,12 +49,11 @@ from warmstart.fetch.source import (
     SourceUnreachable,
     aclose_quietly,
 )
-from warmstart.fetch.tracker import PiecesAnswer, PiecesInvalid, PiecesRequest, Tracker
+from warmstart.fetch.tracker import PiecesAnswer, PiecesInvalid, Tracker
 from warmstart.oci import Digest
 from warmstart.store import ContentStore
 from warmstart.store.piece_geometry import Pieces
-from warmstart.store.pieces import PIECE_HASH, PieceCorrupt, PieceFile, PieceShort
-from warmstart.store.singleflight import SingleFlight
+from warmstart.store.pieces import PieceCorrupt, PieceFile, PieceShort
 
 log = logging.getLogger(__name__)
 
@@ -93,115 +92,27 @@ class SwarmSettings:
     stall: float = STALL
 
 
-@dataclass
-class _Counts:
-    served: int = 0  # pieces this node uploaded
-    pieces: dict[int, tuple[int, float]] = field(default_factory=dict)  # index: (sent, first)
-
-
+@dataclass(eq=False)
 class Swarm:
-    """The piece transfers of one node: trackers, upload counts, runs."""
+    """The piece transfers of one node: its :class:`PieceBook` (trackers, upload counts) and
+    the runs."""
 
-    def __init__(
-        self,
-        store: ContentStore,
-        ring: PeerRing,
-        health: PeerHealth,
-        runner: PlanRunner,
-        metrics: FetchMetrics,
-        *,
-        settings: SwarmSettings | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        max_trackers: int = 1024,
-    ) -> None:
-        self.store = store
-        self.ring = ring
-        self.health = health
-        self.runner = runner
-        self.metrics = metrics
-        self.settings = settings or SwarmSettings()
-        self.clock = clock
-        self.trackers: LRUMap[Digest, Tracker] = LRUMap(max_trackers)
-        self._counts: LRUMap[Digest, _Counts] = LRUMap(max_trackers)
-        self._hashing: SingleFlight[Digest, Tracker] = SingleFlight()
+    book: PieceBook
+    runner: PlanRunner
+    metrics: FetchMetrics
+    settings: SwarmSettings = field(default_factory=SwarmSettings)
 
-    # -- what this node holds ----------------------------------------------------------
+    @property
+    def store(self) -> ContentStore:
+        return self.book.store
 
-    def have(self, digest: Digest, pieces: Pieces) -> frozenset[int]:
-        if self.store.has(digest):
-            return frozenset(range(pieces.count))
-        pf = self.store.piece_file(digest)
-        if pf is not None and pf.pieces == pieces:
-            return frozenset(pf.have)
-        return frozenset()
+    @property
+    def ring(self) -> PeerRing:
+        return self.book.ring
 
-    def served(self, digest: Digest) -> int:
-        counts = self._counts.get(digest)
-        return counts.served if counts is not None else 0
-
-    def _counts_of(self, digest: Digest) -> _Counts:
-        counts = self._counts.get(digest)
-        if counts is None:
-            counts = _Counts()
-            self._counts.put(digest, counts)
-        return counts
-
-    def piece_sent(self, digest: Digest, start: int) -> None:
-        """The piece of ``digest`` at byte ``start`` went out to a peer."""
-        self._counts_of(digest).served += 1
-
-    def may_send(self, digest: Digest, start: int) -> bool:
-        """Whether this node sends the piece at ``start`` now (:func:`serve_again`), and if so
-        count the copy from now (a copy on its way counts: a second asker meanwhile goes to
-        whoever holds it first). Only the node that keeps the blob's tracker while its own
-        transfer runs holds back; a node that merely holds pieces serves what it has."""
-        tracker = self.trackers.get(digest)
-        if tracker is None or self.store.piece_file(digest) is None:
-            return True
-        if not self.ring.is_home(digest) or start % tracker.pieces.piece_size:
-            return True
-        index = start // tracker.pieces.piece_size
-        counts = self._counts_of(digest)
-        sent, first = counts.pieces.get(index, (0, 0.0))
-        others = sum(
-            1
-            for url, h in tracker.holders.items()
-            if url != self.ring.self_url and index in h.have and not self.health.is_down(url)
-        )
-        now = self.clock()
-        if not serve_again(sent, others, now - first):
-            return False
-        counts.pieces[index] = (sent + 1, now if sent == 0 else first)
-        return True
-
-    def tracker(self, digest: Digest, pieces: Pieces) -> Tracker:
-        """This node's tracker of the blob (a new one if it had none, or one of other pieces)."""
-        t = self.trackers.get(digest)
-        if t is None or t.pieces != pieces:
-            t = Tracker(pieces)
-            self.trackers.put(digest, t)
-        return t
-
-    async def tracker_of_file(self, digest: Digest, pieces: Pieces) -> Tracker:
-        """The tracker of a blob this node holds whole: its piece list read from the file
-        (once, in a thread)."""
-        t = self.trackers.get(digest)
-        if t is not None and t.pieces == pieces and None not in t.hashes:
-            return t
-
-        async def compute(_flight: object) -> Tracker:
-            path = self.store.blob_path(digest)
-            hashes = await asyncio.to_thread(_piece_hashes, path, pieces)
-            tracker = self.tracker(digest, pieces)
-            tracker.learn_hashes(hashes)
-            return tracker
-
-        return await self._hashing.do(digest, compute)
-
-    def answer(self, digest: Digest, tracker: Tracker) -> PiecesAnswer:
-        return tracker.answer(
-            self.ring.self_url, self.have(digest, tracker.pieces), self.served(digest)
-        )
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.book.clock
 
     # -- one transfer ------------------------------------------------------------------
 
@@ -220,14 +131,14 @@ class Swarm:
         digest = t.digest
         me = self.ring.self_url
         home = self.ring.home(digest)
-        tracker = self.tracker(digest, pieces)
+        tracker = self.book.tracker(digest, pieces)
         if home != me:
             source = peer(home)
             if source is None:
                 raise PiecesDeclined("no peers")
             try:
                 raw = await source.tracker(
-                    t.registry, digest, self._request(t, pieces, tracker, 0.0).to_json(), 0.0
+                    t.registry, digest, self.book.request(t, pieces, tracker, 0.0).to_json(), 0.0
                 )
                 answer = PiecesAnswer.parse(raw)
             except SourceError as e:
@@ -246,48 +157,6 @@ class Swarm:
             await job.run(pf)
 
         await self.store.fetch_pieces(digest, pieces, write)
-
-    def _request(
-        self,
-        t: Transfer,
-        pieces: Pieces,
-        tracker: Tracker,
-        wait: float,
-        *,
-        gone: Iterable[str] = (),
-        version: int = -1,
-    ) -> PiecesRequest:
-        return PiecesRequest(
-            t.repository,
-            pieces,
-            self.ring.self_url,
-            self.have(t.digest, pieces),
-            self.served(t.digest),
-            tuple(tracker.hashes),
-            tuple(gone),
-            version,
-            wait,
-        )
-
-
-def _piece_hashes(path: Any, pieces: Pieces) -> list[str]:
-    import hashlib
-
-    out = []
-    with open(path, "rb", buffering=0) as f:
-        for i in range(pieces.count):
-            start, end = pieces.span(i)
-            hasher = hashlib.new(PIECE_HASH)
-            f.seek(start)
-            left = end - start
-            while left:
-                data = f.read(min(1 << 20, left))
-                if not data:
-                    raise OSError(f"{path} is shorter than {pieces.size} bytes")
-                hasher.update(data)
-                left -= len(data)
-            out.append(hasher.hexdigest())
-    return out
 
 
 @dataclass(eq=False)
@@ -394,7 +263,7 @@ class _Run:
     # -- deciding ----------------------------------------------------------------------
 
     def _holders(self) -> dict[str, Holder]:
-        health = self.swarm.health
+        health = self.swarm.book.health
         return {
             url: h
             for url, h in self.tracker.holders.items()
@@ -577,7 +446,7 @@ class _Run:
         while True:
             wait = self.swarm.settings.poll_wait
             told = set(self.gone)
-            request = self.swarm._request(
+            request = self.swarm.book.request(
                 self.t, self.pieces, self.tracker, wait, gone=told, version=version
             )
             try:
@@ -610,7 +479,7 @@ class _Run:
             await self.dirty.wait()
             self.dirty.clear()
             told = set(self.gone)
-            request = self.swarm._request(self.t, self.pieces, self.tracker, 0.0, gone=told)
+            request = self.swarm.book.request(self.t, self.pieces, self.tracker, 0.0, gone=told)
             try:
                 await source.tracker(self.t.registry, self.digest, request.to_json(), 0.0)
                 self.gone -= told
@@ -626,7 +495,7 @@ class _Run:
         source = self.peer(home)
         if source is None:
             return
-        request = self.swarm._request(self.t, self.pieces, self.tracker, 0.0, gone=self.gone)
+        request = self.swarm.book.request(self.t, self.pieces, self.tracker, 0.0, gone=self.gone)
         try:
             async with asyncio.timeout(2.0):
                 await source.tracker(self.t.registry, self.digest, request.to_json(), 0.0)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from warmstart.aio import cancel_all
-from warmstart.fetch.api import ManifestResult, NotFoundError, UnavailableError
 from warmstart.fetch.cache import TTLCache
+from warmstart.fetch.interfaces import ManifestResult, NotFoundError, UnavailableError
 from warmstart.fetch.local import manifest_media_type
 from warmstart.fetch.peer_ring import PeerHealth, PeerView
 from warmstart.fetch.run import PlanRunner

@@ -5,7 +5,8 @@ Blobs
     A local hit is served from its file. On a miss one *transfer* per digest runs in the
     background and writes through :meth:`ContentStore.fetch` (verified against the digest while
     written; nothing bad is kept). Clients stream from the store while it is written
-    (``open_stream`` follows the temp file), so a second client joins a transfer in progress.
+    (:func:`~warmstart.fetch.follow.follow_transfer` follows the temp file), so a second client
+    joins a transfer in progress.
 
     Where a transfer reads from, best first (:mod:`warmstart.fetch.plan`; run by
     :mod:`warmstart.fetch.run`):
@@ -32,7 +33,8 @@ Blobs
     :meth:`TieredFetcher.get_piece` serves verified pieces to peers.
 
 Manifests
-    By digest: local store, home peer, upstream (verified). By tag: a tag cache with a TTL,
+    By digest: local store, home peer, upstream (verified; :mod:`warmstart.fetch.manifests`,
+    which also learns from each manifest served). By tag: a tag cache with a TTL,
     then the upstream; when the upstream fails, the tag as this node or a peer last saw it
     (:mod:`warmstart.fetch.tags`).
 
@@ -45,15 +47,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from warmstart.aio import cancel_all
 from warmstart.fetch.access import AccessControl, peer_token_ok
-from warmstart.fetch.api import (
+from warmstart.fetch.cache import LRUMap, TTLCache
+from warmstart.fetch.config import FetcherConfig
+from warmstart.fetch.follow import follow_transfer
+from warmstart.fetch.interfaces import (
     BlobResult,
     ClientIdentity,
     ConflictError,
@@ -65,42 +69,22 @@ from warmstart.fetch.api import (
     UnauthorizedError,
     UnavailableError,
 )
-from warmstart.fetch.cache import LRUMap, TTLCache
-from warmstart.fetch.config import FetcherConfig
-from warmstart.fetch.images import ImageTracker, PendingImage
-from warmstart.fetch.local import LocalSource
+from warmstart.fetch.manifests import Manifests
 from warmstart.fetch.metrics import FetchMetrics, NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth, PeerList, PeerRing, PeerView
+from warmstart.fetch.piece_book import PieceBook
 from warmstart.fetch.pieces import piece_size_for, use_pieces
 from warmstart.fetch.plan import NotHere, Step, What, plan_sources
 from warmstart.fetch.run import Attempt, Exhausted, Failures, PlanRunner, Transfer
-from warmstart.fetch.source import (
-    AccessChecker,
-    Probe,
-    Source,
-    SourceCorrupt,
-    SourceError,
-    SourceManifest,
-    SourceNotManifest,
-    aclose_quietly,
-)
+from warmstart.fetch.source import AccessChecker, Probe, Source, SourceCorrupt
 from warmstart.fetch.swarm import PiecesDeclined, PieceSource, Swarm, SwarmSettings
 from warmstart.fetch.tags import TagResolver
 from warmstart.fetch.tracker import PiecesInvalid, PiecesRequest
-from warmstart.oci import (
-    MAX_MANIFEST_BYTES,
-    Digest,
-    ImageIndex,
-    ImageManifest,
-    OCIError,
-    is_digest,
-    parse_manifest,
-)
+from warmstart.oci import Digest, is_digest
 from warmstart.oci import mediatypes as mt
 from warmstart.registry.endpoints import canonical_registry
 from warmstart.store import ContentStore, StoreDigestMismatch, StoreError, StoreSizeMismatch
 from warmstart.store.piece_geometry import Pieces
-from warmstart.store.singleflight import Flight, SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +116,7 @@ def _retrieve(fut: asyncio.Future[tuple[int, str]]) -> None:
 
 
 class TieredFetcher:
-    """Implements :class:`warmstart.fetch.api.Fetcher` over a store, an upstream and peers.
+    """Implements :class:`warmstart.fetch.interfaces.Fetcher` over a store, an upstream and peers.
 
     ``upstream`` is a :class:`Source` that is also an :class:`AccessChecker` (or pass
     ``access``); ``peer_source(url)`` gives the Source of one peer (None: no peers);
@@ -174,20 +158,15 @@ class TieredFetcher:
         self._metrics: FetchMetrics = metrics if metrics is not None else NullMetrics()
         self._runner = PlanRunner(upstream, peer_source, self.health, self._metrics)
         self.swarm = Swarm(
-            store,
-            self.ring,
-            self.health,
+            PieceBook(store, self.ring, self.health, clock=clock),
             self._runner,
             self._metrics,
-            settings=SwarmSettings(downloads=config.piece_downloads),
-            clock=clock,
+            SwarmSettings(downloads=config.piece_downloads),
         )
-        self._local = LocalSource(store)
         self._sizes: LRUMap[Digest, int] = LRUMap(config.max_known_sizes)
-        self._images = ImageTracker()
         self._transfers: dict[Digest, Transfer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._manifest_flights: SingleFlight[tuple[object, ...], ManifestResult] = SingleFlight()
+        self._manifests = Manifests(store, self._runner, self._sizes, self.access, self._steps)
         self._tags = TagResolver(
             store,
             upstream,
@@ -195,9 +174,9 @@ class TieredFetcher:
             self.peers,
             self.health,
             TTLCache(config.tag_ttl, keep_stale=config.tag_keep_stale, clock=clock),
-            self._manifest_flights,
-            keep=self._keep_manifest,
-            serve=self._served,
+            self._manifests.flights,
+            keep=self._manifests.keep,
+            serve=self._manifests.served,
         )
         self._on_close = list(on_close)
         self._closed = False
@@ -220,7 +199,7 @@ class TieredFetcher:
         wanted = mt.manifest_accept(tuple(accept))
         if is_digest(reference):
             digest = Digest.parse(reference)
-            return await self._manifest_by_digest(
+            return await self._manifests.by_digest(
                 registry, repository, digest, wanted, from_peer=client.peer is not None
             )
         return await self._tags.manifest(
@@ -399,7 +378,10 @@ class TieredFetcher:
             return BlobResult(digest, size, kind, path=self._store.blob_path(digest)), t
         joined = t
         return BlobResult(
-            digest, size, kind, open_stream=lambda start: self._stream(joined, start)
+            digest,
+            size,
+            kind,
+            open_stream=lambda start: follow_transfer(self._store, joined, start),
         ), t
 
     def _start(self, registry: str, repository: str, digest: Digest, from_peer: bool) -> Transfer:
@@ -532,30 +514,30 @@ class TieredFetcher:
             raise ConflictError(
                 f"blob {digest} travels {'as ' + str(pieces) if pieces else 'whole'} here"
             )
-        tracker = self.swarm.trackers.get(digest)
+        tracker = self.swarm.book.trackers.get(digest)
         if tracker is None or tracker.pieces != pieces:
             size = self._store.blob_size(digest) if self._store.has(digest) else None
             if size is not None:
                 if size != pieces.size:
                     raise ConflictError(f"blob {digest} has {size} bytes here")
-                tracker = await self.swarm.tracker_of_file(digest, pieces)
+                tracker = await self.swarm.book.tracker_of_file(digest, pieces)
             elif self.ring.is_home(digest):
                 if digest in self._transfers:
                     raise ConflictError(f"blob {digest} is on its way here whole")
-                tracker = self.swarm.tracker(digest, pieces)
+                tracker = self.swarm.book.tracker(digest, pieces)
                 self._sizes.put(digest, pieces.size)
                 self._start(registry, req.repository, digest, True)
             else:
                 raise NotFoundError(f"blob {digest}: this node keeps no piece list of it")
         if req.hashes is not None:
-            have = self.swarm.have(digest, pieces)
+            have = self.swarm.book.have(digest, pieces)
             tracker.learn_hashes([None if i in have else h for i, h in enumerate(req.hashes)])
         me = self.ring.self_url
         if req.url != me:
             tracker.announce(req.url, req.have, req.served)
         tracker.forget(g for g in req.gone if g != me)
         await tracker.wait(req.version, req.wait)
-        return self.swarm.answer(digest, tracker).to_json()
+        return self.swarm.book.answer(digest, tracker).to_json()
 
     async def get_piece(
         self,
@@ -568,7 +550,7 @@ class TieredFetcher:
     ) -> BlobResult:
         registry = self._registry(registry)
         await self._admit(registry, repository, client, Probe("blob", str(digest)))
-        if not self.swarm.may_send(digest, start):
+        if not self.swarm.book.may_send(digest, start):
             raise PieceBusyError(f"blob {digest}: the piece at {start} is held elsewhere")
         local = self._local_blob(digest)
         if local is not None:
@@ -581,7 +563,7 @@ class TieredFetcher:
         return BlobResult(digest, pf.pieces.size, "local", path=pf.path)
 
     def piece_sent(self, digest: Digest, start: int) -> None:
-        self.swarm.piece_sent(digest, start)
+        self.swarm.book.piece_sent(digest, start)
 
     def _resume_offset(self, t: Transfer) -> int:
         """Where the store will resume the blob from (a partial a dead agent left), so the
@@ -604,152 +586,7 @@ class TieredFetcher:
             self._sizes.put(t.digest, t.size)
         if t.source_kind == "upstream":
             self.access.note_members(t.registry, t.repository, [t.digest])
-        self._record(self._images.complete(self._store.has, blob=t.digest))
-
-    async def _stream(self, t: Transfer, start: int) -> AsyncIterator[bytes]:
-        """The blob from ``start`` while the transfer writes it; raises as soon as the attempt
-        it follows turns out corrupt (its bytes so far were wrong: the client must retry)."""
-        while True:
-            generation, abandoned = t.generation, t.abandoned
-            await t.attempt_open.wait()
-            if t.finished.is_set() and t.error is not None and not self._store.has(t.digest):
-                raise t.error
-            if generation == t.generation:
-                break
-        corrupt = UnavailableError(
-            f"blob {t.digest}: a source sent corrupt data; ask again for a good copy"
-        )
-        size = t.size
-        pos = start
-        held = b""  # the blob's last byte, sent only once the whole blob is verified
-        reader = self._store.open_reader(t.digest, start).__aiter__()
-        stop = asyncio.ensure_future(abandoned.wait())
-        try:
-            while True:
-                # Race each read against the attempt being abandoned: a reader waiting for bytes
-                # of the next attempt must not wait (it could never use them).
-                step = asyncio.ensure_future(reader.__anext__())
-                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
-                    step.cancel()
-                    await asyncio.gather(step, return_exceptions=True)
-                    raise corrupt
-                try:
-                    chunk = step.result()
-                except StopAsyncIteration:
-                    # The reader stops only at the verified, renamed file: safe to finish.
-                    if held:
-                        yield held
-                    return
-                if t.generation != generation:
-                    raise corrupt
-                pos += len(chunk)
-                if size is not None and pos >= size and chunk:
-                    # Until the digest is checked, a client must not get a complete body:
-                    # if the check fails, the connection is cut one byte short.
-                    chunk, held = chunk[:-1], held + chunk[-1:]
-                if chunk:
-                    yield chunk
-        except StoreError as e:
-            if t.error is not None:
-                raise t.error from e
-            raise UnavailableError(f"blob {t.digest}: the transfer failed: {e}") from e
-        finally:
-            stop.cancel()
-            await aclose_quietly(reader)
-
-    # -- manifests -------------------------------------------------------------------------
-
-    async def _manifest_by_digest(
-        self,
-        registry: str,
-        repository: str,
-        digest: Digest,
-        accept: tuple[str, ...],
-        *,
-        from_peer: bool,
-    ) -> ManifestResult:
-        known = self._sizes.get(digest)
-        if known is not None and known > MAX_MANIFEST_BYTES:
-            # A blob of a manifest served here: no need to ask anyone what it is.
-            raise NotFoundError(
-                f"{digest} is a blob of {known} bytes, not a manifest "
-                f"(the limit is {MAX_MANIFEST_BYTES})"
-            )
-        if self._store.has(digest):
-            try:
-                local = await self._local.get_manifest(registry, repository, str(digest), accept)
-            except SourceNotManifest as e:
-                raise NotFoundError(str(e)) from None
-            except SourceError:
-                pass  # corrupt (and removed by the store) or just evicted: fetch it again
-            else:
-                return self._served(registry, repository, local, "local")
-
-        async def verified(source: Source) -> SourceManifest:
-            got = await source.get_manifest(registry, repository, str(digest), accept)
-            if Digest.of(got.body, digest.algorithm) != digest:
-                raise SourceCorrupt(f"manifest content does not hash to {digest}")
-            return SourceManifest(digest, got.media_type, got.body)
-
-        async def fetch(_flight: Flight[tuple[object, ...], ManifestResult]) -> ManifestResult:
-            steps = self._steps("manifest", digest, from_peer=from_peer)
-            source, got = await self._runner.run(
-                steps, f"manifest {digest}", registry, repository, digest, verified
-            )
-            self._keep_manifest(got)
-            return self._served(registry, repository, got, source.kind)
-
-        key = ("digest", registry, repository, digest, accept, from_peer)
-        return await self._manifest_flights.do(key, fetch)
-
-    def _keep_manifest(self, got: SourceManifest) -> None:
-        try:
-            self._store.put_bytes(got.digest, got.body, got.media_type)
-        except (StoreError, OSError, sqlite3.Error) as e:
-            log.warning("could not keep manifest %s in the store: %s", got.digest, e)
-
-    def _served(
-        self,
-        registry: str,
-        repository: str,
-        got: SourceManifest,
-        source: str,
-        *,
-        tag: str | None = None,
-    ) -> ManifestResult:
-        """Learn from a manifest on its way out: blob sizes, membership, pending images."""
-        try:
-            parsed = parse_manifest(got.body, got.media_type)
-        except OCIError:
-            parsed = None
-        media_type = got.media_type or (parsed.media_type if parsed else mt.OCI_MANIFEST)
-        members: list[Digest] = [got.digest]
-        entry = (got.digest, len(got.body), media_type)
-        tag_reference = f"{registry}/{repository}:{tag}" if tag is not None else None
-        if isinstance(parsed, ImageIndex):
-            for d in parsed.manifests:
-                self._sizes.put(d.digest, d.size)
-                members.append(d.digest)
-            if tag_reference is not None:
-                self._images.saw_index(registry, repository, tag_reference, parsed, entry)
-        elif isinstance(parsed, ImageManifest):
-            for d in parsed.blobs:
-                self._sizes.put(d.digest, d.size)
-                members.append(d.digest)
-            self._images.saw_image(registry, repository, parsed, entry, tag_reference)
-            self._record(self._images.complete(self._store.has, blob=got.digest))
-        self.access.note_members(registry, repository, members)
-        return ManifestResult(got.digest, media_type, got.body, source)
-
-    def _record(self, images: list[PendingImage]) -> None:
-        for image in images:
-            try:
-                self._store.record_image(
-                    image.reference, image.top, list(image.entries), image.platform
-                )
-            except (StoreError, sqlite3.Error, ValueError) as e:
-                log.warning("could not record image %s: %s", image.reference, e)
+        self._manifests.blob_stored(t.digest)
 
 
 __all__ = ["FetcherStatus", "TieredFetcher", "TransferStatus"]

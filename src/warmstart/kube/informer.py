@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from warmstart.backoff import Backoff
 from warmstart.kube.client import JsonObj, KubeApiError, KubeClient, WatchExpired
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Informer:
 
     async def run(self) -> None:
         """List and watch until cancelled."""
-        delay = self._backoff[0]
+        delays = Backoff(*self._backoff).delays()
         failing = False  # one warning per outage, not one per retry
         while True:
             try:
@@ -98,7 +99,7 @@ class Informer:
                 if failing:
                     log.warning("watching %s: the API answers again", self.path)
                 failing = False
-                delay = self._backoff[0]
+                delays = Backoff(*self._backoff).delays()
                 await self._watch(version)
             except TimeoutError:
                 continue  # the resync: list again
@@ -116,5 +117,4 @@ class Informer:
                     self._backoff[1],
                 )
                 failing = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._backoff[1])
+                await asyncio.sleep(next(delays))

@@ -11,6 +11,7 @@ name in the reference: :func:`registry_names` lists every name a registry may be
 from __future__ import annotations
 
 DOCKER_HUB = "docker.io"
+DOCKER_HUB_API_HOST = "registry-1.docker.io"  # where Docker Hub's registry API is served
 # Other names of Docker Hub's registry API (not hub.docker.com, the web site).
 DOCKER_HUB_ALIASES = frozenset(
     {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -25,6 +26,16 @@ def canonical_registry(name: str) -> str:
     return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
 
 
+def registry_of_url(text: str) -> str:
+    """The canonical name of the registry a URL or a host names, as docker config keys and
+    insecure lists give them: ``https://index.docker.io/v1/`` -> ``docker.io``,
+    ``http://Reg:5000/x`` -> ``reg:5000`` (the scheme and path dropped)."""
+    text = text.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    return canonical_registry(text.split("/", 1)[0])
+
+
 def registry_names(name: str) -> tuple[str, ...]:
     """Every name of the registry ``name`` is one of, the canonical one first."""
     canonical = canonical_registry(name)
@@ -33,4 +44,11 @@ def registry_names(name: str) -> tuple[str, ...]:
     return (canonical,)
 
 
-__all__ = ["DOCKER_HUB", "DOCKER_HUB_ALIASES", "canonical_registry", "registry_names"]
+__all__ = [
+    "DOCKER_HUB",
+    "DOCKER_HUB_ALIASES",
+    "DOCKER_HUB_API_HOST",
+    "canonical_registry",
+    "registry_names",
+    "registry_of_url",
+]

@@ -3,7 +3,8 @@
 Exponential backoff with full jitter (AWS architecture blog): before retry ``n`` (0-based) wait a
 uniformly random time in ``[0, min(cap, base * 2**n))``. A ``Retry-After`` from the server
 (429, 503) replaces the jittered delay; one longer than ``max_retry_after`` means "give up now"
-rather than stall a pull for minutes. The random source is injectable.
+rather than stall a pull for minutes. The random source is injectable. The delays are
+:class:`warmstart.backoff.Backoff`'s.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from warmstart.backoff import Backoff
 
 # Errors worth retrying that need no HTTP library to recognise; the client adds its own.
 RETRYABLE_BUILTIN_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
@@ -29,15 +32,17 @@ class BackoffPolicy:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.base, self.cap)
+
     def ceiling(self, retry: int) -> float:
         """The largest delay before retry number ``retry`` (0-based)."""
-        if retry >= 64:  # 2**64 * base overflows nothing but is far past any cap
-            return self.cap
-        return min(self.cap, self.base * (2 ** max(retry, 0)))
+        return self.backoff.ceiling(retry)
 
     def delay(self, retry: int, rand: Callable[[], float]) -> float:
         """Full jitter: uniform in ``[0, ceiling(retry))`` with ``rand()`` in ``[0, 1)``."""
-        return rand() * self.ceiling(retry)
+        return self.backoff.jittered(retry, rand)
 
     def wait_before(
         self, retry: int, rand: Callable[[], float], retry_after: float | None = None

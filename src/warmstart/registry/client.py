@@ -6,8 +6,9 @@ redirects by hand so that ``Authorization`` never leaves the registry's origin. 
 applies live in small modules next to it: :mod:`.auth` (what to do on a 401),
 :mod:`.token_fetch` (asking a token server), :mod:`.challenge` (WWW-Authenticate),
 :mod:`.tokens` (token cache), :mod:`.retry` and :mod:`.backoff` (what to retry, how long to
-wait), :mod:`.answers` (what an error answer means), :mod:`.ranges` (Range/Content-Range),
-:mod:`.credentials` and :mod:`.endpoints`.
+wait), :mod:`.answers` (what an error answer means), :mod:`.manifest_answers` (a manifest's body
+and digest checked), :mod:`.ranges` (Range/Content-Range), :mod:`.credentials` and
+:mod:`.endpoints`; :mod:`.authorized` sends each request with them.
 
 Blob streams resume with ``Range`` after a dropped connection and are hashed while they
 stream; uploads (:mod:`.upload`) go in chunks and resume where the registry stopped; no blob is
@@ -16,12 +17,9 @@ ever held in memory as a whole.
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import aiohttp
 from yarl import URL
@@ -31,23 +29,20 @@ from warmstart.oci.digest import Digest
 from warmstart.oci.errors import InvalidDigest, OCIError
 from warmstart.oci.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from warmstart.oci.reference import Reference, validate_repository
-from warmstart.registry import answers, auth
+from warmstart.registry import answers
 from warmstart.registry.aiohttp_transport import (
     AiohttpTransport,
-    is_retryable_error,
-    wrap_error,
 )
+from warmstart.registry.authorized import AuthorizedRequests
 from warmstart.registry.backoff import (
     BackoffPolicy,
 )
-from warmstart.registry.challenge import Challenge
 from warmstart.registry.credentials import CredentialStore
 from warmstart.registry.endpoints import (
     Endpoint,
     resolve_endpoint,
 )
 from warmstart.registry.errors import (
-    AuthError,
     DigestMismatch,
     InvalidManifest,
     ManifestTooLarge,
@@ -55,6 +50,7 @@ from warmstart.registry.errors import (
     RegistryError,
     SizeMismatch,
 )
+from warmstart.registry.manifest_answers import manifest_digest, read_manifest_body
 from warmstart.registry.ranges import (
     RangeError,
     SizeConflict,
@@ -63,14 +59,8 @@ from warmstart.registry.ranges import (
     range_header,
     resume_response,
 )
-from warmstart.registry.retry import Attempts, Retry
-from warmstart.registry.sending import BodyFactory, read_at_most, send, url_origin
-from warmstart.registry.token_fetch import fetch_token
-from warmstart.registry.tokens import (
-    TokenCache,
-    TokenKey,
-    TokenResponse,
-)
+from warmstart.registry.retry import Retry
+from warmstart.registry.sending import BodyFactory, url_origin
 from warmstart.registry.transport import Response, Transport
 from warmstart.registry.upload import (
     DEFAULT_PUSH_CHUNK,
@@ -139,7 +129,6 @@ class RegistryClient:
         self.options = options or ClientOptions()
         if self.options.chunk_size < 1 or self.options.push_chunk_size < 1:
             raise ValueError("chunk_size and push_chunk_size must be positive")
-        self._policy = self.options.backoff_policy()
         if transport is not None and session is not None:
             raise ValueError("pass a transport or a session, not both")
         self._transport: Transport = transport or AiohttpTransport(
@@ -149,20 +138,18 @@ class RegistryClient:
             read_timeout=self.options.read_timeout,
             read_bufsize=max(1 << 16, min(self.options.chunk_size, 1 << 22)),
         )
-        self._closed = False
-        self._credentials = self.options.credentials or CredentialStore()
-        self._tokens = TokenCache()
-        self._challenges: dict[str, Challenge] = {}
-        self._token_locks: dict[TokenKey, asyncio.Lock] = {}
-        # Seams for tests: how to wait and where jitter comes from.
-        self._sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
-        self._random: Callable[[], float] = random.Random().random
-        self._clock: Callable[[], float] = time.time
+        self._requests = AuthorizedRequests(
+            self._transport,
+            self.options.backoff_policy(),
+            self.options.credentials or CredentialStore(),
+            insecure=self.options.insecure,
+            user_agent=self.options.user_agent,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> RegistryClient:
-        if self._closed:
+        if self._requests.closed:
             raise RegistryError("registry client is closed")
         if isinstance(self._transport, AiohttpTransport):
             self._transport.open()
@@ -173,8 +160,8 @@ class RegistryClient:
 
     async def close(self) -> None:
         """Close the transport (which leaves a caller's session open). No use after this."""
-        if not self._closed:
-            self._closed = True
+        if not self._requests.closed:
+            self._requests.closed = True
             await self._transport.aclose()
 
     def endpoint(self, registry: str) -> Endpoint:
@@ -191,7 +178,9 @@ class RegistryClient:
         what = f"registry {endpoint.registry}"
 
         async def once() -> None:
-            resp = await self._request("GET", endpoint, "/v2/", scopes=(), headers={}, what=what)
+            resp = await self._requests.request(
+                "GET", endpoint, "/v2/", scopes=(), headers={}, what=what
+            )
             try:
                 if resp.status == 200:
                     return
@@ -200,11 +189,11 @@ class RegistryClient:
                         f"{what}: {endpoint.base_url}/v2/ answered 404; not an OCI registry?",
                         status=404,
                     )
-                await self._fail(resp, what, endpoint)
+                await self._requests.fail(resp, what, endpoint)
             finally:
                 resp.release()
 
-        await self._retrying(what, once)
+        await self._requests.retrying(what, once)
 
     async def get_manifest(
         self, ref: Reference, accept: Sequence[str] = MANIFEST_ACCEPT
@@ -216,13 +205,13 @@ class RegistryClient:
         scopes = _pull_scope(ref.repository)
 
         async def once() -> tuple[bytes, str | None, str | None]:
-            resp = await self._request(
+            resp = await self._requests.request(
                 "GET", endpoint, path, scopes=scopes, headers=headers, what=what
             )
             try:
                 if resp.status != 200:
-                    await self._fail(resp, what, endpoint)
-                body = await self._read_limited(resp, MAX_MANIFEST_BYTES, what)
+                    await self._requests.fail(resp, what, endpoint)
+                body = await read_manifest_body(resp, MAX_MANIFEST_BYTES, what)
                 return (
                     body,
                     resp.headers.get("Content-Type"),
@@ -231,8 +220,8 @@ class RegistryClient:
             finally:
                 resp.release()
 
-        body, content_type, header_digest = await self._retrying(what, once)
-        digest = self._manifest_digest(ref, header_digest, body, what)
+        body, content_type, header_digest = await self._requests.retrying(what, once)
+        digest = manifest_digest(ref, header_digest, body, what)
         try:
             manifest = parse_manifest(body, content_type)
         except OCIError as e:
@@ -250,12 +239,12 @@ class RegistryClient:
         scopes = _pull_scope(ref.repository)
 
         async def once() -> tuple[str | None, str, int | None]:
-            resp = await self._request(
+            resp = await self._requests.request(
                 "HEAD", endpoint, path, scopes=scopes, headers=headers, what=what
             )
             try:
                 if resp.status != 200:
-                    await self._fail(resp, what, endpoint)
+                    await self._requests.fail(resp, what, endpoint)
                 return (
                     resp.headers.get(DOCKER_CONTENT_DIGEST),
                     mt.base_media_type(resp.headers.get("Content-Type")),
@@ -264,7 +253,7 @@ class RegistryClient:
             finally:
                 resp.release()
 
-        header_digest, media_type, size = await self._retrying(what, once)
+        header_digest, media_type, size = await self._requests.retrying(what, once)
         digest: Digest | None = None
         if header_digest:
             try:
@@ -307,7 +296,9 @@ class RegistryClient:
         path = f"/v2/{repository}/blobs/{digest}"
 
         async def once() -> tuple[bool, int | None]:
-            resp = await self._request("HEAD", endpoint, path, scopes=scopes, headers={}, what=what)
+            resp = await self._requests.request(
+                "HEAD", endpoint, path, scopes=scopes, headers={}, what=what
+            )
             try:
                 foreign = url_origin(resp.url) != endpoint.origin
                 if resp.status == 200:
@@ -317,11 +308,11 @@ class RegistryClient:
                 if foreign and resp.status in (400, 401, 403, 405):
                     # Storage behind a redirect that only signed GET: the blob exists.
                     return True, None
-                await self._fail(resp, what, endpoint)
+                await self._requests.fail(resp, what, endpoint)
             finally:
                 resp.release()
 
-        exists, size = await self._retrying(what, once)
+        exists, size = await self._requests.retrying(what, once)
         if not exists:
             return None
         if size is None:
@@ -368,7 +359,7 @@ class RegistryClient:
         async def request(
             method: str, url: URL, *, headers: dict[str, str], content: BodyFactory | None = None
         ) -> Response:
-            return await self._request(
+            return await self._requests.request(
                 method,
                 endpoint,
                 url.path,
@@ -380,12 +371,12 @@ class RegistryClient:
             )
 
         def error_for(resp: Response, code: str | None, message: str | None) -> Exception:
-            return answers.error_for(resp, code, message, what, endpoint, self._clock())
+            return answers.error_for(resp, code, message, what, endpoint, self._requests.clock())
 
         upload = BlobUpload(
             request,
             error_for,
-            self._attempts(what),
+            self._requests.attempts(what),
             uploads_url=URL(endpoint.url(f"/v2/{repository}/blobs/uploads/"), encoded=True),
             digest=digest,
             size=size,
@@ -415,7 +406,7 @@ class RegistryClient:
         scopes = push_scope(ref.repository)
 
         async def once() -> str | None:
-            resp = await self._request(
+            resp = await self._requests.request(
                 "PUT",
                 endpoint,
                 path,
@@ -426,12 +417,12 @@ class RegistryClient:
             )
             try:
                 if resp.status not in (200, 201, 202, 204):
-                    await self._fail(resp, what, endpoint)
+                    await self._requests.fail(resp, what, endpoint)
                 return resp.headers.get(DOCKER_CONTENT_DIGEST)
             finally:
                 resp.release()
 
-        said = await self._retrying(what, once)
+        said = await self._requests.retrying(what, once)
         if said and said.strip() != str(digest):
             raise DigestMismatch(
                 f"{what}: the registry stored the manifest as {said.strip()[:80]}, not {digest}",
@@ -466,7 +457,7 @@ class RegistryClient:
         scopes = _pull_scope(repository)
         hasher = digest.hasher() if verify and offset == 0 else None
         chunk_size = self.options.chunk_size
-        attempts = self._attempts(what)
+        attempts = self._requests.attempts(what)
 
         pos = offset
         total = size  # full length of the blob, once known
@@ -478,7 +469,7 @@ class RegistryClient:
                 headers = {"Accept-Encoding": "identity"}
                 if pos > 0:
                     headers["Range"] = range_header(pos)
-                resp = await self._request(
+                resp = await self._requests.request(
                     "GET", endpoint, path, scopes=scopes, headers=headers, what=what
                 )
                 skip, total, done = await self._check_blob_answer(resp, endpoint, pos, total, what)
@@ -553,7 +544,7 @@ class RegistryClient:
             if pos > 0 and have == pos and total in (None, pos):
                 return 0, pos, True
             raise ProtocolError(f"{what}: registry refused the range from byte {pos} (416)")
-        await self._fail(resp, what, endpoint)
+        await self._requests.fail(resp, what, endpoint)
 
     async def _blob_size_by_range(
         self, endpoint: Endpoint, path: str, scopes: tuple[str, ...], what: str
@@ -562,7 +553,7 @@ class RegistryClient:
         headers = {"Range": range_header(0, 0), "Accept-Encoding": "identity"}
 
         async def once() -> int | None:
-            resp = await self._request(
+            resp = await self._requests.request(
                 "GET", endpoint, path, scopes=scopes, headers=headers, what=what
             )
             try:
@@ -573,212 +564,11 @@ class RegistryClient:
                         return None
                 if resp.status == 200:
                     return resp.content_length
-                await self._fail(resp, what, endpoint)
+                await self._requests.fail(resp, what, endpoint)
             finally:
                 resp.release()
 
-        return await self._retrying(what, once)
-
-    # -- manifests -----------------------------------------------------------------------
-
-    async def _read_limited(self, resp: Response, limit: int, what: str) -> bytes:
-        """The body, but never more than ``limit + 1`` bytes read (to notice an overflow)."""
-        length = resp.content_length
-        if length is not None and length > limit:
-            raise ManifestTooLarge(
-                f"{what}: manifest is {length} bytes, over the {limit} byte limit"
-            )
-        buf = await read_at_most(resp, limit + 1)
-        if len(buf) > limit:
-            raise ManifestTooLarge(f"{what}: manifest is over the {limit} byte limit")
-        return buf
-
-    @staticmethod
-    def _manifest_digest(ref: Reference, header: str | None, body: bytes, what: str) -> Digest:
-        if ref.digest is not None:
-            actual = Digest.of(body, ref.digest.algorithm)
-            if actual != ref.digest:
-                raise DigestMismatch(
-                    f"{what}: manifest content hashes to {actual}",
-                    expected=str(ref.digest),
-                    actual=str(actual),
-                )
-            return ref.digest
-        if header:
-            try:
-                claimed = Digest.parse(header.strip())
-            except InvalidDigest:
-                claimed = None  # unsupported algorithm: fall back to our own sha256
-            if claimed is not None:
-                actual = Digest.of(body, claimed.algorithm)
-                if actual != claimed:
-                    raise DigestMismatch(
-                        f"{what}: registry says {claimed} but the content hashes to {actual}",
-                        expected=str(claimed),
-                        actual=str(actual),
-                    )
-                return claimed
-        return Digest.of(body)
-
-    # -- requests, auth, redirects ---------------------------------------------------------
-
-    def _attempts(self, what: str) -> Attempts:
-        return Attempts(
-            what,
-            self._policy,
-            sleep=self._sleep,
-            rand=self._random,
-            is_retryable=is_retryable_error,
-            wrap=wrap_error,
-        )
-
-    async def _retrying(self, what: str, once: Callable[[], Awaitable[T]]) -> T:
-        return await self._attempts(what).run(once)
-
-    async def _request(
-        self,
-        method: str,
-        endpoint: Endpoint,
-        path: str,
-        *,
-        scopes: tuple[str, ...],
-        headers: dict[str, str],
-        what: str,
-        url: URL | None = None,
-        content: BodyFactory | None = None,
-    ) -> Response:
-        """One request with authorization and redirects; the caller closes the response.
-
-        It goes to ``path`` on the endpoint, or to ``url`` (an upload's Location) when given.
-        A 401 from the registry is answered once (token fetched or refreshed, or Basic
-        credentials sent); a second 401 is an :class:`AuthError`. ``content()`` makes the
-        request body, again for each time it is sent.
-        """
-        if url is None:
-            url = URL(endpoint.url(path), encoded=True)
-        creds = self._credentials.get(endpoint.registry)
-        has_basic = creds is not None and creds.has_basic
-        action = auth.before_request(
-            self._challenges.get(endpoint.registry), scopes, has_basic=has_basic
-        )
-        sent, header = await self._act(action, endpoint, what)
-        resp = await self._send(method, url, headers, header, endpoint.origin, content=content)
-        if resp.status != 401 or url_origin(resp.url) != endpoint.origin:
-            return resp
-        www_authenticate = resp.headers.getall("WWW-Authenticate", [])
-        code, message = await answers.error_details(resp)
-        resp.close()
-        decision = auth.on_unauthorized(www_authenticate, sent, scopes, has_basic=has_basic)
-        if decision.challenge is not None:
-            self._challenges[endpoint.registry] = decision.challenge
-        self._forget(decision)
-        if isinstance(decision.action, auth.GiveUp):
-            if decision.action.no_challenge:
-                raise AuthError(
-                    f"{what}: {endpoint.registry} answered 401 without a usable challenge"
-                    + self._hint(endpoint),
-                    status=401,
-                    code=code,
-                )
-            raise self._denied(endpoint, what, code, message)
-        sent, header = await self._act(decision.action, endpoint, what)
-        resp = await self._send(method, url, headers, header, endpoint.origin, content=content)
-        if resp.status == 401 and url_origin(resp.url) == endpoint.origin:
-            code, message = await answers.error_details(resp)
-            resp.close()
-            self._forget(auth.after_retry(sent))  # do not offer that token again
-            raise self._denied(endpoint, what, code, message)
-        return resp
-
-    async def _act(
-        self, action: auth.Action, endpoint: Endpoint, what: str
-    ) -> tuple[auth.Sent, str | None]:
-        """Carry out what :mod:`.auth` decided: (what is sent, the Authorization header)."""
-        if isinstance(action, auth.GetToken):
-            kind, token = await self._bearer_token(endpoint, action, what)
-            return auth.Sent(kind, action.key, token), f"Bearer {token}"
-        if isinstance(action, auth.UseBasic):
-            creds = self._credentials.get(endpoint.registry)
-            assert creds is not None
-            return auth.Sent("basic"), creds.basic_header()
-        return auth.Sent("none"), None
-
-    def _forget(self, decision: auth.Decision) -> None:
-        if decision.invalidate is not None:
-            self._tokens.invalidate(*decision.invalidate)
-
-    async def _send(
-        self,
-        method: str,
-        url: URL,
-        headers: dict[str, str],
-        authorization: str | None,
-        auth_origin: tuple[str, str, int],
-        *,
-        data: dict[str, str] | None = None,
-        content: BodyFactory | None = None,
-    ) -> Response:
-        if self._closed:
-            raise RegistryError("registry client is closed")
-        return await send(
-            self._transport,
-            method,
-            url,
-            headers,
-            authorization,
-            auth_origin,
-            user_agent=self.options.user_agent,
-            insecure=self.options.insecure,
-            data=data,
-            content=content,
-        )
-
-    async def _bearer_token(
-        self, endpoint: Endpoint, get: auth.GetToken, what: str
-    ) -> tuple[auth.SentKind, str]:
-        """("cached" or "fresh", token) for the scopes; one fetch at a time per key."""
-        key = get.key
-        token = self._tokens.get(key)
-        if token is not None and token != get.stale:
-            return "cached", token
-        lock = self._token_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            token = self._tokens.get(key)
-            if token is not None and token != get.stale:
-                return "cached", token
-            response = await self._fetch_token(endpoint, get.challenge, get.scopes, what)
-            self._tokens.put(key, response)
-            return "fresh", response.token
-
-    async def _fetch_token(
-        self, endpoint: Endpoint, challenge: Challenge, scopes: tuple[str, ...], what: str
-    ) -> TokenResponse:
-        return await fetch_token(
-            self._send,
-            self._attempts(what),
-            endpoint=endpoint,
-            challenge=challenge,
-            scopes=scopes,
-            creds=self._credentials.get(endpoint.registry),
-            insecure=self.options.insecure,
-            client_id=self.options.user_agent.split("/", 1)[0] or "warmstart",
-            clock=self._clock,
-        )
-
-    # -- errors ------------------------------------------------------------------------------
-
-    def _hint(self, endpoint: Endpoint) -> str:
-        return answers.hint(self._credentials.get(endpoint.registry), endpoint.registry)
-
-    def _denied(
-        self, endpoint: Endpoint, what: str, code: str | None, message: str | None
-    ) -> AuthError:
-        """The error for a 401 that another token or credentials will not fix."""
-        creds = self._credentials.get(endpoint.registry)
-        return answers.denied(creds, endpoint, what, 401, code, message)
-
-    async def _fail(self, resp: Response, what: str, endpoint: Endpoint | None = None) -> NoReturn:
-        await answers.fail(resp, what, endpoint, self._clock())
+        return await self._requests.retrying(what, once)
 
 
 __all__ = ["MANIFEST_ACCEPT", "ClientOptions", "FetchedManifest", "RegistryClient"]

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.registry.endpoints import canonical_registry
+from warmstart.oci.registry_name import registry_of_url
 
 DOCKER_CONFIG_ENV = "DOCKER_CONFIG"
 MAX_CONFIG_BYTES = 4 << 20
@@ -50,15 +50,6 @@ class Credentials:
             raise ValueError("no username/password")
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def normalize_host(key: str) -> str:
-    """``https://index.docker.io/v1/`` -> ``docker.io``; ``http://Reg:5000/x`` -> ``reg:5000``."""
-    text = key.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    text = text.split("/", 1)[0]
-    return canonical_registry(text)
 
 
 def decode_auth(value: str) -> tuple[str, str]:
@@ -122,7 +113,7 @@ class CredentialStore:
             credentials = Credentials(username, password, identity_token)
         elif username is not None or password is not None or identity_token is not None:
             raise TypeError("pass either a Credentials or username/password/identity_token")
-        self._entries[normalize_host(registry)] = credentials
+        self._entries[registry_of_url(registry)] = credentials
 
     def add_basic(self, registry: str, username: str, password: str) -> None:
         self.add(registry, Credentials(username=username, password=password))
@@ -131,7 +122,7 @@ class CredentialStore:
         self.add(registry, Credentials(username=username, identity_token=token))
 
     def get(self, registry: str) -> Credentials | None:
-        return self._entries.get(normalize_host(registry))
+        return self._entries.get(registry_of_url(registry))
 
     def __contains__(self, registry: object) -> bool:
         return isinstance(registry, str) and self.get(registry) is not None
@@ -211,5 +202,4 @@ __all__ = [
     "credentials_from_entry",
     "decode_auth",
     "default_config_path",
-    "normalize_host",
 ]

@@ -13,9 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from warmstart.oci.registry_name import DOCKER_HUB, canonical_registry
-
-DOCKER_HUB_API_HOST = "registry-1.docker.io"
+from warmstart.oci.registry_name import (
+    DOCKER_HUB,
+    DOCKER_HUB_API_HOST,
+    canonical_registry,
+    registry_of_url,
+)
 
 
 def split_host_port(netloc: str) -> tuple[str, int | None]:
@@ -47,15 +50,7 @@ def is_loopback(host: str) -> bool:
 
 def normalize_insecure(hosts: Iterable[str]) -> frozenset[str]:
     """Entries of an insecure list as canonical ``host[:port]`` (a scheme or path is dropped)."""
-    out: set[str] = set()
-    for h in hosts:
-        text = h.strip()
-        if "://" in text:
-            text = urlsplit(text).netloc
-        text = text.split("/", 1)[0]
-        if text:
-            out.add(canonical_registry(text))
-    return frozenset(out)
+    return frozenset(name for name in map(registry_of_url, hosts) if name)
 
 
 def is_insecure(netloc: str, insecure: frozenset[str]) -> bool:

@@ -1,10 +1,11 @@
 """The one retry driver of the registry client, for manifests, tokens and blob resumes alike.
 
-An :class:`Attempts` counts the failed attempts of one operation: :meth:`Attempts.failed` either
-raises (the failure is final, attempts ran out, or the server asked to wait too long) or waits
-the backoff delay before the next attempt. :meth:`Attempts.run` repeats a whole request; a blob
-stream calls :meth:`Attempts.failed` itself, telling it when an attempt made progress so that
-the backoff starts over.
+A :class:`RequestRetries` counts the failed attempts of one operation:
+:meth:`RequestRetries.failed` either raises (the failure is final, attempts ran out, or the
+server asked to wait too long) or waits the backoff delay before the next attempt.
+:meth:`RequestRetries.run` repeats a whole request; a blob stream calls
+:meth:`RequestRetries.failed` itself, telling it when an attempt made progress so that the
+backoff starts over.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def describe(exc: BaseException | None) -> str:
     return one_line(text)
 
 
-class Attempts:
+class RequestRetries:
     """The failed attempts of one operation on ``what``, and the waits between them."""
 
     def __init__(
@@ -93,4 +94,4 @@ class Attempts:
         raise wrapped from exc
 
 
-__all__ = ["Attempts", "Retry", "describe"]
+__all__ = ["RequestRetries", "Retry", "describe"]

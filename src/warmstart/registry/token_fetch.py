@@ -3,7 +3,7 @@
 With an identity token (``docker login`` to a registry that issues refresh tokens) the OAuth2
 ``POST`` comes first, falling back to the plain ``GET`` (Basic credentials, ``account``) where
 the server has no OAuth2 endpoint. Credentials never go to a plain HTTP realm unless it is
-marked insecure; failures are retried by the client's :class:`~.retry.Attempts`.
+marked insecure; failures are retried by the client's :class:`~.retry.RequestRetries`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from warmstart.registry.challenge import Challenge
 from warmstart.registry.credentials import Credentials
 from warmstart.registry.endpoints import Endpoint, may_send_credentials
 from warmstart.registry.errors import AuthError, InsecureCredentials, ProtocolError
-from warmstart.registry.retry import Attempts, Retry
+from warmstart.registry.retry import RequestRetries, Retry
 from warmstart.registry.sending import read_at_most, url_origin
 from warmstart.registry.tokens import (
     MAX_TOKEN_RESPONSE_BYTES,
@@ -45,7 +45,7 @@ class Send(Protocol):
 
 async def fetch_token(
     send: Send,
-    attempts: Attempts,
+    attempts: RequestRetries,
     *,
     endpoint: Endpoint,
     challenge: Challenge,

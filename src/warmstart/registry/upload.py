@@ -15,7 +15,7 @@ chunk.
 Bodies are streamed from a :data:`BlobReader` (a file, read once per attempt: never whole in
 memory). The digest must be known before the upload: it names the blob in the final PUT, and
 the caller asks with a HEAD whether the registry has it already. Failures count against the
-client's :class:`~.retry.Attempts` (backoff between attempts, starting over after progress).
+client's :class:`~.retry.RequestRetries` (backoff between attempts, starting over after progress).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from yarl import URL
 from warmstart.oci.digest import Digest
 from warmstart.registry import answers
 from warmstart.registry.errors import DigestMismatch, ProtocolError
-from warmstart.registry.retry import Attempts, Retry
+from warmstart.registry.retry import RequestRetries, Retry
 from warmstart.registry.sending import BodyFactory, discard, join_url
 from warmstart.registry.transport import Response
 
@@ -164,7 +164,7 @@ class BlobUpload:
         self,
         request: Requester,
         error_for: ErrorFor,
-        attempts: Attempts,
+        attempts: RequestRetries,
         *,
         uploads_url: URL,
         digest: Digest,

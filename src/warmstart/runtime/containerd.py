@@ -1,4 +1,4 @@
-"""The real :class:`~warmstart.runtime.api.Runtime`: containerd 1.6 + runc, driven with ``ctr``.
+"""The real :class:`~warmstart.runtime.interfaces.Runtime`: containerd 1.6 + runc, driven with ``ctr``.
 
 containerd 1.6 has no pull RPC (ctr fetches in its own process) and no Python client that works
 with current protobuf, so everything runs ``ctr`` against the node's socket and namespace:
@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.backoff import Backoff
 from warmstart.containerd.ctr import Ctr, CtrError, CtrResult, last_error_line, pull_args
 from warmstart.containerd.hosts import (
     HostsConfigError,
@@ -48,7 +49,7 @@ from warmstart.containerd.hosts import (
 from warmstart.containerd.pull_output import parse_pull_output
 from warmstart.oci.errors import InvalidReference
 from warmstart.oci.reference import Reference
-from warmstart.runtime.api import (
+from warmstart.runtime.interfaces import (
     DEFAULT_STOP_TIMEOUT,
     ImageNotPresent,
     ImagePullError,
@@ -200,7 +201,7 @@ def is_transient_pull_error(stderr: str) -> bool:
 
 def pull_retry_delay(attempt: int, base: float = PULL_RETRY_DELAY) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based): base, 2 x base, ..."""
-    return base * 2.0 ** max(attempt - 1, 0)
+    return Backoff(base).ceiling(attempt - 1)
 
 
 # -- the driver ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~warmstart.runtime.api.Runtime` for tests of the controller.
+"""An in-memory :class:`~warmstart.runtime.interfaces.Runtime` for tests of the controller.
 
 Pure: no processes, no clock. Phase durations are the configured ``durations`` (reported, not
 slept). Misbehaviour on request: ``fail_next(op, error)`` makes the next call of ``op`` raise,
@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from warmstart.runtime.api import (
+from warmstart.runtime.interfaces import (
     DEFAULT_STOP_TIMEOUT,
     ImageNotPresent,
     ImagePullError,

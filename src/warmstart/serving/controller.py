@@ -9,10 +9,9 @@ ahead of time (:func:`~warmstart.serving.prewarm_ahead.prewarm_targets`), and re
 crashed are removed (the autoscaler then replaces them).
 
 A node's pre-warm that failed (its agent is down, or the image does not fit its store budget)
-is tried again only after :mod:`warmstart.prewarm_backoff`'s backoff (doubling from 10 s to
-5 min), not on every tick; a node that appears (it is added to the node list, or the tier source
-reports it again after leaving it out) starts with a clean slate, so it is pre-warmed on the
-next tick.
+is tried again only after a backoff (:mod:`warmstart.prewarm_backoff`), not on every
+tick; a node that appears (it is added to the node list, or the tier source reports it again
+after leaving it out) starts with a clean slate, so it is pre-warmed on the next tick.
 
 Starting a replica runs as a task: pull through the node's agent, create, start, then poll
 ``GET /ping`` until it answers 200; only then does the router send it traffic. A replica that
@@ -25,7 +24,8 @@ so the image's unpack overlaps the model's transfer; the replica is created once
 there, with the model's directory mounted read-only at ``/opt/ml/model``. The node's pin is
 released when the last replica that uses the model there is gone. Placement ranks nodes by
 both tiers (:func:`~warmstart.serving.placement.start_rank`) and a pre-warm ahead brings the
-model hot (materialised) beside the image.
+model hot (materialised) beside the image. What the controller works with (nodes, tier
+sources, managed replicas, events, its status) is :mod:`warmstart.serving.replicas`.
 """
 
 from __future__ import annotations
@@ -37,20 +37,21 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from warmstart.oci.tiers import Tier
-from warmstart.prewarm_backoff import PrewarmFailure, prewarm_failed, prewarm_retry_delay
-from warmstart.runtime.api import (
+from warmstart.prewarm_backoff import (
+    PrewarmFailure,
+    prewarm_due,
+    prewarm_failed,
+    prewarm_retry_delay,
+)
+from warmstart.runtime.interfaces import (
     Mount,
     PullTiming,
-    Replica,
     ReplicaError,
     ReplicaNotFound,
     ReplicaSpec,
     ReplicaState,
-    Runtime,
 )
 from warmstart.serving.autoscaler import LoadSnapshot, ScaleDecision, ScalerState, decide
 from warmstart.serving.models import (
@@ -65,6 +66,15 @@ from warmstart.serving.models import (
 )
 from warmstart.serving.placement import Node, NodeTiers, PlacedReplica, choose_victims, place
 from warmstart.serving.prewarm_ahead import prewarm_targets
+from warmstart.serving.replicas import (
+    ControllerStatus,
+    Event,
+    ManagedReplica,
+    NodeHandle,
+    StaticTiers,
+    TierSource,
+    describe_phases,
+)
 from warmstart.serving.router import Router
 from warmstart.serving.spec import EndpointSpec
 
@@ -74,143 +84,10 @@ PingFn = Callable[[str], Awaitable[bool]]
 PrewarmFn = Callable[["NodeHandle", str], Awaitable[None]]
 AgentFor = Callable[["NodeHandle"], ModelAgent]  # the client of a node's agent
 PING_INTERVAL = 0.2
-# A node pre-warmed this recently is not pre-warmed again (its tier may not show it yet).
-PREWARM_MEMORY_SECONDS = 300.0
-# A replica's way to ready: waiting (for a pre-warm of its node in flight, and to be scheduled),
-# pulling, unpacking, waiting for the model (only an endpoint with a model has this phase: the
-# part of the model's fetch that the image's pull and unpack did not hide), creating and
-# starting the container, loading until /ping answers 200. They add up to the time to ready.
-PHASES = ("wait", "pull", "unpack", "model", "start", "load")
 
 
 class _Abandoned(Exception):
     """A replica still starting was stopped (a scale-down chose it): its start ends here."""
-
-
-def prewarm_due(
-    now: float, succeeded_at: float | None = None, failure: PrewarmFailure | None = None
-) -> bool:
-    """Whether a node may be pre-warmed at ``now``: not within :data:`PREWARM_MEMORY_SECONDS`
-    of a pre-warm that succeeded, nor within the retry delay of the last failure."""
-    if succeeded_at is not None and now - succeeded_at < PREWARM_MEMORY_SECONDS:
-        return False
-    return failure is None or now - failure.at >= prewarm_retry_delay(failure.count)
-
-
-@dataclass
-class NodeHandle:
-    """One node the controller may run replicas on."""
-
-    name: str
-    runtime: Runtime
-    slots: int = 4
-    host: str = "127.0.0.1"  # where replicas on this node are reachable (host networking)
-    agent_url: str | None = None
-    ports: Sequence[int] = ()  # ports replicas may listen on; empty: any from ``port_base``
-    port_base: int = 18080
-
-
-class TierSource(Protocol):
-    async def tiers(
-        self, image: str, nodes: Sequence[NodeHandle], model: str | None = None
-    ) -> dict[str, NodeTiers]:
-        """Where the image's bytes are, and the model's when there is one, per node name; a
-        node left out is not known yet (it is placed as cold, and when it shows up its failed
-        pre-warms are forgotten)."""
-        ...
-
-
-class StaticTiers:
-    """Tiers given by the caller (tests, or clusters without agents)."""
-
-    def __init__(
-        self, tiers: dict[str, Tier] | None = None, models: dict[str, Tier] | None = None
-    ) -> None:
-        self.values = dict(tiers or {})
-        self.models = dict(models or {})
-
-    async def tiers(
-        self, image: str, nodes: Sequence[NodeHandle], model: str | None = None
-    ) -> dict[str, NodeTiers]:
-        return {
-            n.name: NodeTiers(
-                self.values.get(n.name, Tier.COLD),
-                self.models.get(n.name, Tier.COLD) if model is not None else None,
-            )
-            for n in nodes
-        }
-
-
-@dataclass
-class ManagedReplica:
-    id: str
-    node: str
-    port: int
-    started_at: float
-    state: str = "starting"  # starting, ready, stopping
-    host: str = "127.0.0.1"
-    runtime_replica: Replica | None = None
-    ready_seconds: float | None = None  # from "start a replica" to /ping 200
-    tier: Tier = Tier.COLD  # where the image's bytes were on the node when the replica started
-    model_tier: Tier | None = None  # where the model's were (None: the endpoint has no model)
-    # Seconds per phase, in order (:data:`PHASES`); once ready they add up to ready_seconds.
-    phases: dict[str, float] = field(default_factory=dict)
-    # The model's fetch on its own (it overlaps the pull and unpack; the "model" phase is only
-    # the part they did not hide) and the directory mounted at /opt/ml/model.
-    model_seconds: float | None = None
-    model_path: str | None = None
-    holds_model: bool = False  # counted among the node's model users (its pin)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "node": self.node,
-            "port": self.port,
-            "url": self.url,
-            "state": self.state,
-            "tier": self.tier,
-            "model_tier": self.model_tier,
-            "ready_seconds": self.ready_seconds,
-            "phases": dict(self.phases),
-            "model_seconds": self.model_seconds,
-            "model_path": self.model_path,
-        }
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float
-    # scale, started, ready, failed, crashed, stopped, prewarm, prewarm-failed, unpin-failed
-    kind: str
-    message: str
-
-
-@dataclass
-class ControllerStatus:
-    desired: int
-    replicas: list[dict[str, object]] = field(default_factory=list)
-    queue_length: int = 0
-    in_flight: int = 0
-    last_decision: str = ""
-    events: list[Event] = field(default_factory=list)
-    nodes: list[dict[str, object]] = field(default_factory=list)
-
-    def to_dict(self, events: int = 50) -> dict[str, object]:
-        return {
-            "desired": self.desired,
-            "replicas": self.replicas,
-            "queue_length": self.queue_length,
-            "in_flight": self.in_flight,
-            "last_decision": self.last_decision,
-            "nodes": self.nodes,
-            "events": [
-                {"at": e.at, "kind": e.kind, "message": e.message} for e in self.events[-events:]
-            ],
-        }
 
 
 class Controller:
@@ -701,11 +578,3 @@ def _check_wanted(managed: ManagedReplica) -> None:
     """End a start whose replica was stopped meanwhile (:class:`_Abandoned`)."""
     if managed.state == "stopping":
         raise _Abandoned(f"{managed.id} was stopped while it started")
-
-
-def describe_phases(replica: ManagedReplica) -> str:
-    """``wait 0.00s, pull 1.20s, ...`` (and the model's own fetch time, when it has one)."""
-    text = ", ".join(f"{k} {replica.phases[k]:.2f}s" for k in PHASES if k in replica.phases)
-    if replica.model_seconds is not None:
-        text += f"; model fetched in {replica.model_seconds:.2f}s beside the pull"
-    return text

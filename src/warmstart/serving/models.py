@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Protocol
 
 from warmstart.agent.api import PrewarmRequest, PrewarmResponse, UnpinResponse
-from warmstart.runtime.api import Mount
+from warmstart.runtime.interfaces import Mount
 
 # The SageMaker hosting contract: the model's files are under /opt/ml/model.
 MODEL_DIR = "/opt/ml/model"

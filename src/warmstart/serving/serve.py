@@ -38,10 +38,11 @@ from aiohttp import web
 from warmstart.agent.api import PrewarmRequest
 from warmstart.agent.client import AgentClient
 from warmstart.containerd.ctr import Ctr
-from warmstart.runtime.api import ReplicaError
 from warmstart.runtime.containerd import ContainerdRuntime
-from warmstart.serving.controller import Controller, NodeHandle, StaticTiers
+from warmstart.runtime.interfaces import ReplicaError
+from warmstart.serving.controller import Controller
 from warmstart.serving.metrics import CONTENT_TYPE, EndpointMetrics
+from warmstart.serving.replicas import NodeHandle, StaticTiers
 from warmstart.serving.router import Router, RouterConfig, create_router_app
 from warmstart.serving.spec import EndpointSpec
 from warmstart.serving.tiers import AgentTiers

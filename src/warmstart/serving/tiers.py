@@ -63,7 +63,7 @@ def cluster_tiers(local: Mapping[str, Tier | None]) -> dict[str, Tier]:
 
 
 class AgentTiers:
-    """A :class:`warmstart.serving.controller.TierSource` backed by the node agents' ``/status``
+    """A :class:`warmstart.serving.replicas.TierSource` backed by the node agents' ``/status``
     (through :class:`~warmstart.agent.client.AgentClient`, with the cluster's peer token)."""
 
     def __init__(

@@ -15,6 +15,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.backoff import Backoff
+
+FIRST_POLL = 0.001  # seconds before looking again at a lock another holds; doubling from here
 _MAX_POLL = 0.02
 
 
@@ -65,10 +68,10 @@ class FileLock:
     async def acquire(self) -> None:
         """Wait (with short async sleeps, never blocking the loop) until the lock is ours.
         Bound the wait with ``asyncio.timeout``."""
-        delay = 0.001
-        while not self.try_acquire():
+        for delay in Backoff(FIRST_POLL, _MAX_POLL).delays():
+            if self.try_acquire():
+                return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_POLL)
 
     def release(self, *, unlink: bool = False) -> None:
         """Release the lock; with ``unlink`` remove the lock file first (holder only)."""

@@ -1,33 +1,26 @@
 """``ContentStore``: the node-local content-addressed store, as one façade.
 
 The modules beside this one each do one job (paths, blob files, index, locks, eviction choice,
-room under the budget, single-flight, following reads, recovery); this class wires them
-together and holds the only state: an open index, a session lock and the in-process transfers.
+room under the budget, single-flight, writing blobs (``ingest``), following reads, recovery);
+this class wires them together and holds the only state: an open index, a session lock and the
+in-process transfers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from warmstart.aio import cancel_all
 from warmstart.oci import Digest
 from warmstart.store.blobs import (
-    INLINE_LIMIT,
-    BlobWriter,
-    fsync_dir,
     hash_file,
-    hash_prefix,
     write_file_atomic,
 )
 from warmstart.store.budget import Doomed, SpaceKeeper
@@ -43,8 +36,9 @@ from warmstart.store.eviction import (
     plan_removal,
 )
 from warmstart.store.index import ImageBlob, Index
+from warmstart.store.ingest import BlobIngest
 from warmstart.store.layout import Layout
-from warmstart.store.locks import FileLock, Session
+from warmstart.store.locks import Session
 from warmstart.store.model_dirs import ModelDirs, ModelDirStats
 from warmstart.store.models import (
     BlobSource,
@@ -62,10 +56,9 @@ from warmstart.store.recovery import (
     clean_ingest,
     clean_locks,
     clean_sessions,
-    partial_worth_keeping,
     reconcile,
 )
-from warmstart.store.singleflight import Flight, SingleFlight
+from warmstart.store.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +84,6 @@ class ContentStore:
             raise ValueError(f"store budget must be >= 0 bytes, not {budget}")
         self.root = Path(root).absolute()
         self.budget = budget
-        self._resume_attempts = max(0, resume_attempts)
         self._poll = poll_interval
         self._clock = clock
         self._layout = Layout(self.root)
@@ -103,12 +95,22 @@ class ContentStore:
             self._session.close()
             raise
         self._flights: SingleFlight[Digest, Path] = SingleFlight()
-        self._piece_files: dict[Digest, PieceFile] = {}  # blobs written as pieces, here
         self._models = ModelDirs(self._index, self._layout, self._session, clock)
         self._space = SpaceKeeper(
             self._index, self._layout, self._session, self._flights, self._models, clock
         )
         self._closed = False
+        self._ingest = BlobIngest(
+            layout=self._layout,
+            index=self._index,
+            session=self._session,
+            space=self._space,
+            budget=budget,
+            resume_attempts=max(0, resume_attempts),
+            poll=poll_interval,
+            clock=clock,
+            is_open=lambda: not self._closed,
+        )
         try:
             self.recovery: RecoveryReport = self._recover()
         except BaseException:
@@ -295,8 +297,8 @@ class ContentStore:
         if not self.has(digest):
             await self._flights.do(
                 digest,
-                lambda flight: self._transfer(
-                    flight, lambda: self._write(flight, size, source, media_type)
+                lambda flight: self._ingest.transfer(
+                    flight, lambda: self._ingest.write_whole(flight, size, source, media_type)
                 ),
                 on_progress,
             )
@@ -306,7 +308,7 @@ class ContentStore:
         """Stream the blob from ``start``, following a write in progress until it completes
         (a blob written as pieces here: in order, up to its verified prefix)."""
         self._check_open()
-        piece_file = self._piece_files.get(digest)
+        piece_file = self._ingest.piece_files.get(digest)
         flight = self._flights.get(digest)
         if piece_file is not None and flight is not None:
             return follow_prefix(
@@ -321,7 +323,7 @@ class ContentStore:
 
     def piece_file(self, digest: Digest) -> PieceFile | None:
         """The blob's pieces being written by this process, if it is written as pieces."""
-        return self._piece_files.get(digest)
+        return self._ingest.piece_files.get(digest)
 
     async def fetch_pieces(
         self,
@@ -343,8 +345,8 @@ class ContentStore:
         if not self.has(digest):
             await self._flights.do(
                 digest,
-                lambda flight: self._transfer(
-                    flight, lambda: self._write_pieces(flight, pieces, run, media_type)
+                lambda flight: self._ingest.transfer(
+                    flight, lambda: self._ingest.write_in_pieces(flight, pieces, run, media_type)
                 ),
             )
         return self._checked(digest, pieces.size)
@@ -364,238 +366,6 @@ class ContentStore:
                 "descriptor's size is wrong"
             )
         return path
-
-    async def _transfer(
-        self, flight: Flight[Digest, Path], write: Callable[[], Awaitable[Path]]
-    ) -> Path:
-        """Take the blob's lock and ``write`` it, or follow whoever (another process) holds
-        the lock until the blob is there or the lock is free."""
-        digest = flight.key
-        final = self.blob_path(digest)
-        lock = FileLock(self._layout.lock_path(digest))
-        partial = self._layout.partial_path(digest)
-        try:
-            delay = 0.001
-            while True:  # someone else (another process) may be writing it: follow, or take over
-                if final.is_file():
-                    return final
-                if lock.try_acquire():
-                    break
-                with contextlib.suppress(FileNotFoundError):
-                    grown = partial.stat().st_size
-                    if grown != flight.progress:
-                        flight.advance(grown)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._poll)
-            if final.is_file():  # finished between our check and the lock
-                return final
-            return await write()
-        finally:
-            lock.release(unlink=True)
-
-    async def _write(
-        self,
-        flight: Flight[Digest, Path],
-        size: int | None,
-        source: BlobSource,
-        media_type: str | None,
-    ) -> Path:
-        """Write the blob (we hold its lock): reserve room, stream, verify, rename.
-
-        A partial file left by a writer that died is resumed: its bytes are hashed again and
-        the source is asked for the rest only. Nothing is renamed into ``blobs/`` unless the
-        whole content matches the digest, so a torn partial costs one failed resume, then the
-        blob is fetched again from byte 0."""
-        digest = flight.key
-        partial = self._layout.partial_path(digest)
-        final = self.blob_path(digest)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._layout.pieces_path(digest))  # a piece write's leftover
-        resume = await asyncio.to_thread(self._adopt_partial, digest, size)
-        self._space.reserve(digest, size or 0, self.budget)
-        reserved = True
-        try:
-            while True:
-                hasher, existing = resume if resume is not None else (digest.hasher(), 0)
-                writer = BlobWriter(
-                    partial,
-                    hasher,
-                    on_written=flight.advance,
-                    threaded=size is None or size > INLINE_LIMIT,
-                    existing=existing,
-                )
-                if existing:
-                    flight.advance(existing)
-                try:
-                    await self._pump(digest, size, source, writer)
-                    try:
-                        actual = await writer.finish()
-                    except OSError as e:
-                        raise self._disk_error(digest, e) from e
-                    torn = actual != digest.hex and existing > 0
-                    if actual != digest.hex and not torn:
-                        raise StoreDigestMismatch(
-                            f"blob {digest} from the source hashes to {digest.algorithm}:{actual}: "
-                            "the source sent other data; nothing was stored"
-                        )
-                    if not torn:
-                        final.parent.mkdir(parents=True, exist_ok=True)
-                        os.rename(partial, final)
-                except BaseException:
-                    writer.abort()
-                    raise
-                if not torn:
-                    break
-                log.warning(
-                    "blob %s: the %d bytes resumed from a partial file did not verify; "
-                    "fetching it again from byte 0",
-                    digest,
-                    existing,
-                )
-                writer.abort()
-                resume = None
-            with self._index.transaction():
-                self._index.add_blob(digest, writer.written, media_type, self._clock())
-                self._index.remove_inflight(digest, self._session.id)
-            reserved = False
-            await asyncio.to_thread(fsync_dir, final.parent)  # make the rename durable
-            return final
-        finally:
-            if reserved and not self._closed:
-                with contextlib.suppress(StoreError, sqlite3.Error):
-                    self._index.remove_inflight(digest, self._session.id)
-
-    async def _write_pieces(
-        self,
-        flight: Flight[Digest, Path],
-        pieces: Pieces,
-        run: Callable[[PieceFile], Awaitable[None]],
-        media_type: str | None,
-    ) -> Path:
-        """Write the blob as pieces (we hold its lock): reserve room, ``run``, verify, rename."""
-        digest = flight.key
-        final = self.blob_path(digest)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._layout.partial_path(digest))  # a whole-blob write's leftover
-        self._space.reserve(digest, pieces.size, self.budget)
-        reserved = True
-        piece_file: PieceFile | None = None
-        try:
-            try:
-                piece_file = await asyncio.to_thread(
-                    PieceFile,
-                    self._layout.pieces_path(digest),
-                    digest,
-                    pieces,
-                    on_prefix=flight.advance,
-                )
-            except OSError as e:
-                raise self._disk_error(digest, e) from e
-            self._piece_files[digest] = piece_file
-            try:
-                await run(piece_file)
-                actual = await piece_file.finish()
-            except OSError as e:
-                raise self._disk_error(digest, e) from e
-            if actual != digest.hex:
-                raise StoreDigestMismatch(
-                    f"blob {digest} from its pieces hashes to {digest.algorithm}:{actual}: "
-                    "the pieces' list was wrong; nothing was stored"
-                )
-            await asyncio.to_thread(piece_file.rename, final)
-            with self._index.transaction():
-                self._index.add_blob(digest, pieces.size, media_type, self._clock())
-                self._index.remove_inflight(digest, self._session.id)
-            reserved = False
-            return final
-        except BaseException as e:
-            if piece_file is not None and isinstance(e, StoreDigestMismatch):
-                piece_file.remove()  # every piece matched a wrong list: keep none of it
-            raise
-        finally:
-            if piece_file is not None:
-                piece_file.close()
-                if self._piece_files.get(digest) is piece_file:
-                    del self._piece_files[digest]
-            if reserved and not self._closed:
-                with contextlib.suppress(StoreError, sqlite3.Error):
-                    self._index.remove_inflight(digest, self._session.id)
-
-    def _adopt_partial(self, digest: Digest, size: int | None) -> tuple[Any, int] | None:
-        """(hash state, bytes) of the partial file a dead writer left for ``digest`` (we hold
-        its lock), if it is worth resuming; otherwise it is removed and None returned."""
-        partial = self._layout.partial_path(digest)
-        try:
-            st = os.stat(partial)
-        except FileNotFoundError:
-            return None
-        usable = (
-            stat.S_ISREG(st.st_mode)
-            and partial_worth_keeping(self._layout, digest, st.st_size, st.st_mtime, self._clock())
-            and (size is None or st.st_size <= size)
-        )
-        if usable:
-            hasher = digest.hasher()
-            try:
-                existing = hash_prefix(partial, hasher, st.st_size)
-            except OSError:
-                existing = 0
-            if existing == st.st_size:
-                log.info("blob %s: resuming from byte %d of a partial file", digest, existing)
-                return hasher, existing
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        return None
-
-    async def _pump(
-        self, digest: Digest, size: int | None, source: BlobSource, writer: BlobWriter
-    ) -> None:
-        """Copy the source into the writer, resuming from the offset reached if it fails."""
-        attempts = 0
-        while True:
-            try:
-                stream = source(writer.accepted)
-                try:
-                    async for chunk in stream:
-                        if size is not None and writer.accepted + len(chunk) > size:
-                            raise StoreSizeMismatch(
-                                f"the source sent more than the {size} bytes declared for "
-                                f"{digest}; aborted, nothing was stored"
-                            )
-                        if type(chunk) is not bytes and not (
-                            isinstance(chunk, memoryview) and chunk.readonly
-                        ):
-                            chunk = bytes(chunk)  # a mutable buffer: keep our own copy
-                        try:
-                            await writer.write(chunk)
-                        except OSError as e:
-                            raise self._disk_error(digest, e) from e
-                finally:
-                    aclose = getattr(stream, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            except StoreError:
-                raise
-            except Exception:
-                if attempts >= self._resume_attempts:
-                    raise
-                attempts += 1  # resume from writer.accepted; the hash state is kept
-                continue
-            if size is None or writer.accepted == size:
-                return
-            if attempts < self._resume_attempts:
-                attempts += 1  # the stream ended early: ask for the rest
-                continue
-            raise StoreSizeMismatch(
-                f"the source ended after {writer.accepted} of the {size} bytes declared for "
-                f"{digest}; nothing was stored"
-            )
-
-    def _disk_error(self, digest: Digest, error: OSError) -> StoreError:
-        return StoreError(
-            f"cannot write {digest} under {self.root}: {error.strerror or error}; "
-            "free disk space or check permissions"
-        )
 
     # -- images ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from warmstart.containerd.hosts import toml_string
-from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
 from warmstart.testbed.net import LOOPBACK, free_port
 from warmstart.testbed.procs import Daemon, stop_process, wait_ready
 

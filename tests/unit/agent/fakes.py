@@ -1,4 +1,4 @@
-"""An in-memory Fetcher for the agent's HTTP tests (the seam of ``warmstart.fetch.api``)."""
+"""An in-memory Fetcher for the agent's HTTP tests (the seam of ``warmstart.fetch.interfaces``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.agent.api import PrewarmResponse
-from warmstart.fetch.api import (
+from warmstart.fetch.interfaces import (
     BlobResult,
     ClientIdentity,
     FetchError,

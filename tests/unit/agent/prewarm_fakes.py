@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.fetch.api import BlobResult, ClientIdentity, ManifestResult, NotFoundError
+from warmstart.fetch.interfaces import BlobResult, ClientIdentity, ManifestResult, NotFoundError
 from warmstart.oci import Digest
 from warmstart.oci import mediatypes as mt
 from warmstart.store import ContentStore

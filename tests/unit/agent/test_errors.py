@@ -5,7 +5,7 @@ import json
 import pytest
 
 from warmstart.agent.errors import STATUS_OF_CODE, from_fetch_error, oci_error, unsupported
-from warmstart.fetch.api import (
+from warmstart.fetch.interfaces import (
     DeniedError,
     FetchError,
     NotFoundError,

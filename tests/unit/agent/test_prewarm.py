@@ -17,7 +17,7 @@ from warmstart.agent.hooks import Prewarmer as PrewarmerProtocol
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
 from warmstart.agent.prewarm import (
     IMPORT_ATTEMPTS,
-    IMPORT_RETRY_DELAYS,
+    IMPORT_RETRY_BACKOFF,
     ContainerdPrewarmer,
     HotImportFailed,
     HotImportUnavailable,
@@ -26,7 +26,7 @@ from warmstart.agent.prewarm import (
     transient_pull_failure,
 )
 from warmstart.containerd.ctr import ContainerdTarget
-from warmstart.fetch.api import ClientIdentity, NotFoundError
+from warmstart.fetch.interfaces import ClientIdentity, NotFoundError
 from warmstart.oci import Platform, Reference
 from warmstart.oci import mediatypes as mt
 from warmstart.store import ContentStore
@@ -324,7 +324,7 @@ async def test_hot_import_retries_a_pull_that_broke_mid_body(
         ["images", "check"],
         ["images", "tag"],  # k8s.io: the digest name
     ]
-    assert waits == [IMPORT_RETRY_DELAYS[0]]
+    assert waits == [IMPORT_RETRY_BACKOFF.ceiling(0)]
 
 
 async def test_hot_import_gives_up_after_three_broken_pulls(

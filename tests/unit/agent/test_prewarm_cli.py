@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from warmstart.agent.api import PrewarmRequest, PrewarmResponse, RequestInvalid
 from warmstart.cli.main import app
 from warmstart.cli.prewarm_cmd import Outcome, exit_code, summary
-from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
 from warmstart.testbed.aiohttp_thread import ThreadedAiohttpServer
 from warmstart.testbed.net import free_port
 

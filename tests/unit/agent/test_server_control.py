@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.unit.agent.conftest import OTHER, REGISTRY, Agent, MakeAgent
 from tests.unit.agent.fakes import FixedHot, RecordingPrewarmer
 from warmstart.agent.server import STATE
-from warmstart.fetch.api import PEER_TOKEN_HEADER, FetchError, UnavailableError
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER, FetchError, UnavailableError
 from warmstart.oci import Digest, Platform
 
 # -- /peers ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from tests.unit.agent.conftest import OTHER, REGISTRY, Agent, MakeAgent, raw_request
 from tests.unit.agent.fakes import OCI_INDEX, OCI_MANIFEST
 from warmstart.agent.metrics import AgentMetrics
-from warmstart.fetch.api import (
+from warmstart.fetch.interfaces import (
     PEER_HEADER,
     PEER_TOKEN_HEADER,
     DeniedError,

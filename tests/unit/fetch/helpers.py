@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.fetch import FetcherConfig, PeerList, TieredFetcher, UpstreamSettings
-from warmstart.fetch.api import ClientIdentity
+from warmstart.fetch.interfaces import ClientIdentity
 from warmstart.fetch.memory import FetcherPeer, MemorySource
 from warmstart.fetch.rendezvous import home
 from warmstart.fetch.source import OpenedBlob, SourceManifest, SourceUnreachable

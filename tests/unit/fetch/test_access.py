@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.fetch.helpers import FakeClock
 from warmstart.fetch.access import AccessControl, grant_key, parse_basic, peer_token_ok
-from warmstart.fetch.api import NotFoundError, UnauthorizedError, UnavailableError
+from warmstart.fetch.interfaces import NotFoundError, UnauthorizedError, UnavailableError
 from warmstart.fetch.memory import MemorySource
 from warmstart.fetch.source import Probe, SourceUnavailable
 from warmstart.registry import Credentials

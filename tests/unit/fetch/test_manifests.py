@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.fetch.helpers import ANON, REG, Cluster
-from warmstart.fetch.api import NotFoundError
+from warmstart.fetch.interfaces import NotFoundError
 from warmstart.fetch.memory import MemorySource
 from warmstart.oci import MAX_MANIFEST_BYTES, Digest
 from warmstart.oci import mediatypes as mt

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.unit.fetch.helpers import REG, DeadPeer, FakeClock
-from warmstart.fetch.api import NotFoundError, UnavailableError
+from warmstart.fetch.interfaces import NotFoundError, UnavailableError
 from warmstart.fetch.memory import MemorySource
 from warmstart.fetch.metrics import NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth

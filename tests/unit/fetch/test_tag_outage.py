@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.fetch.helpers import ANON, REG, Cluster
-from warmstart.fetch.api import ClientIdentity, NotFoundError, UnavailableError
+from warmstart.fetch.interfaces import ClientIdentity, NotFoundError, UnavailableError
 from warmstart.fetch.memory import MemorySource
 from warmstart.fetch.source import SourceUnavailable
 from warmstart.oci import Digest

@@ -26,7 +26,7 @@ from tests.unit.fetch.helpers import (
     read_result,
 )
 from warmstart.fetch import FetcherConfig, TieredFetcher, UpstreamSettings
-from warmstart.fetch.api import (
+from warmstart.fetch.interfaces import (
     ClientIdentity,
     DeniedError,
     NotFoundError,

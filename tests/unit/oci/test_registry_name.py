@@ -13,8 +13,8 @@ from warmstart.oci.registry_name import (
     DOCKER_HUB_ALIASES,
     canonical_registry,
     registry_names,
+    registry_of_url,
 )
-from warmstart.registry.credentials import normalize_host
 from warmstart.registry.endpoints import canonical_registry as endpoints_canonical
 from warmstart.registry.endpoints import resolve_endpoint
 
@@ -68,7 +68,7 @@ def test_every_layer_uses_the_same_table(name: str) -> None:
     assert parse_reference(f"{name}/app:v1").repository == "library/app"
     assert endpoints_canonical(name) == DOCKER_HUB
     assert resolve_endpoint(name).registry == DOCKER_HUB
-    assert normalize_host(f"https://{name}/v1/") == DOCKER_HUB
+    assert registry_of_url(f"https://{name}/v1/") == DOCKER_HUB
     assert choose_registry([name], {DOCKER_HUB: object()}, None) == DOCKER_HUB
     directories = [c.directory for c in mirror_configs([name], mirror_host("http://127.0.0.1:1"))]
     assert sorted(directories) == sorted(registry_names(DOCKER_HUB))

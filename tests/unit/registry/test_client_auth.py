@@ -120,7 +120,7 @@ async def test_expired_token_is_refetched_without_a_401(
     fake.add_manifest("app/web", "v1", BODY)
     client = make_client(host)
     clock = Clock()
-    client._tokens = TokenCache(clock=clock)
+    client._requests.tokens = TokenCache(clock=clock)
     r = Reference.parse(f"{host}/app/web:v1")
     await client.get_manifest(r)
     clock.now += 50
@@ -140,7 +140,7 @@ async def test_token_without_expires_in_lives_60_seconds(
     fake.add_manifest("app/web", "v1", BODY)
     client = make_client(host)
     clock = Clock()
-    client._tokens = TokenCache(clock=clock)
+    client._requests.tokens = TokenCache(clock=clock)
     r = Reference.parse(f"{host}/app/web:v1")
     await client.get_manifest(r)
     clock.now += 54

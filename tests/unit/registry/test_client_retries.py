@@ -29,7 +29,7 @@ def record_sleeps(client: RegistryClient) -> list[float]:
     async def fake_sleep(delay: float) -> None:
         sleeps.append(delay)
 
-    client._sleep = fake_sleep
+    client._requests.sleep = fake_sleep
     return sleeps
 
 
@@ -220,7 +220,7 @@ async def test_backoff_resets_after_progress(
 
     fake.hooks.append(drop)
     client = make_client(fake_host, backoff_base=1.0, backoff_max=100.0)
-    client._random = lambda: 0.5
+    client._requests.random = lambda: 0.5
     sleeps = record_sleeps(client)
     assert await collect(client, fake_host, digest, size=len(DATA)) == DATA
     assert sleeps == [0.5, 0.5, 0.5]  # every failure followed progress: no growth

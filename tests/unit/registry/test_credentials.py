@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from warmstart.oci.registry_name import registry_of_url
 from warmstart.registry.credentials import (
     Credentials,
     CredentialsError,
     CredentialStore,
     decode_auth,
     default_config_path,
-    normalize_host,
 )
 
 
@@ -35,8 +35,8 @@ def b64(text: str) -> str:
         ("[::1]:5000", "[::1]:5000"),
     ],
 )
-def test_normalize_host(key: str, host: str) -> None:
-    assert normalize_host(key) == host
+def test_credential_keys_name_registries(key: str, host: str) -> None:
+    assert registry_of_url(key) == host
 
 
 @pytest.mark.parametrize(

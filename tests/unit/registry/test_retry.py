@@ -4,14 +4,14 @@ import pytest
 
 from warmstart.registry.backoff import BackoffPolicy
 from warmstart.registry.errors import NotFound, RegistryError, UpstreamUnavailable
-from warmstart.registry.retry import Attempts, Retry
+from warmstart.registry.retry import RequestRetries, Retry
 
 
-def attempts(sleeps: list[float], max_attempts: int = 3) -> Attempts:
+def attempts(sleeps: list[float], max_attempts: int = 3) -> RequestRetries:
     async def sleep(delay: float) -> None:
         sleeps.append(delay)
 
-    return Attempts(
+    return RequestRetries(
         "thing",
         BackoffPolicy(base=1.0, cap=100.0, max_attempts=max_attempts, max_retry_after=10.0),
         sleep=sleep,

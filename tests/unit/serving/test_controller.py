@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import pytest
 
 from warmstart.oci.tiers import Tier
-from warmstart.runtime.api import ImagePullError, PullTiming, Replica, RuntimeUnavailable
+from warmstart.runtime.interfaces import ImagePullError, PullTiming, Replica, RuntimeUnavailable
 from warmstart.runtime.memory import MemoryRuntime, PhaseDurations
-from warmstart.serving.controller import PHASES, Controller, NodeHandle, StaticTiers
+from warmstart.serving.controller import Controller
+from warmstart.serving.replicas import PHASES, NodeHandle, StaticTiers
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 

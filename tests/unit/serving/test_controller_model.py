@@ -19,10 +19,11 @@ from warmstart.agent.api import (
 )
 from warmstart.agent.client import AgentRefused, AgentUnreachable
 from warmstart.oci.tiers import Tier
-from warmstart.runtime.api import ImagePullError, Mount
+from warmstart.runtime.interfaces import ImagePullError, Mount
 from warmstart.runtime.memory import MemoryRuntime
-from warmstart.serving.controller import PHASES, Controller, NodeHandle, StaticTiers
+from warmstart.serving.controller import Controller
 from warmstart.serving.models import MODEL_DIR, UNPIN_TIMEOUT, ModelUsers
+from warmstart.serving.replicas import PHASES, NodeHandle, StaticTiers
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 

@@ -10,20 +10,18 @@ import pytest
 
 from warmstart.oci.tiers import Tier
 from warmstart.prewarm_backoff import (
+    PREWARM_MEMORY_SECONDS,
     PREWARM_RETRY_MAX_SECONDS,
     PREWARM_RETRY_MIN_SECONDS,
     PrewarmFailure,
+    prewarm_due,
     prewarm_failed,
     prewarm_retry_delay,
 )
 from warmstart.runtime.memory import MemoryRuntime
-from warmstart.serving.controller import (
-    PREWARM_MEMORY_SECONDS,
-    Controller,
-    NodeHandle,
-    prewarm_due,
-)
+from warmstart.serving.controller import Controller
 from warmstart.serving.placement import NodeTiers
+from warmstart.serving.replicas import NodeHandle
 from warmstart.serving.router import Router, RouterConfig
 from warmstart.serving.spec import build_spec
 

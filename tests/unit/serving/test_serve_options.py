@@ -9,7 +9,7 @@ from rich.console import Console
 
 from warmstart.cli import serve_cmd
 from warmstart.cli.serve_cmd import render_status
-from warmstart.serving.controller import PHASES
+from warmstart.serving.replicas import PHASES
 from warmstart.serving.serve import (
     NodeOption,
     NodeOptionError,

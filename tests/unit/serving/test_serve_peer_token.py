@@ -20,7 +20,7 @@ from tests.unit.agent.fakes import MemoryFetcher, RecordingPrewarmer
 from warmstart.agent.app import create_app, server_kwargs
 from warmstart.agent.client import AgentRefused
 from warmstart.cli.main import app as cli
-from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
 from warmstart.oci.tiers import Tier
 from warmstart.serving import serve as serve_module
 from warmstart.serving.models import replica_model_request

@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from warmstart.agent.api import ImageStatus, ModelStatus
-from warmstart.fetch.api import PEER_TOKEN_HEADER
+from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
 from warmstart.oci.tiers import Tier
 from warmstart.serving.placement import NodeTiers
 from warmstart.serving.tiers import AgentTiers, cluster_tiers, local_tier
