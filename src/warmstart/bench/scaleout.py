@@ -43,7 +43,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,9 @@ class ScaleoutConfig:
     # How the startup and fanout replicas pull: "ctr" (ctr images pull) or "cri" (containerd's
     # CRI plugin, PullImage: the kubelet's way; warmstart.bench.scaleout_cri)
     puller: str = "ctr"
+    # agent.toml settings other than the product's defaults (a comparison run, e.g. pieces =
+    # false: the one-home policy before pieces); empty: the defaults, what a user gets
+    agent_settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> ScaleoutConfig:
@@ -236,7 +239,9 @@ async def _run_mode(
     if not scenarios:
         log(f"{mode}: runs only the spike scenario; skipped")
     if "startup" in scenarios or "spike" in scenarios:
-        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream, config.puller)
+        stacks = await asyncio.to_thread(
+            start_nodes, net, mode, upstream, config.puller, config.agent_settings
+        )
         try:
             if "startup" in scenarios:
                 log(f"{mode}: startup")
@@ -285,7 +290,9 @@ async def _run_mode(
             await asyncio.to_thread(close_nodes, stacks)
     if "fanout" in scenarios:
         log(f"{mode}: fanout")
-        stacks = await asyncio.to_thread(start_nodes, net, mode, upstream, config.puller)
+        stacks = await asyncio.to_thread(
+            start_nodes, net, mode, upstream, config.puller, config.agent_settings
+        )
         try:
             results.fanout.append(
                 await run_fanout(
@@ -297,7 +304,9 @@ async def _run_mode(
     if FANOUT_FETCH in scenarios:
         log(f"{mode}: fanout-fetch (no containerd)")
         results.fanout.append(
-            await run_fanout_fetch(net, mode, image, image_bytes, upstream, work, log)
+            await run_fanout_fetch(
+                net, mode, image, image_bytes, upstream, work, log, config.agent_settings
+            )
         )
 
 
@@ -342,6 +351,7 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
         "image": image,
         "image_bytes": image_bytes,
         "padding_bytes": config.padding_bytes,
+        "agent_settings": dict(config.agent_settings),
         "model": model.reference if model else None,
         "model_bytes": model.bytes if model else 0,
         "model_files": model.files if model else 0,

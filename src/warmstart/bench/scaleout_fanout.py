@@ -21,8 +21,9 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from warmstart.bench.agent import upstream_blob_bytes
 from warmstart.bench.scaleout_model import BenchModel
@@ -154,7 +155,9 @@ async def run_fanout(
 # -- fetch only ---------------------------------------------------------------------------------
 
 
-def _start_agents(net: NetCluster, upstream: RegistryProcess, work: Path) -> list[AgentProcess]:
+def _start_agents(
+    net: NetCluster, upstream: RegistryProcess, work: Path, settings: Mapping[str, Any]
+) -> list[AgentProcess]:
     """One agent a node, the product's defaults (as the startup's warmstart nodes, without a
     containerd to hand blobs to), peers = every other node, one peer token."""
     urls = {n.name: f"http://{n.lan_addr}:{AGENT_PORT}" for n in net.nodes}
@@ -169,7 +172,7 @@ def _start_agents(net: NetCluster, upstream: RegistryProcess, work: Path) -> lis
                 port=AGENT_PORT,
                 netns=node.netns,
                 listen_host=node.lan_addr,
-                settings={"node_id": node.name, "peer_token": token},
+                settings={"node_id": node.name, "peer_token": token, **settings},
             )
         )
 
@@ -215,6 +218,7 @@ async def run_fanout_fetch(
     upstream: RegistryProcess,
     work_dir: Path,
     log: Log,
+    agent_settings: Mapping[str, Any] | None = None,
 ) -> FanoutResult:
     """Every node fetches ``image``'s blobs at once, no containerd (``fanout-fetch``); the
     agents' logs stay under ``work_dir``."""
@@ -225,7 +229,9 @@ async def run_fanout_fetch(
     agents: list[AgentProcess] = []
     try:
         if mode == WARMSTART:
-            agents = await asyncio.to_thread(_start_agents, net, upstream, work)
+            agents = await asyncio.to_thread(
+                _start_agents, net, upstream, work, agent_settings or {}
+            )
         mark = upstream.mark()
         before = await asyncio.to_thread(net.link_bytes)
         cpu0 = [process_cpu_s(a.pid) for a in agents]

@@ -33,6 +33,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,7 @@ def _start_stack(
     agent_urls: dict[str, str],
     peer_token: str | None = None,
     puller: str = "ctr",
+    agent_settings: Mapping[str, Any] | None = None,
 ) -> NodeStack:
     # Short: containerd's socket path must fit a unix socket address.
     work = Path(tempfile.mkdtemp(prefix=f"wsb{node.index}-", dir="/tmp"))
@@ -226,6 +228,7 @@ def _start_stack(
                     "containerd_namespace": stack.namespace,
                     "peer_token": peer_token,
                     **node_setup,
+                    **(agent_settings or {}),
                 },
             )
         elif mode == REGISTRY_PROXY:
@@ -239,7 +242,11 @@ def _start_stack(
 
 
 def start_nodes(
-    net: NetCluster, mode: str, upstream: RegistryProcess, puller: str = "ctr"
+    net: NetCluster,
+    mode: str,
+    upstream: RegistryProcess,
+    puller: str = "ctr",
+    agent_settings: Mapping[str, Any] | None = None,
 ) -> list[NodeStack]:
     """Fresh stacks on every node of ``net`` for ``mode``, started side by side (all closed
     again if one fails). ``puller``: ``ctr`` or ``cri`` (see the module's doc)."""
@@ -249,7 +256,17 @@ def start_nodes(
     token = secrets.token_hex(16) if mode == WARMSTART else None
     with ThreadPoolExecutor(len(net.nodes)) as pool:
         futures = [
-            pool.submit(_start_stack, net, node, mode, upstream, agent_urls, token, puller)
+            pool.submit(
+                _start_stack,
+                net,
+                node,
+                mode,
+                upstream,
+                agent_urls,
+                token,
+                puller,
+                agent_settings or {},
+            )
             for node in net.nodes
         ]
         wait(futures)

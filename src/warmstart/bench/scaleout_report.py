@@ -945,6 +945,10 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / f"{prefix}.md"
     text = markdown_table(results)
+    changed = results.params.get("agent_settings") or {}
+    if changed:  # a comparison run: say it before anything else
+        settings = ", ".join(f"{k} = {json.dumps(v)}" for k, v in sorted(changed.items()))
+        text = f"Agents ran with settings other than the defaults: {settings}.\n\n" + text
     if results.spike:
         text += "\n" + spike_cost_table(results)
     if results.startup:

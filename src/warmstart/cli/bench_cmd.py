@@ -125,6 +125,26 @@ def agent(
         out_console.print(markdown_table(results))
 
 
+def _agent_settings(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` options as agent.toml settings; a one-line error for a key the agent does
+    not have or a value TOML does not parse."""
+    import tomllib
+
+    from warmstart.agent.config import AgentConfig
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in AgentConfig.model_fields:
+            fail(f"--agent-setting {item!r}: expected KEY=VALUE with an agent.toml key", code=2)
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            fail(f"--agent-setting {item!r}: the value is not TOML (quote strings)", code=2)
+    return out
+
+
 def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in allowed]
@@ -194,6 +214,13 @@ def scaleout(
         Path("bench-results"), "--out", help="Markdown table and PNG plots."
     ),
     workdir: Path | None = typer.Option(None, "--workdir", help="Default: a temp dir."),
+    agent_setting: list[str] = typer.Option(
+        [],
+        "--agent-setting",
+        help="KEY=VALUE for every agent's agent.toml (TOML value, repeatable), for a comparison "
+        "run against the defaults, e.g. pieces=false (the one-home policy before pieces). "
+        "Recorded in the report.",
+    ),
 ) -> None:
     """The cluster in a box: baseline vs registry-proxy vs warmstart on startup, fanout, spike
     (and the spike's latency and replica-seconds against provisioned capacity)."""
@@ -221,6 +248,7 @@ def scaleout(
     if puller not in PULLERS:
         fail(f"--puller must be {' or '.join(PULLERS)}, not {puller!r}", code=2)
     mode_names = _names(modes, MODES, "mode(s)")
+    agent_settings = _agent_settings(agent_setting)
     scenario_names = _names(scenarios, SCENARIOS, "scenario(s)") if scenarios else None
     padding_bytes = size_option(padding)
     model_bytes = size_option(model_size)
@@ -245,6 +273,7 @@ def scaleout(
         lead_s=base.lead_s if lead is None else lead,
         image_cache=image_cache
         or Path(os.environ.get("WARMSTART_IMAGE_CACHE") or DEFAULT_IMAGE_CACHE),
+        agent_settings=agent_settings,
     )
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="ws-scaleout-")) if workdir is None else workdir

@@ -91,3 +91,29 @@ def test_model_size_goes_to_the_config_and_the_padding_stays_its_own(
     assert (seen[1].padding_bytes, seen[1].model_bytes) == (64 << 20, 0)  # quick: no model
     result = CliRunner().invoke(app, ["bench", "scaleout", "--model-size", "lots", *common])
     assert result.exit_code == 2
+
+
+def test_agent_settings_reach_the_config_and_bad_ones_are_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[ScaleoutConfig] = []
+
+    def fake_run(config: ScaleoutConfig, work: Path, log: Any = print) -> ScaleoutResults:
+        seen.append(config)
+        return ScaleoutResults(modes=config.modes, params={"agent_settings": config.agent_settings})
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(scaleout, "run_scaleout", fake_run)
+    out = ["--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")]
+    args = ["bench", "scaleout", "--quick", "--agent-setting", "pieces=false",
+            "--agent-setting", "piece_uploads = 3", "--agent-setting", 'piece_max="32MiB"', *out]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen[0].agent_settings == {"pieces": False, "piece_uploads": 3, "piece_max": "32MiB"}
+    report = (tmp_path / "o" / "scaleout.md").read_text()
+    assert report.startswith("Agents ran with settings other than the defaults: piece_max = ")
+    for bad, why in (("nope=1", "agent.toml key"), ("pieces", "KEY=VALUE"),
+                     ("pieces=maybe", "not TOML")):  # fmt: skip
+        result = CliRunner().invoke(app, ["bench", "scaleout", "--agent-setting", bad, *out])
+        assert result.exit_code == 2 and why in result.output, result.output
+    assert ScaleoutConfig().agent_settings == {}  # the defaults: what a user gets
