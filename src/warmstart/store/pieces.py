@@ -87,6 +87,9 @@ def _hash_range(fd: int, hasher: hashlib._Hash, start: int, end: int) -> int:
     return pos - start
 
 
+HAND_OFF = 1 << 20  # a piece's bytes are hashed and written in a thread this many at a time
+
+
 class PieceSink:
     """One piece being written: :meth:`write` its chunks in order, then :meth:`close` checks
     the length and returns its hex SHA-256 (and the hash given, if any: :class:`PieceCorrupt`
@@ -99,12 +102,19 @@ class PieceSink:
         self.start, self.end = owner.pieces.span(index)
         self.pos = self.start
         self._hasher = hashlib.new(PIECE_HASH)
+        # Chunks not yet handed to a thread (a socket hands over what has arrived, often a few
+        # KiB at a time: a thread hop each would cost more than hashing them), from ``_held_at``
+        self._held: list[bytes] = []
+        self._held_len = 0
+        self._held_at = self.start
 
     @property
     def remaining(self) -> int:
         return self.end - self.pos
 
     async def write(self, chunk: bytes) -> None:
+        """Take ``chunk``; hashed and written once :data:`HAND_OFF` bytes are held, and when
+        the piece is complete (so :meth:`close` finds every byte hashed)."""
         if not chunk:
             return
         if len(chunk) > self.remaining:
@@ -112,11 +122,17 @@ class PieceSink:
                 f"piece {self.index} of {self._owner.digest}: more than its "
                 f"{self.end - self.start} bytes"
             )
-        offset = self.pos
+        self._held.append(chunk)
+        self._held_len += len(chunk)
         self.pos += len(chunk)
+        if self._held_len < HAND_OFF and self.pos < self.end:
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        offset = self._held_at
+        self._held, self._held_len, self._held_at = [], 0, self.pos
         # A cancelled caller waits for its write to land: no stray write may come after it.
         await _finish_anyway(
-            asyncio.to_thread(_hash_and_write, self._owner.fd, self._hasher, chunk, offset)
+            asyncio.to_thread(_hash_and_write, self._owner.fd, self._hasher, data, offset)
         )
 
     def close(self) -> str:

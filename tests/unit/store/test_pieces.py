@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,33 @@ async def test_a_cancelled_acceptance_still_hashes_the_prefix_once(store: Conten
 
     path = await store.fetch_pieces(digest, pieces, run)
     assert path.read_bytes() == data
+
+
+async def test_small_chunks_are_hashed_and_written_a_megabyte_at_a_time(
+    store: ContentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket hands a piece over a few KiB at a time; a thread hop for each would cost more
+    than the hashing (a 16-node fan-out spent most of its CPU there)."""
+    import warmstart.store.pieces as pieces_mod
+
+    hand_offs: list[int] = []
+    real = pieces_mod._hash_and_write
+
+    def counted(fd: int, hasher: Any, data: bytes, offset: int) -> None:
+        hand_offs.append(len(data))
+        real(fd, hasher, data, offset)
+
+    monkeypatch.setattr(pieces_mod, "_hash_and_write", counted)
+    size = 4 * pieces_mod.HAND_OFF + 5 * KiB
+    data, digest = blob(size)
+    pieces = Pieces(len(data), 2 * pieces_mod.HAND_OFF)
+    hashes = piece_hashes(data, pieces)
+
+    async def run(pf: PieceFile) -> None:
+        for i in (2, 0, 1):  # 7 KiB chunks: about 600 a piece
+            assert await write_piece(pf, data, i, hashes[i]) == hashes[i]
+
+    path = await store.fetch_pieces(digest, pieces, run)
+    assert path.read_bytes() == data
+    assert sum(hand_offs) == size
+    assert len(hand_offs) <= 2 + 2 + 1 + 3  # a megabyte at a time, and each piece's tail
