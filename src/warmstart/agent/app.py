@@ -36,6 +36,7 @@ from warmstart.containerd.content_link import (
     LinkMode,
     LinkSetup,
 )
+from warmstart.errors import WarmstartError
 from warmstart.fetch.api import Fetcher
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
 from warmstart.fetch.pieces import UploadSlots
@@ -50,8 +51,10 @@ HotFactory = Callable[[AgentConfig], HotImages | None]
 SHUTDOWN_BACKSTOP = 5.0  # seconds past the grace before aiohttp's own shutdown timeout
 
 
-class AgentSetupError(RuntimeError):
+class AgentSetupError(WarmstartError):
     """The agent cannot start with this configuration; the message is one line."""
+
+    code = "INVALID_CONFIG"
 
 
 # -- default parts ---------------------------------------------------------------------------

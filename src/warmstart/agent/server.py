@@ -36,8 +36,7 @@ from warmstart.agent.api import (
     parse_request,
 )
 from warmstart.agent.config import AgentConfig
-from warmstart.agent.errors import ErrorResponse, denied, oci_error, unsupported
-from warmstart.agent.errors import from_fetch_error as _from_fetch_error
+from warmstart.agent.errors import ErrorResponse, denied, error_answer, oci_error, unsupported
 from warmstart.agent.hooks import HotImages, Prewarmer
 from warmstart.agent.httplog import CLIENT_GONE
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
@@ -63,6 +62,7 @@ from warmstart.agent.sending import (
 )
 from warmstart.agent.status import status_body
 from warmstart.containerd.content_link import LinkSetup
+from warmstart.errors import WarmstartError, one_line
 from warmstart.fetch.api import (
     PEER_HEADER,
     PEER_TOKEN_HEADER,
@@ -70,7 +70,6 @@ from warmstart.fetch.api import (
     BlobResult,
     ClientIdentity,
     Fetcher,
-    FetchError,
     ManifestResult,
     PieceBusyError,
     PieceServer,
@@ -78,13 +77,6 @@ from warmstart.fetch.api import (
 from warmstart.fetch.pieces import UploadSlots
 from warmstart.oci import Digest, ImageManifest, OCIError
 from warmstart.oci.manifest import parse_manifest
-from warmstart.registry.errors import (
-    AuthError,
-    NotFound,
-    RegistryError,
-    UpstreamUnavailable,
-    one_line,
-)
 from warmstart.store import ContentStore, StoreError
 from warmstart.store.pins import Pin
 
@@ -95,6 +87,8 @@ OCTET_STREAM = "application/octet-stream"
 CONTAINERD_AGENT = "containerd/"  # in containerd's User-Agent (ctr, the CRI plugin)
 JSON_TYPE = "application/json"
 CONTROL_AUTH = 'Bearer realm="warmstart"'
+# What a not-found answers, by route (the distribution spec's codes); BLOB_UNKNOWN elsewhere.
+NOT_FOUND_CODE = {"manifest": "MANIFEST_UNKNOWN", "prewarm": "MANIFEST_UNKNOWN"}
 MAX_CONTROL_BODY = 1 << 20
 
 
@@ -152,29 +146,6 @@ def state_of(request: web.Request) -> AgentState:
 def error_response(err: ErrorResponse) -> web.Response:
     headers = {**API_VERSION_HEADER, **err.headers, "Content-Type": JSON_TYPE}
     return web.Response(status=err.status, body=err.body(), headers=headers)
-
-
-def fetch_error_response(error: BaseException, *, manifest: bool) -> web.Response | None:
-    """The answer for an exception raised by the Fetcher; None if it is not an expected one."""
-    if isinstance(error, FetchError):
-        return error_response(_from_fetch_error(error, manifest=manifest))
-    if isinstance(error, RegistryError):  # leaked from the registry client
-        if isinstance(error, NotFound):
-            code, status = ("MANIFEST_UNKNOWN" if manifest else "BLOB_UNKNOWN"), 404
-        elif isinstance(error, AuthError):
-            code, status = "UNAUTHORIZED", 401
-        elif isinstance(error, UpstreamUnavailable):
-            code, status = "UNAVAILABLE", 503
-        else:
-            code, status = "UNKNOWN", 502
-        return error_response(oci_error(code, str(error), status=status))
-    if isinstance(error, StoreError):
-        return error_response(oci_error("UNAVAILABLE", f"content store: {error}"))
-    if isinstance(error, aiohttp.ClientError | TimeoutError | ConnectionError):
-        return error_response(
-            oci_error("UNAVAILABLE", f"no source could be reached: {error or type(error).__name__}")
-        )
-    return None
 
 
 def _client_identity(request: web.Request) -> ClientIdentity:
@@ -249,23 +220,44 @@ async def observe(
             status = "disconnected"
             reason = one_line(getattr(e, "strerror", None) or e or type(e).__name__)
             return _client_gone(request, f"client went away ({reason})", None)
-        log.exception("unexpected error answering %s %s", request.method, request.path_qs)
-        status = 500
+        answer = answer_for(e, route_of(request))
+        if answer is None:
+            log.exception("unexpected error answering %s %s", request.method, request.path_qs)
         if _response_started(request):
             # Part of an answer is out: another one on this connection would be read as its
             # body. Cut the connection instead.
+            if answer is not None:
+                log.warning("%s %s: failed mid-answer: %s", request.method, request.path, e)
             status = "aborted"
             abort_connection(request)
             raise
-        return error_response(oci_error("UNKNOWN", "internal error in the agent", status=500))
+        if answer is None:
+            answer = oci_error("UNKNOWN", "internal error in the agent", status=500)
+        status = answer.status
+        return error_response(answer)
     finally:
         if task is not None:
             state.in_flight.discard(task)
-        route = request.get(ROUTE)
-        if route is None:
-            info = request.match_info.route
-            route = info.name or "other"
-        state.metrics.request(route, request.method, status)
+        state.metrics.request(route_of(request), request.method, status)
+
+
+def route_of(request: web.Request) -> str:
+    """Which route answers ``request`` (what the handler set, else the route's name)."""
+    route = request.get(ROUTE)
+    if route is None:
+        route = request.match_info.route.name or "other"
+    return str(route)
+
+
+def answer_for(error: Exception, route: str) -> ErrorResponse | None:
+    """The one place errors become answers: a :class:`WarmstartError` as it says, a network
+    failure reaching a source as 503; None for anything else (a bug: logged, answered 500)."""
+    if isinstance(error, WarmstartError):
+        return error_answer(error, not_found=NOT_FOUND_CODE.get(route, "BLOB_UNKNOWN"))
+    if isinstance(error, aiohttp.ClientError | TimeoutError | ConnectionError):
+        reason = one_line(str(error) or type(error).__name__)
+        return oci_error("UNAVAILABLE", f"no source could be reached: {reason}")
+    return None
 
 
 # -- /v2/ ------------------------------------------------------------------------------------
@@ -310,15 +302,9 @@ async def _manifest(
 ) -> web.StreamResponse:
     assert state.fetcher is not None
     accept = merge_accept(request.headers.getall("Accept", []))
-    try:
-        result = await state.fetcher.get_manifest(
-            registry, target.name, target.reference, accept, _client_identity(request)
-        )
-    except Exception as e:
-        resp = fetch_error_response(e, manifest=True)
-        if resp is None:
-            raise
-        return resp
+    result = await state.fetcher.get_manifest(
+        registry, target.name, target.reference, accept, _client_identity(request)
+    )
     actual = Digest.of(result.body, result.digest.algorithm)
     wanted = target.digest or result.digest
     if actual != result.digest or actual != wanted:
@@ -396,15 +382,9 @@ async def _blob_head(
     request: web.Request, state: AgentState, registry: str, target: V2Target
 ) -> web.StreamResponse:
     assert state.fetcher is not None and target.digest is not None
-    try:
-        size = await state.fetcher.stat_blob(
-            registry, target.name, target.digest, _client_identity(request)
-        )
-    except Exception as e:
-        resp = fetch_error_response(e, manifest=False)
-        if resp is None:
-            raise
-        return resp
+    size = await state.fetcher.stat_blob(
+        registry, target.name, target.digest, _client_identity(request)
+    )
     resp = web.StreamResponse(status=200, headers=_blob_headers(target.digest))
     resp.content_length = size
     await resp.prepare(request)
@@ -481,11 +461,6 @@ async def _piece_get(
                     return error_response(oci_error("BLOB_UNKNOWN", "evicted", status=404))
         except ValueError:
             return _bad_request(f"a piece request needs one byte range, not {ranges[0][:100]!r}")
-        except Exception as e:
-            resp = fetch_error_response(e, manifest=False)
-            if resp is None:
-                raise
-            return resp
         try:
             brange = evaluate_range(ranges[0], result.size)
             if brange.kind is not RangeKind.PARTIAL or brange.end + 1 != end:
@@ -507,10 +482,7 @@ async def _piece_get(
                 try:
                     resp = await send_stream(request, result.open_stream, brange, headers, count)
                 except StreamFailed as e:
-                    failed = fetch_error_response(e.error, manifest=False)
-                    if failed is None:
-                        raise e.error from None
-                    return failed
+                    raise e.error from None
             if sent == brange.length:
                 server.piece_sent(digest, start)
             return resp
@@ -530,27 +502,19 @@ async def _blob_get(
     if client.peer is not None and request.headers.get(PIECE_HEADER):
         return await _piece_get(request, state, registry, target)
     fobj: IO[bytes] | None = None
-    try:
-        for _attempt in range(2):  # a stored file can be evicted between lookup and open
-            result = await state.fetcher.get_blob(registry, target.name, digest, client)
-            if result.digest != digest:
-                return error_response(
-                    oci_error(
-                        "UNKNOWN", f"fetcher answered {result.digest} for {digest}", status=502
-                    )
-                )
-            if result.path is None:
-                break
-            fobj = await _open_stored(result)
-            if fobj is not None:
-                break
-        else:
-            return error_response(oci_error("UNAVAILABLE", f"blob {digest} was evicted; retry"))
-    except Exception as e:
-        resp = fetch_error_response(e, manifest=False)
-        if resp is None:
-            raise
-        return resp
+    for _attempt in range(2):  # a stored file can be evicted between lookup and open
+        result = await state.fetcher.get_blob(registry, target.name, digest, client)
+        if result.digest != digest:
+            return error_response(
+                oci_error("UNKNOWN", f"fetcher answered {result.digest} for {digest}", status=502)
+            )
+        if result.path is None:
+            break
+        fobj = await _open_stored(result)
+        if fobj is not None:
+            break
+    else:
+        return error_response(oci_error("UNAVAILABLE", f"blob {digest} was evicted; retry"))
     try:
         ranges = request.headers.getall("Range", [])
         brange = evaluate_range(
@@ -584,10 +548,7 @@ async def _blob_get(
                 try:
                     return await send_stream(request, result.open_stream, brange, headers, count)
                 except StreamFailed as e:
-                    resp = fetch_error_response(e.error, manifest=False)
-                    if resp is None:
-                        raise e.error from None
-                    return resp
+                    raise e.error from None
             return error_response(oci_error("UNKNOWN", f"no way to read blob {digest}", status=502))
         finally:
             state.metrics.responses_in_flight.dec()
@@ -671,21 +632,14 @@ async def status(request: web.Request) -> web.StreamResponse:
     hot_images: list[tuple[str, str]] = []
     if state.hot is not None:
         try:
-            listing = getattr(state.hot, "hot_images", None)
-            if listing is not None:
-                hot_images = list(await listing())
-                hot = {name for pair in hot_images for name in pair}
-            else:
-                hot = set(await state.hot.hot_references())
+            hot_images = list(await state.hot.hot_images())
+            hot = {name for pair in hot_images for name in pair if name}
         except Exception as e:  # containerd unreachable: report warm/partial only
             log.warning("cannot list hot images: %s", e)
-    try:
-        images = store.images() if store is not None else []
-        usage = store.usage() if store is not None else 0
-        shared = sum(store.shared_blobs().values()) if store is not None else 0
-        model_extracted = store.model_usage() if store is not None else 0
-    except StoreError as e:
-        return error_response(oci_error("UNAVAILABLE", f"content store: {e}"))
+    images = store.images() if store is not None else []
+    usage = store.usage() if store is not None else 0
+    shared = sum(store.shared_blobs().values()) if store is not None else 0
+    model_extracted = store.model_usage() if store is not None else 0
     body = status_body(
         node_id=state.config.node_id,
         advertise_url=state.config.advertise_url,
@@ -762,13 +716,8 @@ async def prewarm(request: web.Request) -> web.StreamResponse:
         result = await state.prewarmer.prewarm(
             ref, wanted.platform, wanted.hot, client=_client_identity(request), model=wanted.model
         )
-    except (OCIError, ValueError) as e:
+    except ValueError as e:  # an OCIError too: the request names no valid image
         return _bad_request(str(e))
-    except Exception as e:
-        resp = fetch_error_response(e, manifest=True)
-        if resp is None:
-            raise
-        return resp
     if wanted.pin and state.store is not None:
         _hold_pin(state, str(ref), wanted.holder or "", result)
     if result.model is not None:
@@ -826,13 +775,8 @@ async def pieces(request: web.Request) -> web.StreamResponse:
         answer = await server.pieces_request(registry, digest, body, client)
     except BadRequest as e:
         return error_response(e.response)
-    except (OCIError, ValueError) as e:
+    except ValueError as e:  # an OCIError too: the request names no valid image
         return _bad_request(str(e))
-    except Exception as e:
-        resp = fetch_error_response(e, manifest=False)
-        if resp is None:
-            raise
-        return resp
     return web.json_response(answer)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from warmstart.errors import WarmstartError
 from warmstart.oci import Digest
 
 # Header a warmstart agent sets when it asks a peer; the peer then never asks other peers.
@@ -23,8 +24,9 @@ PEER_TOKEN_HEADER = "X-Warmstart-Peer-Token"
 PIECE_HEADER = "X-Warmstart-Piece"
 
 
-class FetchError(Exception):
-    """Base of the errors a Fetcher raises; the server maps each to an OCI error response."""
+class FetchError(WarmstartError):
+    """Base of the errors a Fetcher raises (the agent answers each with its status and code;
+    a not-found as MANIFEST_UNKNOWN or BLOB_UNKNOWN by route)."""
 
     status = 502
     code = "UNKNOWN"
@@ -58,10 +60,12 @@ class ConflictError(FetchError):
 
 
 class UnavailableError(FetchError):
-    """Every source failed (upstream down, peers down)."""
+    """Every source failed (upstream down, peers down); ``retry_after`` when a source said
+    how long to wait."""
 
     status = 503
     code = "UNAVAILABLE"
+    retryable = True
 
 
 class PieceBusyError(UnavailableError):

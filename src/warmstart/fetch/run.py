@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from warmstart.aio import cancel_all
+from warmstart.errors import retry_after_of
 from warmstart.fetch.api import FetchError, NotFoundError, UnavailableError
 from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth
@@ -55,7 +56,10 @@ class Failures:
         )
         if upstream_missing or all(isinstance(e, SourceNotFound) for _, e in self.entries):
             return NotFoundError(f"{what} not found" + (f" ({summary})" if summary else ""))
-        return UnavailableError(f"{what}: every source failed ({summary})")
+        return UnavailableError(
+            f"{what}: every source failed ({summary})",
+            retry_after=retry_after_of(*(e for _, e in self.entries)),
+        )
 
 
 @dataclass(eq=False)

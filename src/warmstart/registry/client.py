@@ -198,7 +198,7 @@ class RegistryClient:
                 if resp.status == 404:
                     raise RegistryError(
                         f"{what}: {endpoint.base_url}/v2/ answered 404; not an OCI registry?",
-                        status=404,
+                        upstream_status=404,
                     )
                 await self._fail(resp, what, endpoint)
             finally:
@@ -677,8 +677,8 @@ class RegistryClient:
                 raise AuthError(
                     f"{what}: {endpoint.registry} answered 401 without a usable challenge"
                     + self._hint(endpoint),
-                    status=401,
-                    code=code,
+                    upstream_status=401,
+                    upstream_code=code,
                 )
             raise self._denied(endpoint, what, code, message)
         sent, header = await self._act(decision.action, endpoint, what)

@@ -189,5 +189,6 @@ class RecordingPrewarmer:
 class FixedHot:
     names: frozenset[str] = frozenset()
 
-    async def hot_references(self) -> frozenset[str]:
-        return self.names
+    async def hot_images(self) -> list[tuple[str, str]]:
+        """Each name as a reference whose digest is unknown."""
+        return [(name, "") for name in sorted(self.names)]

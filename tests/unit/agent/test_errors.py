@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from warmstart.agent.errors import STATUS_OF_CODE, from_fetch_error, oci_error, unsupported
+from warmstart.agent.errors import STATUS_OF_CODE, error_answer, oci_error, unsupported
 from warmstart.fetch.api import (
     DeniedError,
     FetchError,
@@ -56,8 +56,7 @@ class TooMany(FetchError):
     code = "TOOMANYREQUESTS"
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class Teapot(FetchError):
@@ -78,12 +77,12 @@ class Teapot(FetchError):
         (Teapot("x"), False, 502, "UNKNOWN"),
     ],
 )
-def test_from_fetch_error(error: Exception, manifest: bool, status: int, code: str) -> None:
-    err = from_fetch_error(error, manifest=manifest)
+def test_error_answer(error: FetchError, manifest: bool, status: int, code: str) -> None:
+    err = error_answer(error, not_found="MANIFEST_UNKNOWN" if manifest else "BLOB_UNKNOWN")
     assert (err.status, err.code) == (status, code)
     assert err.message
 
 
 def test_retry_after_passed_on() -> None:
-    assert from_fetch_error(TooMany("x", 2.5), manifest=False).headers["Retry-After"] == "3"
-    assert "WWW-Authenticate" in from_fetch_error(UnauthorizedError("x"), manifest=False).headers
+    assert error_answer(TooMany("x", 2.5)).headers["Retry-After"] == "3"
+    assert "WWW-Authenticate" in error_answer(UnauthorizedError("x")).headers

@@ -115,7 +115,7 @@ async def test_status(make_agent: MakeAgent) -> None:
 
 async def test_status_survives_a_failing_hot_source(make_agent: MakeAgent) -> None:
     class Broken:
-        async def hot_references(self) -> frozenset[str]:
+        async def hot_images(self) -> list[tuple[str, str]]:
             raise RuntimeError("ctr not found")
 
     agent = await make_agent(hot=Broken())
