@@ -29,7 +29,6 @@ from warmstart.store import ContentStore, StoreError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LINK_WAIT = 60.0
 DEFAULT_PREFETCH_CONCURRENCY = 8
 
 
