@@ -79,7 +79,9 @@ def _request_invalid(error: RequestInvalid) -> web.Response:
 
 
 def _peers_answer(peers: PeerSet) -> web.Response:
-    answer = PeersResponse(peers=list(peers.urls), self_url=peers.self_url, version=peers.version)
+    answer = PeersResponse.model_validate(
+        {"peers": list(peers.urls), "self": peers.self_url, "version": peers.version}
+    )
     return web.json_response(answer.to_json())
 
 

@@ -33,7 +33,8 @@ class BackoffPolicy:
         """The largest delay before retry number ``retry`` (0-based)."""
         if retry >= 64:  # 2**64 * base overflows nothing but is far past any cap
             return self.cap
-        return min(self.cap, self.base * (2 ** max(retry, 0)))
+        doubling: int = 2 ** max(retry, 0)
+        return min(self.cap, self.base * doubling)
 
     def delay(self, retry: int, rand: Callable[[], float]) -> float:
         """Full jitter: uniform in ``[0, ceiling(retry))`` with ``rand()`` in ``[0, 1)``."""
