@@ -50,8 +50,7 @@ def answer_for(error: Exception, route: str) -> ErrorResponse | None:
 
 def _response_started(request: web.Request) -> bool:
     """Whether any byte of a response went out on this request's connection."""
-    writer = getattr(request, "writer", None)
-    return bool(getattr(writer, "output_size", 0))
+    return request.writer.output_size > 0
 
 
 def _client_left(request: web.Request) -> bool:
@@ -99,7 +98,7 @@ async def observe(
     except Exception as e:
         if isinstance(e, ConnectionError) and _client_left(request):
             status = "disconnected"
-            reason = one_line(getattr(e, "strerror", None) or e or type(e).__name__)
+            reason = one_line(e.strerror or e or type(e).__name__)
             return _client_gone(request, f"client went away ({reason})", None)
         answer = answer_for(e, route_of(request))
         if answer is None:

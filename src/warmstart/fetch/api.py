@@ -7,7 +7,7 @@ peer, other peers and the upstream registry. Tests can plug an in-memory Fetcher
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -99,7 +99,7 @@ class BlobResult:
     path: Path | None = None
     # Otherwise: a transfer is in progress; open_stream(start) yields bytes from ``start`` as they
     # arrive, and raises if the transfer fails (nothing bad is ever stored).
-    open_stream: Callable[[int], AsyncIterator[bytes]] | None = None
+    open_stream: Callable[[int], AsyncGenerator[bytes, None]] | None = None
 
 
 class Fetcher(Protocol):

@@ -47,7 +47,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -606,7 +606,7 @@ class TieredFetcher:
             self.access.note_members(t.registry, t.repository, [t.digest])
         self._record(self._images.complete(self._store.has, blob=t.digest))
 
-    async def _stream(self, t: Transfer, start: int) -> AsyncIterator[bytes]:
+    async def _stream(self, t: Transfer, start: int) -> AsyncGenerator[bytes, None]:
         """The blob from ``start`` while the transfer writes it; raises as soon as the attempt
         it follows turns out corrupt (its bytes so far were wrong: the client must retry)."""
         while True:
