@@ -35,8 +35,8 @@ class WarmstartError(Exception):
 
     @property
     def message(self) -> str:
-        """The error as one line of at most :data:`MAX_MESSAGE` characters."""
-        return one_line(str(self) or self.code.lower().replace("_", " "))
+        """The error as one line (whitespace runs, newlines too, become one space)."""
+        return " ".join((str(self) or self.code.lower().replace("_", " ")).split())
 
 
 def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
