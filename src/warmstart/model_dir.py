@@ -17,11 +17,15 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.errors import WarmstartError
 from warmstart.oci.modelpack import check_path
 
 
-class ModelDirError(Exception):
+class ModelDirError(WarmstartError):
     """The directory cannot become a model artifact (missing, empty, a bad entry)."""
+
+    status = 400
+    code = "INVALID_REQUEST"
 
 
 @dataclass(frozen=True)

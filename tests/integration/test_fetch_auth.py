@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from warmstart.agent.app import create_app, server_kwargs
+from warmstart.agent.app import PartMakers, build_app, given_store, server_kwargs
 from warmstart.agent.config import build_config
 from warmstart.store import ContentStore
 from warmstart.testbed.net import LOOPBACK, free_port
@@ -62,7 +62,7 @@ async def agent(
     )
     store = ContentStore(tmp_path / "store")
     runner = web.AppRunner(
-        create_app(config, store=store),
+        await build_app(config, PartMakers(store=given_store(store))),
         access_log=None,
         shutdown_timeout=1,
         **server_kwargs(config),

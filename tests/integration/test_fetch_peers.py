@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 
 from tests.support.images import BuiltImage
-from warmstart.agent.app import create_app, server_kwargs
+from warmstart.agent.app import PartMakers, build_app, given_store, server_kwargs
 from warmstart.agent.config import build_config
-from warmstart.agent.server import STATE
+from warmstart.agent.state import STATE
 from warmstart.fetch.tiered import TieredFetcher
 from warmstart.oci import Digest
 from warmstart.store import ContentStore
@@ -50,12 +50,12 @@ class Node:
 
     @property
     def fetcher(self) -> TieredFetcher:
-        fetcher = self.app[STATE].fetcher
+        fetcher = self.app[STATE].parts.fetcher
         assert isinstance(fetcher, TieredFetcher)
         return fetcher
 
     def fetched(self, source: str) -> float:
-        metrics = self.app[STATE].metrics
+        metrics = self.app[STATE].parts.metrics
         value = metrics.registry.get_sample_value(
             "warmstart_agent_fetched_bytes_total", {"source": source}
         )
@@ -96,7 +96,7 @@ async def make_node(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             }
         )
         store = ContentStore(root, poll_interval=0.005)
-        app = create_app(config, store=store)
+        app = await build_app(config, PartMakers(store=given_store(store)))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, **server_kwargs(config))
         await runner.setup()
         await web.TCPSite(runner, LOOPBACK, port).start()

@@ -1,25 +1,28 @@
 """Wiring the agent: the aiohttp application, its store and fetcher, and serving it.
 
-``create_app(config)`` opens the content store and builds the tiered fetcher when the app
-starts (``cleanup_ctx``) and closes them when it stops; tests inject an in-memory ``fetcher``.
-``serve(config)`` runs it with the header limits from the config until SIGINT/SIGTERM, then
-stops gracefully: no new connections, the responses in flight finish (up to
-``config.shutdown_grace`` seconds; a client that stalls longer is cut off), exit 0.
+``build_app(config)`` builds every part of the agent in one phase (:func:`build_parts`: the
+content store, the tiered fetcher, the containerd linker, the pre-warmer, ...), then the
+application over them (:func:`create_app`), which closes them when it stops; tests swap some
+makers (:class:`PartMakers`: an in-memory fetcher, no containerd). ``serve(config)`` runs
+it with the header limits from the config until SIGINT/SIGTERM, then stops gracefully: no
+new connections, the responses in flight finish (up to ``config.shutdown_grace`` seconds; a
+client that stalls longer is cut off), exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import signal
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from warmstart.agent.api import PeerDiscovery
 from warmstart.agent.config import AgentConfig, UpstreamConfig
 from warmstart.agent.hooks import HotImages, Prewarmer
 from warmstart.agent.httplog import AgentAccessLogger, ServerLog
@@ -27,15 +30,18 @@ from warmstart.agent.import_grants import ImportGrants
 from warmstart.agent.link_setup import decide_link_setup
 from warmstart.agent.linking import ImageLinker
 from warmstart.agent.metrics import AgentMetrics
+from warmstart.agent.middleware import observe
 from warmstart.agent.node_setup import setup_node
 from warmstart.agent.peer_set import PeerSet
-from warmstart.agent.server import STATE, AgentState, add_routes, observe
+from warmstart.agent.server import add_routes
+from warmstart.agent.state import STATE, AgentParts, AgentState
 from warmstart.containerd.content_link import (
     ContentDirError,
     ContentLinker,
     LinkMode,
     LinkSetup,
 )
+from warmstart.errors import WarmstartError
 from warmstart.fetch.config import FetcherConfig, UpstreamSettings
 from warmstart.fetch.interfaces import Fetcher
 from warmstart.fetch.pieces import UploadSlots
@@ -44,14 +50,13 @@ from warmstart.store import ContentStore
 
 log = logging.getLogger(__name__)
 
-FetcherFactory = Callable[[AgentConfig, ContentStore, PeerSet, AgentMetrics], Fetcher]
-PrewarmerFactory = Callable[[AgentConfig, Fetcher, ContentStore | None], Prewarmer | None]
-HotFactory = Callable[[AgentConfig], HotImages | None]
 SHUTDOWN_BACKSTOP = 5.0  # seconds past the grace before aiohttp's own shutdown timeout
 
 
-class AgentSetupError(RuntimeError):
+class AgentSetupError(WarmstartError):
     """The agent cannot start with this configuration; the message is one line."""
+
+    code = "INVALID_CONFIG"
 
 
 # -- default parts ---------------------------------------------------------------------------
@@ -104,23 +109,50 @@ def fetcher_config(config: AgentConfig) -> FetcherConfig:
     )
 
 
+async def open_store(config: AgentConfig, stack: AsyncExitStack) -> ContentStore:
+    """The store at ``config.store`` with ``config.budget``, closed with the agent."""
+    try:
+        store = await asyncio.to_thread(ContentStore, config.store, budget=config.budget)
+    except OSError as e:
+        raise AgentSetupError(
+            f"cannot open the store at {config.store}: {e.strerror or e}"
+        ) from None
+    close_with(stack, store.aclose, "the store")
+    return store
+
+
+def given_store(store: ContentStore) -> StoreMaker:
+    """A store maker that uses ``store`` as it is (whoever opened it closes it)."""
+
+    async def make(_config: AgentConfig, _stack: AsyncExitStack) -> ContentStore:
+        return store
+
+    return make
+
+
 def build_default_fetcher(
-    config: AgentConfig, store: ContentStore, peers: PeerSet, metrics: AgentMetrics
+    config: AgentConfig,
+    store: ContentStore,
+    peers: PeerSet,
+    metrics: AgentMetrics,
+    stack: AsyncExitStack,
 ) -> Fetcher:
     """The tiered fetcher (``warmstart.fetch.build``): local store, the digest's home peer,
     other peers, then the upstream registries. It reads ``peers`` on every request, so
-    ``PUT /peers`` takes effect at once; its HTTP clients close with it."""
+    ``PUT /peers`` takes effect at once; its HTTP clients close with the agent."""
     from warmstart.fetch.build import build_fetcher
 
-    return build_fetcher(fetcher_config(config), store, peers=peers, metrics=metrics)
+    fetcher = build_fetcher(fetcher_config(config), store, peers=peers, metrics=metrics)
+    close_with(stack, fetcher.aclose, "the fetcher")
+    return fetcher
 
 
 def build_default_prewarmer(
     config: AgentConfig,
     fetcher: Fetcher,
-    store: ContentStore | None,
-    grants: ImportGrants | None = None,
-    linker: ImageLinker | None = None,
+    store: ContentStore,
+    grants: ImportGrants,
+    linker: ImageLinker | None,
 ) -> Prewarmer | None:
     from warmstart.agent.prewarm import ContainerdPrewarmer
     from warmstart.containerd.ctr import ContainerdTarget
@@ -144,8 +176,12 @@ def build_default_prewarmer(
 
 
 async def build_default_linker(
-    config: AgentConfig, store: ContentStore, fetcher: Fetcher, metrics: AgentMetrics
-) -> tuple[LinkSetup, ImageLinker | None]:
+    config: AgentConfig,
+    store: ContentStore,
+    fetcher: Fetcher,
+    metrics: AgentMetrics,
+    stack: AsyncExitStack,
+) -> tuple[LinkSetup | None, ImageLinker | None]:
     """How this node links blobs into containerd (``warmstart.agent.link_setup``)."""
     try:
         setup = await decide_link_setup(config, store.root)
@@ -160,6 +196,7 @@ async def build_default_linker(
     linker = ImageLinker(
         ContentLinker(setup.content_dir, setup.mode), store, fetcher, on_linked=metrics.linked
     )
+    close_with(stack, linker.aclose, "the containerd linker")
     return setup, linker
 
 
@@ -173,133 +210,132 @@ def build_default_hot(config: AgentConfig) -> HotImages | None:
     return ContainerdImages(ctr, config.containerd_snapshotter)
 
 
-async def _follow_kubernetes(config: AgentConfig, state: AgentState) -> object:
-    """Start keeping ``state.peers`` equal to the agents' EndpointSlices; the returned object's
-    ``stop()`` ends it. No API location configured stops the agent (AgentSetupError); an API
-    that cannot be reached does not."""
+async def follow_kubernetes(
+    config: AgentConfig, peers: PeerSet, stack: AsyncExitStack
+) -> Callable[[float | None], PeerDiscovery]:
+    """Start keeping ``peers`` equal to the agents' EndpointSlices (stopped with the agent);
+    the follower's status. No API location configured stops the agent (AgentSetupError); an
+    API that cannot be reached does not."""
     from warmstart.agent.kube_peers import KubeConfigError, start_kube_peers
 
     try:
-        following = await start_kube_peers(config, state.peers)
+        following = await start_kube_peers(config, peers)
     except KubeConfigError as e:
         raise AgentSetupError(f"peers_from_kubernetes: {e}") from None
-    state.peer_source = following.follower.status
-    return following
+    close_with(stack, following.stop, "the Kubernetes peer follower")
+    return following.follower.status
 
 
-async def _close(obj: object) -> None:
-    """Await ``obj.aclose()`` or call ``obj.close()`` if it has one (fetchers, prewarmers)."""
-    for name in ("aclose", "close", "stop"):
-        method = getattr(obj, name, None)
-        if method is None:
-            continue
-        result = method()
-        if inspect.isawaitable(result):
-            await result
-        return
+def close_with(stack: AsyncExitStack, close: Callable[[], Awaitable[object]], what: str) -> None:
+    """Close a part when the agent stops; a part that fails to close is logged, and the
+    others are still closed."""
+
+    async def quietly() -> None:
+        try:
+            await close()
+        except Exception:
+            log.exception("closing %s failed", what)
+
+    stack.push_async_callback(quietly)
+
+
+# -- the parts, built in one phase -----------------------------------------------------------
+
+
+StoreMaker = Callable[[AgentConfig, AsyncExitStack], Awaitable[ContentStore]]
+FetcherMaker = Callable[[AgentConfig, ContentStore, PeerSet, AgentMetrics, AsyncExitStack], Fetcher]
+LinkerMaker = Callable[
+    [AgentConfig, ContentStore, Fetcher, AgentMetrics, AsyncExitStack],
+    Awaitable[tuple[LinkSetup | None, ImageLinker | None]],
+]
+PrewarmerMaker = Callable[
+    [AgentConfig, Fetcher, ContentStore, ImportGrants, ImageLinker | None], Prewarmer | None
+]
+HotMaker = Callable[[AgentConfig], HotImages | None]
+
+
+@dataclass(frozen=True)
+class PartMakers:
+    """How :func:`build_parts` makes each part from the configuration (and the parts made
+    before it); a maker registers on the stack how its part is closed. Tests swap some (an
+    in-memory fetcher, no containerd)."""
+
+    metrics: Callable[[], AgentMetrics] = AgentMetrics
+    store: StoreMaker = open_store
+    fetcher: FetcherMaker = build_default_fetcher
+    linker: LinkerMaker = build_default_linker
+    prewarmer: PrewarmerMaker = build_default_prewarmer
+    hot: HotMaker = build_default_hot
+
+
+async def build_parts(
+    config: AgentConfig, stack: AsyncExitStack, makers: PartMakers = PartMakers()
+) -> AgentParts:
+    """Every part of the agent, ready to serve; ``stack`` closes them, last made first."""
+    peers = PeerSet(config.peers, self_url=config.advertise_url)
+    metrics = makers.metrics()
+
+    def peers_changed(_urls: tuple[str, ...]) -> None:
+        metrics.set_peers(len(peers.others()), peers.changed_at)
+
+    peers.subscribe(peers_changed)
+    metrics.set_peers(len(peers.others()), None)
+    metrics.peers_from_kubernetes.set(1 if config.peers_from_kubernetes else 0)
+    store = await makers.store(config, stack)
+    fetcher = makers.fetcher(config, store, peers, metrics, stack)
+    link_setup, linker = await makers.linker(config, store, fetcher, metrics, stack)
+    grants = ImportGrants()
+    prewarmer = makers.prewarmer(config, fetcher, store, grants, linker)
+    node_setup = None
+    if config.containerd_certs_dir is not None:
+        node_setup = await asyncio.to_thread(setup_node, config)
+    peer_source = None
+    if config.peers_from_kubernetes:
+        peer_source = await follow_kubernetes(config, peers, stack)
+    metrics.set_store(store.usage(), store.budget)
+    return AgentParts(
+        config=config,
+        peers=peers,
+        metrics=metrics,
+        store=store,
+        fetcher=fetcher,
+        grants=grants,
+        prewarmer=prewarmer,
+        hot=makers.hot(config),
+        linker=linker,
+        link_setup=link_setup,
+        node_setup=node_setup,
+        peer_source=peer_source,
+    )
 
 
 # -- the application -------------------------------------------------------------------------
 
 
-def create_app(
-    config: AgentConfig,
-    *,
-    fetcher: Fetcher | None = None,
-    prewarmer: Prewarmer | None = None,
-    metrics: AgentMetrics | None = None,
-    store: ContentStore | None = None,
-    peers: PeerSet | None = None,
-    hot: HotImages | None = None,
-    linker: ImageLinker | None = None,
-    fetcher_factory: FetcherFactory | None = None,
-    prewarmer_factory: PrewarmerFactory | None = None,
-    hot_factory: HotFactory | None = None,
-) -> web.Application:
-    """The agent's application.
-
-    Parts not given are made at startup: the store from ``config.store``/``budget`` (and closed
-    at cleanup), the fetcher by ``fetcher_factory`` (default: the tiered fetcher), the
-    pre-warmer by ``prewarmer_factory`` (default: ``warmstart.agent.prewarm``) and the source of
-    hot images by ``hot_factory`` (default: containerd when ``containerd_socket`` is set).
-    With an injected ``fetcher`` the default pre-warmer and hot source are not built.
-    """
-    state = AgentState(
-        config=config,
-        peers=peers if peers is not None else PeerSet(config.peers, self_url=config.advertise_url),
-        metrics=metrics if metrics is not None else AgentMetrics(),
-        fetcher=fetcher,
-        store=store,
-        prewarmer=prewarmer,
-        hot=hot,
-        linker=linker,
-        uploads=UploadSlots(config.piece_uploads),
-    )
-    injected = fetcher is not None
-
-    def peers_changed(_urls: tuple[str, ...]) -> None:
-        state.peers_changed_at = time.time()
-        state.metrics.set_peers(len(state.peers.others()), state.peers_changed_at)
-
-    state.peers.subscribe(peers_changed)
-    state.metrics.set_peers(len(state.peers.others()), None)
-    state.metrics.peers_from_kubernetes.set(1 if config.peers_from_kubernetes else 0)
+def create_app(parts: AgentParts) -> web.Application:
+    """The agent's application over ``parts`` (which it does not close)."""
     app = web.Application(middlewares=[observe], client_max_size=1 << 20)
-    app[STATE] = state
+    app[STATE] = AgentState(parts, uploads=UploadSlots(parts.config.piece_uploads))
     add_routes(app)
+    return app
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        owned: list[object] = []
-        own_store = state.store is None
-        if own_store:
-            try:
-                state.store = await asyncio.to_thread(
-                    ContentStore, config.store, budget=config.budget
-                )
-            except OSError as e:
-                raise AgentSetupError(
-                    f"cannot open the store at {config.store}: {e.strerror or e}"
-                ) from None
-        assert state.store is not None
-        try:
-            if state.fetcher is None:
-                factory = fetcher_factory or build_default_fetcher
-                state.fetcher = factory(config, state.store, state.peers, state.metrics)
-                owned.append(state.fetcher)
-            if state.linker is None and not injected:
-                state.link_setup, state.linker = await build_default_linker(
-                    config, state.store, state.fetcher, state.metrics
-                )
-                if state.linker is not None:
-                    owned.append(state.linker)
-            if state.prewarmer is None and (prewarmer_factory is not None or not injected):
-                if prewarmer_factory is not None:
-                    state.prewarmer = prewarmer_factory(config, state.fetcher, state.store)
-                else:
-                    state.prewarmer = build_default_prewarmer(
-                        config, state.fetcher, state.store, state.grants, state.linker
-                    )
-                if state.prewarmer is not None:
-                    owned.append(state.prewarmer)
-            if state.hot is None and (hot_factory is not None or not injected):
-                state.hot = (hot_factory or build_default_hot)(config)
-            if config.containerd_certs_dir is not None:
-                state.node_setup = await asyncio.to_thread(setup_node, config)
-            if config.peers_from_kubernetes:
-                following = await _follow_kubernetes(config, state)
-                owned.append(following)
-            state.metrics.set_store(state.store.usage(), state.store.budget)
-            yield
-        finally:
-            for part in reversed(owned):
-                try:
-                    await _close(part)
-                except Exception:
-                    log.exception("closing %r failed", part)
-            if own_store and state.store is not None:
-                await state.store.aclose()
 
-    app.cleanup_ctx.append(lifecycle)
+async def build_app(config: AgentConfig, makers: PartMakers = PartMakers()) -> web.Application:
+    """The agent's parts built from ``config`` (by ``makers``) and its application over them;
+    the parts close when the application, once started, is cleaned up. A part that cannot be built raises
+    (:class:`AgentSetupError` for a configuration that cannot work) after closing the others."""
+    stack = AsyncExitStack()
+    try:
+        parts = await build_parts(config, stack, makers)
+    except BaseException:
+        await stack.aclose()
+        raise
+    app = create_app(parts)
+
+    async def close_parts(_app: web.Application) -> None:
+        await stack.aclose()
+
+    app.on_cleanup.append(close_parts)
     return app
 
 
@@ -316,8 +352,9 @@ def server_kwargs(config: AgentConfig) -> dict[str, Any]:
 
 
 async def start(config: AgentConfig, app: web.Application | None = None) -> web.AppRunner:
-    """Start serving on ``config.listen``; the caller cleans the runner up."""
-    app = app if app is not None else create_app(config)
+    """Start serving on ``config.listen`` (``app``: by default :func:`build_app`'s); the
+    caller cleans the runner up."""
+    app = app if app is not None else await build_app(config)
     # aiohttp's shutdown: stop listening, close idle keep-alive connections, wait up to
     # shutdown_timeout for the requests in progress. stop_gracefully cuts them at the grace;
     # aiohttp's own timeout is only a backstop, later, so the two never race.

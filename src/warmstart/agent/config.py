@@ -66,7 +66,6 @@ from pydantic import (
     model_validator,
 )
 
-from warmstart.agent.linking import DEFAULT_LINK_WAIT
 from warmstart.containerd.content_link import LinkMode
 from warmstart.fetch.pieces import PIECE_MAX, PIECE_MIN, PIECE_THRESHOLD
 from warmstart.files import read_capped
@@ -85,6 +84,7 @@ DEFAULT_TAG_TTL = 10.0
 DEFAULT_PEER_TIMEOUT = 1.0
 DEFAULT_MAX_HEADER_SIZE = 8190  # aiohttp's default for a request line and one header field
 DEFAULT_SHUTDOWN_GRACE = 30.0
+DEFAULT_LINK_WAIT = 60.0  # seconds a manifest answer to containerd waits for its blobs
 MAX_PEERS = 1024
 MAX_CONFIG_BYTES = 1 << 20
 DEFAULT_PEERS_SERVICE = "warmstart-agent"

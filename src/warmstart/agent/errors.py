@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmstart.errors import WarmstartError
+
 # code -> HTTP status (distribution spec, "Error Codes"; UNAVAILABLE/UNKNOWN are ours)
 STATUS_OF_CODE: dict[str, int] = {
     "BLOB_UNKNOWN": 404,
@@ -31,7 +33,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "UNKNOWN": 500,
 }
 
-# Statuses of Fetcher (and pre-warmer) errors answered as they are; others become 502.
+# Statuses of errors answered as they are; others become 502.
 PASSED_STATUSES = frozenset({400, 401, 403, 404, 405, 409, 416, 429, 501, 502, 503, 504})
 
 # What a 401 carries, so that docker/podman/skopeo send credentials (Basic) on the retry.
@@ -90,24 +92,19 @@ def denied(message: str) -> ErrorResponse:
     return oci_error("DENIED", message)
 
 
-def from_fetch_error(error: Exception, *, manifest: bool) -> ErrorResponse:
-    """Map an exception of the Fetcher (``warmstart.fetch.interfaces.FetchError`` and subclasses, or
-    anything with ``status``/``code`` attributes) to an answer.
-
-    Not-found on a manifest route answers MANIFEST_UNKNOWN; a 429 passes ``retry_after`` on as
-    ``Retry-After``; an unknown status becomes 502 UNKNOWN.
-    """
-    status = int(getattr(error, "status", 502) or 502)
-    code = str(getattr(error, "code", "UNKNOWN") or "UNKNOWN")
+def error_answer(error: WarmstartError, *, not_found: str = "BLOB_UNKNOWN") -> ErrorResponse:
+    """The answer for ``error``: its status and code, with ``not_found`` (MANIFEST_UNKNOWN or
+    BLOB_UNKNOWN, by route) for a 404, ``Retry-After`` from its ``retry_after`` on a 429 or
+    503, and a status clients do not expect from a mirror answered as 502 UNKNOWN."""
+    status, code = error.status, error.code
     if status == 404:
-        code = "MANIFEST_UNKNOWN" if manifest else "BLOB_UNKNOWN"
+        code = not_found
     elif status == 429:
         code = "TOOMANYREQUESTS"
     elif status not in PASSED_STATUSES:
         status, code = 502, "UNKNOWN"
-    message = str(error) or code.lower().replace("_", " ")
     headers: dict[str, str] = {}
-    retry_after = getattr(error, "retry_after", None)
-    if status in (429, 503) and isinstance(retry_after, int | float) and retry_after >= 0:
+    retry_after = error.retry_after
+    if status in (429, 503) and retry_after is not None and retry_after >= 0:
         headers["Retry-After"] = str(int(retry_after + 0.999))
-    return oci_error(code, message, status=status, headers=headers)
+    return oci_error(code, error.message, status=status, headers=headers)

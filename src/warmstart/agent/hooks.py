@@ -1,8 +1,8 @@
 """What the agent's HTTP layer calls but does not implement (structural protocols).
 
 ``warmstart.agent.prewarm.ContainerdPrewarmer`` is the real :class:`Prewarmer` (pull into the
-store, and with ``hot`` import into containerd); :class:`HotImages` tells ``/status`` which images are already
-unpacked in containerd. Tests plug in small fakes.
+store, and with ``hot`` import into containerd); :class:`HotImages` tells ``/status`` which
+images are already unpacked in containerd. Tests plug in small fakes.
 """
 
 from __future__ import annotations
@@ -32,19 +32,18 @@ class Prewarmer(Protocol):
         ``client`` is who asked (their ``Authorization`` is checked for private repositories
         exactly as on a pull).
 
-        Raise a ``warmstart.fetch.interfaces.FetchError`` (its status is answered), an ``OCIError``
-        (400) or ``ValueError`` (400) for bad input.
+        Raise a ``warmstart.errors.WarmstartError`` (answered with its status and code), or
+        ``ValueError`` (400) for bad input.
         """
         ...
 
 
 @runtime_checkable
 class HotImages(Protocol):
-    """Which images containerd has unpacked. An implementation may also offer
-    ``async hot_images() -> Collection[tuple[str, str]]`` (reference, digest): then ``/status``
-    also lists hot images the store holds no record of (pulled before the agent, or whose blobs
-    were evicted), so placement still sees them as hot."""
+    """Which images containerd has unpacked (``warmstart.containerd.images.ContainerdImages``)."""
 
-    async def hot_references(self) -> Collection[str]:
-        """References and/or manifest digests of the images unpacked in containerd now."""
+    async def hot_images(self) -> Collection[tuple[str, str]]:
+        """(reference, manifest digest) of every image unpacked in containerd now; ``/status``
+        marks the stored images among them hot, and lists the others (pulled before the agent,
+        or whose blobs were evicted) so that placement still sees them as hot."""
         ...

@@ -70,7 +70,7 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         error = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
         if isinstance(error, HttpProcessingError):
             self.logger.debug(
-                "%s: %s", msg % args if args else msg, one_line(str(error), MAX_REASON)
+                "%s: %s", str(msg) % args if args else msg, one_line(str(error), MAX_REASON)
             )
             return
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)

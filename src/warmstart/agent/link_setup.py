@@ -66,7 +66,7 @@ async def decide_link_setup(config: AgentConfig, store_dir: Path) -> LinkSetup:
             log.warning(
                 "containerd_root says %s, but containerd reports its content store at %s",
                 wanted,
-                reported.content_root,
+                seen,
             )
         return await asyncio.to_thread(check_link_setup, wanted, store_dir, config.containerd_link)
     if reported is not None and reported.content_root is not None:

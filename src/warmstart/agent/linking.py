@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from warmstart.containerd.content_link import ContentLinker, LinkOutcome, LinkRefused
 from warmstart.fetch.interfaces import ClientIdentity, Fetcher, FetchError
@@ -28,8 +29,24 @@ from warmstart.store import ContentStore, StoreError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LINK_WAIT = 60.0
 DEFAULT_PREFETCH_CONCURRENCY = 8
+
+
+class BlobIncomplete(FetchError):
+    """A blob the fetcher answered for did not end up whole in the store (short, the wrong
+    size, or streamed but never renamed into place)."""
+
+
+@runtime_checkable
+class StoringFetcher(Fetcher, Protocol):
+    """A fetcher that can bring a blob into the store without the caller reading its bytes
+    (the tiered fetcher)."""
+
+    async def ensure_blob(
+        self, registry: str, repository: str, digest: Digest, client: ClientIdentity | None = None
+    ) -> Path:
+        """Fetch the blob into the store through the tiers and return its path."""
+        ...
 
 
 @dataclass
@@ -72,31 +89,33 @@ async def ensure_stored(
     """Bring one blob into the store through the fetcher's tiers; returns where it came from.
 
     Joins a transfer already running. Waits for the store's rename without reading the bytes
-    where the fetcher can (``ensure_blob``); otherwise drains the stream."""
+    where the fetcher can (:class:`StoringFetcher`); otherwise drains the stream.
+    :class:`BlobIncomplete` if the blob does not end up whole in the store."""
     if store.has(desc.digest):
         return "local"
     result = await fetcher.get_blob(registry, repository, desc.digest, client)
     if result.size != desc.size:
-        raise FetchError(
+        raise BlobIncomplete(
             f"blob {desc.digest} has {result.size} bytes, the manifest says {desc.size}"
         )
     if result.path is not None:
         return result.source
-    ensure = getattr(fetcher, "ensure_blob", None)
-    if ensure is not None:
-        await ensure(registry, repository, desc.digest, client)
+    if isinstance(fetcher, StoringFetcher):
+        await fetcher.ensure_blob(registry, repository, desc.digest, client)
         return result.source
     if result.open_stream is None:
-        raise FetchError(f"the fetcher returned neither a file nor a stream for {desc.digest}")
+        raise BlobIncomplete(f"the fetcher returned neither a file nor a stream for {desc.digest}")
     received = 0
     async for chunk in result.open_stream(0):
         received += len(chunk)
     if received != desc.size:
-        raise FetchError(f"blob {desc.digest}: stream ended after {received} of {desc.size} bytes")
+        raise BlobIncomplete(
+            f"blob {desc.digest}: stream ended after {received} of {desc.size} bytes"
+        )
     deadline = time.monotonic() + settle_seconds
     while not store.has(desc.digest):  # the fetcher renames the verified file into place
         if time.monotonic() >= deadline:
-            raise FetchError(f"blob {desc.digest} was streamed but is not in the store")
+            raise BlobIncomplete(f"blob {desc.digest} was streamed but is not in the store")
         await asyncio.sleep(0.02)
     return result.source
 

@@ -7,6 +7,7 @@ reads of an immutable tuple, so a reader never sees a half-updated list.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from warmstart.agent.config import normalize_peers
@@ -25,6 +26,7 @@ class PeerSet:
         self.self_url = self_url.rstrip("/") if self_url else None
         self._urls: tuple[str, ...] = normalize_peers(list(urls))
         self._version = 0
+        self.changed_at: float | None = None  # when replace() last ran (epoch seconds)
         self._listeners: list[Listener] = []
 
     @property
@@ -46,6 +48,7 @@ class PeerSet:
         new = normalize_peers(list(urls))
         self._urls = new
         self._version += 1
+        self.changed_at = time.time()
         for listener in list(self._listeners):
             listener(new)
         return new

@@ -98,16 +98,6 @@ class HotImportUnavailable(FetchError):
 class HotImportFailed(FetchError):
     """``ctr images pull`` through the agent failed, or left the image not unpacked."""
 
-    status = 502
-    code = "UNKNOWN"
-
-
-class PrewarmIncomplete(FetchError):
-    """A blob was streamed but did not end up in the store."""
-
-    status = 502
-    code = "UNKNOWN"
-
 
 # -- pure helpers ---------------------------------------------------------------------------------
 
@@ -353,20 +343,15 @@ class ContainerdPrewarmer:
                 async for _chunk in result.open_stream(0):
                     pass
             return result.source
-        try:
-            return await ensure_stored(
-                self._fetcher,
-                self._store,
-                ref.registry,
-                ref.repository,
-                desc,
-                identity,
-                self._settle_seconds,
-            )
-        except FetchError as e:
-            if type(e) is FetchError:  # a short or missing blob, not a source's answer
-                raise PrewarmIncomplete(str(e)) from None
-            raise
+        return await ensure_stored(
+            self._fetcher,
+            self._store,
+            ref.registry,
+            ref.repository,
+            desc,
+            identity,
+            self._settle_seconds,
+        )
 
     # -- hot -------------------------------------------------------------------------------
 

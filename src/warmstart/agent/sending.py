@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import IO
 
 from aiohttp import web
@@ -50,7 +50,8 @@ class ClientGone(Exception):
     def __init__(
         self, sent: int, count: int, response: web.StreamResponse, error: BaseException
     ) -> None:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        strerror = error.strerror if isinstance(error, OSError) else None
+        reason = strerror or str(error) or type(error).__name__
         super().__init__(f"client went away after {sent} of {count} bytes ({one_line(reason)})")
         self.sent = sent
         self.count = count
@@ -148,7 +149,7 @@ async def _finish(resp: web.StreamResponse, sent: int, count: int) -> None:
 
 async def send_stream(
     request: web.BaseRequest,
-    open_stream: Callable[[int], AsyncIterator[bytes]],
+    open_stream: Callable[[int], AsyncGenerator[bytes, None]],
     brange: ByteRange,
     headers: Mapping[str, str],
     on_bytes: OnBytes,
@@ -209,12 +210,10 @@ async def send_stream(
             sent += len(view)
             on_bytes(len(view))
     finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except Exception:  # closing a failed stream must not hide what happened
-                log.debug("closing a blob stream failed", exc_info=True)
+        try:
+            await stream.aclose()
+        except Exception:  # closing a failed stream must not hide what happened
+            log.debug("closing a blob stream failed", exc_info=True)
     if sent < count:
         abort_connection(request)
         raise TransferAborted(f"transfer ended after {sent} of {count} bytes", resp)

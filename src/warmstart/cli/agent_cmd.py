@@ -15,7 +15,7 @@ from warmstart.cli.common import (
     fail,
     setup_logging,
 )
-from warmstart.errors import USER_ERRORS
+from warmstart.errors import WarmstartError
 
 
 def agent(
@@ -63,7 +63,7 @@ def agent(
     """Serve the OCI Distribution API (read side) as a pull-through mirror for this node."""
     # Imported here: the server stack (aiohttp.web, pydantic, prometheus) would slow every
     # other command's start.
-    from warmstart.agent.app import AgentSetupError, serve
+    from warmstart.agent.app import serve
     from warmstart.agent.config import ConfigError, load_config
 
     setup_logging(log_level)
@@ -99,13 +99,12 @@ def agent(
             markup=False,
         )
 
-    setup_errors: tuple[type[BaseException], ...] = (AgentSetupError, *USER_ERRORS)
     try:
         asyncio.run(serve(cfg, ready=ready))
     except KeyboardInterrupt:
         pass
-    except setup_errors as e:
-        fail(str(e))
+    except WarmstartError as e:  # AgentSetupError among them
+        fail(e.message)
     except ImportError as e:
         fail(f"this build cannot serve yet: {e}")
     except OSError as e:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from warmstart.errors import USER_ERRORS
+from warmstart.errors import WarmstartError
 from warmstart.units import parse_size
 
 T = TypeVar("T")
@@ -98,8 +98,8 @@ def run(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine; turn every expected failure into one line and a non-zero exit."""
     try:
         return asyncio.run(fn())
-    except USER_ERRORS as e:
-        fail(str(e))
+    except WarmstartError as e:
+        fail(e.message)
     except aiohttp.ClientError as e:
         fail(f"network error: {e}")
     except TimeoutError:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from warmstart.cli.common import STORE_OPTION, fail, out_console
-from warmstart.errors import USER_ERRORS
+from warmstart.errors import WarmstartError
 from warmstart.store import ContentStore
 from warmstart.units import format_size
 
@@ -21,8 +21,8 @@ def _open(store: Path) -> ContentStore:
         fail(f"no store at {store}; pull an image first or pass --store")
     try:
         return ContentStore(store)
-    except USER_ERRORS as e:
-        fail(str(e))
+    except WarmstartError as e:
+        fail(e.message)
     except OSError as e:
         fail(f"cannot open store {store}: {e.strerror or e}")
 

@@ -185,7 +185,7 @@ class AccessControl:
             try:
                 return await call()
             except SourceError as e:
-                raise UnavailableError(f"{what}: {e}") from e
+                raise UnavailableError(f"{what}: {e}", retry_after=e.retry_after) from e
 
         return await self._flights.do(key, run)
 

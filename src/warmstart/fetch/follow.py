@@ -8,7 +8,7 @@ corrupt (the bytes it sent were wrong: the client asks again and gets the good c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from warmstart.fetch.interfaces import UnavailableError
 from warmstart.fetch.run import Transfer
@@ -16,7 +16,9 @@ from warmstart.fetch.source import aclose_quietly
 from warmstart.store import ContentStore, StoreError
 
 
-async def follow_transfer(store: ContentStore, t: Transfer, start: int) -> AsyncIterator[bytes]:
+async def follow_transfer(
+    store: ContentStore, t: Transfer, start: int
+) -> AsyncGenerator[bytes, None]:
     """The blob from ``start`` while the transfer writes it; raises as soon as the attempt
     it follows turns out corrupt (its bytes so far were wrong: the client must retry)."""
     while True:

@@ -7,11 +7,12 @@ peer, other peers and the upstream registry. Tests can plug an in-memory Fetcher
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from warmstart.errors import WarmstartError
 from warmstart.oci import Digest
 
 # Header a warmstart agent sets when it asks a peer; the peer then never asks other peers.
@@ -23,8 +24,9 @@ PEER_TOKEN_HEADER = "X-Warmstart-Peer-Token"
 PIECE_HEADER = "X-Warmstart-Piece"
 
 
-class FetchError(Exception):
-    """Base of the errors a Fetcher raises; the server maps each to an OCI error response."""
+class FetchError(WarmstartError):
+    """Base of the errors a Fetcher raises (the agent answers each with its status and code;
+    a not-found as MANIFEST_UNKNOWN or BLOB_UNKNOWN by route)."""
 
     status = 502
     code = "UNKNOWN"
@@ -58,10 +60,12 @@ class ConflictError(FetchError):
 
 
 class UnavailableError(FetchError):
-    """Every source failed (upstream down, peers down)."""
+    """Every source failed (upstream down, peers down); ``retry_after`` when a source said
+    how long to wait."""
 
     status = 503
     code = "UNAVAILABLE"
+    retryable = True
 
 
 class PieceBusyError(UnavailableError):
@@ -95,7 +99,7 @@ class BlobResult:
     path: Path | None = None
     # Otherwise: a transfer is in progress; open_stream(start) yields bytes from ``start`` as they
     # arrive, and raises if the transfer fails (nothing bad is ever stored).
-    open_stream: Callable[[int], AsyncIterator[bytes]] | None = None
+    open_stream: Callable[[int], AsyncGenerator[bytes, None]] | None = None
 
 
 class Fetcher(Protocol):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from warmstart.aio import cancel_all
+from warmstart.errors import retry_after_of
 from warmstart.fetch.interfaces import FetchError, NotFoundError, UnavailableError
 from warmstart.fetch.metrics import FetchMetrics
 from warmstart.fetch.peer_ring import PeerHealth
@@ -55,7 +56,10 @@ class Failures:
         )
         if upstream_missing or all(isinstance(e, SourceNotFound) for _, e in self.entries):
             return NotFoundError(f"{what} not found" + (f" ({summary})" if summary else ""))
-        return UnavailableError(f"{what}: every source failed ({summary})")
+        return UnavailableError(
+            f"{what}: every source failed ({summary})",
+            retry_after=retry_after_of(*(e for _, e in self.entries)),
+        )
 
 
 @dataclass(eq=False)
@@ -253,21 +257,21 @@ class Attempt:
         resume: Source | None = None
         while True:
             if self._first is not None and pos == self._first_at:
-                blob, self._first = self._first, None
+                blob = self._first
+                self._first = None
             else:
                 if self._first is not None:
                     await self._first.aclose()
                     self._first = None
-                blob = None
+                reopened = None
                 if resume is not None:
-                    blob = await self._reopen(resume, pos)
+                    reopened = await self._reopen(resume, pos)
                 elif self.source is not None and self.source.name not in self._failed:
                     # The store asks from another offset than the last answer's (it resumes a
                     # partial file, or dropped one that did not verify): that source did not
                     # fail, so ask it again.
-                    blob = await self._reopen(self.source, pos, once=False)
-                if blob is None:
-                    blob = await self._open_next(pos)
+                    reopened = await self._reopen(self.source, pos, once=False)
+                blob = reopened if reopened is not None else await self._open_next(pos)
             source = self.source
             assert source is not None
             began = pos

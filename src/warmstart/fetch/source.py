@@ -13,18 +13,23 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from warmstart.errors import WarmstartError
 from warmstart.oci import Digest, is_digest
 from warmstart.registry.credentials import Credentials
 
 
-class SourceError(Exception):
-    """A source could not deliver; ``kind`` is a short word for metrics and logs."""
+class SourceError(WarmstartError):
+    """A source could not deliver; ``kind`` is a short word for metrics and logs. The fetcher
+    tries the next source, and answers with what they all said (``retry_after`` kept)."""
 
     kind = "error"
+    status = 502
 
 
 class SourceNotFound(SourceError):
     kind = "not_found"
+    status = 404
+    code = "NOT_FOUND"
 
 
 class SourceNotManifest(SourceNotFound):
@@ -38,16 +43,19 @@ class SourceUnavailable(SourceError):
     """Failed for now (5xx, timeouts, dropped connection): another source may work."""
 
     kind = "unavailable"
+    status = 503
+    code = "UNAVAILABLE"
+    retryable = True
 
 
 class SourceBusy(SourceUnavailable):
     """The peer has no upload slot free now (503 with ``Retry-After``): ask another holder."""
 
     kind = "busy"
+    retry_after: float
 
     def __init__(self, message: str, retry_after: float = 0.25) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class SourceUnreachable(SourceUnavailable):
@@ -60,6 +68,8 @@ class SourceDenied(SourceError):
     """The source refused us (401/403)."""
 
     kind = "auth"
+    status = 401
+    code = "UNAUTHORIZED"
 
 
 class SourceCorrupt(SourceError):

@@ -213,7 +213,8 @@ class _Run:
         self.pf = pf
         self.answered_at = self.swarm.clock()
         await self._adopt()
-        poller = announcer = None
+        poller: asyncio.Task[None] | None = None
+        announcer: asyncio.Task[None] | None = None
         home_seen: str | None = None
         try:
             while not pf.complete:

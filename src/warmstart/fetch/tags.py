@@ -107,7 +107,9 @@ class TagResolver:
                         registry, repository, tag, e, fallback.source,
                     )  # fmt: skip
                     return fallback
-                raise UnavailableError(f"manifest {repository}:{tag}: {e}") from None
+                raise UnavailableError(
+                    f"manifest {repository}:{tag}: {e}", retry_after=e.retry_after
+                ) from None
             self.keep(got)
             self.cache.put(key, (got.digest, got.media_type))
             return self.serve(registry, repository, got, "upstream", tag=tag)

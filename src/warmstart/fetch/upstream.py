@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
+from warmstart.errors import retry_after_of
 from warmstart.fetch.config import UpstreamSettings
 from warmstart.fetch.source import (
     Access,
@@ -49,7 +50,8 @@ PROBE_ATTEMPTS = 2  # access checks fail fast: a client is waiting
 
 
 def source_error(error: BaseException, what: str) -> SourceError:
-    """The Source error for an exception of the registry client."""
+    """What an exception of the registry client means to the fetcher (which source kind of
+    failure: try the next source, or stop); the registry's ``retry_after`` is kept."""
     if isinstance(error, SourceError):
         return error
     text = str(error) or type(error).__name__
@@ -61,9 +63,9 @@ def source_error(error: BaseException, what: str) -> SourceError:
         return SourceNotManifest(text)
     if isinstance(error, DigestMismatch | OCIError | ValueError):
         return SourceCorrupt(text)
-    if isinstance(error, RegistryError | aiohttp.ClientError | OSError | TimeoutError):
-        return SourceUnavailable(f"{what}: {text}")
-    return SourceUnavailable(f"{what}: unexpected {type(error).__name__}: {text}")
+    if not isinstance(error, RegistryError | aiohttp.ClientError | OSError | TimeoutError):
+        text = f"unexpected {type(error).__name__}: {text}"
+    return SourceUnavailable(f"{what}: {text}", retry_after=retry_after_of(error))
 
 
 @dataclass
@@ -280,8 +282,8 @@ def _server_failed(error: BaseException) -> bool:
     no, or not being reachable at all (then asking it something else is no use)."""
     if isinstance(error, UpstreamUnavailable):
         return not isinstance(error.__cause__, aiohttp.ClientConnectionError | OSError)
-    status = getattr(error, "status", None)
-    return type(error) is RegistryError and isinstance(status, int) and status >= 500
+    status = error.upstream_status if type(error) is RegistryError else None
+    return status is not None and status >= 500
 
 
 def _reference(host: str, repository: str, reference: str) -> Reference:

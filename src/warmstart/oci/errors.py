@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from warmstart.errors import WarmstartError
 
-class OCIError(ValueError):
-    """Base of every validation error in :mod:`warmstart.oci`."""
+
+class OCIError(WarmstartError, ValueError):
+    """Base of every validation error in :mod:`warmstart.oci`: the input is not valid OCI
+    (answered as 400)."""
+
+    status = 400
+    code = "INVALID_REQUEST"
 
 
 class InvalidDigest(OCIError):

@@ -60,12 +60,14 @@ def denied(
     who = where or endpoint.registry
     if creds is None:
         text = f"{what}: {who} requires authentication ({status}{fmt(code, message)})"
-        return AuthError(text + hint(creds, endpoint.registry), status=status, code=code)
+        return AuthError(
+            text + hint(creds, endpoint.registry), upstream_status=status, upstream_code=code
+        )
     user = creds.username or "identity token"
     return AuthError(
         f"{what}: {who} denied access to {user} ({status}{fmt(code, message)})",
-        status=status,
-        code=code,
+        upstream_status=status,
+        upstream_code=code,
     )
 
 
@@ -96,10 +98,16 @@ def error_for(
             # registry again gets a fresh one.
             return Retry(f"storage at {host} answered {status}{detail}")
     if code in ("UNAUTHORIZED", "DENIED") or status in (401, 403):
-        return AuthError(f"{what}: access denied ({status}{detail})", status=status, code=code)
+        return AuthError(
+            f"{what}: access denied ({status}{detail})", upstream_status=status, upstream_code=code
+        )
     if status == 404 or (code is not None and code.endswith("_UNKNOWN")):
-        return NotFound(f"{what}: not found ({status}{detail})", status=status, code=code)
-    return RegistryError(f"{what}: {host} answered {status}{detail}", status=status, code=code)
+        return NotFound(
+            f"{what}: not found ({status}{detail})", upstream_status=status, upstream_code=code
+        )
+    return RegistryError(
+        f"{what}: {host} answered {status}{detail}", upstream_status=status, upstream_code=code
+    )
 
 
 __all__ = ["denied", "error_details", "error_for", "fail", "fmt", "hint", "retry_after"]

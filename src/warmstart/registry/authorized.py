@@ -110,8 +110,8 @@ class AuthorizedRequests:
                 raise AuthError(
                     f"{what}: {endpoint.registry} answered 401 without a usable challenge"
                     + self._hint(endpoint),
-                    status=401,
-                    code=code,
+                    upstream_status=401,
+                    upstream_code=code,
                 )
             raise self._denied(endpoint, what, code, message)
         sent, header = await self._act(decision.action, endpoint, what)

@@ -187,7 +187,7 @@ class RegistryClient:
                 if resp.status == 404:
                     raise RegistryError(
                         f"{what}: {endpoint.base_url}/v2/ answered 404; not an OCI registry?",
-                        status=404,
+                        upstream_status=404,
                     )
                 await self._requests.fail(resp, what, endpoint)
             finally:

@@ -9,26 +9,40 @@ from __future__ import annotations
 
 import json
 
+from warmstart.errors import MAX_MESSAGE as MAX_ERROR_MESSAGE
+from warmstart.errors import WarmstartError, one_line
 from warmstart.oci import errors as oci_errors
 
-MAX_ERROR_MESSAGE = 200
 
+class RegistryError(WarmstartError):
+    """Base of every error raised by :mod:`warmstart.registry`: the registry answered
+    something we cannot use (answered on as 502).
 
-class RegistryError(Exception):
-    """Base of every error raised by :mod:`warmstart.registry`.
-
-    ``status`` is the HTTP status that caused it (if any), ``code`` the registry's error code
-    (``MANIFEST_UNKNOWN``, ``DENIED``, ...) if the answer had an error body.
+    ``upstream_status`` is the HTTP status the registry answered (if any), ``upstream_code``
+    its error code (``MANIFEST_UNKNOWN``, ``DENIED``, ...) if the answer had an error body.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+    status = 502
+    code = "UNKNOWN"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        upstream_code: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, retry_after=retry_after)
+        self.upstream_status = upstream_status
+        self.upstream_code = upstream_code
 
 
 class AuthError(RegistryError):
     """The registry or its token server refused us (401/403), or credentials are missing."""
+
+    status = 401
+    code = "UNAUTHORIZED"
 
 
 class InsecureCredentials(AuthError):
@@ -37,6 +51,9 @@ class InsecureCredentials(AuthError):
 
 class NotFound(RegistryError):
     """The repository, manifest or blob does not exist (404 / *_UNKNOWN)."""
+
+    status = 404
+    code = "NOT_FOUND"
 
 
 class DigestMismatch(RegistryError):
@@ -65,13 +82,12 @@ class ProtocolError(RegistryError):
 
 
 class UpstreamUnavailable(RegistryError):
-    """Retries were exhausted (5xx, 429, dropped connections, timeouts)."""
+    """Retries were exhausted (5xx, 429, dropped connections, timeouts); ``retry_after`` is
+    how long the registry asked us to wait, if it said."""
 
-
-def one_line(text: object, limit: int = MAX_ERROR_MESSAGE) -> str:
-    """``text`` squeezed onto one line of at most ``limit`` characters."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    status = 503
+    code = "UNAVAILABLE"
+    retryable = True
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:

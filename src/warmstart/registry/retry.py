@@ -72,18 +72,21 @@ class RequestRetries:
             if isinstance(exc, RegistryError) or not self._is_retryable(exc):
                 self._final(exc)
         self.failures += 1
+        # The registry's Retry-After (429, 503) travels with the error to whoever answers.
+        retry_after = exc.retry_after if isinstance(exc, Retry) else None
         if self.failures >= self.policy.max_attempts:
             raise UpstreamUnavailable(
-                f"{self.what}: {describe(exc)} (gave up after {self.failures} attempts{where})"
+                f"{self.what}: {describe(exc)} (gave up after {self.failures} attempts{where})",
+                retry_after=retry_after,
             ) from exc
         if progressed:
             self._index = 0
-        retry_after = exc.retry_after if isinstance(exc, Retry) else None
         delay = self.policy.wait_before(self._index, self._rand, retry_after)
         self._index += 1
         if delay is None:
             raise UpstreamUnavailable(
-                f"{self.what}: registry asked to retry after {retry_after:.0f} s; giving up"
+                f"{self.what}: registry asked to retry after {retry_after:.0f} s; giving up",
+                retry_after=retry_after,
             ) from exc
         await self._sleep(delay)
 

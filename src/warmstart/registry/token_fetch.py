@@ -100,8 +100,8 @@ async def fetch_token(
             raise AuthError(
                 f"{what}: {where} answered {resp.status}"
                 + (f" ({code or ''} {message or ''})".rstrip() if code or message else ""),
-                status=resp.status,
-                code=code,
+                upstream_status=resp.status,
+                upstream_code=code,
             )
         finally:
             resp.release()

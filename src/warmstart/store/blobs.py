@@ -40,7 +40,7 @@ def _sync_file_range() -> _Flusher | None:
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from warmstart.errors import WarmstartError
 
-class StoreError(Exception):
-    """Base of every error raised by :mod:`warmstart.store`."""
+
+class StoreError(WarmstartError):
+    """Base of every error raised by :mod:`warmstart.store`: the node's content store cannot
+    serve (answered as 503: another node, or this one later, may)."""
+
+    status = 503
+    code = "UNAVAILABLE"
+    retryable = True
 
 
 class BlobNotFound(StoreError):

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warmstart.oci import Digest
 from warmstart.store.errors import StoreError
@@ -210,7 +211,8 @@ class Index:
             self._depth = 0
             self._conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of ``sql`` (sqlite's values: int, float, str, bytes or None)."""
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 

@@ -9,6 +9,7 @@ restarts from zero after a takeover.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ class SingleFlight(Generic[K, V]):
             flight = Flight(key)
             self._flights[key] = flight
             flight.task = asyncio.get_running_loop().create_task(self._run(flight, start))
-            flight.task.add_done_callback(lambda task, f=flight: _finished(f, task))
+            flight.task.add_done_callback(functools.partial(_finished, flight))
         assert flight.task is not None
         reporter = DeltaReporter(on_progress) if on_progress is not None else None
         if reporter is not None:

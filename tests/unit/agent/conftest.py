@@ -13,9 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.unit.agent.fakes import MemoryFetcher
-from warmstart.agent.app import create_app, server_kwargs
+from warmstart.agent.app import PartMakers, build_app, server_kwargs
 from warmstart.agent.config import AgentConfig, build_config
+from warmstart.agent.hooks import HotImages, Prewarmer
 from warmstart.agent.metrics import AgentMetrics
+from warmstart.fetch.interfaces import Fetcher
 
 REGISTRY = "reg.example:5000"
 OTHER = "other.example"
@@ -61,6 +63,26 @@ def default_config(store: Path, **overrides: Any) -> AgentConfig:
 MakeAgent = Callable[..., Awaitable[Agent]]
 
 
+async def no_linker(*_parts: Any) -> tuple[None, None]:
+    return None, None
+
+
+def memory_makers(
+    fetcher: Fetcher,
+    prewarmer: Prewarmer | None = None,
+    hot: HotImages | None = None,
+    metrics: AgentMetrics | None = None,
+) -> PartMakers:
+    """The agent's parts around an in-memory ``fetcher``: a real store, no containerd."""
+    return PartMakers(
+        metrics=(lambda: metrics) if metrics is not None else AgentMetrics,
+        fetcher=lambda *_parts: fetcher,
+        linker=no_linker,
+        prewarmer=lambda *_parts: prewarmer,
+        hot=lambda _config: hot,
+    )
+
+
 @pytest.fixture
 async def make_agent(tmp_path: Path) -> AsyncIterator[MakeAgent]:
     clients: list[TestClient] = []
@@ -78,7 +100,7 @@ async def make_agent(tmp_path: Path) -> AsyncIterator[MakeAgent]:
         cfg = default_config(tmp_path / f"store{len(clients)}", **config)
         fetcher = fetcher if fetcher is not None else MemoryFetcher(root=blob_dir)
         metrics = metrics if metrics is not None else AgentMetrics()
-        app = create_app(cfg, fetcher=fetcher, prewarmer=prewarmer, metrics=metrics, hot=hot)
+        app = await build_app(cfg, memory_makers(fetcher, prewarmer, hot, metrics))
         server = TestServer(app)
         await server.start_server(**server_kwargs(cfg))
         client = TestClient(server)

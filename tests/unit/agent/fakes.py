@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +127,7 @@ class MemoryFetcher:
     def _opener(self, digest: Digest, data: bytes):
         fetcher = self
 
-        async def stream(start: int) -> AsyncIterator[bytes]:
+        async def stream(start: int) -> AsyncGenerator[bytes, None]:
             try:
                 fail_at = fetcher.fail_after.get(digest)
                 end = len(data) - 1 if digest in fetcher.short_stream else len(data)
@@ -189,5 +189,6 @@ class RecordingPrewarmer:
 class FixedHot:
     names: frozenset[str] = frozenset()
 
-    async def hot_references(self) -> frozenset[str]:
-        return self.names
+    async def hot_images(self) -> list[tuple[str, str]]:
+        """Each name as a reference whose digest is unknown."""
+        return [(name, "") for name in sorted(self.names)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +108,7 @@ class FakeFetcher:
             self.store.put_bytes(digest, data)
             return BlobResult(digest, len(data), "peer", path=self.store.blob_path(digest))
 
-        async def stream(start: int) -> AsyncIterator[bytes]:
+        async def stream(start: int) -> AsyncGenerator[bytes, None]:
             end = len(data) // 2 if self.mode == "short" else len(data)
             for i in range(start, end, 7):
                 yield data[i : min(i + 7, end)]

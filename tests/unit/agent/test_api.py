@@ -22,7 +22,7 @@ from warmstart.agent.api import (
     error_message,
     parse_request,
 )
-from warmstart.agent.server import STATE
+from warmstart.agent.state import STATE
 from warmstart.oci import Digest, Platform
 
 # -- PrewarmRequest -----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ async def test_the_peers_handler_answers_the_schemas_verdict(
 
 async def test_status_and_peers_answers_fit_their_models(make_agent: MakeAgent) -> None:
     agent = await make_agent(hot=FixedHot(), peers=["http://10.0.0.2:5050"])
-    store = agent.app[STATE].store
+    store = agent.app[STATE].parts.store
     assert store is not None
     manifest = b'{"m":1}'
     store.put_bytes(Digest.of(manifest), manifest)

@@ -1,8 +1,10 @@
-"""create_app's lifecycle (store, factories, closing) and serving on a real socket."""
+"""build_app: the agent's parts built in one phase (store, makers, closing) and serving on a\nreal socket."""
 
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +12,23 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.unit.agent.conftest import REGISTRY, default_config
+from tests.unit.agent.conftest import REGISTRY, default_config, memory_makers
 from tests.unit.agent.fakes import MemoryFetcher
 from warmstart.agent.app import (
     AgentSetupError,
-    create_app,
+    build_app,
+    close_with,
     fetcher_config,
+    given_store,
+    open_store,
     server_kwargs,
     start,
 )
 from warmstart.agent.config import build_config
 from warmstart.agent.metrics import AgentMetrics
 from warmstart.agent.peer_set import PeerSet
-from warmstart.agent.server import STATE
+from warmstart.agent.state import STATE
+from warmstart.fetch.tiered import TieredFetcher
 from warmstart.store import ContentStore
 
 
@@ -33,51 +39,73 @@ class ClosingFetcher(MemoryFetcher):
         self.closed = True
 
 
-async def test_factories_get_the_shared_parts(tmp_path: Path) -> None:
+async def test_makers_get_the_shared_parts(tmp_path: Path) -> None:
     config = default_config(tmp_path / "store", peers=["http://10.0.0.9:5050"])
     seen: dict[str, Any] = {}
     fetcher = ClosingFetcher(root=tmp_path)
+    metrics = AgentMetrics()
 
-    def make_fetcher(cfg: Any, store: ContentStore, peers: PeerSet, metrics: AgentMetrics) -> Any:
-        seen.update(cfg=cfg, store=store, peers=peers, metrics=metrics)
+    def make_fetcher(
+        cfg: Any, store: ContentStore, peers: PeerSet, m: AgentMetrics, stack: AsyncExitStack
+    ) -> Any:
+        seen.update(cfg=cfg, store=store, peers=peers, metrics=m)
+        close_with(stack, fetcher.aclose, "the fetcher")
         return fetcher
 
-    def make_prewarmer(cfg: Any, f: Any, store: Any) -> None:
+    def make_prewarmer(cfg: Any, f: Any, store: Any, grants: Any, linker: Any) -> None:
         seen["prewarmer_fetcher"] = f
 
-    metrics = AgentMetrics()
-    app = create_app(
-        config, metrics=metrics, fetcher_factory=make_fetcher, prewarmer_factory=make_prewarmer
+    makers = replace(
+        memory_makers(fetcher, metrics=metrics), fetcher=make_fetcher, prewarmer=make_prewarmer
     )
+    app = await build_app(config, makers)
     server = TestServer(app)
     await server.start_server(**server_kwargs(config))
     try:
-        state = app[STATE]
-        assert state.fetcher is fetcher and seen["prewarmer_fetcher"] is fetcher
-        assert seen["cfg"] is config and seen["metrics"] is metrics
-        assert seen["peers"] is state.peers and seen["store"] is state.store
-        assert state.peers.urls == ("http://10.0.0.9:5050",)
-        assert state.peers.self_url == config.advertise_url
-        assert state.hot is None  # no containerd_socket configured
+        parts = app[STATE].parts
+        assert parts.fetcher is fetcher and seen["prewarmer_fetcher"] is fetcher
+        assert seen["cfg"] is config and seen["metrics"] is metrics is parts.metrics
+        assert seen["peers"] is parts.peers and seen["store"] is parts.store
+        assert parts.peers.urls == ("http://10.0.0.9:5050",)
+        assert parts.peers.self_url == config.advertise_url
+        assert parts.hot is None and parts.prewarmer is None
         async with aiohttp.ClientSession() as session:
             async with session.get(server.make_url("/healthz")) as resp:
                 assert resp.status == 200
-        store = state.store
+        store = parts.store
     finally:
         await server.close()
     assert fetcher.closed
     with pytest.raises(Exception, match="closed"):
-        store.usage()  # type: ignore[union-attr]
+        store.usage()
+
+
+async def test_the_default_parts_are_built_from_the_config(tmp_path: Path) -> None:
+    config = default_config(tmp_path / "store")
+    app = await build_app(config)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        parts = app[STATE].parts
+        assert isinstance(parts.fetcher, TieredFetcher)
+        assert parts.prewarmer is not None  # pre-warm into the store works without containerd
+        assert parts.hot is None and parts.node_setup is None and parts.peer_source is None
+        assert parts.store.root == tmp_path / "store"
+    finally:
+        await server.close()
+    with pytest.raises(Exception, match="closed"):
+        parts.store.usage()
 
 
 async def test_injected_store_is_not_closed(tmp_path: Path) -> None:
     config = default_config(tmp_path / "unused")
     store = ContentStore(tmp_path / "store")
     try:
-        app = create_app(config, fetcher=MemoryFetcher(root=tmp_path), store=store)
+        makers = replace(memory_makers(MemoryFetcher(root=tmp_path)), store=given_store(store))
+        app = await build_app(config, makers)
         server = TestServer(app)
         await server.start_server()
-        assert app[STATE].store is store
+        assert app[STATE].parts.store is store
         await server.close()
         assert store.usage() == 0
         assert not (tmp_path / "unused").exists()
@@ -87,7 +115,7 @@ async def test_injected_store_is_not_closed(tmp_path: Path) -> None:
 
 async def test_start_serves_on_the_configured_address(tmp_path: Path) -> None:
     config = default_config(tmp_path / "store", listen="127.0.0.1:0")
-    app = create_app(config, fetcher=MemoryFetcher(root=tmp_path))
+    app = await build_app(config, memory_makers(MemoryFetcher(root=tmp_path)))
     runner = await start(config, app)
     try:
         host, port = runner.addresses[0][:2]
@@ -100,15 +128,23 @@ async def test_start_serves_on_the_configured_address(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
-async def test_failing_factory_fails_startup(tmp_path: Path) -> None:
+async def test_a_failing_maker_fails_the_build_and_closes_what_was_built(tmp_path: Path) -> None:
     config = default_config(tmp_path / "store")
+    opened: list[ContentStore] = []
+
+    async def store_maker(cfg: Any, stack: AsyncExitStack) -> ContentStore:
+        store = await open_store(cfg, stack)
+        opened.append(store)
+        return store
 
     def broken(*args: Any) -> Any:
         raise AgentSetupError("no fetcher today")
 
-    app = create_app(config, fetcher_factory=broken)
+    makers = replace(memory_makers(MemoryFetcher(root=tmp_path)), store=store_maker, fetcher=broken)
     with pytest.raises(AgentSetupError, match="no fetcher today"):
-        await start(config, app)
+        await build_app(config, makers)
+    with pytest.raises(Exception, match="closed"):
+        opened[0].usage()
 
 
 def test_fetcher_config(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from warmstart.agent.client import (
     AgentRefused,
     AgentUnreachable,
 )
-from warmstart.agent.server import STATE
+from warmstart.agent.state import STATE
 from warmstart.testbed.net import free_port
 
 TOKEN = "s3cret"
@@ -67,7 +67,7 @@ async def test_every_route_round_trips_with_the_token(make_agent: MakeAgent) -> 
 
         peers = await client.put_peers(["http://10.0.0.3:5050/"])
         assert peers.peers == ["http://10.0.0.3:5050"] and peers.version == 1
-        assert agent.app[STATE].peers.urls == ("http://10.0.0.3:5050",)
+        assert agent.app[STATE].parts.peers.urls == ("http://10.0.0.3:5050",)
         assert (await client.peers()).peers == ["http://10.0.0.3:5050"]
 
         status = await client.status()
@@ -105,7 +105,7 @@ async def test_an_error_answer_is_one_line_with_its_code(make_agent: MakeAgent) 
 
 async def test_a_sick_agent_is_not_an_error_for_healthz(make_agent: MakeAgent) -> None:
     agent = await make_agent()
-    store = agent.app[STATE].store
+    store = agent.app[STATE].parts.store
     assert store is not None
     store.close()
     async with AgentClient(url_of(agent)) as client:

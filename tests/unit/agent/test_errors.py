@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from warmstart.agent.errors import STATUS_OF_CODE, from_fetch_error, oci_error, unsupported
+from warmstart.agent.errors import STATUS_OF_CODE, error_answer, oci_error, unsupported
+from warmstart.errors import WarmstartError
 from warmstart.fetch.interfaces import (
     DeniedError,
     FetchError,
@@ -12,6 +13,10 @@ from warmstart.fetch.interfaces import (
     UnauthorizedError,
     UnavailableError,
 )
+from warmstart.oci.errors import InvalidDigest
+from warmstart.registry.errors import AuthError, RegistryError, UpstreamUnavailable
+from warmstart.registry.errors import NotFound as RegistryNotFound
+from warmstart.store.errors import BudgetExceeded
 
 
 def test_body_shape() -> None:
@@ -56,8 +61,7 @@ class TooMany(FetchError):
     code = "TOOMANYREQUESTS"
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class Teapot(FetchError):
@@ -78,12 +82,48 @@ class Teapot(FetchError):
         (Teapot("x"), False, 502, "UNKNOWN"),
     ],
 )
-def test_from_fetch_error(error: Exception, manifest: bool, status: int, code: str) -> None:
-    err = from_fetch_error(error, manifest=manifest)
+def test_error_answer(error: FetchError, manifest: bool, status: int, code: str) -> None:
+    err = error_answer(error, not_found="MANIFEST_UNKNOWN" if manifest else "BLOB_UNKNOWN")
     assert (err.status, err.code) == (status, code)
     assert err.message
 
 
 def test_retry_after_passed_on() -> None:
-    assert from_fetch_error(TooMany("x", 2.5), manifest=False).headers["Retry-After"] == "3"
-    assert "WWW-Authenticate" in from_fetch_error(UnauthorizedError("x"), manifest=False).headers
+    assert error_answer(TooMany("x", 2.5)).headers["Retry-After"] == "3"
+    assert "WWW-Authenticate" in error_answer(UnauthorizedError("x")).headers
+
+
+@pytest.mark.parametrize(
+    ("error", "not_found", "status", "code", "retry_after"),
+    [
+        (
+            UpstreamUnavailable("rate limited", retry_after=120.0),
+            "BLOB_UNKNOWN",
+            503,
+            "UNAVAILABLE",
+            "120",
+        ),
+        (
+            UnavailableError("every source failed", retry_after=0.2),
+            "BLOB_UNKNOWN",
+            503,
+            "UNAVAILABLE",
+            "1",
+        ),
+        (UpstreamUnavailable("down"), "BLOB_UNKNOWN", 503, "UNAVAILABLE", None),
+        (RegistryNotFound("gone"), "MANIFEST_UNKNOWN", 404, "MANIFEST_UNKNOWN", None),
+        (AuthError("who"), "BLOB_UNKNOWN", 401, "UNAUTHORIZED", None),
+        (RegistryError("odd answer"), "BLOB_UNKNOWN", 502, "UNKNOWN", None),
+        (BudgetExceeded("full"), "BLOB_UNKNOWN", 503, "UNAVAILABLE", None),
+        (InvalidDigest("sha256:nope"), "BLOB_UNKNOWN", 400, "INVALID_REQUEST", None),
+        (DeniedError("not mirrored"), "BLOB_UNKNOWN", 403, "DENIED", None),
+    ],
+)
+def test_every_layer_answers_through_the_one_model(
+    error: WarmstartError, not_found: str, status: int, code: str, retry_after: str | None
+) -> None:
+    """Errors of the registry, store, oci and fetch layers are answered from what they carry
+    (no per-layer table): status, code, one-line message, Retry-After on 429/503."""
+    err = error_answer(error, not_found=not_found)
+    assert (err.status, err.code, err.message) == (status, code, error.message)
+    assert err.headers.get("Retry-After") == retry_after

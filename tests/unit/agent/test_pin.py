@@ -9,7 +9,7 @@ from tests.unit.agent.conftest import REGISTRY, MakeAgent
 from tests.unit.agent.fakes import RecordingPrewarmer
 from warmstart.agent.api import PrewarmRequest, RequestInvalid, UnpinRequest, parse_request
 from warmstart.agent.client import AgentClient, AgentRefused
-from warmstart.agent.server import STATE
+from warmstart.agent.state import STATE
 from warmstart.oci import Digest
 
 TOKEN = "pin-token"
@@ -29,7 +29,7 @@ def test_pin_is_sent_only_when_set() -> None:
 
 async def test_a_pinned_prewarm_stays_pinned_until_unpinned(make_agent: MakeAgent) -> None:
     agent = await make_agent(prewarmer=RecordingPrewarmer(), peer_token=TOKEN)
-    store = agent.app[STATE].store
+    store = agent.app[STATE].parts.store
     assert store is not None
     store.record_image(REF, ZERO, [(ZERO, 10, "application/vnd.oci.image.manifest.v1+json")])
     url = str(agent.client.make_url("/")).rstrip("/")

@@ -15,13 +15,13 @@ from tests.unit.agent.prewarm_fakes import (
 )
 from warmstart.agent.hooks import Prewarmer as PrewarmerProtocol
 from warmstart.agent.import_grants import IMPORT_HEADER, ImportGrants
+from warmstart.agent.linking import BlobIncomplete
 from warmstart.agent.prewarm import (
     IMPORT_ATTEMPTS,
     IMPORT_RETRY_BACKOFF,
     ContainerdPrewarmer,
     HotImportFailed,
     HotImportUnavailable,
-    PrewarmIncomplete,
     image_blobs,
     transient_pull_failure,
 )
@@ -121,7 +121,7 @@ async def test_short_stream_fails_and_records_nothing(
     fetcher: FakeFetcher, store: ContentStore
 ) -> None:
     fetcher.mode = "short"
-    with pytest.raises(PrewarmIncomplete, match="stream ended after"):
+    with pytest.raises(BlobIncomplete, match="stream ended after"):
         await ContainerdPrewarmer(fetcher, store, agent_url=AGENT).prewarm(REF, None, False)
     assert store.images() == []
 
@@ -131,7 +131,7 @@ async def test_blob_streamed_but_not_kept_is_an_error(
 ) -> None:
     fetcher.mode = "forget"
     prewarmer = ContainerdPrewarmer(fetcher, store, agent_url=AGENT, settle_seconds=0.05)
-    with pytest.raises(PrewarmIncomplete, match="not in the store"):
+    with pytest.raises(BlobIncomplete, match="not in the store"):
         await prewarmer.prewarm(REF, None, False)
 
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.agent.conftest import OTHER, REGISTRY, Agent, MakeAgent
 from tests.unit.agent.fakes import FixedHot, RecordingPrewarmer
-from warmstart.agent.server import STATE
+from warmstart.agent.state import STATE
 from warmstart.fetch.interfaces import PEER_TOKEN_HEADER, FetchError, UnavailableError
 from warmstart.oci import Digest, Platform
 
@@ -28,7 +28,7 @@ async def test_peers_get_and_put(make_agent: MakeAgent) -> None:
     body = await resp.json()
     assert body["peers"] == ["http://10.0.0.3:5050", "http://10.0.0.4:5050"]
     assert body["version"] == 1
-    shared = agent.app[STATE].peers  # the object the Fetcher reads
+    shared = agent.app[STATE].parts.peers  # the object the Fetcher reads
     assert shared.urls == ("http://10.0.0.3:5050", "http://10.0.0.4:5050")
     assert (await (await agent.client.get("/peers")).json())["peers"] == list(shared.urls)
     assert (await agent.client.put("/peers", json={"peers": []})).status == 200
@@ -48,12 +48,12 @@ async def test_peers_get_and_put(make_agent: MakeAgent) -> None:
     ],
 )
 async def test_peers_put_rejects_bad_bodies(agent: Agent, body: bytes) -> None:
-    before = agent.app[STATE].peers.urls
+    before = agent.app[STATE].parts.peers.urls
     resp = await agent.client.put("/peers", data=body)
     assert resp.status == 400
     doc = await resp.json()
     assert doc["errors"][0]["message"]
-    assert agent.app[STATE].peers.urls == before
+    assert agent.app[STATE].parts.peers.urls == before
 
 
 async def test_peers_put_too_large(agent: Agent) -> None:
@@ -84,7 +84,7 @@ async def test_control_writes_need_the_peer_token(make_agent: MakeAgent) -> None
 async def test_status(make_agent: MakeAgent) -> None:
     hot = FixedHot()
     agent = await make_agent(hot=hot, budget="1GiB")
-    store = agent.app[STATE].store
+    store = agent.app[STATE].parts.store
     assert store is not None
     config = b'{"c":1}'
     layer = b"layer" * 100
@@ -115,7 +115,7 @@ async def test_status(make_agent: MakeAgent) -> None:
 
 async def test_status_survives_a_failing_hot_source(make_agent: MakeAgent) -> None:
     class Broken:
-        async def hot_references(self) -> frozenset[str]:
+        async def hot_images(self) -> list[tuple[str, str]]:
             raise RuntimeError("ctr not found")
 
     agent = await make_agent(hot=Broken())
@@ -125,7 +125,7 @@ async def test_status_survives_a_failing_hot_source(make_agent: MakeAgent) -> No
 async def test_healthz(agent: Agent) -> None:
     resp = await agent.client.get("/healthz")
     assert resp.status == 200 and (await resp.text()).strip() == "ok"
-    store = agent.app[STATE].store
+    store = agent.app[STATE].parts.store
     assert store is not None
     store.close()
     resp = await agent.client.get("/healthz")

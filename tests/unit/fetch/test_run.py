@@ -13,7 +13,7 @@ from warmstart.fetch.metrics import NullMetrics
 from warmstart.fetch.peer_ring import PeerHealth
 from warmstart.fetch.plan import HomePeer, NotHere, ProbePeers, Upstream
 from warmstart.fetch.run import PlanRunner
-from warmstart.fetch.source import Source
+from warmstart.fetch.source import Source, SourceUnavailable
 
 B, C = "http://b:5050", "http://c:5050"
 REPO = "team/app"
@@ -55,3 +55,14 @@ async def test_not_here_and_nothing_left() -> None:
         await run.run((HomePeer(B),), "blob x", REG, REPO, DIGEST, stat)
     with pytest.raises(NotFoundError, match="blob x not found"):
         await run.run((), "blob x", REG, REPO, DIGEST, stat)
+
+
+async def test_every_source_failed_keeps_the_longest_retry_after() -> None:
+    """The upstream's Retry-After (a rate limit) reaches the agent's answer: the error for
+    "every source failed" carries the longest wait a source asked for."""
+    limited = MemorySource(fail=SourceUnavailable("upstream answered 429", retry_after=30.0))
+    peers = {B: DeadPeer(B)}
+    with pytest.raises(UnavailableError, match="every source failed") as info:
+        await runner(limited, peers).run((HomePeer(B), Upstream()), "blob", REG, REPO, DIGEST, stat)
+    assert info.value.retry_after == 30.0
+    assert (info.value.status, info.value.code) == (503, "UNAVAILABLE")

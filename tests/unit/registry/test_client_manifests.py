@@ -201,7 +201,7 @@ async def test_error_bodies_map_to_errors(
     text = str(err.value)
     assert "\n" not in text
     assert str(r) in text and words in text
-    assert err.value.code == code and err.value.status == status
+    assert err.value.upstream_code == code and err.value.upstream_status == status
     assert type(err.value) is exc or exc is RegistryError
 
 

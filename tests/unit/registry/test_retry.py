@@ -75,3 +75,20 @@ async def test_progress_resets_the_backoff_but_not_the_count() -> None:
     assert sleeps == [0.5, 1.0, 0.5]
     with pytest.raises(UpstreamUnavailable, match="4 attempts at byte 9"):
         await a.failed(Retry("short read"), where=" at byte 9")
+
+
+async def test_giving_up_keeps_the_registrys_retry_after() -> None:
+    """An upstream's 429/503 Retry-After travels with the error (the agent passes it on)."""
+    sleeps: list[float] = []
+    with pytest.raises(UpstreamUnavailable) as too_long:
+        await attempts(sleeps).failed(Retry("429", retry_after=120.0))
+    assert too_long.value.retry_after == 120.0 and too_long.value.status == 503
+
+    a = attempts(sleeps, max_attempts=2)
+    await a.failed(Retry("429", retry_after=2.0))
+    with pytest.raises(UpstreamUnavailable, match="gave up after 2 attempts") as exhausted:
+        await a.failed(Retry("429", retry_after=2.0))
+    assert exhausted.value.retry_after == 2.0
+    with pytest.raises(UpstreamUnavailable) as no_hint:
+        await attempts(sleeps, max_attempts=1).failed(Retry("503"))
+    assert no_hint.value.retry_after is None

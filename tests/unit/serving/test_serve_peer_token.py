@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner
 
-from tests.unit.agent.conftest import REGISTRY, default_config
+from tests.unit.agent.conftest import REGISTRY, default_config, memory_makers
 from tests.unit.agent.fakes import MemoryFetcher, RecordingPrewarmer
-from warmstart.agent.app import create_app, server_kwargs
+from warmstart.agent.app import build_app, server_kwargs
 from warmstart.agent.client import AgentRefused
 from warmstart.cli.main import app as cli
 from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
@@ -51,7 +51,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     prewarmer = RecordingPrewarmer()
-    application = create_app(config, fetcher=MemoryFetcher(root=blobs), prewarmer=prewarmer)
+    application = await build_app(config, memory_makers(MemoryFetcher(root=blobs), prewarmer))
     tokens: list[tuple[str, str | None]] = []
 
     @web.middleware
