@@ -226,7 +226,7 @@ def test_registries_conf_mirror_for_cri_o_and_podman(
     agents: Callable[..., AgentProcess],
     tmp_path: Path,
 ) -> None:
-    """The README's registries.conf snippet, with skopeo (containers/image, like CRI-O and
+    """docs/configuration.md's registries.conf snippet, with skopeo (containers/image, like CRI-O and
     podman). These clients send no ?ns=, so the agent serves its default upstream."""
     image = image_builder.build(registry, "team/app", "v9", [200_000], seed="conf")
     agent = agents(upstreams={registry.host: registry.url})  # one upstream: the default

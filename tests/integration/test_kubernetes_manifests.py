@@ -407,7 +407,7 @@ def test_an_overlay_can_move_everything_to_another_namespace(
 ) -> None:
     objs = render(kubectl, other_namespace_overlay)
     # kustomize v3+ renames the Namespace object too; the v2.0.3 in kubectl <= 1.20 does not
-    # (README: with such a kubectl, an overlay that moves namespaces renames it itself).
+    # (deploy/kubernetes/README.md: with such a kubectl, an overlay that moves namespaces renames it itself).
     if "kustomizeVersion" in kubectl_versions:
         assert find(objs, "Namespace")["metadata"]["name"] == "ws-test"
     else:
