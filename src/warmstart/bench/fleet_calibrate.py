@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warmstart.agent.config import AgentConfig
 from warmstart.bench.fleet_policies import PIECES, POLICIES, PieceParams, simulate
 from warmstart.bench.fleet_sim import FleetParams
 from warmstart.bench.spike_metrics import percentile
+from warmstart.fetch.pieces import piece_size_for
 from warmstart.units import parse_rate
 
 TARGET_ERROR = 0.20  # issue 17: predict the 4-, 8- and 16-node measurements within 20 %
@@ -76,6 +78,8 @@ class Measurement:
     completions_s: tuple[float, ...] | None = None
     fetch_s: float | None = None
     policy: str | None = None
+    # the piece policy as the measured agents ran it (None: the simulator's own defaults)
+    pieces: PieceParams | None = None
 
     @property
     def size(self) -> int:
@@ -114,6 +118,22 @@ def _rate(value: Any) -> float | None:
     return parse_rate(value) if isinstance(value, str) else float(value)
 
 
+def product_pieces(blob_sizes: Sequence[int], settings: Mapping[str, Any]) -> PieceParams:
+    """The piece policy as agents with ``settings`` (agent.toml; the rest defaults) run it: the
+    piece size of the largest blob (``piece_size_for``: blob / 64 up to a power of two, within
+    piece_min..piece_max), ``piece_downloads`` requests, ``piece_uploads`` upload slots
+    whether or not the node still downloads."""
+    config = AgentConfig.model_validate(dict(settings))
+    size = piece_size_for(max(blob_sizes), smallest=config.piece_min, largest=config.piece_max)
+    return PieceParams(
+        threshold=config.piece_threshold,
+        piece_size=size,
+        requests=config.piece_downloads,
+        upload_slots=config.piece_uploads,
+        upload_slots_downloading=config.piece_uploads,
+    )
+
+
 def _measurement(row: Mapping[str, Any], params: Mapping[str, Any], cpus: Any) -> Measurement:
     size = row.get("size", row.get("image_bytes"))
     if "blob_sizes" in row:
@@ -148,6 +168,7 @@ def _measurement(row: Mapping[str, Any], params: Mapping[str, Any], cpus: Any) -
         completions_s=tuple(float(t) for t in done) if done is not None else None,
         fetch_s=float(row["fetch_s"]) if row.get("fetch_s") is not None else None,
         policy=policy,
+        pieces=product_pieces(blobs, params.get("agent_settings") or {}) if params else None,
     )
 
 
@@ -213,7 +234,7 @@ def calibrate(
     for m in measurements:
         params = bed_params(m, costs, seed)
         for policy in (m.policy,) if m.policy else POLICIES:
-            done = simulate(params, policy, pieces).completions_s
+            done = simulate(params, policy, m.pieces or pieces).completions_s
             pairs: list[tuple[str, float, float | None]] = []
             if m.completions_s:
                 pairs.append(("P50", percentile(m.completions_s, 50) or 0.0, percentile(done, 50)))

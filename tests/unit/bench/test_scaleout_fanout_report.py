@@ -23,6 +23,7 @@ from warmstart.bench.scaleout_types import (
     NodeTransfer,
     ScaleoutResults,
 )
+from warmstart.fetch.pieces import piece_size_for
 
 GiB = 1 << 30
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -117,3 +118,11 @@ def test_calibration_reads_each_node_finish_as_the_product_policy() -> None:
     assert len(kept) == 1 and skipped and "baseline" in skipped[0]
     assert kept[0].completions_s == (50.0, 52.0, 55.0, 58.0)
     assert kept[0].policy == "pieces"
+    # simulated as the agents ran it: the product's piece size and slots, or the run's settings
+    made = kept[0].pieces
+    assert made is not None and made.piece_size == piece_size_for(GiB // 2)
+    assert (made.requests, made.upload_slots, made.upload_slots_downloading) == (4, 2, 2)
+    doc["params"]["agent_settings"] = {"piece_uploads": 6, "piece_max": "8MiB"}
+    [changed], _ = read_measurements(doc)
+    assert changed.pieces is not None and changed.pieces.piece_size == 8 << 20
+    assert changed.pieces.upload_slots == 6
