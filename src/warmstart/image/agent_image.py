@@ -38,8 +38,8 @@ from pathlib import Path
 
 import warmstart
 from warmstart.image.base import base_rootfs
-from warmstart.image.build import LayerInfo, normalize_mtimes, tree_size
 from warmstart.image.debs import DebFile, download_debs, extract_members
+from warmstart.image.layers import LayerInfo, normalize_mtimes, tree_size
 from warmstart.image.mirror import find_debian_mirror
 from warmstart.image.push import push_layout
 from warmstart.image.tools import BuildError, run

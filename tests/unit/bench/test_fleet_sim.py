@@ -7,7 +7,15 @@ import random
 
 import pytest
 
-from warmstart.bench.fleet_sim import INF, Fleet, FleetParams, Flow, FlowSim, Link, max_min_rates
+from warmstart_harness.bench.fleet_sim import (
+    INF,
+    Fleet,
+    FleetParams,
+    Flow,
+    FlowSim,
+    Link,
+    max_min_rates,
+)
 
 
 @pytest.mark.parametrize(
