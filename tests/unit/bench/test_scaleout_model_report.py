@@ -10,15 +10,15 @@ from pathlib import Path
 
 from warmstart_harness.bench.scaleout_model import DOWNLOAD_DIR, BenchModel, download_env, model_tag
 from warmstart_harness.bench.scaleout_report import (
-    Row,
     dumps,
     from_json,
     markdown_table,
     prewarm_table,
     startup_phase_table,
-    table_rows,
     to_json,
 )
+from warmstart_harness.bench.scaleout_rows import Row
+from warmstart_harness.bench.scaleout_summary import table_rows
 from warmstart_harness.bench.scaleout_types import (
     BASELINE,
     IMAGE_CACHED,

@@ -16,14 +16,16 @@ from warmstart_harness.bench.scaleout_report import (
     markdown_table,
     prewarm_table,
     read_json,
-    spike_cost_rows,
-    spike_cost_summary,
-    spike_cost_table,
     startup_phase_table,
-    table_rows,
     to_json,
     write_report,
 )
+from warmstart_harness.bench.scaleout_spike_cost import (
+    spike_cost_rows,
+    spike_cost_summary,
+    spike_cost_table,
+)
+from warmstart_harness.bench.scaleout_summary import table_rows
 from warmstart_harness.bench.scaleout_types import (
     BASELINE,
     PROVISIONED,

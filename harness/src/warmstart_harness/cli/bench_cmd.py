@@ -240,7 +240,7 @@ def scaleout(
     from warmstart.image.layers import DEFAULT_IMAGE_CACHE
     from warmstart_harness.bench.scaleout import run_scaleout, summary_lines, write_outputs
     from warmstart_harness.bench.scaleout_config import SCENARIOS, ScaleoutConfig
-    from warmstart_harness.bench.scaleout_report import spike_cost_table
+    from warmstart_harness.bench.scaleout_spike_cost import spike_cost_table
     from warmstart_harness.bench.scaleout_types import MODES
     from warmstart_harness.bench.trace import TraceError
 
