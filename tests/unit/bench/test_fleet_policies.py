@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from warmstart_harness.bench.fleet_hardware import FleetParams, MiB
 from warmstart_harness.bench.fleet_policies import ONE_HOME, PIECES, PieceParams, simulate
-from warmstart_harness.bench.fleet_sim import FleetParams, MiB
 
 # 1000 B at 100 B/s: 10 s. No latencies, hashing and disks that never limit.
 FAST = {

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from warmstart_harness.bench.fleet_hardware import FleetParams
 from warmstart_harness.bench.fleet_policies import ONE_HOME, PIECES, PieceParams
 from warmstart_harness.bench.fleet_report import (
     SCHEMA,
@@ -18,7 +19,6 @@ from warmstart_harness.bench.fleet_report import (
     to_json,
     write_json,
 )
-from warmstart_harness.bench.fleet_sim import FleetParams
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.units import parse_rate
+from warmstart_harness.bench.fleet_hardware import FleetParams
 from warmstart_harness.bench.fleet_policies import PIECES, POLICIES, PieceParams, simulate
-from warmstart_harness.bench.fleet_sim import FleetParams
 from warmstart_harness.bench.spike_metrics import percentile
 
 TARGET_ERROR = 0.20  # issue 17: predict the 4-, 8- and 16-node measurements within 20 %

@@ -35,7 +35,9 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from warmstart_harness.bench.fleet_sim import Fleet, FleetParams, Flow, FlowSim, MiB
+from warmstart_harness.bench.fleet_flows import Flow
+from warmstart_harness.bench.fleet_hardware import Fleet, FleetParams, MiB
+from warmstart_harness.bench.fleet_sim import FlowSim
 
 ONE_HOME = "one-home"
 PIECES = "pieces"

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.units import format_rate
+from warmstart_harness.bench.fleet_hardware import FleetParams
 from warmstart_harness.bench.fleet_policies import POLICIES, PieceParams, RunResult, simulate
-from warmstart_harness.bench.fleet_sim import FleetParams
 from warmstart_harness.bench.scaleout_report import dumps
 from warmstart_harness.bench.spike_metrics import percentile
 

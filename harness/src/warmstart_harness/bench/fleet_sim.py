@@ -33,227 +33,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-INF = math.inf
-# A flow this close to its end (relative to its size) is done: float sums of rate x time.
-_DONE_EPS = 1e-9
+from warmstart_harness.bench.fleet_flows import (
+    DONE_EPS,
+    INF,
+    Flow,
+    Link,
+    progressive_fill,
+)
+
 _TIMER, _WAKE = 0, 1
-
-
-class Link:
-    """A capacity (bytes/s; for a weighted link, whatever its weights are per byte)."""
-
-    __slots__ = ("capacity", "flows", "lid", "name")
-
-    def __init__(self, name: str, capacity: float) -> None:
-        if not capacity > 0:
-            raise ValueError(f"link {name}: capacity must be positive, not {capacity!r}")
-        self.name = name
-        self.capacity = float(capacity)
-        self.flows: dict[int, Flow] = {}  # insertion-ordered: runs are deterministic
-        self.lid = -1  # its index in the simulator's per-link arrays, once it carries a flow
-
-    def __repr__(self) -> str:
-        return f"Link({self.name!r}, {self.capacity:g})"
-
-
-class Flow:
-    """Bytes in motion; read ``rate``, ``done_at(t)``, ``size``; ``tag`` is the caller's."""
-
-    __slots__ = (
-        "_mi",
-        "_next_kind",
-        "bcap",
-        "bneck",
-        "cap",
-        "done",
-        "fid",
-        "finished",
-        "followers",
-        "leader",
-        "links",
-        "milestones",
-        "on_done",
-        "on_milestone",
-        "rate",
-        "size",
-        "t0",
-        "tag",
-        "tailing",
-        "ver",
-        "weights",
-        "wids",
-        "wlinks",
-    )
-
-    def __init__(
-        self,
-        fid: int,
-        links: tuple[Link, ...],
-        weights: tuple[float, ...] | None,
-        size: float,
-        cap: float,
-        now: float,
-    ) -> None:
-        self.fid = fid
-        self.links = links
-        self.weights = weights  # None: 1 per byte on every link
-        self.wlinks = tuple(zip(links, weights or (1.0,) * len(links), strict=True))
-        self.bcap = min((link.capacity for link in links), default=INF)
-        self.wids: tuple[tuple[int, float], ...] = ()  # (link id, weight), set by the simulator
-        self.size = float(size)
-        self.cap = cap
-        self.done = 0.0  # bytes moved by ``t0``
-        self.t0 = now
-        self.rate = 0.0
-        self.bneck: Link | None = None  # the link that held it down at the last refill
-        self.ver = 0
-        self.finished = False
-        self.tag: Any = None
-        self.on_done: Callable[[Flow], None] | None = None
-        self.on_milestone: Callable[[Flow, int], None] | None = None
-        self.milestones: Sequence[float] = ()
-        self._mi = 0  # next milestone's index
-        self._next_kind = ""
-        self.leader: Flow | None = None
-        self.followers: list[Flow] = []
-        self.tailing = False
-
-    def done_at(self, t: float) -> float:
-        return self.size if self.finished else min(self.size, self.done + self.rate * (t - self.t0))
-
-    def limit(self) -> float:
-        """The flow's own bound on its rate now: its cap, and its leader's rate when tailing."""
-        if self.tailing and self.leader is not None and not self.leader.finished:
-            return min(self.cap, self.leader.rate)
-        return self.cap
-
-    def __repr__(self) -> str:
-        return f"Flow({self.fid}, {self.done:.0f}/{self.size:.0f} B at {self.rate:.4g} B/s)"
-
-
-def _fill(
-    paths: Sequence[Sequence[tuple[int, float]]],
-    limits: list[float],
-    live: Sequence[int],
-    residual: list[float],
-    weight: list[float],
-    load: list[float],
-    members: list[list[int]],
-) -> tuple[list[float], list[int]]:
-    """Progressive filling: flow ``i`` crosses the links ``paths[i]`` (``(link id, weight)``
-    pairs, ids among ``live``) whose ``residual[id]`` is what other flows leave, and goes at
-    most ``limits[i]``. All rates rise together; a link that fills freezes its flows, a flow
-    that reaches its limit freezes alone. ``weight``, ``load`` and ``members`` are scratch
-    arrays indexed by link id (overwritten at the live ids). Returns the rates, and for each
-    flow the id of the link that froze it (-1: its limit)."""
-    n = len(paths)
-    rates = [0.0] * n
-    froze = [-1] * n
-    for j in live:
-        weight[j] = 0.0  # of the flows not frozen yet
-        load[j] = 0.0  # of the frozen flows
-        members[j] = []
-    for i, path in enumerate(paths):
-        for j, w in path:
-            weight[j] += w
-            members[j].append(i)
-    order = sorted(range(n), key=limits.__getitem__)
-    li = 0
-    frozen = [False] * n
-    left = n
-    heap: list[tuple[float, int]] | None = None
-    if len(live) > 8:  # many shared links: a heap of their levels (they only grow)
-        heap = [(max(0.0, residual[j]) / weight[j], j) for j in live if weight[j] > 0.0]
-        heapq.heapify(heap)
-    while left:
-        best, bj = INF, -1
-        if heap is None:
-            for j in live:
-                w = weight[j]
-                if w > 1e-12:
-                    level = (residual[j] - load[j]) / w
-                    if level < best:
-                        best, bj = level, j
-        else:
-            while heap:
-                level, j = heap[0]
-                w = weight[j]
-                if w <= 1e-12:
-                    heapq.heappop(heap)
-                    continue
-                current = (residual[j] - load[j]) / w
-                if current > level * (1 + 1e-12) + 1e-12:
-                    heapq.heapreplace(heap, (current, j))
-                    continue
-                best, bj = current, j
-                break
-        if best < 0.0:
-            best = 0.0
-        while li < n and frozen[order[li]]:
-            li += 1
-        if li < n and limits[order[li]] <= best:
-            i = order[li]
-            level = limits[i]
-            if level == INF:
-                raise ValueError("a flow crosses no finite link and has no cap")
-            frozen[i] = True
-            left -= 1
-            rates[i] = level
-            for j, w in paths[i]:
-                weight[j] -= w
-                load[j] += w * level
-            continue
-        if bj < 0:
-            raise ValueError("a flow crosses no finite link and has no cap")
-        if heap is not None:
-            heapq.heappop(heap)
-        for i in members[bj]:
-            if not frozen[i]:
-                frozen[i] = True
-                left -= 1
-                rates[i] = best
-                froze[i] = bj
-                for j, w in paths[i]:
-                    weight[j] -= w
-                    load[j] += w * best
-        weight[bj] = 0.0
-    return rates, froze
-
-
-def max_min_rates(
-    paths: Sequence[Sequence[str]],
-    capacities: dict[str, float],
-    caps: Sequence[float] | None = None,
-    weights: Sequence[Sequence[float]] | None = None,
-) -> list[float]:
-    """The max-min fair rates of flows given by the names of the links they cross.
-
-    ``caps`` bounds each flow on its own (default none); ``weights`` is what a flow uses of each
-    of its links per byte/s (default 1). The reference the simulator's incremental
-    recomputation is tested against."""
-    links = {name: Link(name, cap) for name, cap in capacities.items()}
-    flows = []
-    for i, path in enumerate(paths):
-        w = tuple(weights[i]) if weights is not None else None
-        flows.append(Flow(i, tuple(links[p] for p in path), w, 1.0, INF, 0.0))
-    index = {link: j for j, link in enumerate(links.values())}
-    nl = len(index)
-    limits = list(caps) if caps is not None else [INF] * len(flows)
-    rates, _ = _fill(
-        [[(index[link], w) for link, w in f.wlinks] for f in flows],
-        limits,
-        range(nl),
-        [link.capacity for link in links.values()],
-        [0.0] * nl,
-        [0.0] * nl,
-        [[] for _ in range(nl)],
-    )
-    return rates
 
 
 class FlowSim:
@@ -375,7 +166,7 @@ class FlowSim:
 
     @staticmethod
     def _eps(f: Flow) -> float:
-        return _DONE_EPS * f.size + 1e-6
+        return DONE_EPS * f.size + 1e-6
 
     def _settle(self, f: Flow) -> None:
         now = self.now
@@ -510,7 +301,9 @@ class FlowSim:
         if region is None:
             for j in touched:
                 resid[j] = cap[j]
-            rates, froze_j = _fill([f.wids for f in flows], limits, touched, resid, *scratch)
+            rates, froze_j = progressive_fill(
+                [f.wids for f in flows], limits, touched, resid, *scratch
+            )
             return rates, [links[j] if j >= 0 else None for j in froze_j], {}
         # What the flows outside leave of each link. A link outside the region crossed by one
         # refilled flow only is a limit on that flow; the others are filled over.
@@ -546,7 +339,7 @@ class FlowSim:
             else:
                 paths.append(f.wids)
             limited_by.append(limit_j)
-        rates, froze_j = _fill(paths, limits, shared, resid, *scratch)
+        rates, froze_j = progressive_fill(paths, limits, shared, resid, *scratch)
         froze: list[Link | None] = []
         for i, j in enumerate(froze_j):
             if j < 0 and limited_by[i] >= 0 and rates[i] >= limits[i]:
@@ -614,129 +407,3 @@ class FlowSim:
                             for link in g.links:
                                 self._dirty[link] = None
         return leaders_moved
-
-
-# -- the fleet's hardware --------------------------------------------------------------------
-
-MiB = 1 << 20
-SHA_NI_HASH_RATE = 1.7e9  # sha256 on one core with SHA extensions (B/s)
-PLAIN_HASH_RATE = 390e6  # without them (this project's 2-core VM before SHA-NI, openssl speed)
-
-
-@dataclass(frozen=True)
-class FleetParams:
-    """The nodes, their links and costs, and the blobs every node wants at time 0.
-
-    Rates are bytes/s; ``None`` means unlimited. ``nic_rate`` is each node's NIC, the same up
-    and down. What a node can take in is also bounded by ``disk_rate`` and by ``hash_cores``
-    cores hashing at ``hash_rate`` each, and one stream (a whole blob, or one piece) is hashed on
-    one core: at most ``hash_rate``. Traffic from the upstream crosses the node's NIC, unless
-    ``wan_rate`` gives every node a separate path from the upstream (the network-namespace test
-    bed: a shaped uplink per node, the LAN apart). ``upstream_rate`` bounds what the upstream
-    registry sends in all. ``shared_cpus`` (test bed: every node on one machine) adds one CPU
-    link of that many cores that every transfer uses, ``cpu_recv_per_byte`` (the receiver) plus
-    ``cpu_send_per_byte`` (the sender) core-seconds per byte.
-
-    Per-request costs (seconds before the first byte moves): ``request_latency`` for a GET to
-    a peer, ``tracker_latency`` for asking the home who holds what, ``upstream_latency`` for the
-    home's first byte from the registry (token, redirect, first byte).
-    """
-
-    nodes: int
-    blob_sizes: tuple[int, ...]
-    nic_rate: float | None
-    upstream_rate: float | None = None
-    wan_rate: float | None = None
-    hash_rate: float = SHA_NI_HASH_RATE
-    hash_cores: int = 4
-    disk_rate: float | None = 4e9
-    request_latency: float = 0.002
-    tracker_latency: float = 0.002
-    upstream_latency: float = 0.1
-    shared_cpus: float | None = None
-    cpu_recv_per_byte: float = 0.0
-    cpu_send_per_byte: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ValueError("a fleet needs at least one node")
-        if not self.blob_sizes or any(s <= 0 for s in self.blob_sizes):
-            raise ValueError("every blob needs a positive size")
-        for name in ("nic_rate", "upstream_rate", "wan_rate", "disk_rate", "shared_cpus"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or None")
-        if not self.hash_rate > 0 or self.hash_cores < 1:
-            raise ValueError("hash_rate must be positive and hash_cores at least 1")
-        if min(self.request_latency, self.tracker_latency, self.upstream_latency) < 0:
-            raise ValueError("latencies cannot be negative")
-
-    @property
-    def size(self) -> int:
-        return sum(self.blob_sizes)
-
-    @property
-    def ingest_rate(self) -> float:
-        """What one node can take in, NIC aside: disk writes and hashing on all its cores."""
-        return min(self.disk_rate or INF, self.hash_cores * self.hash_rate)
-
-    @property
-    def floor_s(self) -> float:
-        """No node can hold every byte sooner: the size over the slowest of the first hop's
-        rates (upstream, the node's link from it, its ingest, one core's hash per blob)."""
-        first_hop = min(
-            self.upstream_rate or INF,
-            self.wan_rate or self.nic_rate or INF,
-            self.ingest_rate,
-        )
-        per_blob = max(s / min(first_hop, self.hash_rate) for s in self.blob_sizes)
-        return max(self.size / first_hop, per_blob)
-
-
-class Fleet:
-    """The links of :class:`FleetParams`' nodes and the paths a transfer takes over them."""
-
-    def __init__(self, params: FleetParams, hash_passes: int = 1) -> None:
-        """``hash_passes``: how many times a node hashes each byte it takes in (2: pieces
-        against the piece list, and the whole blob against its digest)."""
-        p = params
-        self.params = p
-        n = p.nodes
-        nic = p.nic_rate or INF
-        self.upstream = Link("upstream", p.upstream_rate) if p.upstream_rate else None
-        self.cpu = Link("cpu", p.shared_cpus) if p.shared_cpus else None
-        self.up: list[Link | None] = [Link(f"up{i}", nic) if nic < INF else None for i in range(n)]
-        ingest = min(p.disk_rate or INF, p.hash_cores * p.hash_rate / hash_passes)
-        if p.wan_rate is None:  # upstream and LAN traffic share the NIC: one inbound link
-            rx = min(nic, ingest)
-            self.rx: list[Link | None] = [
-                Link(f"rx{i}", rx) if rx < INF else None for i in range(n)
-            ]
-            self.lan_rx: list[Link | None] = [None] * n
-            self.wan: list[Link | None] = [None] * n
-        else:
-            self.rx = [Link(f"ingest{i}", ingest) if ingest < INF else None for i in range(n)]
-            self.lan_rx = [Link(f"lan{i}", nic) if nic < INF else None for i in range(n)]
-            self.wan = [Link(f"wan{i}", p.wan_rate) for i in range(n)]
-
-    def _path(
-        self, links: Sequence[Link | None], send_cost: float
-    ) -> tuple[tuple[Link, ...], tuple[float, ...] | None]:
-        kept = tuple(link for link in links if link is not None)
-        if self.cpu is None:
-            return kept, None
-        return (*kept, self.cpu), (*([1.0] * len(kept)), self.params.cpu_recv_per_byte + send_cost)
-
-    def from_upstream(self, node: int) -> tuple[tuple[Link, ...], tuple[float, ...] | None]:
-        """Links (and weights) of a transfer from the upstream registry to ``node``."""
-        # The registry's sending is on the same machine in the test bed: it costs as a peer's.
-        return self._path(
-            (self.upstream, self.wan[node], self.rx[node]), self.params.cpu_send_per_byte
-        )
-
-    def between(self, src: int, dst: int) -> tuple[tuple[Link, ...], tuple[float, ...] | None]:
-        """Links (and weights) of a transfer from node ``src`` to node ``dst``."""
-        return self._path(
-            (self.up[src], self.lan_rx[dst], self.rx[dst]), self.params.cpu_send_per_byte
-        )

@@ -432,8 +432,8 @@ def fleet(
     """Simulate a fleet pulling one image at once: the one-home policy (every node from the
     blob's home) against pieces (every node from every node), side by side; P50/P99
     completion, upstream bytes, the largest upload of a node. Flow-level, max-min fair links."""
+    from warmstart_harness.bench.fleet_hardware import FleetParams
     from warmstart_harness.bench.fleet_policies import POLICIES, PieceParams
-    from warmstart_harness.bench.fleet_sim import FleetParams
 
     size_bytes = size_option(size)
     assert size_bytes is not None
