@@ -40,6 +40,11 @@ def build_agent_cmd(
     mirror: str | None = typer.Option(
         None, "--mirror", help="Debian mirror (default: from this machine's apt sources)."
     ),
+    agent_only: bool = typer.Option(
+        False,
+        "--agent-only",
+        help="Leave out the operator extra (kopf): an image that runs only the agent.",
+    ),
 ) -> None:
     """Build the image deploy/kubernetes runs (agent and operator) as an OCI layout.
 
@@ -58,6 +63,7 @@ def build_agent_cmd(
         mirror=mirror,
         push=push,
         insecure=insecure,
+        extras=() if agent_only else ("operator",),
     )
     result = built(lambda log: build_agent_image(options, log=log))
     print_layers(result.oci_reference, result.layers)
