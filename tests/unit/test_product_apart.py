@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import ast
 import email.parser
-import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from warmstart.cli.main import build_app
+from warmstart.image.agent_image import build_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ROOT / "src" / "warmstart"
@@ -161,20 +160,9 @@ def test_the_harness_adds_its_commands_once() -> None:
 
 @pytest.fixture(scope="module")
 def product_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The product's wheel, built from the source tree as a user's ``pip install`` would."""
-    out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
-            *("--disable-pip-version-check", "-w", str(out), str(ROOT)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    [wheel] = out.glob("warmstart-*.whl")
-    return wheel
+    """The product's wheel, built by pip from a copy of the source tree (as ``make image``
+    builds it: setuptools leaves nothing in the checkout)."""
+    return build_wheel(ROOT, tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_product_wheel_holds_only_warmstart(product_wheel: Path) -> None:
