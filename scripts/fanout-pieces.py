@@ -1,6 +1,6 @@
 """Fan-out of one big layer to N agents at once, whole-blob path against pieces.
 
-N agents in network namespaces (``warmstart.testbed.netcluster``: 800mbit uplinks to the
+N agents in network namespaces (``warmstart_harness.testbed.netcluster``: 800mbit uplinks to the
 upstream registry and 800mbit LAN links by default), one image whose only layer is SIZE MiB of
 random bytes, pre-warmed (warm: every blob in each agent's store, no containerd) on all N at
 once, once per mode (``pieces = false`` / ``true``, fresh stores each time). Prints the wall
@@ -27,8 +27,8 @@ from typing import Any
 import tests.support.images as images
 
 from warmstart.fetch.rendezvous import home
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.netcluster import NetCluster
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.netcluster import NetCluster
 
 MiB = 1 << 20
 

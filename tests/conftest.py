@@ -19,8 +19,8 @@ import pytest
 from tests.support.fault_proxy import BlobHost, FaultProxy
 from tests.support.images import ImageBuilder
 from tests.support.tools import require_tool
-from warmstart.image.build import BuildOptions, BuildResult, build_example
-from warmstart.testbed.registry import BasicAuthRegistry, RegistryProcess, TokenAuthRegistry
+from warmstart_harness.example_image.build import BuildOptions, BuildResult, build_example
+from warmstart_harness.testbed.registry import BasicAuthRegistry, RegistryProcess, TokenAuthRegistry
 
 # Per-test default for integration tests (the ini ``timeout`` applies to everything else).
 # An explicit ``@pytest.mark.timeout`` or ``--timeout`` on the command line wins.

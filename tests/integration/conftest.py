@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.containerd import ContainerdFactory
 from tests.support.kmock_selectors import SelectingKubernetesEmulator
-from warmstart.testbed.agent import AgentProcess
+from warmstart_harness.testbed.agent import AgentProcess
 
 
 @pytest.fixture

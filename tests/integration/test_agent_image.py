@@ -60,13 +60,13 @@ from warmstart.containerd.ctr import CRI_NAMESPACE
 from warmstart.image.agent_image import AgentImageOptions, AgentImageResult, build_agent_image
 from warmstart.kube.client import KubeClient, resource_path
 from warmstart.kube.config import KubeConfig
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.certs import CertificateAuthority
-from warmstart.testbed.containerd import ContainerdProcess, render_config
-from warmstart.testbed.cri import CriClient
-from warmstart.testbed.layout import push_layout
-from warmstart.testbed.netcluster import NetCluster, NetNode
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.certs import CertificateAuthority
+from warmstart_harness.testbed.containerd import ContainerdProcess, render_config
+from warmstart_harness.testbed.cri import CriClient
+from warmstart_harness.testbed.layout import push_layout
+from warmstart_harness.testbed.netcluster import NetCluster, NetNode
+from warmstart_harness.testbed.registry import RegistryProcess
 
 pytestmark = [pytest.mark.package_registries, pytest.mark.timeout(900)]
 

@@ -26,9 +26,9 @@ from tests.support.tools import require_tool
 from warmstart.agent.client import AgentClient
 from warmstart.kube.client import KubeClient, resource_path
 from warmstart.kube.config import KubeConfig
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.net import free_port
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.net import free_port
+from warmstart_harness.testbed.registry import RegistryProcess
 
 NAMESPACE = "warmstart"
 SERVICE = "warmstart-agent"

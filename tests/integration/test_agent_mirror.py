@@ -20,8 +20,8 @@ from dxf import DXF
 from tests.support.agent_log import assert_no_tracebacks
 from tests.support.images import BuiltImage, ImageBuilder
 from tests.support.tools import require_tool
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 MakeAgent = Callable[..., AgentProcess]
 

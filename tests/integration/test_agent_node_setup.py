@@ -18,8 +18,8 @@ from tests.support.images import ImageBuilder
 from warmstart.agent.api import StatusResponse
 from warmstart.containerd.cri_config import fix_lines
 from warmstart.containerd.hosts import written_by_warmstart
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.support.agent_log import assert_no_tracebacks, wait_for_lines
 from tests.support.images import ImageBuilder
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 GARBAGE = [
     b"GARBAGE\r\n\r\n",

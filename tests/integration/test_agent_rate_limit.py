@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from tests.support.fault_proxy import FaultProxy
 from tests.support.images import ImageBuilder
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 CONTAINERD = {
     "User-Agent": "containerd/v1.7.0",

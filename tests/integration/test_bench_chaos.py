@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.tools import require_tool
-from warmstart.bench.chaos import run_chaos, write_outputs
-from warmstart.bench.chaos_plan import FAULT_CLASSES, ChaosConfig
-from warmstart.bench.chaos_report import served_corrupt, summarize
+from warmstart_harness.bench.chaos import run_chaos, write_outputs
+from warmstart_harness.bench.chaos_plan import FAULT_CLASSES, ChaosConfig
+from warmstart_harness.bench.chaos_report import served_corrupt, summarize
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.tools import require_tool
-from warmstart.bench.scaleout import ScaleoutConfig, run_scaleout, write_outputs
+from warmstart_harness.bench.scaleout import run_scaleout, write_outputs
+from warmstart_harness.bench.scaleout_config import ScaleoutConfig
 
 pytestmark = [pytest.mark.package_registries, pytest.mark.timeout(600)]
 

@@ -28,8 +28,8 @@ from tests.support.containerd import (
 )
 from tests.support.fault_proxy import FaultProxy
 from tests.support.images import ImageBuilder
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
 

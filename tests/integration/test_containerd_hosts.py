@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 from tests.support.containerd import ContainerdFactory, ctr_pull, image_state, write_hosts
 from tests.support.fault_proxy import FaultProxy
 from tests.support.images import ImageBuilder
-from warmstart.testbed.net import free_port
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.net import free_port
+from warmstart_harness.testbed.registry import RegistryProcess
 
 
 def test_containerd_pulls_through_the_mirror_with_ns(

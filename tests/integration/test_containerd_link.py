@@ -22,9 +22,9 @@ from tests.support.containerd import ContainerdFactory, ctr_pull, image_state, w
 from tests.support.fault_proxy import FaultProxy
 from tests.support.images import BuiltImage, ImageBuilder
 from warmstart.containerd.plugins import content_dir
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.containerd import ContainerdProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.containerd import ContainerdProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
 

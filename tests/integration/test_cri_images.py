@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.agent_log import assert_no_tracebacks
 from tests.support.containerd import ContainerdFactory, image_state
 from tests.support.images import BuiltImage, ImageBuilder
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.containerd import CRI_NAMESPACE, ContainerdProcess
-from warmstart.testbed.cri import Auth, CriClient, CriError
-from warmstart.testbed.registry import RegistryProcess, TokenAuthRegistry
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.containerd import CRI_NAMESPACE, ContainerdProcess
+from warmstart_harness.testbed.cri import Auth, CriClient, CriError
+from warmstart_harness.testbed.registry import RegistryProcess, TokenAuthRegistry
 
 MiB = 1 << 20
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from tests.support.tools import require_tool
-from warmstart.image.build import BuildOptions, build_example
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.example_image.build import BuildOptions, build_example
+from warmstart_harness.testbed.registry import RegistryProcess
 
 pytestmark = [pytest.mark.package_registries, pytest.mark.timeout(300)]
 

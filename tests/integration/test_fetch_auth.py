@@ -19,8 +19,8 @@ from aiohttp import web
 from warmstart.agent.app import PartMakers, build_app, given_store, server_kwargs
 from warmstart.agent.config import build_config
 from warmstart.store import ContentStore
-from warmstart.testbed.net import LOOPBACK, free_port
-from warmstart.testbed.registry import RegistryProcess, TokenAuthRegistry
+from warmstart_harness.testbed.net import LOOPBACK, free_port
+from warmstart_harness.testbed.registry import RegistryProcess, TokenAuthRegistry
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 

@@ -27,8 +27,8 @@ from warmstart.agent.state import STATE
 from warmstart.fetch.tiered import TieredFetcher
 from warmstart.oci import Digest
 from warmstart.store import ContentStore
-from warmstart.testbed.net import LOOPBACK, free_port
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.net import LOOPBACK, free_port
+from warmstart_harness.testbed.registry import RegistryProcess
 
 ACCEPT = ", ".join(
     [

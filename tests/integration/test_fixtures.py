@@ -28,8 +28,8 @@ from tests.support.images import (
     skopeo_args,
 )
 from tests.support.tools import require_tool
-from warmstart.testbed.registry import BasicAuthRegistry, RegistryProcess, TokenAuthRegistry
-from warmstart.testbed.token_server import decode_jwt_unverified
+from warmstart_harness.testbed.registry import BasicAuthRegistry, RegistryProcess, TokenAuthRegistry
+from warmstart_harness.testbed.token_server import decode_jwt_unverified
 
 
 def sha256(data: bytes) -> str:

@@ -22,8 +22,8 @@ from warmstart.oci.modelpack import (
     WEIGHT_CONFIG_RAW,
     WEIGHT_RAW,
 )
-from warmstart.testbed.model_files import write_safetensors_model
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.model_files import write_safetensors_model
+from warmstart_harness.testbed.registry import RegistryProcess
 
 pytestmark = pytest.mark.integration
 

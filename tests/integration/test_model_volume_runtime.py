@@ -24,8 +24,8 @@ from tests.support.model_push import push_model
 from tests.support.models import config_blob, raw_file
 from tests.support.tools import require_tool
 from warmstart.operator.model_mount import MODEL_MOUNT_PATH, model_host_path
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 pytestmark = pytest.mark.integration
 

@@ -30,9 +30,9 @@ from tests.support.models import (
     tar_bytes,
 )
 from warmstart.oci import mediatypes as mt
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.net import free_port
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.net import free_port
+from warmstart_harness.testbed.registry import RegistryProcess
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20

@@ -24,11 +24,11 @@ import pytest
 
 from tests.support.images import ImageBuilder, push_blob
 from tests.support.tools import in_ci, require_tool
-from warmstart.testbed.net import port_open, wait_until
-from warmstart.testbed.netcluster import NetCluster, NetNode, parse_rate
-from warmstart.testbed.netns import nsenter_prefix
-from warmstart.testbed.netplan import IFNAMSIZ, AddressPlan, choose_octet, used_networks
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.net import port_open, wait_until
+from warmstart_harness.testbed.netcluster import NetCluster, NetNode, parse_rate
+from warmstart_harness.testbed.netns import nsenter_prefix
+from warmstart_harness.testbed.netplan import IFNAMSIZ, AddressPlan, choose_octet, used_networks
+from warmstart_harness.testbed.registry import RegistryProcess
 
 RATE = "200mbit"
 UPSTREAM_RATE = "400mbit"
@@ -325,7 +325,7 @@ def test_close_after_a_partial_open(monkeypatch: pytest.MonkeyPatch) -> None:
 
 _CHILD = """
 import json, sys, time
-from warmstart.testbed.netcluster import NetCluster
+from warmstart_harness.testbed.netcluster import NetCluster
 c = NetCluster(1).open()
 print(json.dumps({"tag": c.names.tag, "pid": c.popen(c.nodes[0].netns, ["sleep", "60"]).pid}))
 sys.stdout.flush()

@@ -39,8 +39,8 @@ from warmstart.operator.handlers import run_operator
 from warmstart.operator.labels import image_label, model_label
 from warmstart.operator.model_mount import DEFAULT_STORE_PATH
 from warmstart.operator.reconciler import Operator, OperatorOptions
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 TOKEN = "operator-peer-token"
 NS = "team"

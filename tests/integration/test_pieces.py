@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from tests.support.images import BuiltImage
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.net import LOOPBACK, free_port
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.net import LOOPBACK, free_port
+from warmstart_harness.testbed.registry import RegistryProcess
 
 MiB = 1 << 20
 PIECE_DOWNLOADS = 4  # the agent's default piece_downloads: pieces one node fetches at once

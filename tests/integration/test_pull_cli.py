@@ -22,7 +22,7 @@ from warmstart.oci import mediatypes as mt
 from warmstart.pull import Puller
 from warmstart.registry import ClientOptions, RegistryClient
 from warmstart.store import ContentStore
-from warmstart.testbed.aiohttp_thread import ThreadedAiohttpServer
+from warmstart_harness.testbed.aiohttp_thread import ThreadedAiohttpServer
 
 pytestmark = pytest.mark.integration
 

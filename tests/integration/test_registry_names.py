@@ -20,8 +20,8 @@ import pytest
 from tests.support.agent_log import assert_no_tracebacks
 from tests.support.containerd import ContainerdFactory, ctr_pull, image_state
 from tests.support.images import BuiltImage, ImageBuilder
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.registry import RegistryProcess
 
 HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
 OCI_ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}

@@ -31,11 +31,11 @@ from warmstart.runtime import (
     ReplicaState,
 )
 from warmstart.runtime.containerd import ContainerdRuntime
-from warmstart.testbed.agent import AgentProcess
-from warmstart.testbed.containerd import ContainerdProcess
-from warmstart.testbed.layout import push_layout
-from warmstart.testbed.net import free_port
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.agent import AgentProcess
+from warmstart_harness.testbed.containerd import ContainerdProcess
+from warmstart_harness.testbed.layout import push_layout
+from warmstart_harness.testbed.net import free_port
+from warmstart_harness.testbed.registry import RegistryProcess
 
 HTTPD = "exec /bin/busybox httpd -f -v -p $PORT -h /www"
 

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 from tests.support.tools import require_tool
-from warmstart.image.build import BuildResult
-from warmstart.testbed.cluster import LocalCluster
-from warmstart.testbed.layout import push_layout
-from warmstart.testbed.net import free_port
-from warmstart.testbed.registry import RegistryProcess
-from warmstart.testbed.serve_process import ServeProcess, http_json
+from warmstart_harness.example_image.build import BuildResult
+from warmstart_harness.testbed.cluster import LocalCluster
+from warmstart_harness.testbed.layout import push_layout
+from warmstart_harness.testbed.net import free_port
+from warmstart_harness.testbed.registry import RegistryProcess
+from warmstart_harness.testbed.serve_process import ServeProcess, http_json
 
 pytestmark = [pytest.mark.package_registries, pytest.mark.timeout(420)]
 

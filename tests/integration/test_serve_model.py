@@ -28,13 +28,13 @@ import pytest
 from tests.support.model_push import push_model
 from tests.support.models import config_blob, raw_file
 from tests.support.tools import require_tool
-from warmstart.image.build import BuildResult
-from warmstart.image.model import MODEL_FILES
 from warmstart.serving.serve import EndpointService, ServeOptions, parse_node_options
 from warmstart.serving.spec import build_spec
-from warmstart.testbed.cluster import LocalCluster
-from warmstart.testbed.layout import push_layout
-from warmstart.testbed.registry import RegistryProcess
+from warmstart_harness.example_image.build import BuildResult
+from warmstart_harness.example_image.model import MODEL_FILES
+from warmstart_harness.testbed.cluster import LocalCluster
+from warmstart_harness.testbed.layout import push_layout
+from warmstart_harness.testbed.registry import RegistryProcess
 
 # The session's example image build (debootstrap, wheels) counts against the first test that
 # needs it; the test itself takes well under a minute.

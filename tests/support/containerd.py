@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warmstart.containerd.images import ContainerdImage, parse_images_check
-from warmstart.testbed.containerd import CRI_NAMESPACE, ContainerdProcess
+from warmstart_harness.testbed.containerd import CRI_NAMESPACE, ContainerdProcess
 
 from .tools import require_tool
 

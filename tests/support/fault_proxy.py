@@ -38,7 +38,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from warmstart.testbed.aiohttp_thread import ThreadedAiohttpServer
+from warmstart_harness.testbed.aiohttp_thread import ThreadedAiohttpServer
 
 from .http_client import RegistryClient, RegistryLike
 

@@ -3,8 +3,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from warmstart.bench.agent import ScenarioResult, markdown_table, upstream_blob_bytes, write_report
-from warmstart.testbed.registry import Request
+from warmstart_harness.bench.agent import (
+    ScenarioResult,
+    markdown_table,
+    upstream_blob_bytes,
+    write_report,
+)
+from warmstart_harness.testbed.registry import Request
 
 D = "sha256:" + "a" * 64
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.bench.stats import median, rate_mb_s, rotated
+from warmstart_harness.bench.stats import median, rate_mb_s, rotated
 
 
 def test_median_and_rate():

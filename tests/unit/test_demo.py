@@ -7,7 +7,7 @@ import io
 
 from warmstart.agent.metrics import AgentMetrics
 from warmstart.containerd.hosts import mirror_configs, mirror_host, render_hosts_toml
-from warmstart.demo_report import (
+from warmstart_harness.demo_report import (
     AgentCounters,
     Claims,
     add_row,

@@ -15,11 +15,11 @@ import grpc
 import pytest
 
 from tests.support.tools import in_ci
-from warmstart.testbed.cri import Auth, CriClient, CriError, CriImage
-from warmstart.testbed.cri_api import api_pb2, api_pb2_grpc
+from warmstart_harness.testbed.cri import Auth, CriClient, CriError, CriImage
+from warmstart_harness.testbed.cri_api import api_pb2, api_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-STUBS = ROOT / "src" / "warmstart" / "testbed" / "cri_api"
+STUBS = ROOT / "harness" / "src" / "warmstart_harness" / "testbed" / "cri_api"
 GENERATED = ("api_pb2.py", "api_pb2_grpc.py", "api_pb2.pyi")
 
 
@@ -32,7 +32,7 @@ def test_committed_stubs_are_what_api_proto_generates(tmp_path: Path) -> None:
         pytest.skip("grpcio-tools is not installed")
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff is not None, "ruff is needed to format the stubs"
-    copy = tmp_path / "warmstart" / "testbed" / "cri_api"
+    copy = tmp_path / "warmstart_harness" / "testbed" / "cri_api"
     copy.mkdir(parents=True)
     shutil.copy(STUBS / "api.proto", copy / "api.proto")
     result = subprocess.run(

@@ -8,7 +8,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from warmstart.testbed.layout import LayerSpec, write_image
+from warmstart_harness.testbed.layout import LayerSpec, write_image
 
 
 def test_layer_with_host_files(tmp_path: Path) -> None:

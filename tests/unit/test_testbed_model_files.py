@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.testbed import model_files
-from warmstart.testbed.model_files import (
+from warmstart_harness.testbed import model_files
+from warmstart_harness.testbed.model_files import (
     plan_shard,
     shard_sizes,
     write_safetensors_model,

@@ -1,4 +1,5 @@
-"""``warmstart image ...``: build the example model image and the agent's image."""
+"""``warmstart image ...``: build the image deploy/kubernetes runs (the harness adds
+``image build-example``, the example model image)."""
 
 from __future__ import annotations
 
@@ -10,67 +11,12 @@ import typer
 from rich.table import Table
 
 from warmstart.cli.common import err_console, fail, out_console
-from warmstart.image.build import DEFAULT_IMAGE_CACHE, LayerInfo
+from warmstart.image.layers import DEFAULT_IMAGE_CACHE, LayerInfo
 from warmstart.units import format_size
 
 T = TypeVar("T")
 
-app = typer.Typer(
-    help="Build images without Docker: the example endpoint's, and the one deploy/kubernetes runs.",
-    no_args_is_help=True,
-)
 
-
-@app.command("build-example")
-def build_example_cmd(
-    registry: str = typer.Option(..., "--registry", help="HOST:PORT of the registry to push to."),
-    insecure: bool = typer.Option(False, "--insecure", help="Plain HTTP / no TLS verification."),
-    padding_gib: float = typer.Option(
-        0.0, "--padding-gib", min=0.0, help="GiB of incompressible stand-in weights to add."
-    ),
-    repository: str = typer.Option("warmstart/example-minilm", "--repository", "--repo"),
-    tag: str = typer.Option("latest", "--tag"),
-    cache: Path = typer.Option(
-        DEFAULT_IMAGE_CACHE,
-        "--cache",
-        envvar="WARMSTART_IMAGE_CACHE",
-        help="Keeps the debootstrap rootfs, wheels and the OCI layout between builds.",
-    ),
-    mirror: str | None = typer.Option(
-        None, "--mirror", help="Debian mirror (default: from this machine's apt sources)."
-    ),
-) -> None:
-    """Build and push the example model image (Debian, onnxruntime, all-MiniLM-L6-v2).
-
-    The image follows the SageMaker hosting contract: entrypoint `serve`, port 8080 ($PORT),
-    GET /ping, POST /invocations; model under /opt/ml/model. Only the package registries are
-    contacted (the apt mirror of this machine, pip's index).
-    """
-    from warmstart.cli.bench_cmd import require_bench_extra
-
-    require_bench_extra("image build-example")
-    from warmstart.image.build import BuildOptions, build_example
-
-    if "/" in registry or ":" not in registry:
-        fail(f"--registry must be HOST:PORT, not {registry!r}", code=2)
-    options = BuildOptions(
-        cache=cache,
-        registry=registry,
-        repository=repository,
-        tag=tag,
-        insecure=insecure,
-        padding_bytes=int(padding_gib * 2**30),
-        mirror=mirror,
-    )
-    result = _built(lambda log: build_example(options, log=log))
-    _print_layers(result.reference, result.layers)
-    timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-    out_console.print(f"total {format_size(result.total_size)} compressed; {timing}")
-    out_console.print(f"digest {result.manifest.digest}")
-    out_console.print(f"pushed {result.reference}@{result.manifest.digest}")
-
-
-@app.command("build-agent")
 def build_agent_cmd(
     layout: Path | None = typer.Option(
         None, "--layout", help="Where to write the OCI layout (default: CACHE/agent-layout)."
@@ -94,6 +40,11 @@ def build_agent_cmd(
     mirror: str | None = typer.Option(
         None, "--mirror", help="Debian mirror (default: from this machine's apt sources)."
     ),
+    agent_only: bool = typer.Option(
+        False,
+        "--agent-only",
+        help="Leave out the operator extra (kopf): an image that runs only the agent.",
+    ),
 ) -> None:
     """Build the image deploy/kubernetes runs (agent and operator) as an OCI layout.
 
@@ -112,9 +63,10 @@ def build_agent_cmd(
         mirror=mirror,
         push=push,
         insecure=insecure,
+        extras=() if agent_only else ("operator",),
     )
-    result = _built(lambda log: build_agent_image(options, log=log))
-    _print_layers(result.oci_reference, result.layers)
+    result = built(lambda log: build_agent_image(options, log=log))
+    print_layers(result.oci_reference, result.layers)
     shares = []
     for name, only in sorted(result.exclusive.items()):
         size, share = result.share(only)
@@ -132,7 +84,7 @@ def build_agent_cmd(
         out_console.print(f"push with: {result.push_command()}")
 
 
-def _built(build: Callable[[Callable[[str], None]], T]) -> T:
+def built(build: Callable[[Callable[[str], None]], T]) -> T:
     """Run ``build`` with its log on stderr; a failure ends the command with its message."""
     from warmstart.image.mirror import MirrorNotFound
     from warmstart.image.tools import BuildError, ToolMissing
@@ -143,7 +95,7 @@ def _built(build: Callable[[Callable[[str], None]], T]) -> T:
         fail(f"build failed: {e}")
 
 
-def _print_layers(title: str | None, layers: Sequence[LayerInfo]) -> None:
+def print_layers(title: str | None, layers: Sequence[LayerInfo]) -> None:
     table = Table("layer", "content", "digest", "size", "unpacked", title=title)
     for layer in layers:
         table.add_row(
@@ -154,3 +106,14 @@ def _print_layers(title: str | None, layers: Sequence[LayerInfo]) -> None:
             format_size(layer.unpacked),
         )
     out_console.print(table)
+
+
+def image_app() -> typer.Typer:
+    """The ``image`` group (a new one each time: plugins add commands to it)."""
+    app = typer.Typer(
+        help="Build images without Docker: the one deploy/kubernetes runs (and, with the "
+        "harness, the example endpoint's).",
+        no_args_is_help=True,
+    )
+    app.command("build-agent")(build_agent_cmd)
+    return app

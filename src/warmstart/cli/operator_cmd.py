@@ -4,6 +4,7 @@ workloads), through the nodes' agents."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from pathlib import Path
 
 import typer
@@ -80,6 +81,8 @@ def operator(
     """Keep images and models cached on Kubernetes nodes: ImageCache resources and workloads
     annotated warmstart.dev/prewarm or warmstart.dev/model, pre-warmed through each node's
     agent."""
+    if importlib.util.find_spec("kopf") is None:
+        fail("warmstart operator needs kopf: pip install 'warmstart[operator]'", code=2)
     from warmstart.kube.config import KubeConfigError, load_kube_config
     from warmstart.kube.selectors import parse_label_selector
     from warmstart.operator.handlers import run_operator

@@ -27,6 +27,7 @@ import email.parser
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,8 @@ from pathlib import Path
 
 import warmstart
 from warmstart.image.base import base_rootfs
-from warmstart.image.build import LayerInfo, normalize_mtimes, tree_size
 from warmstart.image.debs import DebFile, download_debs, extract_members
+from warmstart.image.layers import LayerInfo, normalize_mtimes, tree_size
 from warmstart.image.mirror import find_debian_mirror
 from warmstart.image.push import push_layout
 from warmstart.image.tools import BuildError, run
@@ -70,6 +71,8 @@ AGENT_PLATFORMS = (
     "manylinux_2_34_x86_64",
     "manylinux_2_36_x86_64",
 )
+# `extra == "operator"`, as pip writes an extra's marker into Requires-Dist
+EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([A-Za-z0-9._-]+)["']""")
 SCRIPT = """#!/usr/bin/python3
 import sys
 
@@ -90,6 +93,10 @@ class AgentImageOptions:
     push: str | None = None  # REGISTRY/NAME:TAG to push to with skopeo
     insecure: bool = False  # push over plain HTTP / without TLS verification
     pin_to_environment: bool = True  # dependency versions = this environment's
+    # warmstart's extras the image installs: the operator's (kopf) by default, since
+    # deploy/kubernetes runs the agent and the operator from one image; () for an image that
+    # runs only the agent (no kopf)
+    extras: tuple[str, ...] = ("operator",)
 
 
 @dataclass(frozen=True)
@@ -207,19 +214,24 @@ def wheel_metadata(wheel: Path) -> email.message.Message:
         return email.parser.Parser().parsestr(zf.read(name).decode())
 
 
-def runtime_requirements(metadata: email.message.Message) -> list[str]:
-    """``Requires-Dist`` without the extras' (``; extra == "bench"``)."""
+def runtime_requirements(metadata: email.message.Message, extras: Iterable[str] = ()) -> list[str]:
+    """``Requires-Dist`` without the extras' (``; extra == "operator"``) but those of
+    ``extras`` (without their marker: the image installs them)."""
+    wanted = set(extras)
     out = []
     for line in metadata.get_all("Requires-Dist") or []:
         requirement, _, marker = line.partition(";")
         if "extra" in marker:
+            extra = EXTRA_MARKER.fullmatch(marker.strip())
+            if extra is not None and extra.group(1) in wanted:
+                out.append(requirement.strip())
             continue
         out.append(line.strip() if marker.strip() else requirement.strip())
     return out
 
 
-def requirement_names(metadata: email.message.Message) -> set[str]:
-    return {dist_name(r) for r in runtime_requirements(metadata)}
+def requirement_names(metadata: email.message.Message, extras: Iterable[str] = ()) -> set[str]:
+    return {dist_name(r) for r in runtime_requirements(metadata, extras)}
 
 
 def environment_pins(exclude: Iterable[str] = ("warmstart",)) -> list[str]:
@@ -410,7 +422,7 @@ def build_agent_image(options: AgentImageOptions, log: Log = print) -> AgentImag
         t = time.monotonic()
         pins = environment_pins() if options.pin_to_environment else []
         wheels, cached = download_dependencies(
-            runtime_requirements(metadata), cache / "agent-wheels", work, pins
+            runtime_requirements(metadata, options.extras), cache / "agent-wheels", work, pins
         )
         hits["wheels"] = cached
         deps_site = work / "deps" / SITE_PACKAGES
@@ -425,7 +437,7 @@ def build_agent_image(options: AgentImageOptions, log: Log = print) -> AgentImag
         if not any(s.name == "warmstart" for s in scripts):
             raise BuildError(f"{wheel.name} declares no `warmstart` console script")
         packages += own
-        top = sorted(requirement_names(metadata))
+        top = sorted(requirement_names(metadata, options.extras))
         exclusive = {name: exclusive_dependencies(wheels, name, top) for name in top}
         step("deps", t)
 

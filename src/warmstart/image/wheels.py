@@ -25,9 +25,6 @@ PLATFORMS = (
     "manylinux_2_27_x86_64",
     "manylinux_2_28_x86_64",
 )
-# The only runtime packages of the server (onnxruntime's other requirements - protobuf,
-# flatbuffers, packaging, sympy, coloredlogs - are for its tools, not for InferenceSession).
-RUNTIME_REQUIREMENTS = ("onnxruntime>=1.17,<2", "tokenizers>=0.15,<1", "numpy>=1.24,<3")
 
 PRUNE_PATTERNS = (
     "*/__pycache__/*",

@@ -20,7 +20,7 @@ from warmstart.agent.client import (
     AgentUnreachable,
 )
 from warmstart.agent.state import STATE
-from warmstart.testbed.net import free_port
+from warmstart_harness.testbed.net import free_port
 
 TOKEN = "s3cret"
 

@@ -14,8 +14,8 @@ from warmstart.agent.api import PrewarmRequest, PrewarmResponse, RequestInvalid
 from warmstart.cli.main import app
 from warmstart.cli.prewarm_cmd import Outcome, exit_code, summary
 from warmstart.fetch.interfaces import PEER_TOKEN_HEADER
-from warmstart.testbed.aiohttp_thread import ThreadedAiohttpServer
-from warmstart.testbed.net import free_port
+from warmstart_harness.testbed.aiohttp_thread import ThreadedAiohttpServer
+from warmstart_harness.testbed.net import free_port
 
 DIGEST = "sha256:" + "1" * 64
 RESULT = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from warmstart.bench.scaleout_types import RequestRecord, SpikeMetrics, TimelinePoint
+from warmstart_harness.bench.scaleout_types import RequestRecord, SpikeMetrics, TimelinePoint
 
 
 def record(

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.bench.chaos_plan import (
+from warmstart.fetch import rendezvous
+from warmstart_harness.bench.chaos_plan import (
     AGENT_CRASH,
     AGENT_ONLY,
     DISK_CORRUPT,
@@ -28,7 +29,6 @@ from warmstart.bench.chaos_plan import (
     storm_budget,
     tmpfs_bytes,
 )
-from warmstart.fetch import rendezvous
 
 
 def test_same_seed_same_plan_other_seed_other_plan() -> None:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from warmstart.bench.chaos_plan import (
+from warmstart_harness.bench.chaos_plan import (
     AGENT_CRASH,
     DISK_CORRUPT,
     DISK_FULL,
@@ -15,7 +15,7 @@ from warmstart.bench.chaos_plan import (
     UPSTREAM_OUTAGE,
     WRONG_PEER,
 )
-from warmstart.bench.chaos_report import (
+from warmstart_harness.bench.chaos_report import (
     BASELINE,
     COMPLETED,
     DURING,
@@ -282,7 +282,7 @@ def test_markdown_and_json() -> None:
 def test_fan_out_target(
     upstream_bytes: int, victim_pull_ok: bool, other_ok: bool, met: bool
 ) -> None:
-    from warmstart.bench.chaos_plan import FANOUT_CRASH
+    from warmstart_harness.bench.chaos_plan import FANOUT_CRASH
 
     fan = ClassResult(FANOUT_CRASH, planned=1)
     fan.injections = [

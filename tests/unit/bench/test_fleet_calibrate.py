@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.bench.fleet_calibrate import (
+from warmstart_harness.bench.fleet_calibrate import (
     BedCosts,
     Measurement,
     bed_params,

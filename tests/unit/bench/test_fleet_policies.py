@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.bench.fleet_policies import ONE_HOME, PIECES, PieceParams, simulate
-from warmstart.bench.fleet_sim import FleetParams, MiB
+from warmstart_harness.bench.fleet_hardware import FleetParams, MiB
+from warmstart_harness.bench.fleet_policies import ONE_HOME, PIECES, PieceParams, simulate
 
 # 1000 B at 100 B/s: 10 s. No latencies, hashing and disks that never limit.
 FAST = {

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.bench.fleet_policies import ONE_HOME, PIECES, PieceParams
-from warmstart.bench.fleet_report import (
+from warmstart_harness.bench.fleet_hardware import FleetParams
+from warmstart_harness.bench.fleet_policies import ONE_HOME, PIECES, PieceParams
+from warmstart_harness.bench.fleet_report import (
     SCHEMA,
     from_json,
     markdown_table,
@@ -18,7 +19,6 @@ from warmstart.bench.fleet_report import (
     to_json,
     write_json,
 )
-from warmstart.bench.fleet_sim import FleetParams
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from warmstart.bench.fleet_sim import INF, Fleet, FleetParams, Flow, FlowSim, Link, max_min_rates
+from warmstart_harness.bench.fleet_flows import INF, Flow, Link, max_min_rates
+from warmstart_harness.bench.fleet_hardware import Fleet, FleetParams
+from warmstart_harness.bench.fleet_sim import FlowSim
 
 
 @pytest.mark.parametrize(

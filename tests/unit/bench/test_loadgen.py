@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from warmstart.bench.loadgen import LoadgenConfig, replay, retry_after_seconds
-from warmstart.bench.scaleout_types import EndpointLoad
-from warmstart.bench.trace import TraceRequest
+from warmstart_harness.bench.loadgen import LoadgenConfig, replay, retry_after_seconds
+from warmstart_harness.bench.scaleout_types import EndpointLoad
+from warmstart_harness.bench.trace import TraceRequest
 
 DELAY = 0.4  # the server's service time
 OK, REJECT_ONCE, REJECT_ALWAYS, FAIL, HANG, REJECT_NO_HEADER = range(6)

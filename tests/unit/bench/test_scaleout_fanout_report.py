@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from warmstart.bench.fleet_calibrate import read_measurements
-from warmstart.bench.scaleout_fanout_report import (
+from warmstart_harness.bench.fleet_calibrate import read_measurements
+from warmstart_harness.bench.scaleout_fanout_report import (
     fanout_node_table,
     fanout_rows,
     largest_upload,
     link_rate,
 )
-from warmstart.bench.scaleout_report import from_json, to_json, write_report
-from warmstart.bench.scaleout_rows import Row
-from warmstart.bench.scaleout_types import (
+from warmstart_harness.bench.scaleout_report import from_json, to_json, write_report
+from warmstart_harness.bench.scaleout_rows import Row
+from warmstart_harness.bench.scaleout_types import (
     BASELINE,
     FANOUT,
     FANOUT_FETCH,

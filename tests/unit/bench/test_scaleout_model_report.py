@@ -8,18 +8,18 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from warmstart.bench.scaleout_model import DOWNLOAD_DIR, BenchModel, download_env, model_tag
-from warmstart.bench.scaleout_report import (
-    Row,
+from warmstart_harness.bench.scaleout_model import DOWNLOAD_DIR, BenchModel, download_env, model_tag
+from warmstart_harness.bench.scaleout_report import (
     dumps,
     from_json,
     markdown_table,
     prewarm_table,
     startup_phase_table,
-    table_rows,
     to_json,
 )
-from warmstart.bench.scaleout_types import (
+from warmstart_harness.bench.scaleout_rows import Row
+from warmstart_harness.bench.scaleout_summary import table_rows
+from warmstart_harness.bench.scaleout_types import (
     BASELINE,
     IMAGE_CACHED,
     PROVISIONED,
@@ -29,7 +29,7 @@ from warmstart.bench.scaleout_types import (
     ScaleoutResults,
     StartupResult,
 )
-from warmstart.testbed.registry import Request
+from warmstart_harness.testbed.registry import Request
 
 from .test_scaleout_report import spike
 
@@ -224,7 +224,7 @@ def test_bench_model_counts_its_own_repositorys_blob_bytes() -> None:
 
 
 def test_the_stand_in_model_is_written_once_and_the_same_every_time(tmp_path: Path) -> None:
-    from warmstart.bench.scaleout_model import stand_in_dir
+    from warmstart_harness.bench.scaleout_model import stand_in_dir
 
     lines: list[str] = []
     first = stand_in_dir(tmp_path / "a", 3 * MIB, lines.append)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.bench.scaleout import ScaleoutConfig
-from warmstart.bench.spike_plan import _load, plan_spike
-from warmstart.bench.trace import TraceRequest
-from warmstart.model_server.config import BenchCosts
+from warmstart_harness.bench.scaleout_config import ScaleoutConfig
+from warmstart_harness.bench.spike_plan import _load, plan_spike
+from warmstart_harness.bench.trace import TraceRequest
+from warmstart_harness.model_server.config import BenchCosts
 
 
 def synthetic_trace() -> list[TraceRequest]:
@@ -44,7 +44,8 @@ def test_a_burst_at_the_start_of_the_trace_gets_a_lead_in_that_ends_at_the_burst
 
 
 def test_provisioned_runs_only_the_spike() -> None:
-    from warmstart.bench.scaleout import SCENARIOS, mode_scenarios
+    from warmstart_harness.bench.scaleout import mode_scenarios
+    from warmstart_harness.bench.scaleout_config import SCENARIOS
 
     assert ScaleoutConfig().modes == ("baseline", "registry-proxy", "warmstart", "provisioned")
     assert mode_scenarios("provisioned", SCENARIOS) == ("spike",)

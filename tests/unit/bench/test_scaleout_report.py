@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.bench.scaleout_report import (
+from warmstart_harness.bench.scaleout_report import (
     SCHEMA,
     dumps,
     environment_info,
@@ -16,15 +16,17 @@ from warmstart.bench.scaleout_report import (
     markdown_table,
     prewarm_table,
     read_json,
-    spike_cost_rows,
-    spike_cost_summary,
-    spike_cost_table,
     startup_phase_table,
-    table_rows,
     to_json,
     write_report,
 )
-from warmstart.bench.scaleout_types import (
+from warmstart_harness.bench.scaleout_spike_cost import (
+    spike_cost_rows,
+    spike_cost_summary,
+    spike_cost_table,
+)
+from warmstart_harness.bench.scaleout_summary import table_rows
+from warmstart_harness.bench.scaleout_types import (
     BASELINE,
     PROVISIONED,
     REGISTRY_PROXY,
@@ -37,7 +39,7 @@ from warmstart.bench.scaleout_types import (
     StartupResult,
     TimelinePoint,
 )
-from warmstart.bench.spike_metrics import offered_demand, spike_metrics
+from warmstart_harness.bench.spike_metrics import offered_demand, spike_metrics
 
 from .helpers import record
 
@@ -457,7 +459,7 @@ def test_a_replicas_model_fetch_is_kept_in_its_startup_record():
 
 
 def test_the_report_says_what_each_node_held_before_each_start() -> None:
-    from warmstart.bench.scaleout_report import held_table
+    from warmstart_harness.bench.scaleout_report import held_table
 
     results = ScaleoutResults(
         modes=("warmstart",),

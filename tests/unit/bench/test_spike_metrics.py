@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from warmstart.bench.scaleout_types import DemandPoint, EndpointLoad, TimelinePoint
-from warmstart.bench.spike_metrics import (
+from warmstart_harness.bench.scaleout_types import DemandPoint, EndpointLoad, TimelinePoint
+from warmstart_harness.bench.spike_metrics import (
     compare,
     latencies,
     offered_demand,
@@ -270,7 +270,7 @@ def test_versus_provisioned():
 
 
 def test_demand_replica_seconds_is_what_the_offered_load_needs():
-    from warmstart.bench.spike_metrics import demand_replica_seconds
+    from warmstart_harness.bench.spike_metrics import demand_replica_seconds
 
     demand = [DemandPoint(0.0, 0.5), DemandPoint(1.0, 4.0), DemandPoint(2.0, 4.01),
               DemandPoint(3.0, 0.0)]  # fmt: skip

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.bench.scaleout import BUNDLED_TRACE
-from warmstart.bench.trace import (
+from warmstart_harness.bench.scaleout_config import BUNDLED_TRACE
+from warmstart_harness.bench.trace import (
     TraceError,
     TraceRequest,
     Window,

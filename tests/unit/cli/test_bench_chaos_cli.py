@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import warmstart.bench.chaos as chaos
-from warmstart.bench.chaos_plan import UPSTREAM_OUTAGE, ChaosConfig
-from warmstart.bench.chaos_report import ChaosResults, ClassResult
+import warmstart_harness.bench.chaos as chaos
 from warmstart.cli.main import app
+from warmstart_harness.bench.chaos_plan import UPSTREAM_OUTAGE, ChaosConfig
+from warmstart_harness.bench.chaos_report import ChaosResults, ClassResult
 
 
 def test_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,9 @@ def test_missing_extra_is_one_line(
     def failing_import(name: str, *args: Any, **kwargs: Any) -> Any:
         if name == missing or name.startswith(missing + "."):
             raise ImportError(f"No module named {name!r}", name=name)
-        if name.startswith("warmstart.bench") or name.startswith("warmstart.image.build"):
+        if name.startswith("warmstart_harness.bench") or name.startswith(
+            "warmstart_harness.example_image.build"
+        ):
             # never run a real benchmark or build if the check let the command through
             raise AssertionError(f"{name} imported past the check")
         return real_import(name, *args, **kwargs)
@@ -38,5 +40,5 @@ def test_missing_extra_is_one_line(
     monkeypatch.setattr(builtins, "__import__", failing_import)
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2
-    assert "pip install 'warmstart[bench]'" in result.output
+    assert "pip install warmstart-harness" in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from warmstart.bench.fleet_report import read_json
 from warmstart.cli.main import app
+from warmstart_harness.bench.fleet_report import read_json
 
 
 def test_both_policies_side_by_side(tmp_path: Path) -> None:

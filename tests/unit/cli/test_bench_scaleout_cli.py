@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import warmstart.bench.scaleout as scaleout
+import warmstart_harness.bench.scaleout as scaleout
 from tests.unit.bench.helpers import metrics
-from warmstart.bench.scaleout import ScaleoutConfig
-from warmstart.bench.scaleout_types import ScaleoutResults, SpikeResult, TimelinePoint
 from warmstart.cli.main import app
+from warmstart_harness.bench.scaleout_config import ScaleoutConfig
+from warmstart_harness.bench.scaleout_types import ScaleoutResults, SpikeResult, TimelinePoint
 
 
 def test_provisioned_is_a_mode_and_the_spike_cost_is_printed(

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import warmstart.image.build as image_build
-from warmstart.bench.scaleout import DEFAULT_IMAGE_CACHE as BENCH_CACHE
+import warmstart_harness.example_image.build as image_build
 from warmstart.cli.main import app
+from warmstart.image.layers import DEFAULT_IMAGE_CACHE
 from warmstart.image.tools import BuildError
+from warmstart_harness.bench.scaleout_config import ScaleoutConfig
+
+BENCH_CACHE = ScaleoutConfig().image_cache
 
 
 def build_cache(monkeypatch: pytest.MonkeyPatch, *args: str) -> Path:
@@ -31,7 +34,7 @@ def build_cache(monkeypatch: pytest.MonkeyPatch, *args: str) -> Path:
 
 def test_default_cache_is_the_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WARMSTART_IMAGE_CACHE", raising=False)
-    assert image_build.DEFAULT_IMAGE_CACHE == BENCH_CACHE
+    assert DEFAULT_IMAGE_CACHE == BENCH_CACHE
     assert build_cache(monkeypatch) == BENCH_CACHE == Path("/var/cache/warmstart/example-image")
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from warmstart.aio import read_to_end
 from warmstart.fetch.peer_source import PeerClient
 from warmstart.oci import Digest
-from warmstart.testbed.net import free_port
+from warmstart_harness.testbed.net import free_port
 
 
 class Trickle:

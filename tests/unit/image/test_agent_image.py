@@ -47,12 +47,17 @@ def test_runtime_requirements_leave_the_extras_out() -> None:
     metadata = email.message.Message()
     for line in (
         "aiohttp<4,>=3.9",
-        "kopf<2,>=1.37",
-        'matplotlib<4,>=3.7; extra == "bench"',
+        'kopf<2,>=1.37; extra == "operator"',
+        'pytest<10,>=8; extra == "dev"',
         "tomli; python_version < '3.11'",
     ):
         metadata["Requires-Dist"] = line
     assert runtime_requirements(metadata) == [
+        "aiohttp<4,>=3.9",
+        "tomli; python_version < '3.11'",
+    ]
+    # the operator's extra, asked for: kopf without its marker, the other extras still out
+    assert runtime_requirements(metadata, ["operator"]) == [
         "aiohttp<4,>=3.9",
         "kopf<2,>=1.37",
         "tomli; python_version < '3.11'",

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from warmstart.image.base import prune_rootfs
-from warmstart.image.build import BuildOptions, stage_server, tree_size
+from warmstart.image.layers import tree_size
 from warmstart.image.umoci import Umoci
 from warmstart.image.wheels import SITE_PACKAGES
+from warmstart_harness.example_image.build import BuildOptions, stage_server
 
 
 def test_staged_server_imports_without_the_rest_of_warmstart(tmp_path: Path) -> None:
@@ -19,11 +20,12 @@ def test_staged_server_imports_without_the_rest_of_warmstart(tmp_path: Path) -> 
     assert serve.stat().st_mode & 0o111
     assert serve.read_text().startswith("#!/usr/bin/python3\n")
     site = tmp_path / SITE_PACKAGES
-    assert (site / "warmstart/model_server/app.py").exists()
+    assert (site / "warmstart_harness/model_server/app.py").exists()
     # Import the staged copy in a clean interpreter: only it (and the host's numpy) on the path.
     code = (
-        "import warmstart, warmstart.model_server.app as a, warmstart.model_server.__main__;"
-        "print(warmstart.__file__)"
+        "import warmstart_harness, warmstart_harness.model_server.app as a,"
+        " warmstart_harness.model_server.__main__;"
+        "print(warmstart_harness.__file__)"
     )
     env = {"PYTHONPATH": str(site), "PATH": os.environ.get("PATH", "")}
     out = subprocess.run(
@@ -94,7 +96,7 @@ def test_manifest_reading(tmp_path: Path) -> None:
 
 
 def test_normalize_mtimes(tmp_path: Path) -> None:
-    from warmstart.image.build import normalize_mtimes
+    from warmstart.image.layers import normalize_mtimes
 
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"x")

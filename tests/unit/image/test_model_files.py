@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from warmstart.image.model import MODEL_FILES, write_padding
+from warmstart_harness.example_image.model import MODEL_FILES, write_padding
 
 
 def test_padding_is_split_into_files_and_incompressible(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from warmstart.model_server.app import ModelApp, make_server
-from warmstart.model_server.config import BenchCosts, ServerConfig
+from warmstart_harness.model_server.app import ModelApp, make_server
+from warmstart_harness.model_server.config import BenchCosts, ServerConfig
 
 
 @dataclass

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.model_server.config import BenchCosts, ConfigError, ServerConfig
+from warmstart_harness.model_server.config import BenchCosts, ConfigError, ServerConfig
 
 
 def test_defaults_follow_the_sagemaker_contract() -> None:

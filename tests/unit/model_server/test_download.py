@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from tests.support.models import WEIGHT_CONFIG_RAW, WEIGHT_RAW, WEIGHT_TAR, raw_file, titled
-from warmstart.model_server.download import (
+from warmstart.oci.errors import InvalidModel
+from warmstart.oci.model_paths import safe_relative_path
+from warmstart.oci.modelpack import ANNOTATION_FILEPATH, ANNOTATION_TITLE, RAW_LAYER_TYPES
+from warmstart_harness.model_server.download import (
     DownloadError,
     LayerFile,
     ModelSource,
@@ -24,9 +27,6 @@ from warmstart.model_server.download import (
     parse_source,
     plan_files,
 )
-from warmstart.oci.errors import InvalidModel
-from warmstart.oci.model_paths import safe_relative_path
-from warmstart.oci.modelpack import ANNOTATION_FILEPATH, ANNOTATION_TITLE, RAW_LAYER_TYPES
 
 HEX = "ab" * 32
 
@@ -77,7 +77,7 @@ def test_file_names_follow_the_agents_rule(name: str) -> None:
 
 
 def test_the_annotations_and_raw_types_are_the_model_packs() -> None:
-    from warmstart.model_server import download
+    from warmstart_harness.model_server import download
 
     assert ANNOTATION_FILEPATH in download.FILEPATH_ANNOTATIONS
     assert download.TITLE_ANNOTATION == ANNOTATION_TITLE
@@ -239,8 +239,8 @@ def test_registry_errors_are_one_line(fake: FakeRegistry, tmp_path: Path) -> Non
 
 
 def test_the_server_downloads_then_reads_every_byte(fake: FakeRegistry, tmp_path: Path) -> None:
-    from warmstart.model_server.app import ModelApp
-    from warmstart.model_server.config import ConfigError, ServerConfig
+    from warmstart_harness.model_server.app import ModelApp
+    from warmstart_harness.model_server.config import ConfigError, ServerConfig
 
     shard = raw_file("model-00001-of-00001.safetensors", b"s" * 5000)
     publish(fake, shard, raw_file("config.json", b"{}", WEIGHT_CONFIG_RAW))

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from warmstart.model_server.embed import OnnxEmbedder, mean_pool, normalize
+from warmstart_harness.model_server.embed import OnnxEmbedder, mean_pool, normalize
 
 
 def test_mean_pool_ignores_padding() -> None:

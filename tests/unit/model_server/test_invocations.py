@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from warmstart.model_server.invocations import (
+from warmstart_harness.model_server.invocations import (
     BadRequest,
     TokenCounts,
     parse_texts,

@@ -1,5 +1,5 @@
-"""The image ships only ``warmstart.model_server``: it must import nothing else of warmstart
-and no third-party package beyond onnxruntime, tokenizers and numpy."""
+"""The image ships only ``warmstart_harness.model_server``: it must import nothing else of the
+harness, nothing of warmstart and no third-party package beyond onnxruntime, tokenizers and numpy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ast
 import sys
 from pathlib import Path
 
-import warmstart.model_server as pkg
+import warmstart_harness.model_server as pkg
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "tokenizers"}
 
@@ -26,8 +26,8 @@ def test_only_stdlib_and_runtime_deps() -> None:
     for path in Path(pkg.__file__).parent.glob("*.py"):
         for name in _imports(path):
             top = name.split(".")[0]
-            if top == "warmstart":
-                assert name.startswith("warmstart.model_server"), (path.name, name)
+            if top == "warmstart_harness":
+                assert name.startswith("warmstart_harness.model_server"), (path.name, name)
             else:
                 assert top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY, (
                     path.name,

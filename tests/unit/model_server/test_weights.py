@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.model_server.weights import LoadReport, model_files, read_all
+from warmstart_harness.model_server.weights import LoadReport, model_files, read_all
 
 
 def test_reads_every_byte_of_every_file(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The harness's ``warmstart`` subcommands (a plugin of the product's CLI)."""
