@@ -29,10 +29,10 @@ link_wait = 60                     # seconds a manifest answer to containerd wai
                                    # image's missing blobs to be fetched and linked
 pieces = true                      # big blobs travel between nodes as pieces (3+ nodes)
 piece_threshold = "64MiB"          # ... blobs at least this big
-piece_min = "8MiB"                 # piece size: blob / 64, a power of two within min..max
+piece_min = "8MiB"                 # piece size: blob / 256, a power of two within min..max
 piece_max = "64MiB"
 piece_downloads = 4                # pieces fetched at once
-piece_uploads = 2                  # pieces served at once (more: 503 + Retry-After)
+piece_uploads = 4                  # pieces served at once (more: 503 + Retry-After)
 shutdown_grace = 30                # seconds: on SIGTERM (a rolling update, systemctl restart)
                                    # the agent stops accepting connections and finishes the
                                    # responses in flight for up to this long, then exits 0
@@ -220,7 +220,7 @@ class AgentConfig(_Model):
     piece_min: int = Field(default=PIECE_MIN, ge=1)
     piece_max: int = Field(default=PIECE_MAX, ge=1)
     piece_downloads: int = Field(default=4, ge=1, le=64)
-    piece_uploads: int = Field(default=2, ge=1, le=64)
+    piece_uploads: int = Field(default=4, ge=1, le=64)
 
     @field_validator("piece_threshold", "piece_min", "piece_max", mode="before")
     @classmethod

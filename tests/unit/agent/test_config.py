@@ -260,7 +260,7 @@ def test_piece_settings_parse_and_reach_the_fetcher() -> None:
         True, 16 << 20, 1 << 20, 4 << 20, 6,
     )  # fmt: skip
     defaults = build_config({})
-    assert defaults.pieces and defaults.piece_threshold == 64 << 20 and defaults.piece_uploads == 2
+    assert defaults.pieces and defaults.piece_threshold == 64 << 20 and defaults.piece_uploads == 4
     for bad in ({"piece_uploads": 0}, {"piece_min": "nonsense"}, {"piece_downloads": 100}):
         with pytest.raises(ConfigError):
             build_config(bad)

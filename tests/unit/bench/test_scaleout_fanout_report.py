@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from warmstart.fetch.pieces import piece_size_for
 from warmstart_harness.bench.fleet_calibrate import read_measurements
 from warmstart_harness.bench.scaleout_fanout_report import (
     fanout_node_table,
@@ -23,7 +24,6 @@ from warmstart_harness.bench.scaleout_types import (
     NodeTransfer,
     ScaleoutResults,
 )
-from warmstart.fetch.pieces import piece_size_for
 
 GiB = 1 << 30
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -121,7 +121,7 @@ def test_calibration_reads_each_node_finish_as_the_product_policy() -> None:
     # simulated as the agents ran it: the product's piece size and slots, or the run's settings
     made = kept[0].pieces
     assert made is not None and made.piece_size == piece_size_for(GiB // 2)
-    assert (made.requests, made.upload_slots, made.upload_slots_downloading) == (4, 2, 2)
+    assert (made.requests, made.upload_slots, made.upload_slots_downloading) == (4, 4, 4)
     doc["params"]["agent_settings"] = {"piece_uploads": 6, "piece_max": "8MiB"}
     [changed], _ = read_measurements(doc)
     assert changed.pieces is not None and changed.pieces.piece_size == 8 << 20

@@ -28,9 +28,10 @@ MiB = 1 << 20
         (1, 8 * MiB),
         (64 * MiB, 8 * MiB),
         (512 * MiB, 8 * MiB),
-        (512 * MiB + 1, 16 * MiB),
-        (2048 * MiB, 32 * MiB),
-        (2051 * MiB, 64 * MiB),
+        (1024 * MiB + 1536, 8 * MiB),  # a 1 GiB file in a tar layer: 129 pieces
+        (2048 * MiB, 8 * MiB),
+        (2048 * MiB + 1, 16 * MiB),
+        (8192 * MiB + 1, 64 * MiB),
         (16 * 1024 * MiB, 64 * MiB),
         (100 * 1024 * MiB, 64 * MiB),
     ],

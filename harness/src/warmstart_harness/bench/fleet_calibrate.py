@@ -120,7 +120,7 @@ def _rate(value: Any) -> float | None:
 
 def product_pieces(blob_sizes: Sequence[int], settings: Mapping[str, Any]) -> PieceParams:
     """The piece policy as agents with ``settings`` (agent.toml; the rest defaults) run it: the
-    piece size of the largest blob (``piece_size_for``: blob / 64 up to a power of two, within
+    piece size of the largest blob (``piece_size_for``: blob / 256 up to a power of two, within
     piece_min..piece_max), ``piece_downloads`` requests, ``piece_uploads`` upload slots
     whether or not the node still downloads."""
     config = AgentConfig.model_validate(dict(settings))
