@@ -63,14 +63,24 @@ def _name(raw: str, parent: str, where: Path) -> str:
     return path
 
 
+def _cannot_read(where: Path, error: OSError) -> str:
+    return f"cannot read {where}: {error.strerror or error}"
+
+
+def _stat(path: Path, where: Path, *, missing: str) -> os.stat_result:
+    """``path``'s status, links followed; the error (about ``where``) says ``missing`` when
+    there is nothing there."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise ModelDirError(missing) from None
+    except OSError as e:
+        raise ModelDirError(_cannot_read(where, e)) from None
+
+
 def scan_model_dir(root: Path) -> ModelDir:
     """The files of the model in ``root``, sorted by path (see the module's rules)."""
-    try:
-        st = root.stat()
-    except FileNotFoundError:
-        raise ModelDirError(f"{root} does not exist") from None
-    except OSError as e:
-        raise ModelDirError(f"cannot read {root}: {e.strerror or e}") from None
+    st = _stat(root, root, missing=f"{root} does not exist")
     if not stat.S_ISDIR(st.st_mode):
         raise ModelDirError(f"{root} is not a directory")
     real_root = Path(os.path.realpath(root))
@@ -96,7 +106,7 @@ def _walk(
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
-        raise ModelDirError(f"cannot read {directory}: {e.strerror or e}") from None
+        raise ModelDirError(_cannot_read(directory, e)) from None
     for entry in entries:
         where = Path(entry.path)
         if entry.name.startswith("."):
@@ -106,16 +116,11 @@ def _walk(
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as e:
-            raise ModelDirError(f"cannot read {where}: {e.strerror or e}") from None
+            raise ModelDirError(_cannot_read(where, e)) from None
         source = where
         if stat.S_ISLNK(st.st_mode):
             target = Path(os.path.realpath(where))
-            try:
-                st = target.stat()
-            except FileNotFoundError:
-                raise ModelDirError(f"{where} is a dangling symbolic link") from None
-            except OSError as e:
-                raise ModelDirError(f"cannot read {where}: {e.strerror or e}") from None
+            st = _stat(target, where, missing=f"{where} is a dangling symbolic link")
             if stat.S_ISDIR(st.st_mode) and not _inside(target, real_root):
                 raise ModelDirError(
                     f"{where} is a symbolic link to the directory {target}, outside "

@@ -9,9 +9,10 @@ import contextlib
 import hmac
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from warmstart.agent.api import (
     Health,
@@ -79,6 +80,24 @@ def _request_invalid(error: RequestInvalid) -> web.Response:
     return error_response(oci_error(error.code, str(error), status=400))
 
 
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+async def _control_write(
+    request: web.Request, state: AgentState, model: type[_Body]
+) -> _Body | web.Response:
+    """A control write's body parsed as ``model``, or the answer refusing it (no peer token,
+    a body that is not JSON or does not fit ``model``)."""
+    if not _authorized(request, state.parts.config.peer_token):
+        return _unauthorized()
+    try:
+        return parse_request(model, await _json_body(request))
+    except RequestInvalid as e:
+        return _request_invalid(e)
+    except ValueError as e:
+        return bad_request(str(e))
+
+
 def _peers_answer(peers: PeerSet) -> web.Response:
     answer = PeersResponse.model_validate(
         {"peers": list(peers.urls), "self": peers.self_url, "version": peers.version}
@@ -92,13 +111,11 @@ async def peers_get(request: web.Request) -> web.StreamResponse:
 
 async def peers_put(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
-    if not _authorized(request, state.parts.config.peer_token):
-        return _unauthorized()
+    wanted = await _control_write(request, state, PeersRequest)
+    if isinstance(wanted, web.Response):
+        return wanted
     try:
-        wanted = parse_request(PeersRequest, await _json_body(request))
         urls = state.parts.peers.replace(wanted.peers)
-    except RequestInvalid as e:
-        return _request_invalid(e)
     except ValueError as e:
         return bad_request(str(e))
     log.info("peers replaced: %s", ", ".join(urls) or "none")
@@ -169,14 +186,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 async def prewarm(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
-    if not _authorized(request, state.parts.config.peer_token):
-        return _unauthorized()
-    try:
-        wanted = parse_request(PrewarmRequest, await _json_body(request))
-    except RequestInvalid as e:
-        return _request_invalid(e)
-    except ValueError as e:
-        return bad_request(str(e))
+    wanted = await _control_write(request, state, PrewarmRequest)
+    if isinstance(wanted, web.Response):
+        return wanted
     ref = wanted.reference
     if state.parts.config.upstream(ref.registry) is None:
         return error_response(denied(f"registry {ref.registry!r} is not configured on this agent"))
@@ -212,14 +224,9 @@ def _hold_pin(state: AgentState, reference: str, holder: str, result: PrewarmRes
 
 async def unpin(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
-    if not _authorized(request, state.parts.config.peer_token):
-        return _unauthorized()
-    try:
-        wanted = parse_request(UnpinRequest, await _json_body(request))
-    except RequestInvalid as e:
-        return _request_invalid(e)
-    except ValueError as e:
-        return bad_request(str(e))
+    wanted = await _control_write(request, state, UnpinRequest)
+    if isinstance(wanted, web.Response):
+        return wanted
     pin = state.pins.pop((str(wanted.reference), wanted.holder or ""), None)
     if pin is not None:
         pin.release()

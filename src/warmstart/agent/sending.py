@@ -130,14 +130,22 @@ async def send_file(
         if not chunk:  # the file shrank under us: it is not what we announced
             abort_connection(request)
             raise TransferAborted(f"file ended after {sent} of {count} bytes", resp)
-        try:
-            await resp.write(chunk)
-        except ConnectionError as e:
-            raise ClientGone(sent, count, resp, e) from None
-        sent += len(chunk)
-        on_bytes(len(chunk))
+        sent = await _write(resp, chunk, sent, count, on_bytes)
     await _finish(resp, sent, count)
     return resp
+
+
+async def _write(
+    resp: web.StreamResponse, data: bytes | memoryview, sent: int, count: int, on_bytes: OnBytes
+) -> int:
+    """Send ``data`` after ``sent`` of ``count`` bytes; how many are sent then (a client that
+    went away: :class:`ClientGone`)."""
+    try:
+        await resp.write(data)
+    except ConnectionError as e:
+        raise ClientGone(sent, count, resp, e) from None
+    on_bytes(len(data))
+    return sent + len(data)
 
 
 async def _finish(resp: web.StreamResponse, sent: int, count: int) -> None:
@@ -203,12 +211,7 @@ async def send_stream(
             view = memoryview(chunk)
             if len(view) > count - sent:
                 view = view[: count - sent]
-            try:
-                await resp.write(view)
-            except ConnectionError as e:
-                raise ClientGone(sent, count, resp, e) from None
-            sent += len(view)
-            on_bytes(len(view))
+            sent = await _write(resp, view, sent, count, on_bytes)
     finally:
         try:
             await stream.aclose()

@@ -13,14 +13,7 @@ from rich.text import Text
 
 from warmstart.cli.common import err_console, fail, out_console, run, size_option
 from warmstart.cli.progress import RichPushProgress
-from warmstart.cli.registry_options import (
-    CA_FILE_OPTION,
-    DOCKER_CONFIG_OPTION,
-    INSECURE_REGISTRY_OPTION,
-    PASSWORD_STDIN_OPTION,
-    USERNAME_OPTION,
-    client_options,
-)
+from warmstart.cli.registry_options import REGISTRY_FLAGS, RegistryFlags, registry_flags
 from warmstart.model_push import DEFAULT_PUSH_CONCURRENCY, ModelPusher, ModelPushResult
 from warmstart.oci import Digest, ImageManifest, OCIError, Platform, Reference, parse_reference
 from warmstart.oci.model import LayerKind, ModelFormat, ModelLayout, model_layout
@@ -39,16 +32,13 @@ app = typer.Typer(
 
 
 @app.command("push")
+@registry_flags
 def push(
     directory: Path = typer.Argument(..., help="The model's directory."),
     reference: str = typer.Argument(
         ..., help="Where to push it, with a tag, e.g. 127.0.0.1:5000/models/tiny:v1"
     ),
-    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
-    ca_file: Path | None = CA_FILE_OPTION,
-    username: str | None = USERNAME_OPTION,
-    password_stdin: bool = PASSWORD_STDIN_OPTION,
-    docker_config: Path | None = DOCKER_CONFIG_OPTION,
+    registry: RegistryFlags = REGISTRY_FLAGS,
     name: str | None = typer.Option(
         None, "--name", help="The model's name in its config (default: the directory's name)."
     ),
@@ -84,15 +74,7 @@ def push(
         fail("--chunk-size must be at least one byte", code=2)
     if name is not None and not name.strip():
         fail("--name must not be empty", code=2)
-    options = client_options(
-        ref.registry,
-        insecure_registry=insecure_registry,
-        ca_file=ca_file,
-        username=username,
-        password_stdin=password_stdin,
-        docker_config=docker_config,
-        push_chunk_size=chunk,
-    )
+    options = registry.client_options(ref.registry, push_chunk_size=chunk)
     info = ModelInfo(name=name, format=model_format or None)
 
     async def go() -> ModelPushResult:
@@ -191,28 +173,13 @@ def layer_rows(layout: ModelLayout) -> list[dict[str, Any]]:
     return rows
 
 
-def _open_model(
-    reference: str,
-    platform: str | None,
-    insecure_registry: list[str],
-    ca_file: Path | None,
-    username: str | None,
-    password_stdin: bool,
-    docker_config: Path | None,
-) -> RemoteModel:
+def _open_model(reference: str, platform: str | None, registry: RegistryFlags) -> RemoteModel:
     try:
         ref = parse_reference(reference)
         wanted = Platform.parse(platform).normalized() if platform else Platform.host()
     except OCIError as e:
         fail(str(e))
-    options = client_options(
-        ref.registry,
-        insecure_registry=insecure_registry,
-        ca_file=ca_file,
-        username=username,
-        password_stdin=password_stdin,
-        docker_config=docker_config,
-    )
+    options = registry.client_options(ref.registry)
 
     async def go() -> RemoteModel:
         async with RegistryClient(options) as client:
@@ -229,22 +196,17 @@ PLATFORM_OPTION = typer.Option(
 
 
 @app.command("ls")
+@registry_flags
 def ls(
     reference: str = typer.Argument(..., help="The model, e.g. 127.0.0.1:5000/models/tiny:v1"),
-    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
-    ca_file: Path | None = CA_FILE_OPTION,
-    username: str | None = USERNAME_OPTION,
-    password_stdin: bool = PASSWORD_STDIN_OPTION,
-    docker_config: Path | None = DOCKER_CONFIG_OPTION,
+    registry: RegistryFlags = REGISTRY_FLAGS,
     platform: str | None = PLATFORM_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print the files as JSON."),
 ) -> None:
     """List the files a model artifact holds (ModelPack, an ORAS artifact, or a modelcar's
     /models): path, kind, size, digest. A tar layer is one row (its files appear when a node
     materialises it)."""
-    model = _open_model(
-        reference, platform, insecure_registry, ca_file, username, password_stdin, docker_config
-    )
+    model = _open_model(reference, platform, registry)
     rows = layer_rows(model.layout)
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
@@ -261,20 +223,15 @@ def ls(
 
 
 @app.command("inspect")
+@registry_flags
 def inspect(
     reference: str = typer.Argument(..., help="The model, e.g. 127.0.0.1:5000/models/tiny:v1"),
-    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
-    ca_file: Path | None = CA_FILE_OPTION,
-    username: str | None = USERNAME_OPTION,
-    password_stdin: bool = PASSWORD_STDIN_OPTION,
-    docker_config: Path | None = DOCKER_CONFIG_OPTION,
+    registry: RegistryFlags = REGISTRY_FLAGS,
     platform: str | None = PLATFORM_OPTION,
 ) -> None:
     """Show a model artifact as JSON: its format, digest, artifactType, total size, the
     ModelPack config (name, format, architecture, ...) and every layer."""
-    model = _open_model(
-        reference, platform, insecure_registry, ca_file, username, password_stdin, docker_config
-    )
+    model = _open_model(reference, platform, registry)
     doc = {
         "reference": reference,
         "digest": str(model.digest),

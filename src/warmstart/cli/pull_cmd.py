@@ -9,14 +9,7 @@ import typer
 
 from warmstart.cli.common import STORE_OPTION, err_console, fail, out_console, run, size_option
 from warmstart.cli.progress import RichPullProgress
-from warmstart.cli.registry_options import (
-    CA_FILE_OPTION,
-    DOCKER_CONFIG_OPTION,
-    INSECURE_REGISTRY_OPTION,
-    PASSWORD_STDIN_OPTION,
-    USERNAME_OPTION,
-    client_options,
-)
+from warmstart.cli.registry_options import REGISTRY_FLAGS, RegistryFlags, registry_flags
 from warmstart.oci import OCIError, Platform, parse_reference
 from warmstart.pull import DEFAULT_CONCURRENCY, Puller, PullResult
 from warmstart.registry import RegistryClient
@@ -24,17 +17,14 @@ from warmstart.store import ContentStore
 from warmstart.units import format_size
 
 
+@registry_flags
 def pull(
     reference: str = typer.Argument(..., help="Image reference, e.g. 127.0.0.1:5000/app:v1"),
     store: Path = STORE_OPTION,
     platform: str | None = typer.Option(
         None, "--platform", help="os/arch[/variant] to choose from an index (default: this host)."
     ),
-    insecure_registry: list[str] = INSECURE_REGISTRY_OPTION,
-    ca_file: Path | None = CA_FILE_OPTION,
-    username: str | None = USERNAME_OPTION,
-    password_stdin: bool = PASSWORD_STDIN_OPTION,
-    docker_config: Path | None = DOCKER_CONFIG_OPTION,
+    registry: RegistryFlags = REGISTRY_FLAGS,
     budget: str | None = typer.Option(
         None, "--budget", help="Disk budget of the store, e.g. 20GiB."
     ),
@@ -49,14 +39,7 @@ def pull(
     except OCIError as e:
         fail(str(e))
     budget_bytes = size_option(budget)
-    options = client_options(
-        ref.registry,
-        insecure_registry=insecure_registry,
-        ca_file=ca_file,
-        username=username,
-        password_stdin=password_stdin,
-        docker_config=docker_config,
-    )
+    options = registry.client_options(ref.registry)
 
     async def go() -> PullResult:
         content = ContentStore(store, budget=budget_bytes)

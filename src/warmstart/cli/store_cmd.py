@@ -30,8 +30,7 @@ def _open(store: Path) -> ContentStore:
 @app.command("ls")
 def ls(store: Path = STORE_OPTION) -> None:
     """List the images in the store."""
-    content = _open(store)
-    try:
+    with _open(store) as content:
         table = Table("reference", "digest", "size", "last used", "state")
         table.columns[0].overflow = "fold"
         for img in sorted(content.images(), key=lambda i: i.reference):
@@ -43,8 +42,6 @@ def ls(store: Path = STORE_OPTION) -> None:
         out_console.print(table)
         budget = f" of {format_size(content.budget)}" if content.budget else ""
         out_console.print(f"store {store}: {format_size(content.usage())}{budget} used")
-    finally:
-        content.close()
 
 
 @app.command("rm")
@@ -53,14 +50,8 @@ def rm(
     store: Path = STORE_OPTION,
 ) -> None:
     """Remove images; blobs no other image uses are deleted."""
-    content = _open(store)
-    missing = []
-    try:
-        for ref in references:
-            if not content.remove_image(ref):
-                missing.append(ref)
-    finally:
-        content.close()
+    with _open(store) as content:
+        missing = [ref for ref in references if not content.remove_image(ref)]
     if missing:
         fail(f"not in the store: {', '.join(missing)} (see `warmstart store ls`)")
 
@@ -68,22 +59,16 @@ def rm(
 @app.command("gc")
 def gc(store: Path = STORE_OPTION) -> None:
     """Delete blobs no image references and leftover temporary files."""
-    content = _open(store)
-    try:
+    with _open(store) as content:
         report = content.gc()
-    finally:
-        content.close()
     out_console.print(str(report))
 
 
 @app.command("verify")
 def verify(store: Path = STORE_OPTION) -> None:
     """Re-hash every blob; remove corrupt ones. Exit 1 if anything was wrong."""
-    content = _open(store)
-    try:
+    with _open(store) as content:
         report = content.verify()
-    finally:
-        content.close()
     out_console.print(str(report))
     if not report.ok:
         raise typer.Exit(1)

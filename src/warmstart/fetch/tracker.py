@@ -52,7 +52,11 @@ def _hashes(value: Any, count: int) -> list[str | None]:
     return out
 
 
-def _pieces(data: Mapping[str, Any]) -> Pieces:
+def _pieces(data: Any, what: str) -> Pieces:
+    """The blob's pieces a message of the protocol names (``size``, ``piece_size``);
+    ``data`` (``what``: the body, the answer) must be a JSON object."""
+    if not isinstance(data, Mapping):
+        raise PiecesInvalid(f"{what} must be a JSON object")
     size = _int(data, "size", 1)
     piece_size = _int(data, "piece_size", 1)
     pieces = Pieces(size, piece_size)
@@ -93,9 +97,7 @@ class PiecesRequest:
 
     @classmethod
     def parse(cls, data: Any) -> PiecesRequest:
-        if not isinstance(data, Mapping):
-            raise PiecesInvalid("the body must be a JSON object")
-        pieces = _pieces(data)
+        pieces = _pieces(data, "the body")
         repository = data.get("repository")
         url = data.get("url")
         if not isinstance(repository, str) or not repository:
@@ -157,9 +159,7 @@ class PiecesAnswer:
 
     @classmethod
     def parse(cls, data: Any) -> PiecesAnswer:
-        if not isinstance(data, Mapping):
-            raise PiecesInvalid("the answer must be a JSON object")
-        pieces = _pieces(data)
+        pieces = _pieces(data, "the answer")
         hashes = tuple(_hashes(data.get("hashes"), pieces.count))
         raw = data.get("holders")
         if not isinstance(raw, Mapping) or len(raw) > 4096:

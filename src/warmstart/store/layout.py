@@ -127,6 +127,14 @@ class Layout:
                 yield digest, path
 
 
+def dir_entries(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``; none when it does not exist (nothing left to sweep)."""
+    try:
+        return list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+
+
 def digest_of_hex(hex_: str) -> Digest | None:
     """The digest a ``<hex>`` file name stands for (algorithm from its length), or None."""
     algorithm = _HEX_LENGTH_TO_ALGORITHM.get(len(hex_))

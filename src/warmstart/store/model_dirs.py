@@ -26,7 +26,7 @@ from pathlib import Path
 
 from warmstart.oci import Digest
 from warmstart.store.index import Index
-from warmstart.store.layout import Layout
+from warmstart.store.layout import Layout, dir_entries
 from warmstart.store.locks import Session, session_alive
 
 log = logging.getLogger(__name__)
@@ -215,11 +215,7 @@ def reference_path(reference: str) -> str:
 def clean_model_temp(layout: Layout, own_session: str) -> int:
     """Remove model directories that a store which is no longer running was building."""
     removed = 0
-    try:
-        entries = list(os.scandir(layout.models_temp_dir))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    for entry in dir_entries(layout.models_temp_dir):
         parts = entry.name.split(".")
         session = parts[1] if len(parts) == 3 else ""
         if session == own_session:

@@ -273,6 +273,15 @@ class PieceFile:
         fsync_dir(final.parent)
 
 
+async def _read_chunk(fd: int, pos: int, end: int, path: Path) -> bytes:
+    """Up to ``CHUNK`` bytes of the open file ``fd`` (``path``) from ``pos``, none past ``end``;
+    :class:`BlobNotFound` if the file ends before ``end``."""
+    data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - pos), pos)
+    if not data:
+        raise BlobNotFound(f"{path} ended at byte {pos} of {end}")
+    return data
+
+
 async def read_range(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
     """Bytes ``start..end`` of a file (a verified piece of a piece file, which is never
     written again, or of a final blob)."""
@@ -280,9 +289,7 @@ async def read_range(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
     try:
         pos = start
         while pos < end:
-            data = await asyncio.to_thread(os.pread, fd, min(CHUNK, end - pos), pos)
-            if not data:
-                raise BlobNotFound(f"{path} ended at byte {pos} of {end}")
+            data = await _read_chunk(fd, pos, end, path)
             pos += len(data)
             yield data
     finally:
@@ -308,9 +315,7 @@ async def follow_prefix(
         while pos < size:
             limit = piece_file.prefix
             if pos < limit:
-                data = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit - pos), pos)
-                if not data:
-                    raise BlobNotFound(f"{piece_file.path} ended at byte {pos}")
+                data = await _read_chunk(fd, pos, limit, piece_file.path)
                 pos += len(data)
                 yield data
                 continue

@@ -16,6 +16,7 @@ from warmstart.store.index import Index
 from warmstart.store.layout import (
     LOCK_SUFFIX,
     Layout,
+    dir_entries,
     parse_lock_name,
     parse_partial_name,
     parse_put_name,
@@ -66,11 +67,7 @@ def clean_ingest(layout: Layout, now: float) -> int:
     """Remove temp files no live writer owns, except recent partial blobs (kept for a resume:
     :func:`partial_worth_keeping`); returns how many were removed."""
     removed = 0
-    try:
-        entries = list(os.scandir(layout.ingest_dir))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    for entry in dir_entries(layout.ingest_dir):
         digest = parse_partial_name(entry.name)
         if digest is not None:
             lock = FileLock(layout.lock_path(digest))
@@ -98,11 +95,7 @@ def clean_ingest(layout: Layout, now: float) -> int:
 
 def clean_locks(layout: Layout) -> None:
     """Remove lock files nobody holds (the lock protocol makes this safe)."""
-    try:
-        entries = list(os.scandir(layout.locks_dir))
-    except FileNotFoundError:
-        return
-    for entry in entries:
+    for entry in dir_entries(layout.locks_dir):
         if parse_lock_name(entry.name) is None:
             continue
         lock = FileLock(layout.locks_dir / entry.name)
@@ -112,11 +105,7 @@ def clean_locks(layout: Layout) -> None:
 
 def clean_sessions(layout: Layout, own: str, now: float) -> None:
     """Remove session files of stores that are closed or dead."""
-    try:
-        entries = list(os.scandir(layout.sessions_dir))
-    except FileNotFoundError:
-        return
-    for entry in entries:
+    for entry in dir_entries(layout.sessions_dir):
         path = layout.sessions_dir / entry.name
         if entry.name == f"{own}{LOCK_SUFFIX}":
             continue

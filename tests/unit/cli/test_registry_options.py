@@ -1,4 +1,5 @@
-"""The registry flags ``warmstart pull`` and ``warmstart model push`` share behave alike."""
+"""The registry flags ``warmstart pull`` and ``warmstart model push|ls|inspect`` share behave
+alike."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ def commands(tmp_path: Path) -> dict[str, list[str]]:
     return {
         "pull": ["pull", "127.0.0.1:1/a:v1", "--store", str(tmp_path / "store"), "-q"],
         "model push": ["model", "push", str(tmp_path / "m"), "127.0.0.1:1/a:v1", "-q"],
+        "model ls": ["model", "ls", "127.0.0.1:1/a:v1"],
+        "model inspect": ["model", "inspect", "127.0.0.1:1/a:v1"],
     }
 
 
-@pytest.mark.parametrize("command", ["pull", "model push"])
+@pytest.mark.parametrize("command", ["pull", "model push", "model ls", "model inspect"])
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
