@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from warmstart.fetch.pieces import piece_size_for
-from warmstart_harness.bench.fleet_calibrate import read_measurements
+from warmstart_harness.bench.fleet_calibrate import BedCosts, bed_params, read_measurements
 from warmstart_harness.bench.scaleout_fanout_report import (
     fanout_node_table,
     fanout_rows,
@@ -122,6 +122,20 @@ def test_calibration_reads_each_node_finish_as_the_product_policy() -> None:
     made = kept[0].pieces
     assert made is not None and made.piece_size == piece_size_for(GiB // 2)
     assert (made.requests, made.upload_slots, made.upload_slots_downloading) == (4, 4, 4)
+    # the CPU per byte the agents were measured to use: their CPU / the bytes their nodes got
+    doc["fanout"][1]["agents_cpu_s"] = 8.0
+    received = sum(n["upstream_rx"] + n["lan_rx"] for n in doc["fanout"][1]["per_node"])
+    [priced], _ = read_measurements(doc)
+    assert priced.agent_cpu_per_byte == 8.0 / received
+    assert kept[0].agent_cpu_per_byte is None  # not recorded: the simulator's estimate
+    slow = bed_params(priced, BedCosts(), measured_cpu=True)
+    assert (slow.cpu_recv_per_byte, slow.cpu_send_per_byte) == (8.0 / received, 0.0)
+    assert bed_params(priced, BedCosts()).cpu_recv_per_byte == BedCosts().recv_cpu_per_byte
+    # what the run recorded as its effective piece settings wins over today's defaults
+    doc["params"]["agent_piece_settings"] = {"piece_uploads": 3}
+    [recorded], _ = read_measurements(doc)
+    assert recorded.pieces is not None and recorded.pieces.upload_slots == 3
+    del doc["params"]["agent_piece_settings"]
     doc["params"]["agent_settings"] = {"piece_uploads": 6, "piece_max": "8MiB"}
     [changed], _ = read_measurements(doc)
     assert changed.pieces is not None and changed.pieces.piece_size == 8 << 20

@@ -80,6 +80,9 @@ class Measurement:
     policy: str | None = None
     # the piece policy as the measured agents ran it (None: the simulator's own defaults)
     pieces: PieceParams | None = None
+    # CPU seconds the run's agents spent per byte their nodes received (measured: the agents'
+    # CPU over the fan-out / the bytes on their links), None where the run did not record it
+    agent_cpu_per_byte: float | None = None
 
     @property
     def size(self) -> int:
@@ -168,8 +171,22 @@ def _measurement(row: Mapping[str, Any], params: Mapping[str, Any], cpus: Any) -
         completions_s=tuple(float(t) for t in done) if done is not None else None,
         fetch_s=float(row["fetch_s"]) if row.get("fetch_s") is not None else None,
         policy=policy,
-        pieces=product_pieces(blobs, params.get("agent_settings") or {}) if params else None,
+        pieces=product_pieces(blobs, _ran_with(params)) if params else None,
+        agent_cpu_per_byte=_cpu_per_byte(row),
     )
+
+
+def _ran_with(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The agent settings of a scale-out run: its effective piece settings where it recorded
+    them (the defaults may have changed since), else its overrides over today's defaults."""
+    return params.get("agent_piece_settings") or params.get("agent_settings") or {}
+
+
+def _cpu_per_byte(row: Mapping[str, Any]) -> float | None:
+    """The agents' CPU seconds per byte their nodes received, from a fetch-only fan-out row."""
+    cpu, nodes = row.get("agents_cpu_s"), row.get("per_node") or ()
+    received = sum(int(n["upstream_rx"]) + int(n["lan_rx"]) for n in nodes)
+    return float(cpu) / received if cpu and received else None
 
 
 def read_measurements(doc: Any) -> tuple[list[Measurement], list[str]]:
@@ -201,8 +218,16 @@ def read_file(path: Path) -> tuple[list[Measurement], list[str]]:
     return read_measurements(json.loads(path.read_text(encoding="utf-8")))
 
 
-def bed_params(m: Measurement, costs: BedCosts, seed: int = 0) -> FleetParams:
+def bed_params(
+    m: Measurement, costs: BedCosts, seed: int = 0, measured_cpu: bool = False
+) -> FleetParams:
+    """The test bed as the simulator's fleet; ``measured_cpu``: every byte a node receives
+    costs the CPU its agents were measured to spend per byte (sending included), instead of
+    :class:`BedCosts`' estimate."""
     cpus = float(m.cpus) if m.cpus else costs.cpus
+    recv, send = costs.recv_cpu_per_byte, costs.send_cpu_per_byte
+    if measured_cpu and m.agent_cpu_per_byte is not None:
+        recv, send = m.agent_cpu_per_byte, 0.0
     return FleetParams(
         nodes=m.nodes,
         blob_sizes=m.blob_sizes,
@@ -216,8 +241,8 @@ def bed_params(m: Measurement, costs: BedCosts, seed: int = 0) -> FleetParams:
         tracker_latency=costs.tracker_latency,
         upstream_latency=costs.upstream_latency,
         shared_cpus=cpus,
-        cpu_recv_per_byte=costs.recv_cpu_per_byte,
-        cpu_send_per_byte=costs.send_cpu_per_byte,
+        cpu_recv_per_byte=recv,
+        cpu_send_per_byte=send,
         seed=seed,
     )
 
@@ -227,12 +252,14 @@ def calibrate(
     costs: BedCosts | None = None,
     pieces: PieceParams | None = None,
     seed: int = 0,
+    measured_cpu: bool = False,
 ) -> Calibration:
-    """Predict every measurement (with its policy, or both) and pair the numbers."""
+    """Predict every measurement (with its policy, or both) and pair the numbers;
+    ``measured_cpu``: with the CPU per byte each run measured (see :func:`bed_params`)."""
     costs = costs or BedCosts()
     out = Calibration()
     for m in measurements:
-        params = bed_params(m, costs, seed)
+        params = bed_params(m, costs, seed, measured_cpu)
         for policy in (m.policy,) if m.policy else POLICIES:
             done = simulate(params, policy, m.pieces or pieces).completions_s
             pairs: list[tuple[str, float, float | None]] = []

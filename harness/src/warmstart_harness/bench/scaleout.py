@@ -45,7 +45,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from warmstart_harness.bench.scaleout_config import SCENARIOS, ScaleoutConfig, default_trace
+from warmstart_harness.bench.scaleout_config import (
+    SCENARIOS,
+    ScaleoutConfig,
+    default_trace,
+    piece_settings,
+)
 from warmstart_harness.bench.scaleout_fanout import FETCH_MODES, run_fanout, run_fanout_fetch
 from warmstart_harness.bench.scaleout_model import BenchModel, prepare_model
 from warmstart_harness.bench.scaleout_nodes import (
@@ -282,6 +287,8 @@ def run_scaleout(config: ScaleoutConfig, work: Path, log: Log = print) -> Scaleo
         "image_bytes": image_bytes,
         "padding_bytes": config.padding_bytes,
         "agent_settings": dict(config.agent_settings),
+        # the piece settings the agents ran with (defaults and --agent-setting)
+        "agent_piece_settings": piece_settings(config.agent_settings),
         "model": model.reference if model else None,
         "model_bytes": model.bytes if model else 0,
         "model_files": model.files if model else 0,

@@ -3,6 +3,7 @@ replays by default; below the scenarios and the spike's plan, which read it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,13 @@ def default_trace() -> Path:
             "(a CSV with TIMESTAMP,ContextTokens,GeneratedTokens)"
         )
     return path
+
+
+def piece_settings(agent_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The agents' effective piece settings: the product's defaults under ``agent_settings``
+    (recorded with a run, for the report and for ``bench fleet --calibrate``)."""
+    from warmstart.agent.config import AgentConfig
+
+    config = AgentConfig.model_validate(dict(agent_settings))
+    names = ("pieces", "piece_threshold", "piece_min", "piece_max", "piece_downloads")
+    return {name: getattr(config, name) for name in (*names, "piece_uploads")}
