@@ -1,7 +1,8 @@
 """The product (``warmstart``) apart from its harness (``warmstart_harness``): the product's
 wheel holds only ``warmstart`` and needs neither kopf nor pyyaml unless an extra asks; no module
 of the product imports the harness; the harness's modules import no cycle; none is over 600
-lines. Without the harness, its commands say what to install."""
+lines; no import of the product points upward. Without the harness, its commands say what to
+install."""
 
 from __future__ import annotations
 
@@ -187,3 +188,43 @@ def test_the_product_needs_no_kopf_nor_pyyaml(product_wheel: Path) -> None:
     assert "kopf" not in names and "pyyaml" not in names, sorted(names)
     operator = [r for r in requires if r.lower().startswith("kopf") and 'extra == "operator"' in r]
     assert operator, requires
+
+
+# The product's packages, bottom to top: a module imports only from its own package or a lower
+# layer (no import points upward). Top-level modules count as the package of their name.
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"errors", "units", "aio", "backoff", "files", "token_file", "validation"}),
+    frozenset({"oci", "prewarm_backoff"}),
+    frozenset({"registry", "store", "containerd", "kube", "model_dir"}),
+    frozenset({"fetch", "model", "runtime", "pull", "model_push"}),
+    frozenset({"agent"}),
+    frozenset({"serving", "operator", "image"}),
+    frozenset({"cli"}),
+)
+
+
+def layer_of(package: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if package in layer:
+            return i
+    raise AssertionError(f"warmstart.{package} is in no layer: add it to LAYERS")
+
+
+def test_no_import_points_upward() -> None:
+    tops = {p.stem for p in PRODUCT.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
+    upward = []
+    for name, path in modules(PRODUCT).items():
+        parts = name.split(".")
+        if len(parts) < 2:
+            continue
+        here = parts[1]
+        for imported in imports(path, PRODUCT):
+            target = imported.split(".")
+            if target[0] != "warmstart" or len(target) < 2 or target[1] in (here, "__init__"):
+                continue
+            if target[1] not in tops:  # a name from the package itself (__version__)
+                continue
+            if layer_of(target[1]) > layer_of(here):
+                upward.append(f"{name} -> {imported}")
+    assert not upward, upward
+    assert layer_of("oci") < layer_of("agent") < layer_of("cli")  # the order itself
