@@ -127,35 +127,6 @@ class PeerClient:
             raise SourceUnavailable(f"{where}: {one_line(e) or type(e).__name__}") from None
 
 
-# A read that brought less than this pauses the socket for COALESCE_S before the next: at a few
-# MB/s a node's socket would otherwise hand over one TCP segment per read, and each read costs
-# far more Python than its bytes (16 nodes at 50 Mbit/s: ~26 ns of agent CPU per byte). Above
-# SMALL_READ / COALESCE_S (13 MB/s) reads are large and nothing waits; the kernel holds the
-# bytes meanwhile (its receive buffer is far above 5 ms of a slow link).
-SMALL_READ = 64 << 10
-COALESCE_S = 0.005
-
-
-async def coalesced_chunks(resp: aiohttp.ClientResponse, size: int) -> AsyncIterator[bytes]:
-    """The body of ``resp`` in chunks of at most ``size`` bytes, each read taking what has
-    arrived, and after a small one the socket left unread for :data:`COALESCE_S`."""
-    content = resp.content
-    while True:
-        chunk = await content.read(size)
-        if not chunk:
-            return
-        yield chunk
-        connection = resp.connection
-        transport = connection.transport if connection is not None else None
-        if len(chunk) >= SMALL_READ or transport is None or content.at_eof():
-            continue
-        transport.pause_reading()
-        try:
-            await asyncio.sleep(COALESCE_S)
-        finally:
-            transport.resume_reading()
-
-
 async def _fail(resp: aiohttp.ClientResponse, what: str) -> SourceError:
     code = message = None
     if resp.method != "HEAD":
@@ -243,7 +214,7 @@ class PeerSource:
         got = 0
         complete = False
         try:
-            async for chunk in coalesced_chunks(resp, self._client.chunk_size):
+            async for chunk in resp.content.iter_chunked(self._client.chunk_size):
                 if skip:
                     if len(chunk) <= skip:
                         skip -= len(chunk)

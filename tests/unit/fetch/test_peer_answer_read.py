@@ -69,38 +69,3 @@ async def test_a_long_tracker_answer_arrives_whole() -> None:
     finally:
         await client.aclose()
         await runner.cleanup()
-
-
-async def test_a_slow_body_is_read_in_fewer_larger_chunks() -> None:
-    """A peer on a slow link sends a segment at a time; the reader lets them gather (its socket
-    paused a few ms after a small read) instead of waking for each one."""
-    import aiohttp
-
-    from warmstart.fetch.peer_source import coalesced_chunks
-
-    body = bytes(range(256)) * 4 * 400  # 400 KiB, written 1 KiB at a time
-    writes = len(body) // 1024
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse()
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        for i in range(0, len(body), 1024):
-            await resp.write(body[i : i + 1024])
-            await asyncio.sleep(0.0005)
-        return resp
-
-    app = web.Application()
-    app.router.add_get("/blob", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/blob") as resp:
-                chunks = [c async for c in coalesced_chunks(resp, 256 << 10)]
-    finally:
-        await runner.cleanup()
-    assert b"".join(chunks) == body
-    assert len(chunks) < writes / 3, (len(chunks), writes)
