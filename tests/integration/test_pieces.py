@@ -198,7 +198,10 @@ def test_a_peer_sending_a_corrupt_piece_is_refused_and_not_asked_again(
     liar_proxy.corrupt(path_contains="/blobs/", times=None)
     nodes = []
     for i, port in enumerate(ports):
-        extra = {"advertise_url": liar_proxy.url} if i == liar else {}
+        extra: dict[str, Any] = {"advertise_url": liar_proxy.url} if i == liar else {}
+        # One upload at a time everywhere: the honest holders are busy often enough that the
+        # others turn to the liar (with the default 4 slots they could serve everything alone).
+        extra["piece_uploads"] = 1
         nodes.append(
             agents(
                 upstreams={registry.host: slow.url},
